@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test: installs dependencies, builds (release and ASan+UBSan), and
+# runs the whole ctest suite on the release build.
+#   TROUPE_TEST_LABEL=unit scripts/test.sh    only one label (unit, integration, chaos, fuzz)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+jobs=$(nproc)
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+args=(--test-dir build --output-on-failure -j"$jobs")
+[ -n "${TROUPE_TEST_LABEL:-}" ] && args+=(-L "$TROUPE_TEST_LABEL")
+ctest "${args[@]}"
