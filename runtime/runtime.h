@@ -423,4 +423,125 @@ struct tr_proc_result {
 };
 TR_API int tr_proc_result(const struct tr_msg *msg, struct tr_proc_result *out);
 
+/* ------------------------------------------------------------------------ */
+/* HTTP/1.1 server on any libuv loop (needs no actor runtime).                 */
+/*
+ * One loop, one thread: every function below is called on the loop's thread,
+ * and every callback runs there. Requests on one connection are handed to the
+ * app one at a time, in order; the next is parsed only after the previous one
+ * is answered (pipelining-safe). The app answers a request whenever it likes:
+ * inside on_request or later, with tr_httpd_respond or a streamed response.
+ *
+ * Lifetime of a struct tr_httpd_req: from on_request until the app finishes
+ * it (tr_httpd_respond, tr_httpd_stream_end, tr_httpd_upgrade), or until its
+ * close callback returns if the connection goes away first (client gone, error,
+ * write buffer over its cap, server closing). After either, req is freed and
+ * must not be touched. Requests that have no close callback set are freed
+ * silently.
+ */
+
+struct tr_httpd;
+struct tr_httpd_conn;
+
+struct tr_httpd_header {
+    const char *name;   /* as sent */
+    const char *value;  /* leading/trailing blanks trimmed */
+};
+
+struct tr_httpd_req {
+    void *data;                 /* the app's; the server never touches it */
+    const char *method;         /* "GET", "POST", ... */
+    const char *target;         /* path and query as sent: "/v1/runs?limit=5" */
+    const char *path;           /* target before '?' */
+    const char *query;          /* after '?', "" when none */
+    const struct tr_httpd_header *headers;
+    size_t n_headers;
+    const char *body;           /* NUL-terminated for convenience; "" when none */
+    size_t body_len;
+    int http_minor;             /* 0 or 1 (HTTP/1.x) */
+    int upgrade;                /* the client asked for a protocol upgrade */
+    struct tr_httpd_conn *conn_; /* private */
+};
+
+struct tr_httpd_opts {
+    const char *host;               /* bind address; "127.0.0.1" when NULL */
+    int port;                       /* 0 = ephemeral: see tr_httpd_port */
+    uint32_t max_connections;       /* more are accepted and closed at once; 0 = 1024 */
+    size_t max_header_bytes;        /* request line + headers; over -> 431, close; 0 = 16 KiB */
+    size_t max_body_bytes;          /* over -> 413, close; 0 = 8 MiB */
+    uint32_t idle_timeout_ms;       /* no request in progress; then close; 0 = 60000 */
+    uint32_t request_timeout_ms;    /* first byte to complete request; then 408, close; 0 = 30000 */
+    size_t max_write_queue;         /* unsent response bytes per connection; over -> close; 0 = 16 MiB */
+    /* A complete request. Answer it now or later (see above). */
+    void (*on_request)(struct tr_httpd_req *req, void *ud);
+    void *ud;
+};
+
+/* Bind, listen and start accepting on loop. The server lives until
+ * tr_httpd_close. Returns TR_ESYS (message in err, if not NULL) when it
+ * cannot bind; nothing is left running then. */
+TR_API int tr_httpd_start(uv_loop_t *loop, const struct tr_httpd_opts *opts, struct tr_httpd **out,
+                          struct tr_err *err);
+/* The bound port (useful with port 0). */
+TR_API int tr_httpd_port(const struct tr_httpd *s);
+/* Stop accepting and close every connection; close callbacks of unanswered
+ * requests run; then s is freed and cb(arg) is called (never from inside this
+ * call). cb may be NULL. */
+TR_API void tr_httpd_close(struct tr_httpd *s, void (*cb)(void *arg), void *arg);
+
+struct tr_httpd_stats {
+    uint64_t accepted;        /* connections accepted and served */
+    uint64_t refused;         /* connections closed at once for the limit */
+    uint64_t requests;        /* complete requests handed to the app */
+    uint64_t bad_requests;    /* 400/408/413/431 sent */
+    uint32_t connections;     /* open now */
+};
+TR_API void tr_httpd_stats(const struct tr_httpd *s, struct tr_httpd_stats *out);
+
+/* Case-insensitive lookup of a request header; the first match, or NULL. */
+TR_API const char *tr_httpd_header(const struct tr_httpd_req *req, const char *name);
+
+/* Called once if req's connection closes before the app finished req;
+ * req is freed when cb returns. Replaces any earlier callback. */
+TR_API void tr_httpd_on_close(struct tr_httpd_req *req, void (*cb)(struct tr_httpd_req *req, void *arg),
+                              void *arg);
+
+/* Answer req: status line, the app's headers ("Name: value" strings, copied),
+ * Content-Length, Connection, then body (copied). req is finished. Returns
+ * TR_EINVAL for a bad status; TR_ECLOSED if the write buffer cap was hit
+ * (the connection is closing: req is finished all the same). */
+TR_API int tr_httpd_respond(struct tr_httpd_req *req, int status, const char *const *headers,
+                            size_t n_headers, const void *body, size_t len);
+
+enum tr_httpd_stream_mode {
+    TR_HTTPD_CHUNKED = 0, /* Transfer-Encoding: chunked; the connection stays usable */
+    TR_HTTPD_RAW          /* bytes as written (SSE, legacy); ends by closing the connection */
+};
+/* Send the status line and headers of a streamed response. Then
+ * tr_httpd_stream_write any number of times, then tr_httpd_stream_end.
+ * Until the end, the close callback tells the app that the client left. */
+TR_API int tr_httpd_stream_start(struct tr_httpd_req *req, int status, const char *const *headers,
+                                 size_t n_headers, enum tr_httpd_stream_mode mode);
+/* Queue data (copied). TR_ECLOSED when the connection is going away (the close
+ * callback will follow; keep req until then). A zero-length write is a no-op. */
+TR_API int tr_httpd_stream_write(struct tr_httpd_req *req, const void *data, size_t len);
+/* Bytes queued on req's connection and not yet written: for app-side pacing. */
+TR_API size_t tr_httpd_queued(const struct tr_httpd_req *req);
+/* Finish the streamed response; req is finished. */
+TR_API int tr_httpd_stream_end(struct tr_httpd_req *req);
+
+/* Take the connection over for another protocol (WebSocket). head (copied,
+ * may be empty) is written first, typically the "101 Switching Protocols"
+ * response. Once it is flushed, cb gets the socket and the bytes already read
+ * past the request (valid during the call only); it is never called from
+ * inside tr_httpd_upgrade. From then on the app owns tcp: its data field is
+ * the app's, and it must uv_close it and tr_free it in the close callback.
+ * If the connection fails first, cb gets tcp == NULL. req is finished. */
+typedef void (*tr_httpd_upgrade_cb)(uv_tcp_t *tcp, const void *rest, size_t rest_len, void *arg);
+TR_API int tr_httpd_upgrade(struct tr_httpd_req *req, const void *head, size_t head_len,
+                            tr_httpd_upgrade_cb cb, void *arg);
+
+/* Reason phrase for a status code ("Not Found"); never NULL. */
+TR_API const char *tr_httpd_reason(int status);
+
 #endif /* TR_RUNTIME_H */
