@@ -1,0 +1,359 @@
+/* tr_httpd: keep-alive, pipelining, limits, timeouts, async and streamed
+ * answers, client-gone notification, upgrade, clean close. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tclient.h"
+#include "tsrv.h"
+
+/* Poll cond for up to a minute (a hang guard, not a timing assertion). */
+#define WAIT_FOR(cond)                                                                \
+    do {                                                                              \
+        for (int wf_i = 0; wf_i < 60000 && !(cond); wf_i++)                           \
+            usleep(1000);                                                             \
+    } while (0)
+
+static void keepalive_pipelined(void **state)
+{
+    struct tsrv s;
+    struct tclient c;
+    assert_int_equal(tsrv_start(&s, NULL), 0);
+    assert_int_equal(tc_connect(&c, s.port), 0);
+
+    /* The first answer is slow (async); the others must still follow it. */
+    tc_sends(&c, "GET /delay?ms=50&i=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                 "GET /hello?i=2 HTTP/1.1\r\nHost: t\r\n\r\n"
+                 "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nthree"
+                 "GET /hello?i=4 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_int_equal(tc_wait(&c, 4), 4);
+    assert_int_equal(c.r[0].status, 200);
+    assert_string_equal(c.r[0].body, "delayed 1");
+    assert_string_equal(c.r[1].body, "hello 2");
+    assert_string_equal(c.r[2].body, "three");
+    assert_string_equal(c.r[3].body, "hello 4");
+    assert_false(c.eof);
+
+    /* Keep-alive: the same connection serves another request later. */
+    tc_sends(&c, "GET /hello?i=5 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_int_equal(tc_wait(&c, 5), 5);
+    assert_string_equal(c.r[4].body, "hello 5");
+    assert_true(strstr(c.raw, "X-Test: yes\r\n") != NULL);
+
+    /* Connection: close is honoured. */
+    tc_sends(&c, "GET /hello?i=6 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_int_equal(tc_wait(&c, 6), 6);
+    assert_true(tc_wait_eof(&c));
+    tc_close(&c);
+    tsrv_stop(&s);
+    assert_int_equal(s.stats.requests, 6);
+}
+
+static void body_too_large(void **state)
+{
+    struct tsrv s;
+    struct tclient c;
+    struct tr_httpd_opts o = {.max_body_bytes = 1024};
+    assert_int_equal(tsrv_start(&s, &o), 0);
+
+    /* Declared length over the cap. */
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    tc_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\nxxxx");
+    assert_int_equal(tc_wait(&c, 1), 1);
+    assert_int_equal(c.r[0].status, 413);
+    assert_true(tc_wait_eof(&c));
+    tc_close(&c);
+
+    /* Chunked body that grows over the cap. */
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    tc_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    char chunk[600];
+    memset(chunk, 'y', sizeof(chunk));
+    for (int i = 0; i < 3; i++) {
+        char sz[16];
+        snprintf(sz, sizeof(sz), "%zx\r\n", sizeof(chunk));
+        tc_sends(&c, sz);
+        tc_send(&c, chunk, sizeof(chunk));
+        tc_sends(&c, "\r\n");
+    }
+    assert_int_equal(tc_wait(&c, 1), 1);
+    assert_int_equal(c.r[0].status, 413);
+    assert_true(tc_wait_eof(&c));
+    tc_close(&c);
+
+    /* Within the cap it works. */
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    tc_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc");
+    assert_int_equal(tc_wait(&c, 1), 1);
+    assert_string_equal(c.r[0].body, "abc");
+    tc_close(&c);
+    tsrv_stop(&s);
+}
+
+static void garbage_and_big_headers(void **state)
+{
+    struct tsrv s;
+    struct tclient c, d;
+    struct tr_httpd_opts o = {.max_header_bytes = 2048};
+    assert_int_equal(tsrv_start(&s, &o), 0);
+
+    assert_int_equal(tc_connect(&d, s.port), 0); /* another client, kept open */
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    tc_sends(&c, "GARBAGE\x01\x02 nonsense\r\n\r\n");
+    assert_int_equal(tc_wait(&c, 1), 1);
+    assert_int_equal(c.r[0].status, 400);
+    assert_true(tc_wait_eof(&c));
+    tc_close(&c);
+
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    tc_sends(&c, "GET / HTTP/1.1\r\nX-Big: ");
+    char big[4096];
+    memset(big, 'a', sizeof(big));
+    tc_send(&c, big, sizeof(big));
+    tc_sends(&c, "\r\n\r\n");
+    assert_int_equal(tc_wait(&c, 1), 1);
+    assert_int_equal(c.r[0].status, 431);
+    assert_true(tc_wait_eof(&c));
+    tc_close(&c);
+
+    /* The server keeps serving others. */
+    tc_sends(&d, "GET /hello?i=9 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_int_equal(tc_wait(&d, 1), 1);
+    assert_string_equal(d.r[0].body, "hello 9");
+    tc_close(&d);
+    tsrv_stop(&s);
+    assert_int_equal(s.stats.bad_requests, 2);
+}
+
+static void slowloris(void **state)
+{
+    struct tsrv s;
+    struct tclient slow, fast;
+    struct tr_httpd_opts o = {.request_timeout_ms = 500};
+    assert_int_equal(tsrv_start(&s, &o), 0);
+
+    assert_int_equal(tc_connect(&slow, s.port), 0);
+    tc_sends(&slow, "GET /hello HTTP/1.1\r\nHost: t\r\nX-Slow: 1");
+    /* Another client is served while the slow one dangles. */
+    assert_int_equal(tc_connect(&fast, s.port), 0);
+    for (int i = 0; i < 3; i++) {
+        char req[64];
+        snprintf(req, sizeof(req), "GET /hello?i=%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
+        tc_sends(&fast, req);
+        assert_int_equal(tc_wait(&fast, i + 1), i + 1);
+    }
+    /* Keep trickling bytes: it must not help. */
+    tc_sends(&slow, "2");
+    assert_int_equal(tc_wait(&slow, 1), 1);
+    assert_int_equal(slow.r[0].status, 408);
+    assert_true(tc_wait_eof(&slow));
+    assert_false(fast.eof);
+    tc_close(&slow);
+    tc_close(&fast);
+    tsrv_stop(&s);
+}
+
+static void connection_limit(void **state)
+{
+    struct tsrv s;
+    struct tclient c[4], extra;
+    struct tr_httpd_opts o = {.max_connections = 4};
+    assert_int_equal(tsrv_start(&s, &o), 0);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(tc_connect(&c[i], s.port), 0);
+        tc_sends(&c[i], "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_int_equal(tc_wait(&c[i], 1), 1);
+    }
+    /* The fifth is accepted and closed without an answer. */
+    assert_int_equal(tc_connect(&extra, s.port), 0);
+    tc_sends(&extra, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_true(tc_wait_eof(&extra));
+    assert_int_equal(extra.n, 0);
+    tc_close(&extra);
+
+    /* Once one leaves, a new one gets in (poll: the server notices the close
+     * asynchronously). */
+    tc_close(&c[0]);
+    int served = 0;
+    for (int attempt = 0; attempt < 10000 && !served; attempt++) {
+        assert_int_equal(tc_connect(&extra, s.port), 0);
+        tc_sends(&extra, "GET /hello?i=7 HTTP/1.1\r\nHost: t\r\n\r\n");
+        served = tc_wait(&extra, 1) == 1;
+        tc_close(&extra);
+    }
+    assert_true(served);
+    for (int i = 1; i < 4; i++)
+        tc_close(&c[i]);
+    tsrv_stop(&s);
+    assert_true(s.stats.refused >= 1);
+}
+
+static void async_response(void **state)
+{
+    struct tsrv s;
+    struct tclient a, b;
+    assert_int_equal(tsrv_start(&s, NULL), 0);
+    assert_int_equal(tc_connect(&a, s.port), 0);
+    assert_int_equal(tc_connect(&b, s.port), 0);
+    tc_sends(&a, "GET /delay?ms=300&i=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    tc_sends(&b, "GET /hello?i=2 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_int_equal(tc_wait(&b, 1), 1);
+    assert_string_equal(b.r[0].body, "hello 2");
+    assert_int_equal(tc_wait(&a, 1), 1);
+    assert_string_equal(a.r[0].body, "delayed 1");
+    tc_close(&a);
+    tc_close(&b);
+    tsrv_stop(&s);
+}
+
+static void streamed_response(void **state)
+{
+    struct tsrv s;
+    struct tclient c;
+    assert_int_equal(tsrv_start(&s, NULL), 0);
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    tc_sends(&c, "GET /stream?n=5&ms=5 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_int_equal(tc_wait(&c, 1), 1);
+    assert_true(c.r[0].chunked);
+    assert_string_equal(c.r[0].body, "chunk 0\nchunk 1\nchunk 2\nchunk 3\nchunk 4\n");
+    /* Still keep-alive after a chunked response. */
+    tc_sends(&c, "GET /hello?i=3 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_int_equal(tc_wait(&c, 2), 2);
+    assert_string_equal(c.r[1].body, "hello 3");
+    tc_close(&c);
+    tsrv_stop(&s);
+    assert_int_equal(atomic_load(&s.streams_ended), 1);
+}
+
+static void client_gone(void **state)
+{
+    struct tsrv s;
+    struct tclient c;
+    assert_int_equal(tsrv_start(&s, NULL), 0);
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    tc_sends(&c, "GET /sse HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n");
+    assert_true(tc_wait_raw(&c, "data: tick\n\ndata: tick\n\n"));
+    assert_true(strstr(c.raw, "Content-Type: text/event-stream\r\n") != NULL);
+    assert_int_equal(atomic_load(&s.gone), 0);
+    tc_close(&c);
+    WAIT_FOR(atomic_load(&s.gone) == 1);
+    assert_int_equal(atomic_load(&s.gone), 1);
+    tsrv_stop(&s);
+}
+
+static void slow_reader_disconnected(void **state)
+{
+    struct tsrv s;
+    struct tclient c;
+    struct tr_httpd_opts o = {.max_write_queue = 256 * 1024};
+    assert_int_equal(tsrv_start(&s, &o), 0);
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    tc_sends(&c, "GET /flood HTTP/1.1\r\nHost: t\r\n\r\n");
+    /* Never read: the server's queue passes its cap and it hangs up. */
+    WAIT_FOR(atomic_load(&s.gone) == 1);
+    assert_int_equal(atomic_load(&s.gone), 1);
+    tc_close(&c);
+    tsrv_stop(&s);
+}
+
+static void upgrade(void **state)
+{
+    struct tsrv s;
+    struct tclient c;
+    assert_int_equal(tsrv_start(&s, NULL), 0);
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    tc_sends(&c, "GET /upgrade HTTP/1.1\r\nHost: t\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\nEXTRA");
+    assert_true(tc_wait_raw(&c, "upgraded:EXTRA"));
+    assert_true(strncmp(c.raw, "HTTP/1.1 101 Switching Protocols\r\n", 34) == 0);
+    assert_true(tc_wait_eof(&c));
+    tc_close(&c);
+    tsrv_stop(&s);
+}
+
+static void close_with_pending(void **state)
+{
+    struct tsrv s;
+    struct tclient a, b, idle;
+    assert_int_equal(tsrv_start(&s, NULL), 0);
+    assert_int_equal(tc_connect(&a, s.port), 0);
+    assert_int_equal(tc_connect(&b, s.port), 0);
+    assert_int_equal(tc_connect(&idle, s.port), 0);
+    tc_sends(&a, "GET /delay?ms=600000 HTTP/1.1\r\nHost: t\r\n\r\n");
+    tc_sends(&b, "GET /sse HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_true(tc_wait_raw(&b, "data: tick"));
+    WAIT_FOR(atomic_load(&s.requests) == 2);
+    tsrv_stop(&s);
+    assert_int_equal(atomic_load(&s.gone), 2);
+    assert_true(tc_wait_eof(&a));
+    assert_true(tc_wait_eof(&b));
+    assert_true(tc_wait_eof(&idle));
+    tc_close(&a);
+    tc_close(&b);
+    tc_close(&idle);
+}
+
+static void http10_and_head(void **state)
+{
+    struct tsrv s;
+    struct tclient c;
+    assert_int_equal(tsrv_start(&s, NULL), 0);
+    /* HTTP/1.0 without keep-alive: answer, then close. */
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    tc_sends(&c, "GET /hello?i=1 HTTP/1.0\r\n\r\n");
+    assert_int_equal(tc_wait(&c, 1), 1);
+    assert_string_equal(c.r[0].body, "hello 1");
+    assert_true(tc_wait_eof(&c));
+    tc_close(&c);
+    /* HEAD: headers with the length, no body. */
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    tc_sends(&c, "HEAD /hello?i=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_true(tc_wait_eof(&c));
+    assert_true(strstr(c.raw, "Content-Length: 7\r\n") != NULL);
+    assert_true(strstr(c.raw, "hello") == NULL);
+    tc_close(&c);
+    tsrv_stop(&s);
+}
+
+static void bind_failure(void **state)
+{
+    uv_loop_t loop;
+    struct tr_httpd *h = NULL, *h2 = NULL;
+    struct tr_err err;
+    struct tsrv dummy;
+    (void)dummy;
+    uv_loop_init(&loop);
+    struct tr_httpd_opts o = {.on_request = (void (*)(struct tr_httpd_req *, void *))1};
+    assert_int_equal(tr_httpd_start(&loop, &o, &h, &err), 0);
+    o.port = tr_httpd_port(h);
+    assert_int_equal(tr_httpd_start(&loop, &o, &h2, &err), TR_ESYS);
+    assert_true(strstr(err.msg, "httpd listen") != NULL);
+    tr_httpd_close(h, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(keepalive_pipelined),
+        cmocka_unit_test(body_too_large),
+        cmocka_unit_test(garbage_and_big_headers),
+        cmocka_unit_test(slowloris),
+        cmocka_unit_test(connection_limit),
+        cmocka_unit_test(async_response),
+        cmocka_unit_test(streamed_response),
+        cmocka_unit_test(client_gone),
+        cmocka_unit_test(slow_reader_disconnected),
+        cmocka_unit_test(upgrade),
+        cmocka_unit_test(close_with_pending),
+        cmocka_unit_test(http10_and_head),
+        cmocka_unit_test(bind_failure),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
