@@ -99,7 +99,7 @@ static void count_status(struct mock_engine *e, int status)
 
 json_t *mock_engine_stats(const struct mock_engine *e)
 {
-    return json_pack("{sIsIsIsIsIsososbsI}", "requests", (json_int_t)e->requests, "completions",
+    return mock_pack("{sIsIsIsIsIsososbsI}", "requests", (json_int_t)e->requests, "completions",
                      (json_int_t)e->completions, "streamed", (json_int_t)e->streamed,
                      "injected_errors", (json_int_t)e->injected_errors, "malformed",
                      (json_int_t)e->malformed, "by_script", json_deep_copy(e->by_script),
@@ -151,13 +151,13 @@ static void control(struct mock_engine *e, const char *method, const char *path,
         if (json_is_integer(ra) && json_integer_value(ra) >= 0 && json_integer_value(ra) <= 86400)
             e->down_retry_after = (int)json_integer_value(ra);
         json_decref(j);
-        reply_json(r, 200, json_pack("{sb}", "down", 1));
+        reply_json(r, 200, mock_pack("{sb}", "down", 1));
     } else if (strcmp(path, "/_mock/up") == 0 && is_post) {
         e->down = 0;
-        reply_json(r, 200, json_pack("{sb}", "down", 0));
+        reply_json(r, 200, mock_pack("{sb}", "down", 0));
     } else if (strcmp(path, "/_mock/reset") == 0 && is_post) {
         reset(e);
-        reply_json(r, 200, json_pack("{sb}", "reset", 1));
+        reply_json(r, 200, mock_pack("{sb}", "reset", 1));
     } else {
         mock_reply_error(r, 404, NULL, "unknown_url", "Invalid URL (%s %s)", method, path);
     }
@@ -166,9 +166,9 @@ static void control(struct mock_engine *e, const char *method, const char *path,
 
 static void models(struct mock_engine *e, struct mock_reply *r)
 {
-    json_t *m = json_pack("{sssssIss}", "id", e->scripts->model, "object", "model", "created",
+    json_t *m = mock_pack("{sssssIss}", "id", e->scripts->model, "object", "model", "created",
                           (json_int_t)0, "owned_by", "troupe-mockllm");
-    reply_json(r, 200, json_pack("{sss[o]}", "object", "list", "data", m));
+    reply_json(r, 200, mock_pack("{sss[o]}", "object", "list", "data", m));
 }
 
 static void completion(struct mock_engine *e, const char *body, size_t body_len, int64_t now_s,

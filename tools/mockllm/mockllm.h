@@ -202,6 +202,9 @@ void mock_server_close(struct mock_server *s, void (*cb)(void *arg), void *arg);
 
 uint64_t mock_fnv1a(const void *p, size_t n, uint64_t h);
 #define MOCK_FNV_SEED 0xcbf29ce484222325ULL
+/* json_pack that aborts with jansson's message when the format and the
+ * arguments disagree (a programming error, never an input error). */
+json_t *mock_pack(const char *fmt, ...);
 /* json_dumps with our allocator semantics: aborts on failure; tr_free it. */
 char *mock_dumps(const json_t *j, size_t flags);
 

@@ -206,7 +206,7 @@ static void answer_free(struct answer *a)
 
 static json_t *usage_json(const struct answer *a)
 {
-    return json_pack("{sIsIsI}", "prompt_tokens", (json_int_t)a->prompt_tokens,
+    return mock_pack("{sIsIsI}", "prompt_tokens", (json_int_t)a->prompt_tokens,
                      "completion_tokens", (json_int_t)a->completion_tokens, "total_tokens",
                      (json_int_t)(a->prompt_tokens + a->completion_tokens));
 }
@@ -245,7 +245,7 @@ static void completion_body(struct mock_reply *r, const struct mock_step *st,
             json_t *calls = json_array();
             for (size_t i = 0; i < a->n_calls; i++) {
                 json_array_append_new(calls,
-                                      json_pack("{sssss{ssss}}", "id", a->calls[i].id, "type",
+                                      mock_pack("{sssss{ssss}}", "id", a->calls[i].id, "type",
                                                 "function", "function", "name", a->calls[i].name,
                                                 "arguments", a->calls[i].args));
             }
@@ -359,9 +359,9 @@ static void piece_cb(void *arg, const char *piece)
     struct piece_ctx *pc = arg;
     json_t *delta;
     if (pc->call == SIZE_MAX)
-        delta = json_pack("{ss}", "content", piece);
+        delta = mock_pack("{ss}", "content", piece);
     else
-        delta = json_pack("{s[{sIs{ss}}]}", "tool_calls", "index", (json_int_t)pc->call,
+        delta = mock_pack("{s[{sIs{ss}}]}", "tool_calls", "index", (json_int_t)pc->call,
                           "function", "arguments", piece);
     ev_add_chunk(pc->ev, pc->a, pc->model, pc->created, pc->usage_field, delta, NULL, NULL);
 }
@@ -378,7 +378,7 @@ static void completion_events(struct mock_reply *r, const struct mock_step *st,
         ev_add_chunk(&ev, a, model, created, uf, NULL, NULL, NULL);
     } else {
         ev_add_chunk(&ev, a, model, created, uf,
-                     json_pack("{sss}", "role", "assistant", "content", ""), NULL, NULL);
+                     mock_pack("{ssss}", "role", "assistant", "content", ""), NULL, NULL);
         if (st->malformed == MOCK_MAL_BAD_JSON) {
             char broken[160];
             snprintf(broken, sizeof(broken), "{\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"delta\":",
@@ -388,7 +388,7 @@ static void completion_events(struct mock_reply *r, const struct mock_step *st,
         if (a->content != NULL)
             split_pieces(a->content, st->pieces, piece_cb, &pc);
         for (size_t i = 0; i < a->n_calls; i++) {
-            json_t *delta = json_pack("{s[{sIsss{ssss}}]}", "tool_calls", "index", (json_int_t)i,
+            json_t *delta = mock_pack("{s[{sIsssss{ssss}}]}", "tool_calls", "index", (json_int_t)i,
                                       "id", a->calls[i].id, "type", "function", "function",
                                       "name", a->calls[i].name, "arguments", "");
             ev_add_chunk(&ev, a, model, created, uf, delta, NULL, NULL);

@@ -4,6 +4,7 @@
  * fails at startup with the script and step named, not at the request that
  * reaches the bad step. */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,21 @@ uint64_t mock_fnv1a(const void *p, size_t n, uint64_t h)
         h *= 0x100000001b3ULL;
     }
     return h;
+}
+
+json_t *mock_pack(const char *fmt, ...)
+{
+    json_error_t jerr;
+    va_list ap;
+
+    va_start(ap, fmt);
+    json_t *j = json_vpack_ex(&jerr, 0, fmt, ap);
+    va_end(ap);
+    if (j == NULL) {
+        tr_log(TR_LOG_ERROR, "mockllm: json_pack \"%s\": %s", fmt, jerr.text);
+        abort();
+    }
+    return j;
 }
 
 char *mock_dumps(const json_t *j, size_t flags)
