@@ -1,0 +1,429 @@
+/* Troupe's FlatBuffers runtime: builder, verifier and readers, wire-compatible
+ * with Google's runtime. Generated code (tools/fbgen) sits on top of it.
+ *
+ * Schemas: schemas/journal.fbs (troupe.journal, TRJ1), command.fbs
+ * (troupe.cmd, TRC1), peer.fbs (troupe.peer, TRN1), protocol.fbs
+ * (troupe.proto, TRP1). Include "schemas/<name>_generated.h" for one of them;
+ * the build generates these headers (link tr_schemas).
+ *
+ * ---- Generated API --------------------------------------------------------
+ * Namespace N (dots become '_', e.g. troupe_journal), table T, field f:
+ *
+ * Verify, then read. No field may be read from a buffer that was not
+ * verified: every buffer from the network, the disk or raft goes through
+ *   const struct N_T *t = N_T_verify_as_root(buf, len, &err);   NULL: rejected
+ * which checks the file identifier when T is its schema's root type, the
+ * limits of tr_fb_default_limits and every offset reachable from the root;
+ * `err` (struct tr_fb_error *, may be NULL) says why and where. Use
+ * N_T_verify_as_root_opts(buf, len, ident, &limits, &err) for other limits
+ * or identifiers (ident NULL: no identifier check). N_T_as_root(buf) reads
+ * without verifying: only for buffers this process has just built.
+ *
+ * Readers (static inline, never fail on a verified buffer; t may not be NULL):
+ *   scalar / enum     N_T_f(t)           the value, or the schema default
+ *   any field         N_T_has_f(t)       present in the buffer
+ *   string            N_T_f(t)           struct tr_fb_str {ptr, len}; ptr is
+ *                                        NUL-terminated in the buffer, NULL when absent
+ *   table             N_T_f(t)           const struct N_U *, NULL when absent
+ *   struct            N_T_f(t)           struct N_S by value (zeroes when absent)
+ *   vector            N_T_f_len(t)       element count (0 when absent)
+ *                     N_T_f_at(t, i)     element i (as the scalar, string, table
+ *                                        or struct readers above; i < len)
+ *                     N_T_f(t)           struct tr_fb_vec {data, len}: raw little-
+ *                                        endian elements, e.g. bytes of [ubyte]
+ *   union u           N_T_u_type(t)      the member tag: enum N_U (N_U_NONE = 0)
+ *                     N_T_u(t)           const void * to the member table or NULL
+ *                     N_T_u_as_M(t)      const struct N_M *, NULL unless tag is M
+ *   nested buffer     N_T_f(t)           its bytes (struct tr_fb_vec); it was
+ *                                        verified with the outer buffer, so
+ *                                        N_M_as_root(v.data) is safe.
+ *   struct S fields   plain C members of struct N_S (host is little-endian).
+ *
+ * Builders (struct tr_fb_builder *b; children before parents, one table open
+ * at a time):
+ *   N_T_start(b); N_T_add_f(b, v) ...; tr_fb_ref r = N_T_end(b);
+ *     scalars: value (equal to the default: not written unless
+ *       b->force_defaults); strings, vectors, tables: a tr_fb_ref (0: absent);
+ *       structs: const struct N_S *; unions: N_T_add_u_M(b, ref) sets tag and value.
+ *     N_T_end aborts when a required field is missing (a programming error).
+ *   strings:  tr_fb_create_string(b, ptr, len), tr_fb_create_str(b, cstr)
+ *   vectors:  N_T_create_f(b, const elem *v, n) for scalars and structs,
+ *             N_T_create_f(b, const tr_fb_ref *refs, n) for strings and tables,
+ *             tr_fb_create_bytes(b, p, n) for [ubyte].
+ *   finish:   N_T_finish(b, r) (root types: with the file identifier),
+ *             tr_fb_finish(b, r, ident), tr_fb_finish_sized(b, r, ident) (with
+ *             the 4-byte length prefix of Troupe's frames); then
+ *             tr_fb_builder_data(b, &len). tr_fb_builder_reset(b) reuses memory.
+ *
+ * Enums and unions: enum N_E { N_E_Value = ... }; N_E_name(v) returns the
+ * schema name or NULL; N_U_name(tag) the member name ("NONE" for 0).
+ *
+ * Memory: the builder owns its buffer; allocation failure aborts
+ * (tr_fb_oom). Readers return pointers into the caller's buffer, valid while
+ * it lives.
+ */
+#ifndef TR_SCHEMAS_H
+#define TR_SCHEMAS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "Troupe's FlatBuffers runtime assumes a little-endian host"
+#endif
+
+/* ---- errors -------------------------------------------------------------- */
+
+#define TR_FB_ERRORS(X)                                                        \
+  X(TR_FB_OK, "ok")                                                            \
+  X(TR_FB_E_TRUNCATED, "buffer too short")                                     \
+  X(TR_FB_E_OVERSIZED, "buffer larger than the size limit")                    \
+  X(TR_FB_E_IDENT, "wrong file identifier")                                    \
+  X(TR_FB_E_ALIGN, "misaligned offset")                                        \
+  X(TR_FB_E_BOUNDS, "offset past the end of the buffer")                       \
+  X(TR_FB_E_CYCLE, "offset does not point forward (cyclic)")                   \
+  X(TR_FB_E_VTABLE, "malformed vtable")                                        \
+  X(TR_FB_E_FIELD, "field outside its table")                                  \
+  X(TR_FB_E_REQUIRED, "required field missing")                                \
+  X(TR_FB_E_STRING, "string not NUL-terminated")                               \
+  X(TR_FB_E_DEPTH, "nesting deeper than the depth limit")                      \
+  X(TR_FB_E_TOO_MANY, "more objects than the table-count limit")               \
+  X(TR_FB_E_UNION, "union type out of range")                                  \
+  X(TR_FB_E_NESTED, "nested buffer invalid")
+
+enum tr_fb_status {
+#define TR_FB_X_ENUM(code, text) code,
+  TR_FB_ERRORS(TR_FB_X_ENUM)
+#undef TR_FB_X_ENUM
+};
+
+/* Why and where verification failed. `type` and `field` name the schema
+ * table and field being checked (static strings, may be NULL); `offset` is
+ * the byte offset in the (innermost) buffer. */
+struct tr_fb_error {
+  enum tr_fb_status code;
+  uint32_t offset;
+  const char *type;
+  const char *field;
+};
+
+const char *tr_fb_strerror(enum tr_fb_status code);
+/* "verify troupe.journal.Event.run_id at 12: string not NUL-terminated" into
+ * out (always NUL-terminated); returns out. */
+char *tr_fb_error_format(const struct tr_fb_error *err, char *out, size_t n);
+
+/* ---- reading ------------------------------------------------------------- */
+
+/* Loads go through memcpy: a buffer may start at any address (after a frame's
+ * length prefix, inside a RocksDB slice); verification checks alignment
+ * relative to the buffer's start, as Google's verifier does. */
+#define TR_FB_LOAD(name, type)                                                 \
+  static inline type tr_fb_read_##name(const uint8_t *p) {                     \
+    type v;                                                                    \
+    memcpy(&v, p, sizeof v);                                                   \
+    return v;                                                                  \
+  }
+TR_FB_LOAD(u8, uint8_t)
+TR_FB_LOAD(i8, int8_t)
+TR_FB_LOAD(u16, uint16_t)
+TR_FB_LOAD(i16, int16_t)
+TR_FB_LOAD(u32, uint32_t)
+TR_FB_LOAD(i32, int32_t)
+TR_FB_LOAD(u64, uint64_t)
+TR_FB_LOAD(i64, int64_t)
+TR_FB_LOAD(f32, float)
+TR_FB_LOAD(f64, double)
+#undef TR_FB_LOAD
+static inline bool tr_fb_read_bool(const uint8_t *p) { return *p != 0; }
+
+struct tr_fb_str {
+  const char *ptr; /* NUL-terminated; NULL when absent */
+  uint32_t len;
+};
+
+struct tr_fb_vec {
+  const uint8_t *data; /* first element; NULL when absent */
+  uint32_t len;        /* element count */
+};
+
+/* The field with this id of table t, or NULL when absent. */
+static inline const uint8_t *tr_fb_field(const void *t, unsigned id) {
+  const uint8_t *tp = (const uint8_t *)t;
+  const uint8_t *vt = tp - tr_fb_read_i32(tp);
+  unsigned at = 4 + 2 * id;
+  if (at + 2 > tr_fb_read_u16(vt))
+    return NULL;
+  uint16_t off = tr_fb_read_u16(vt + at);
+  return off ? tp + off : NULL;
+}
+
+static inline const uint8_t *tr_fb_deref(const uint8_t *p) {
+  return p + tr_fb_read_u32(p);
+}
+
+static inline const uint8_t *tr_fb_field_ref(const void *t, unsigned id) {
+  const uint8_t *p = tr_fb_field(t, id);
+  return p ? tr_fb_deref(p) : NULL;
+}
+
+static inline struct tr_fb_str tr_fb_field_str(const void *t, unsigned id) {
+  struct tr_fb_str s = {NULL, 0};
+  const uint8_t *p = tr_fb_field_ref(t, id);
+  if (p) {
+    s.len = tr_fb_read_u32(p);
+    s.ptr = (const char *)p + 4;
+  }
+  return s;
+}
+
+static inline struct tr_fb_vec tr_fb_field_vec(const void *t, unsigned id) {
+  struct tr_fb_vec v = {NULL, 0};
+  const uint8_t *p = tr_fb_field_ref(t, id);
+  if (p) {
+    v.len = tr_fb_read_u32(p);
+    v.data = p + 4;
+  }
+  return v;
+}
+
+static inline struct tr_fb_str tr_fb_vec_str(struct tr_fb_vec v, uint32_t i) {
+  struct tr_fb_str s = {NULL, 0};
+  if (i < v.len) {
+    const uint8_t *p = tr_fb_deref(v.data + 4 * (size_t)i);
+    s.len = tr_fb_read_u32(p);
+    s.ptr = (const char *)p + 4;
+  }
+  return s;
+}
+
+static inline const void *tr_fb_vec_table(struct tr_fb_vec v, uint32_t i) {
+  return i < v.len ? (const void *)tr_fb_deref(v.data + 4 * (size_t)i) : NULL;
+}
+
+/* The root table of a buffer (no verification). */
+static inline const void *tr_fb_root(const void *buf) {
+  return tr_fb_deref((const uint8_t *)buf);
+}
+
+/* True when buf (of len bytes) carries this 4-character file identifier. */
+bool tr_fb_has_ident(const void *buf, size_t len, const char *ident);
+
+/* ---- verifying ----------------------------------------------------------- */
+
+/* Bounds on a verification: total bytes, nesting depth (tables, vectors of
+ * tables, nested buffers), and objects visited (tables plus elements of
+ * offset vectors), so that no crafted buffer costs unbounded time. */
+struct tr_fb_limits {
+  uint32_t max_size;
+  uint32_t max_depth;
+  uint32_t max_objects;
+};
+
+extern const struct tr_fb_limits tr_fb_default_limits; /* 64 MiB, 64, 4 Mi */
+
+struct tr_fb_verifier {
+  const uint8_t *buf;
+  uint32_t len;
+  uint32_t depth;
+  uint32_t objects;
+  struct tr_fb_limits lim;
+  struct tr_fb_error *err;
+};
+
+/* A verified table: its position and vtable. */
+struct tr_fb_vtab {
+  uint32_t pos;
+  uint32_t vt;
+  uint16_t vt_len;
+  uint16_t t_len;
+};
+
+/* The primitives generated verifiers are made of. Each returns 0 or records
+ * the failure in v->err and returns the error code. */
+int tr_fb_verify_fail(struct tr_fb_verifier *v, enum tr_fb_status code,
+                      uint32_t off, const char *type, const char *field);
+/* Checks the header and identifier (ident NULL: none), sets *root. */
+int tr_fb_verify_begin(struct tr_fb_verifier *v, const void *buf, size_t len,
+                       const char *ident, const struct tr_fb_limits *lim,
+                       struct tr_fb_error *err, uint32_t *root);
+/* Enters the table at pos (depth + 1); pair with tr_fb_verify_table_leave. */
+int tr_fb_verify_table_enter(struct tr_fb_verifier *v, uint32_t pos,
+                             const char *type, struct tr_fb_vtab *tv);
+static inline void tr_fb_verify_table_leave(struct tr_fb_verifier *v) {
+  v->depth--;
+}
+/* Field `id` of a verified table: 0 when absent, else its position after
+ * checking that `size` bytes lie in the table, aligned to `align`. */
+int tr_fb_verify_field(struct tr_fb_verifier *v, const struct tr_fb_vtab *tv,
+                       unsigned id, uint32_t size, uint32_t align,
+                       bool required, const char *type, const char *field,
+                       uint32_t *pos);
+/* The uoffset at pos: sets *target. */
+int tr_fb_verify_offset(struct tr_fb_verifier *v, uint32_t pos,
+                        const char *type, const char *field, uint32_t *target);
+int tr_fb_verify_string(struct tr_fb_verifier *v, uint32_t pos,
+                        const char *type, const char *field);
+/* The vector at pos: elements aligned and inside the buffer; sets *n.
+ * offsets: the elements are uoffsets (counted against max_objects). */
+int tr_fb_verify_vector(struct tr_fb_verifier *v, uint32_t pos,
+                        uint32_t elem_size, uint32_t align, bool offsets,
+                        const char *type, const char *field, uint32_t *n);
+/* A vector of strings at pos. */
+int tr_fb_verify_string_vector(struct tr_fb_verifier *v, uint32_t pos,
+                               const char *type, const char *field);
+
+typedef int (*tr_fb_verify_table_fn)(struct tr_fb_verifier *v, uint32_t pos);
+/* A vector of tables at pos, each checked by fn. */
+int tr_fb_verify_table_vector(struct tr_fb_verifier *v, uint32_t pos,
+                              tr_fb_verify_table_fn fn, const char *type,
+                              const char *field);
+/* A nested buffer: the byte vector at pos holds a buffer whose root table fn
+ * checks (empty vector: accepted, nothing to read). */
+int tr_fb_verify_nested(struct tr_fb_verifier *v, uint32_t pos,
+                        tr_fb_verify_table_fn fn, const char *type,
+                        const char *field);
+/* Whole-buffer verification of a root table; returns the root or NULL. */
+const void *tr_fb_verify_root(const void *buf, size_t len, const char *ident,
+                              const struct tr_fb_limits *lim,
+                              struct tr_fb_error *err,
+                              tr_fb_verify_table_fn fn);
+
+/* ---- building ------------------------------------------------------------ */
+
+/* Offset of an object in a buffer under construction (distance from the
+ * buffer's end); 0 means "none". */
+typedef uint32_t tr_fb_ref;
+
+/* Buffers grow downwards: the data is buf[cap - used, cap). */
+struct tr_fb_builder {
+  uint8_t *buf;
+  size_t cap;
+  size_t used;
+  size_t minalign;
+  bool force_defaults; /* write scalars equal to their default */
+  bool finished;
+  /* the open table */
+  bool in_table;
+  uint32_t table_start;
+  uint16_t nslots;
+  uint16_t slot_cap;
+  uint32_t *slots; /* per field id: ref of its data, 0 = absent */
+  /* written vtables, for deduplication */
+  uint32_t *vtables;
+  size_t nvtables, vt_cap;
+};
+
+void tr_fb_builder_init(struct tr_fb_builder *b);
+/* Forget the content, keep the memory. */
+void tr_fb_builder_reset(struct tr_fb_builder *b);
+void tr_fb_builder_free(struct tr_fb_builder *b);
+/* The finished buffer, valid until the next reset or free. */
+const uint8_t *tr_fb_builder_data(const struct tr_fb_builder *b, size_t *len);
+
+_Noreturn void tr_fb_oom(size_t n);
+_Noreturn void tr_fb_misuse(const char *what);
+void tr_fb_grow(struct tr_fb_builder *b, size_t n);
+
+static inline void tr_fb_ensure(struct tr_fb_builder *b, size_t n) {
+  if (b->cap - b->used < n)
+    tr_fb_grow(b, n);
+}
+
+/* Pads so that, once `additional` more bytes are written, the next write
+ * lands aligned to `align`; reserves room for the padding, `additional`
+ * bytes and one element of `align` bytes. */
+static inline void tr_fb_prep(struct tr_fb_builder *b, size_t align,
+                              size_t additional) {
+  if (align > b->minalign)
+    b->minalign = align;
+  size_t pad = (~(b->used + additional) + 1) & (align - 1);
+  tr_fb_ensure(b, pad + additional + align);
+  b->used += pad;
+  memset(b->buf + b->cap - b->used, 0, pad);
+}
+
+static inline void tr_fb_push(struct tr_fb_builder *b, const void *p,
+                              size_t n) {
+  b->used += n;
+  memcpy(b->buf + b->cap - b->used, p, n);
+}
+
+static inline void tr_fb_slot(struct tr_fb_builder *b, unsigned id) {
+  if (id >= b->nslots)
+    tr_fb_misuse("field id outside the open table");
+  b->slots[id] = (uint32_t)b->used;
+}
+
+#define TR_FB_ADD(name, type)                                                  \
+  static inline void tr_fb_add_##name(struct tr_fb_builder *b, unsigned id,    \
+                                      type v, type def) {                      \
+    if (v == def && !b->force_defaults)                                        \
+      return;                                                                  \
+    tr_fb_prep(b, sizeof v, 0);                                                \
+    tr_fb_push(b, &v, sizeof v);                                               \
+    tr_fb_slot(b, id);                                                         \
+  }
+TR_FB_ADD(u8, uint8_t)
+TR_FB_ADD(i8, int8_t)
+TR_FB_ADD(u16, uint16_t)
+TR_FB_ADD(i16, int16_t)
+TR_FB_ADD(u32, uint32_t)
+TR_FB_ADD(i32, int32_t)
+TR_FB_ADD(u64, uint64_t)
+TR_FB_ADD(i64, int64_t)
+TR_FB_ADD(f32, float)
+TR_FB_ADD(f64, double)
+#undef TR_FB_ADD
+static inline void tr_fb_add_bool(struct tr_fb_builder *b, unsigned id, bool v,
+                                  bool def) {
+  tr_fb_add_u8(b, id, v ? 1 : 0, def ? 1 : 0);
+}
+
+/* A uoffset field to an object built earlier (ref 0: nothing written). */
+static inline void tr_fb_add_ref(struct tr_fb_builder *b, unsigned id,
+                                 tr_fb_ref r) {
+  if (!r)
+    return;
+  if (r > b->used)
+    tr_fb_misuse("reference to an object not in this buffer");
+  tr_fb_prep(b, 4, 0);
+  uint32_t off = (uint32_t)(b->used + 4 - r);
+  tr_fb_push(b, &off, 4);
+  tr_fb_slot(b, id);
+}
+
+/* A struct stored inline in the table. */
+static inline void tr_fb_add_struct(struct tr_fb_builder *b, unsigned id,
+                                    const void *s, size_t size, size_t align) {
+  if (!s)
+    return;
+  tr_fb_prep(b, align, size);
+  tr_fb_push(b, s, size);
+  tr_fb_slot(b, id);
+}
+
+void tr_fb_table_start(struct tr_fb_builder *b, unsigned nfields);
+/* Aborts naming `type.field` when field `id` was not added. */
+void tr_fb_table_require(struct tr_fb_builder *b, unsigned id,
+                         const char *what);
+tr_fb_ref tr_fb_table_end(struct tr_fb_builder *b);
+
+tr_fb_ref tr_fb_create_string(struct tr_fb_builder *b, const char *s,
+                              size_t len);
+tr_fb_ref tr_fb_create_str(struct tr_fb_builder *b, const char *cstr);
+/* n elements of elem_size bytes each, already little-endian. */
+tr_fb_ref tr_fb_create_vector(struct tr_fb_builder *b, const void *elems,
+                              size_t n, size_t elem_size, size_t align);
+tr_fb_ref tr_fb_create_bytes(struct tr_fb_builder *b, const void *p, size_t n);
+tr_fb_ref tr_fb_create_ref_vector(struct tr_fb_builder *b,
+                                  const tr_fb_ref *refs, size_t n);
+
+/* Ends the buffer with its root (and identifier when ident is not NULL). */
+void tr_fb_finish(struct tr_fb_builder *b, tr_fb_ref root, const char *ident);
+/* The same, preceded by a 4-byte little-endian length of the rest. */
+void tr_fb_finish_sized(struct tr_fb_builder *b, tr_fb_ref root,
+                        const char *ident);
+
+#endif
