@@ -171,7 +171,7 @@ static void models(struct mock_engine *e, struct mock_reply *r)
     reply_json(r, 200, mock_pack("{sss[o]}", "object", "list", "data", m));
 }
 
-static void completion(struct mock_engine *e, const char *body, size_t body_len, int64_t now_s,
+static void completion(struct mock_engine *e, const char *path, const char *body, size_t body_len, int64_t now_s,
                        struct mock_reply *r)
 {
     struct mock_request req;
@@ -182,12 +182,12 @@ static void completion(struct mock_engine *e, const char *body, size_t body_len,
     if (e->down) {
         mock_reply_error(r, 503, NULL, NULL, "The server is overloaded or not ready yet.");
         r->retry_after = e->down_retry_after;
-        snprintf(r->log, sizeof(r->log), "POST completions -> 503 (down)");
+        snprintf(r->log, sizeof(r->log), "POST %.64s -> 503 (down)", path);
         return;
     }
     if (mock_request_parse(body, body_len, &req, &err) != 0) {
         mock_reply_error(r, 400, NULL, NULL, "%s", err.msg);
-        snprintf(r->log, sizeof(r->log), "POST completions -> 400 (%.200s)", err.msg);
+        snprintf(r->log, sizeof(r->log), "POST %.64s -> 400 (%.160s)", path, err.msg);
         return;
     }
     const char *name = req.script[0] != '\0' ? req.script : e->scripts->default_name;
@@ -195,7 +195,7 @@ static void completion(struct mock_engine *e, const char *body, size_t body_len,
     if (sc == NULL) {
         mock_reply_error(r, 400, NULL, "mock_unknown_script",
                          "troupe-mockllm: no script named \"%s\"", name);
-        snprintf(r->log, sizeof(r->log), "POST completions -> 400 (no script %s)", name);
+        snprintf(r->log, sizeof(r->log), "POST %.64s -> 400 (no script %s)", path, name);
         mock_request_free(&req);
         return;
     }
@@ -228,7 +228,7 @@ static void completion(struct mock_engine *e, const char *body, size_t body_len,
             kind = st->n_calls > 0 ? "tool_calls" : "final";
         }
     }
-    snprintf(r->log, sizeof(r->log), "POST completions script=%s step=%zu stream=%d -> %d %s",
+    snprintf(r->log, sizeof(r->log), "POST %.64s script=%s step=%zu stream=%d -> %d %s", path,
              sc->name, idx, req.stream, r->status, kind);
     mock_request_free(&req);
 }
@@ -257,7 +257,7 @@ void mock_engine_handle(struct mock_engine *e, const char *method, const char *p
     } else if (is_models && strcmp(method, "GET") == 0) {
         models(e, r);
     } else if (is_completions && strcmp(method, "POST") == 0) {
-        completion(e, body, body_len, now_s, r);
+        completion(e, path, body, body_len, now_s, r);
         count_status(e, r->status);
         return;
     } else {
