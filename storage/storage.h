@@ -101,6 +101,8 @@ struct tr_store_opts {
     size_t block_cache_bytes;  /* shared block cache; 0 = 64 MiB */
     size_t write_buffer_bytes; /* memtable size per family; 0 = 16 MiB (journal x4) */
     int background_jobs;       /* flush + compaction threads; 0 = 2 */
+    int rocksdb_log;           /* RocksDB's LOG file at WARN level instead of headers
+                                  only (see store.c: risky when the disk fills) */
 };
 
 /* Defaults: everything zero. */

@@ -45,7 +45,8 @@ void tr_store_opts_init(struct tr_store_opts *opts)
 
 static int code_of_rdb(const char *m)
 {
-    if (strstr(m, "lock file") || strncmp(m, "Resource busy", 13) == 0)
+    if (strstr(m, "lock file") || strstr(m, "/LOCK:") || strstr(m, "lock hold") ||
+        strncmp(m, "Resource busy", 13) == 0)
         return TR_EBUSY;
     if (strncmp(m, "Corruption", 10) == 0)
         return TR_ECORRUPT;
@@ -161,7 +162,11 @@ static void db_options(struct tr_store *s, const struct tr_store_opts *o)
     rocksdb_options_set_max_total_wal_size(d, 256u << 20);
     rocksdb_options_set_keep_log_file_num(d, 4);
     rocksdb_options_set_max_log_file_size(d, 8u << 20);
-    rocksdb_options_set_info_log_level(d, 2); /* WARN */
+    /* RocksDB's own LOG file: headers only by default. Debian's librocksdb 7.8
+     * keeps assertions, and once a LOG append has failed (disk full, file
+     * size limit) the next one aborts the process in WritableFileWriter; our
+     * errors are reported through tr_log with RocksDB's status text instead. */
+    rocksdb_options_set_info_log_level(d, o->rocksdb_log ? 2 /* WARN */ : 5 /* HEADER */);
     s->db_opts = d;
 }
 
