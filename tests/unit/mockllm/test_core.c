@@ -678,8 +678,38 @@ static void test_stream_pieces_utf8(void **state)
     mock_engine_free(e);
 }
 
-int main(void)
+static const char *example_path;
+
+/* The shipped example script loads, and its research script uses the tool result. */
+static void test_example_script(void **state)
 {
+    struct mock_scripts *s = NULL;
+    struct tr_err err = {0};
+    if (example_path == NULL)
+        skip();
+    if (mock_scripts_load(example_path, &s, &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_non_null(mock_scripts_find(s, "research"));
+    struct mock_engine_opts o = {0};
+    struct mock_engine *e = mock_engine_new(s, &o);
+    struct mock_reply r;
+    json_t *j = post(e, "{\"messages\": [{\"role\": \"user\", \"content\": \"tides\"},"
+                        " {\"role\": \"assistant\", \"content\": null},"
+                        " {\"role\": \"tool\", \"content\": \"twice a day\"}]}", &r);
+    assert_string_equal(path_str(j, "choices.0.message.content"),
+                        "Here is what I found about \"tides\": twice a day");
+    json_decref(j);
+    mock_reply_free(&r);
+    mock_engine_free(e);
+
+    struct tr_err err2 = {0};
+    assert_int_equal(mock_scripts_load("/nonexistent/x.json", &s, &err2), TR_EIO);
+    assert_non_null(strstr(err2.msg, "/nonexistent/x.json"));
+}
+
+int main(int argc, char **argv)
+{
+    example_path = argc > 1 ? argv[1] : NULL;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scripts_parse),
         cmocka_unit_test(test_scripts_errors),
@@ -696,6 +726,7 @@ int main(void)
         cmocka_unit_test(test_down_up_stats),
         cmocka_unit_test(test_require_key),
         cmocka_unit_test(test_stream_pieces_utf8),
+        cmocka_unit_test(test_example_script),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -628,6 +628,83 @@ static void test_robustness(void **state)
     free(r.body);
 }
 
+/* Many conversations at once, each at its own step, plain and streamed: every
+ * answer matches its own conversation (selection is stateless). */
+#define CONCURRENT 200
+
+static void test_concurrent_conversations(void **state)
+{
+    static struct resp rs[CONCURRENT];
+    static struct curl_slist *hs[CONCURRENT];
+    static CURL *es[CONCURRENT];
+    static char *bodies[CONCURRENT];
+    CURLM *m = curl_multi_init();
+    curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, 100L);
+    for (int i = 0; i < CONCURRENT; i++) {
+        char extra[512] = "";
+        int step = i % 3;
+        for (int k = 0; k < step; k++) {
+            char part[160];
+            snprintf(part, sizeof(part),
+                     ", {\"role\": \"assistant\", \"content\": \"a%d\"},"
+                     " {\"role\": \"tool\", \"tool_call_id\": \"t\", \"content\": \"r%d-%d\"}",
+                     k, i, k);
+            strcat(extra, part);
+        }
+        bodies[i] = completion_body("weather", i % 2, extra);
+        es[i] = make_easy("POST", "/v1/chat/completions", bodies[i], 1, &rs[i], &hs[i]);
+        curl_multi_add_handle(m, es[i]);
+    }
+    int running = 1;
+    while (running > 0) {
+        curl_multi_perform(m, &running);
+        if (running > 0)
+            curl_multi_poll(m, NULL, 0, 100, NULL);
+    }
+    for (int i = 0; i < CONCURRENT; i++) {
+        curl_multi_remove_handle(m, es[i]);
+        finish_easy(es[i], &rs[i], hs[i]);
+        free(bodies[i]);
+        assert_int_equal(rs[i].status, 200);
+        int step = i % 3;
+        char want[128];
+        const char *content, *name0;
+        size_t n_calls;
+        json_t *j = NULL;
+        struct sse s;
+        if (i % 2 == 1) {
+            sse_parse(rs[i].body, &s);
+            assert_true(s.done);
+            content = s.content;
+            name0 = s.names[0];
+            n_calls = s.n_calls;
+        } else {
+            j = json_of(&rs[i]);
+            assert_non_null(j);
+            content = jstr(j, "choices.0.message.content");
+            name0 = jstr(j, "choices.0.message.tool_calls.0.function.name");
+            json_t *msg = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message");
+            n_calls = json_array_size(json_object_get(msg, "tool_calls"));
+        }
+        if (step == 0) {
+            assert_int_equal(n_calls, 1);
+            assert_string_equal(name0, "get_weather");
+        } else if (step == 1) {
+            assert_int_equal(n_calls, 2);
+            assert_string_equal(content, "Checking both.");
+        } else {
+            snprintf(want, sizeof(want), "The weather: r%d-1 (after 2 steps).", i);
+            assert_int_equal(n_calls, 0);
+            assert_string_equal(content, want);
+        }
+        if (i % 2 == 1)
+            json_decref(s.chunks);
+        json_decref(j);
+        free(rs[i].body);
+    }
+    curl_multi_cleanup(m);
+}
+
 /* Runs last: counts everything the tests above sent. */
 static void test_stats_and_reset(void **state)
 {
@@ -644,7 +721,7 @@ static void test_stats_and_reset(void **state)
     assert_int_equal(json_integer_value(json_object_get(by_status, "503")), 3);
     assert_int_equal(json_integer_value(json_object_get(by_status, "401")), 1);
     assert_int_equal(json_integer_value(json_object_get(by_script, "flaky")), 3);
-    assert_int_equal(json_integer_value(json_object_get(by_script, "weather")), 4);
+    assert_int_equal(json_integer_value(json_object_get(by_script, "weather")), 4 + CONCURRENT);
     assert_int_equal(json_integer_value(json_object_get(j, "malformed")), 8);
     json_decref(j);
     free(r.body);
@@ -683,6 +760,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_delay_does_not_block),
         cmocka_unit_test(test_down_up),
         cmocka_unit_test(test_robustness),
+        cmocka_unit_test(test_concurrent_conversations),
         cmocka_unit_test(test_stats_and_reset),
     };
     int rv = cmocka_run_group_tests(tests, start_server, stop_server);
