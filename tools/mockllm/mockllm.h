@@ -116,6 +116,10 @@ void mock_request_free(struct mock_request *req);
 /* Substitute {{step}}, {{user}}, {{last_tool_result}} and {{model}}.
  * Returns a new string (tr_free). Unknown placeholders stay as they are. */
 char *mock_template(const char *tmpl, const struct mock_request *req, size_t step, const char *model);
+/* The same for a template that is JSON text (raw tool call arguments): each
+ * value is escaped as the inside of a JSON string literal. */
+char *mock_template_json(const char *tmpl, const struct mock_request *req, size_t step,
+                         const char *model);
 
 /* ------------------------------------------------------------------------ */
 /* Replies.                                                                  */

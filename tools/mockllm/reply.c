@@ -174,7 +174,7 @@ static void answer_build(struct answer *a, const struct mock_step *st, size_t st
         if (in == NULL) {
             c->args = tr_strdup("{}");
         } else if (json_is_string(in->args)) {
-            c->args = mock_template(json_string_value(in->args), req, step, model);
+            c->args = mock_template_json(json_string_value(in->args), req, step, model);
         } else {
             json_t *t = template_json(in->args, req, step, model);
             c->args = mock_dumps(t, JSON_COMPACT);

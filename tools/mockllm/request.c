@@ -143,7 +143,22 @@ static void sb_add(struct strbuf *b, const char *s, size_t n)
     b->p[b->len] = '\0';
 }
 
-char *mock_template(const char *tmpl, const struct mock_request *req, size_t step, const char *model)
+/* Append val, escaped as the inside of a JSON string literal when asked. */
+static void sb_add_value(struct strbuf *b, const char *val, int escape)
+{
+    if (!escape) {
+        sb_add(b, val, strlen(val));
+        return;
+    }
+    json_t *j = json_string(val);
+    char *quoted = j != NULL ? mock_dumps(j, JSON_ENCODE_ANY) : tr_strdup("\"\"");
+    json_decref(j);
+    sb_add(b, quoted + 1, strlen(quoted) - 2);
+    tr_free(quoted);
+}
+
+static char *template(const char *tmpl, const struct mock_request *req, size_t step,
+                      const char *model, int escape)
 {
     struct strbuf b = {0};
     char num[32];
@@ -174,7 +189,7 @@ char *mock_template(const char *tmpl, const struct mock_request *req, size_t ste
             skip = 9;
         }
         if (val != NULL) {
-            sb_add(&b, val, strlen(val));
+            sb_add_value(&b, val, escape);
             p = open + skip;
         } else {
             sb_add(&b, open, 2);
@@ -182,4 +197,15 @@ char *mock_template(const char *tmpl, const struct mock_request *req, size_t ste
         }
     }
     return b.p;
+}
+
+char *mock_template(const char *tmpl, const struct mock_request *req, size_t step, const char *model)
+{
+    return template(tmpl, req, step, model, 0);
+}
+
+char *mock_template_json(const char *tmpl, const struct mock_request *req, size_t step,
+                         const char *model)
+{
+    return template(tmpl, req, step, model, 1);
 }

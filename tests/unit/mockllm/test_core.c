@@ -167,6 +167,15 @@ static void test_request_parse(void **state)
                             4, "m");
     assert_string_equal(t, "4|Weather in Paris?|21C|m|{{other}}|{{");
     tr_free(t);
+    tr_free(req.user);
+    req.user = tr_strdup("say \"hi\"\n");
+    t = mock_template_json("{\"q\": \"{{user}}\"}", &req, 0, "m");
+    assert_string_equal(t, "{\"q\": \"say \\\"hi\\\"\\n\"}");
+    json_t *parsed = json_loads(t, 0, NULL);
+    assert_non_null(parsed);
+    assert_string_equal(json_string_value(json_object_get(parsed, "q")), "say \"hi\"\n");
+    json_decref(parsed);
+    tr_free(t);
     mock_request_free(&req);
 
     assert_int_equal(mock_request_parse("{nope", 5, &req, &err), TR_EINVAL);
