@@ -32,6 +32,7 @@
 
 #include <curl/curl.h>
 
+#include "adapters.h"
 #include "internal.h"
 
 #define DEF_TIMEOUT_MS 30000u
@@ -132,6 +133,7 @@ static CURLcode curl_init_rv;
 
 static void curl_init_once(void)
 {
+    tr__sigpipe_ignore(); /* OpenSSL writes to sockets without MSG_NOSIGNAL */
     curl_init_rv = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 

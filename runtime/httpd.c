@@ -31,8 +31,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <http_parser.h>
 
+#include "adapters.h"
 #include "runtime.h"
 
 #define DEF_MAX_CONNS 1024u
@@ -218,6 +222,24 @@ const char *tr_httpd_reason(int status)
     case 504: return "Gateway Timeout";
     default: return "Unknown";
     }
+}
+
+static pthread_once_t sigpipe_once = PTHREAD_ONCE_INIT;
+
+static void sigpipe_once_fn(void)
+{
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL && !(sa.sa_flags & SA_SIGINFO)) {
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = SIG_IGN;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGPIPE, &sa, NULL);
+    }
+}
+
+void tr__sigpipe_ignore(void)
+{
+    pthread_once(&sigpipe_once, sigpipe_once_fn);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1069,6 +1091,7 @@ int tr_httpd_start(uv_loop_t *loop, const struct tr_httpd_opts *opts, struct tr_
         uv_ip6_addr(host, opts->port, (struct sockaddr_in6 *)&ss) != 0)
         return tr_err_set(err, TR_EINVAL, "httpd start: bad address %s", host);
 
+    tr__sigpipe_ignore();
     struct tr_httpd *s = tr_calloc(1, sizeof(*s));
     s->loop = loop;
     s->o = *opts;

@@ -27,6 +27,7 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 
+#include "adapters.h"
 #include "internal.h"
 
 #define DEF_MAX_OUT (1024u * 1024)
@@ -307,6 +308,7 @@ static struct proc_sched *ps_get(struct tr_ctx *ctx, int *rv)
         *rv = ps->closing ? TR_ECLOSED : 0;
         return ps->closing ? NULL : ps;
     }
+    tr__sigpipe_ignore(); /* stdin of a child that exits early */
     ps = tr_calloc(1, sizeof(*ps));
     ps->rt = tr_ctx_rt(ctx);
     ps->loop = tr_ctx_loop(ctx);
