@@ -295,9 +295,12 @@ int tr_store_open(const char *path, const struct tr_store_opts *opts, struct tr_
     /* Families on disk: every one must be opened; unknown ones are refused. */
     existing = rocksdb_list_column_families(s->db_opts, path, &n_existing, &e);
     if (e != NULL) {
-        /* A missing database is expected on first open. */
+        /* A missing database is expected on first open. The list is
+         * allocated even then (empty). */
         rocksdb_free(e);
         e = NULL;
+        if (existing != NULL)
+            rocksdb_list_column_families_destroy(existing, n_existing);
         existing = NULL;
         n_existing = 0;
     }
