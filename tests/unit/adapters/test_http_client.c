@@ -222,6 +222,8 @@ static void many_concurrent(void **state)
     assert_int_equal(atomic_load(&hc->bad), 0);
     assert_int_equal(atomic_load(&hc->ok), ACTORS * PER);
     assert_int_equal(atomic_load(&srv.hello) - before, ACTORS * PER);
+    /* Pooled and capped: the requests queued rather than each taking a socket. */
+    assert_true(atomic_load(&srv.max_conns) <= 2 * 64);
     tr_rt_shutdown(rt);
     tr_free(hc);
 }

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -53,6 +54,67 @@ static void keepalive_pipelined(void **state)
     tc_close(&c);
     tsrv_stop(&s);
     assert_int_equal(s.stats.requests, 6);
+}
+
+static void deep_pipeline(void **state)
+{
+    enum { N = 3000 };
+    struct tsrv s;
+    struct tclient c;
+    char *all = malloc(N * 64), *p = all;
+    assert_int_equal(tsrv_start(&s, NULL), 0);
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    for (int i = 0; i < N; i++)
+        p += sprintf(p, "GET /hello?i=%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
+    tc_send(&c, all, (size_t)(p - all));
+    char last[32];
+    snprintf(last, sizeof(last), "hello %d", N - 1);
+    assert_true(tc_wait_raw(&c, last));
+    /* Every answer, in order. */
+    const char *at = c.raw;
+    for (int i = 0; i < N; i++) {
+        char want[32];
+        snprintf(want, sizeof(want), "\r\n\r\nhello %d", i);
+        at = strstr(at, want);
+        assert_non_null(at);
+        at += strlen(want);
+        assert_true(*at == 'H' || *at == '\0'); /* the next status line, or the end */
+    }
+    assert_false(c.eof);
+    tc_close(&c);
+    free(all);
+    tsrv_stop(&s);
+    assert_int_equal(s.stats.requests, N);
+}
+
+/* Garbage from many clients at once never stops the server serving. */
+static void garbage_storm(void **state)
+{
+    enum { N = 40 };
+    struct tsrv s;
+    struct tclient c[N], good;
+    unsigned seed = 12345;
+    assert_int_equal(tsrv_start(&s, NULL), 0);
+    for (int i = 0; i < N; i++) {
+        char junk[3000];
+        size_t n = 1 + rand_r(&seed) % sizeof(junk);
+        for (size_t k = 0; k < n; k++)
+            junk[k] = (char)rand_r(&seed);
+        if (i % 2)
+            memcpy(junk, "GET /", n < 5 ? n : 5); /* a plausible start */
+        assert_int_equal(tc_connect(&c[i], s.port), 0);
+        tc_send(&c[i], junk, n);
+        if (i % 3 == 0)
+            tc_sends(&c[i], "\r\n\r\n");
+    }
+    assert_int_equal(tc_connect(&good, s.port), 0);
+    tc_sends(&good, "GET /hello?i=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_int_equal(tc_wait(&good, 1), 1);
+    assert_string_equal(good.r[0].body, "hello 1");
+    for (int i = 0; i < N; i++)
+        tc_close(&c[i]);
+    tc_close(&good);
+    tsrv_stop(&s);
 }
 
 static void body_too_large(void **state)
@@ -342,6 +404,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(keepalive_pipelined),
+        cmocka_unit_test(deep_pipeline),
+        cmocka_unit_test(garbage_storm),
         cmocka_unit_test(body_too_large),
         cmocka_unit_test(garbage_and_big_headers),
         cmocka_unit_test(slowloris),

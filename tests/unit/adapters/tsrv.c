@@ -138,7 +138,11 @@ static void on_request(struct tr_httpd_req *req, void *ud)
     char text[64];
     int n;
 
+    struct tr_httpd_stats st;
     atomic_fetch_add(&s->requests, 1);
+    tr_httpd_stats(s->httpd, &st);
+    if (st.connections > atomic_load(&s->max_conns))
+        atomic_store(&s->max_conns, st.connections);
     if (strcmp(req->path, "/hello") == 0) {
         atomic_fetch_add(&s->hello, 1);
         n = snprintf(text, sizeof(text), "hello %ld", qint(req->query, "i", 0));

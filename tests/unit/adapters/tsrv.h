@@ -32,6 +32,7 @@ struct tsrv {
     atomic_ullong hello;    /* /hello requests */
     atomic_ullong gone;     /* close callbacks of unfinished requests */
     atomic_ullong streams_ended;
+    atomic_uint max_conns;  /* most connections open at once, seen at requests */
     struct tr_httpd_stats stats; /* copied at stop */
 };
 
