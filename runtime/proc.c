@@ -9,8 +9,9 @@
  * TR_ESYS and the reason (tr_proc_spawn still returns 0 and an id); output
  * over a cap is discarded and flagged while the pipe keeps being drained, so
  * the child never blocks on a full pipe; the wall-clock timeout SIGKILLs the
- * whole group and sets timed_out; a grandchild that keeps a pipe open after
- * the child exited is not waited for past a short grace period.
+ * whole group and sets timed_out; descendants that still hold the output
+ * pipes a short grace period after the child exited are SIGKILLed with its
+ * group (no orphans left behind), and the result is sent.
  *
  * Invariants
  *  1. Per-scheduler state lives in the TR_EXT_PROC slot and is touched only by
@@ -243,7 +244,11 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 static void grace_cb(uv_timer_t *t)
 {
     struct proc *p = t->data;
-    /* A descendant still holds a pipe open: stop waiting for it. */
+    /* Descendants still hold a pipe open after the leader exited: they are
+     * members of its group (the group id cannot be reused while they live);
+     * kill them rather than leave orphans, and stop waiting. */
+    if (p->spawned && p->pid > 0)
+        kill(-p->pid, SIGKILL);
     if (p->out_open)
         pipe_done(p, &p->out);
     if (p->err_open)

@@ -263,6 +263,20 @@ static void timeout_kills_group(void **state)
     pc_free(pc);
 }
 
+static void orphan_holding_pipe(void **state)
+{
+    /* The child exits at once; its background grandchild keeps stdout open. */
+    struct pc *pc = pc_new("/bin/sh", "-c", "sleep 100000 & echo $!", NULL);
+    run(pc);
+    assert_int_equal(pc->r.exit_status, 0);
+    assert_false(pc->r.timed_out);
+    long gpid = strtol(pc->out, NULL, 10);
+    assert_true(gpid > 1);
+    WAIT_FOR(pid_gone(gpid));
+    assert_true(pid_gone(gpid));
+    pc_free(pc);
+}
+
 static void spawn_failure(void **state)
 {
     struct pc *pc = pc_new("/nonexistent/program", "x", NULL, NULL);
@@ -315,6 +329,7 @@ int main(void)
         cmocka_unit_test(signals),
         cmocka_unit_test(output_caps),
         cmocka_unit_test(timeout_kills_group),
+        cmocka_unit_test(orphan_holding_pipe),
         cmocka_unit_test(spawn_failure),
         cmocka_unit_test(shutdown_with_children),
         cmocka_unit_test(deterministic),
