@@ -231,7 +231,8 @@ static void read_object(const void *t, struct fbg_object *o) {
     for (uint32_t k = 0; k < av.len; k++) {
       const void *kv = tr_fb_vec_table(av, k);
       struct tr_fb_str key = tr_fb_field_str(kv, 0);
-      if (key.ptr && !strcmp(key.ptr, "nested_flatbuffer"))
+      if (key.ptr && (!strcmp(key.ptr, "nested_flatbuffer") ||
+                      !strcmp(key.ptr, "troupe_nested")))
         f->nested = dup_str(tr_fb_field_str(kv, 1));
     }
   }
