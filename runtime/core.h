@@ -12,7 +12,8 @@
  * 3. slot.avail = cap - (messages accepted for the slot and not yet handed to
  *    receive or dropped). Senders take a credit with fetch_sub before pushing
  *    (capped sends give it back and fail with TR_EFULL when none was left);
- *    the owner gives it back when it hands the message over or drops it. When
+ *    the owner gives it back when it drops the message, or at the end of
+ *    the turn in which it handed the message to receive. When
  *    a slot is freed its cap is taken away and the next spawn adds its own, so
  *    the count stays exact while stale messages of an old incarnation drain.
  * 4. slot.ptr, the actor, its mailbox, the run queue, the timer heap and the

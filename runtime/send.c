@@ -49,11 +49,14 @@ int tr__send(struct tr_rt *rt, tr_actor_id to, struct tr_msg *m, int capped)
         return TR_ENOACTOR;
     }
     s = rt->s[tr__id_sched(to)];
+    /* A plain read first: a sender spinning on a full mailbox must not keep
+     * pulling the counter's cache line away from the consumer. */
+    if (capped && atomic_load_explicit(&sl->avail, memory_order_relaxed) <= 0)
+        goto full;
     old = atomic_fetch_sub_explicit(&sl->avail, 1, memory_order_relaxed);
     if (capped && old <= 0) {
         atomic_fetch_add_explicit(&sl->avail, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&rt->full_rejects, 1, memory_order_relaxed);
-        return TR_EFULL;
+        goto full;
     }
     m->to = to;
     if (s == tr__tl_sched || rt->det) {
@@ -68,6 +71,9 @@ int tr__send(struct tr_rt *rt, tr_actor_id to, struct tr_msg *m, int capped)
     tr__mpsc_push(&s->inbox, m);
     uv_async_send(&s->wake);
     return TR_OK;
+full:
+    atomic_fetch_add_explicit(&rt->full_rejects, 1, memory_order_relaxed);
+    return TR_EFULL;
 }
 
 static void took(struct tr_ctx *ctx, struct tr_msg *m)

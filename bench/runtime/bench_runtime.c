@@ -122,6 +122,66 @@ static double pingpong(int nsched, int sa, int sb, int pairs, int balls, double 
     return (double)(st1.delivered - st0.delivered) / (t1 - t0);
 }
 
+/* ---- one-way producer -> consumer across schedulers -------------------- */
+
+/* Producer: on each M_GO sends up to 256 fresh messages to its consumer
+ * (stopping at TR_EFULL), then passes M_GO back to itself to go on after
+ * others had their turn. Consumer: lets the runtime free what it gets. */
+static int prod_rx(struct tr_ctx *ctx, void *state, struct tr_msg *m)
+{
+    tr_actor_id to = *(tr_actor_id *)state;
+
+    if (m->type == M_BALL) {
+        memcpy(state, m->data, sizeof to);
+        return 0;
+    }
+    for (int k = 0; k < 256; k++) {
+        struct tr_msg *d = tr_msg_new(M_ACK, 16);
+        if (tr_send(ctx, to, d) != TR_OK) {
+            tr_msg_free(d);
+            break;
+        }
+    }
+    return tr_send(ctx, tr_self(ctx), m);
+}
+
+static _Atomic uint64_t consumed; /* written by scheduler 1 only */
+
+static int cons_rx(struct tr_ctx *ctx, void *state, struct tr_msg *m)
+{
+    atomic_store_explicit(&consumed, atomic_load_explicit(&consumed, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    return 0;
+}
+
+static const struct tr_behavior prod_beh = { "producer", sizeof(tr_actor_id), NULL, prod_rx, NULL };
+static const struct tr_behavior cons_beh = { "consumer", 0, NULL, cons_rx, NULL };
+
+static double oneway(int pairs, double secs)
+{
+    struct tr_rt *rt = rt_new(2);
+    uint64_t c0, c1;
+    double t0, t1;
+
+    for (int i = 0; i < pairs; i++) {
+        struct tr_spawn_opts op = { .behavior = &prod_beh, .sched = 0 };
+        struct tr_spawn_opts oc = { .behavior = &cons_beh, .sched = 1 };
+        tr_actor_id p, c;
+        tr_spawn(rt, &op, &p);
+        tr_spawn(rt, &oc, &c);
+        tr_rt_send(rt, p, tr_msg_make(M_BALL, &c, sizeof c));
+        tr_rt_send(rt, p, tr_msg_new(M_GO, 0));
+    }
+    uv_sleep(200);
+    c0 = atomic_load(&consumed);
+    t0 = now_s();
+    uv_sleep((unsigned)(secs * 1000));
+    c1 = atomic_load(&consumed);
+    t1 = now_s();
+    tr_rt_shutdown(rt);
+    return (double)(c1 - c0) / (t1 - t0); /* consumer deliveries only */
+}
+
 /* ---- spawn --------------------------------------------------------------- */
 
 static _Atomic uint64_t inits;
@@ -277,6 +337,8 @@ int main(int argc, char **argv)
     cross_alloc = pingpong(2, 0, 1, 500, 32, secs, &ball_alloc_beh);
     printf("  cross: 500 pairs x 32 balls between 2 schedulers, every hop crosses: %.0f msgs/s (reused), %.0f msgs/s (alloc+free)\n",
            cross, cross_alloc);
+    printf("  cross one-way: 16 producers on scheduler 0 -> 16 consumers on scheduler 1, fresh message per send: %.0f msgs/s consumed\n",
+           oneway(16, secs));
     sp = spawn_ns(1000000);
     printf("  spawn: 1,000,000 tr_spawn from an actor on its own scheduler, until the last init ran\n");
     million(1000000, &idle_bytes, &live);
