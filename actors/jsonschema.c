@@ -337,6 +337,7 @@ struct pending_ref {
 };
 
 struct unknown_kw {
+    const json_t *parent;
     const json_t *value;
     const char *key;  /* borrowed from the copy */
     char *loc;        /* of the object holding it */
@@ -347,6 +348,7 @@ struct cc {
     struct tr_err *err;
     struct ptrmap nodes;      /* const json_t * -> struct js_node * */
     struct ptrmap reached;    /* json values a $ref pointer walked through */
+    json_t *reached_members;  /* "<object>/<key>" of those that are singletons */
     json_t *ids;              /* uri -> index into id_json */
     const json_t **id_json;
     size_t n_ids, cap_ids;
@@ -712,9 +714,11 @@ static int check_annotation(struct cc *c, size_t a, const json_t *v, const char 
     return 0;
 }
 
-static void note_unknown(struct cc *c, const json_t *value, const char *key, const char *loc)
+static void note_unknown(struct cc *c, const json_t *parent, const json_t *value, const char *key,
+                         const char *loc)
 {
     GROW(c->unknown, c->n_unknown, c->cap_unknown);
+    c->unknown[c->n_unknown].parent = parent;
     c->unknown[c->n_unknown].value = value;
     c->unknown[c->n_unknown].key = key;
     c->unknown[c->n_unknown].loc = tr_strdup(loc);
@@ -732,7 +736,10 @@ static struct js_node *new_node(struct cc *c, const json_t *j, const char *loc)
     n->max_props = n->min_props = -1;
     GROW(s->nodes, s->n_nodes, s->cap_nodes);
     s->nodes[s->n_nodes++] = n;
-    ptrmap_put(&c->nodes, j, n);
+    if (!json_is_boolean(j)) {
+        /* jansson's true and false are singletons: one node per place */
+        ptrmap_put(&c->nodes, j, n);
+    }
     return n;
 }
 
@@ -940,7 +947,7 @@ static struct js_node *compile(struct cc *c, const json_t *j, const char *base, 
         size_t ann;
         int kind = strlen(k) == json_object_iter_key_len(it) ? keyword_kind(k, &ann) : -1;
         if (kind < 0) {
-            note_unknown(c, v, k, loc);
+            note_unknown(c, j, v, k, loc);
             continue;
         }
         if (ref) {
@@ -959,10 +966,12 @@ static struct js_node *compile(struct cc *c, const json_t *j, const char *base, 
 /* ------------------------------------------------------------------------ */
 /* References.                                                               */
 
-static int walk_document(struct cc *c, const json_t *doc, const char *base, const char *loc)
+static int walk_document(struct cc *c, const json_t *doc, const char *base, const char *loc,
+                         struct js_node **root)
 {
     add_id(c, base, doc);
-    return compile(c, doc, base, loc) ? 0 : c->err->code;
+    *root = compile(c, doc, base, loc);
+    return *root ? 0 : c->err->code;
 }
 
 static int load_meta(struct cc *c)
@@ -974,7 +983,28 @@ static int load_meta(struct cc *c)
     }
     json_array_append_new(c->s->docs, meta);
     c->meta_loaded = true;
-    return walk_document(c, meta, JS_DRAFT7_ID, JS_DRAFT7_ID "#");
+    struct js_node *root;
+    return walk_document(c, meta, JS_DRAFT7_ID, JS_DRAFT7_ID "#", &root);
+}
+
+/* The key under which reached_members records parent[key]. */
+static char *member_key(const json_t *parent, const char *key)
+{
+    size_t n = strlen(key) + 32;
+    char *k = tr_malloc(n);
+    snprintf(k, n, "%p/%s", (const void *)parent, key);
+    return k;
+}
+
+static bool was_reached(struct cc *c, const struct unknown_kw *u)
+{
+    if (!json_is_boolean(u->value) && !json_is_null(u->value)) {
+        return ptrmap_get(&c->reached, u->value) != NULL;
+    }
+    char *k = member_key(u->parent, u->key);
+    bool r = json_object_get(c->reached_members, k) != NULL;
+    tr_free(k);
+    return r;
 }
 
 /* Follow a JSON pointer (already percent-decoded) from doc. */
@@ -999,6 +1029,7 @@ static const json_t *follow_pointer(struct cc *c, const json_t *doc, const char 
                 i++;
             }
         }
+        const json_t *prev = cur;
         if (json_is_object(cur)) {
             cur = json_object_getn(cur, tok.s, tok.len);
         } else if (json_is_array(cur)) {
@@ -1010,11 +1041,18 @@ static const json_t *follow_pointer(struct cc *c, const json_t *doc, const char 
         } else {
             cur = NULL;
         }
+        if (cur) {
+            ptrmap_put(&c->reached, cur, (void *)1);
+            if (json_is_boolean(cur) || json_is_null(cur)) {
+                char *k = member_key(prev, tok.s);
+                json_object_set_new(c->reached_members, k, json_true());
+                tr_free(k);
+            }
+        }
         tr_free(tok.s);
         if (!cur) {
             return NULL;
         }
-        ptrmap_put(&c->reached, cur, (void *)1);
     }
     return cur;
 }
@@ -1228,6 +1266,7 @@ static void cc_free(struct cc *c)
     ptrmap_free(&c->nodes);
     ptrmap_free(&c->reached);
     json_decref(c->ids);
+    json_decref(c->reached_members);
     tr_free(c->id_json);
     tr_free(c->root_base);
     for (size_t i = 0; i < c->n_refs; i++) {
@@ -1266,7 +1305,7 @@ int tr_schema_compile(const json_t *schema, struct tr_schema **out, struct tr_er
     }
     json_array_append_new(s->docs, doc);
 
-    struct cc c = {.s = s, .err = err, .ids = json_object()};
+    struct cc c = {.s = s, .err = err, .ids = json_object(), .reached_members = json_object()};
     const json_t *id = json_is_object(doc) ? json_object_get(doc, "$id") : NULL;
     if (json_is_string(id) && !json_object_get(doc, "$ref")) {
         char *full = uri_resolve(JS_DEFAULT_BASE, json_string_value(id));
@@ -1276,13 +1315,14 @@ int tr_schema_compile(const json_t *schema, struct tr_schema **out, struct tr_er
         c.root_base = tr_strdup(JS_DEFAULT_BASE);
     }
 
-    rv = walk_document(&c, doc, c.root_base, "#");
+    struct js_node *root = NULL;
+    rv = walk_document(&c, doc, c.root_base, "#", &root);
     for (size_t i = 0; rv == 0 && i < c.n_refs; i++) {
         rv = resolve_ref(&c, i);
     }
     for (size_t i = 0; rv == 0 && i < c.n_unknown; i++) {
         struct unknown_kw *u = &c.unknown[i];
-        if (!ptrmap_get(&c.reached, u->value)) {
+        if (!was_reached(&c, u)) {
             rv = tr_err_set(err, TR_ENOTSUP, "unsupported keyword \"%s\" at %s", u->key, u->loc);
         }
     }
@@ -1290,7 +1330,7 @@ int tr_schema_compile(const json_t *schema, struct tr_schema **out, struct tr_er
         rv = check_cycles(&c);
     }
     if (rv == 0) {
-        s->root = ptrmap_get(&c.nodes, doc);
+        s->root = root;
     }
     cc_free(&c);
     if (rv != 0) {

@@ -541,22 +541,26 @@ static bool v_object(struct vctx *c, const struct js_node *n, const json_t *v)
         const char *key = json_object_iter_key(it);
         size_t klen = json_object_iter_key_len(it);
         const json_t *val = json_object_iter_value(it);
-        ptr_push(c, key, klen);
         if (n->property_names) {
             json_t *name = json_stringn(key, klen);
             char why[BRANCH_MSG_MAX];
-            if (!v_probe(c, n->property_names, name, why, sizeof why)) {
+            bool good = v_probe(c, n->property_names, name, why, sizeof why);
+            if (!good) {
                 char show[SHOW_MAX];
                 js_dump_short(name, show, sizeof show);
                 ok = false;
-                if (c->aborted || report(c, n, "propertyNames", "property name %s is not allowed: %s", show, why)) {
+                ptr_push(c, key, klen);
+                bool stop = c->aborted || report(c, n, "propertyNames", "property name %s is not allowed: %s",
+                                                 show, why);
+                ptr_pop(c, base);
+                if (stop) {
                     json_decref(name);
-                    ptr_pop(c, base);
                     return false;
                 }
             }
             json_decref(name);
         }
+        ptr_push(c, key, klen);
         bool matched = false;
         const struct js_node *p = n->n_props ? find_prop(n, key, klen) : NULL;
         if (p) {
