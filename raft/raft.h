@@ -96,4 +96,92 @@ struct raft *tr_raft_raw(struct tr_raft *r);
 /* Map a libraft error code to a TR_* code. */
 int tr_raft_errno(int raft_rv);
 
+/* ========================================================================== */
+/* The state service: the node's replicated state (RocksDB store + raft + the
+ * FSM of raft/fsm.c + the group-commit batcher), reached by actors through
+ * messages and read directly from the store.
+ *
+ * Writes. Actors send requests (tr_request) to the service actor
+ * (tr_state_actor): TR_MSG_STATE_APPEND to add one event to a run's journal,
+ * TR_MSG_STATE_PROPOSE for any other command. The leader's batcher packs
+ * every append that arrives within one loop turn into one raft entry (an
+ * AppendBatch command: group commit); the reply comes after the entry is
+ * committed AND applied here, with the FSM's verdict for that append. A
+ * follower forwards to the leader (cluster issue). Appends from one actor are
+ * applied in the order it sent them.
+ *
+ * Reads. tr_state_store() gives the store; reads are thread-safe and see
+ * every entry applied so far on this node (read-your-writes for the actor
+ * that got a reply).
+ *
+ * Notifications. After each applied entry the FSM tells the listener actor
+ * (opts.listener) what changed that owners must act on, with
+ * TR_MSG_STATE_NOTE messages (struct tr_state_note).
+ */
+
+enum tr_state_msg {
+    TR_MSG_STATE_APPEND = TR_MSG_USER + 100, /* request: struct tr_append_msg + event bytes */
+    TR_MSG_STATE_PROPOSE,                    /* request: a troupe.cmd.Command buffer (TRC1) */
+    TR_MSG_STATE_REPLY,                      /* reply to both: struct tr_state_reply */
+    TR_MSG_STATE_NOTE,                       /* to the listener: struct tr_state_note */
+};
+
+/* Payload of TR_MSG_STATE_APPEND: header then `len` bytes of a verified-
+ * before-use troupe.journal.Event buffer (TRJ1) whose seq/epoch/run_id equal
+ * the header's. */
+struct tr_append_msg {
+    uint64_t run_id;
+    uint64_t epoch;
+    uint64_t seq;
+    uint32_t len;
+    uint32_t reserved_;
+    unsigned char event[];
+};
+
+/* Verdicts of the FSM for one append or command. */
+enum tr_fsm_verdict {
+    TR_FSM_OK = 0,
+    TR_FSM_STALE_EPOCH,   /* the run's owner epoch moved on: the sender is fenced */
+    TR_FSM_BAD_SEQ,       /* seq is not the run's next: re-read the journal */
+    TR_FSM_NO_RUN,        /* unknown run */
+    TR_FSM_TERMINAL,      /* the run already ended (succeeded/failed/cancelled) */
+    TR_FSM_EXISTS,        /* RunCreate: idempotency key seen with the same request */
+    TR_FSM_CONFLICT,      /* RunCreate: idempotency key seen with another request */
+    TR_FSM_INVALID,       /* malformed command or event */
+    TR_FSM_NOT_PENDING,   /* ApprovalDecide: no such pending approval */
+    TR_FSM_NOT_FOUND,     /* tool/tenant/key/node unknown */
+};
+const char *tr_fsm_verdict_name(int verdict);
+
+/* Payload of TR_MSG_STATE_REPLY. status: TR_OK when the entry was committed
+ * and applied (then `verdict` is the FSM's), else TR_ENOTLEADER, TR_ECLOSED,
+ * TR_ETIMEDOUT, TR_EINVAL (unverifiable buffer: never proposed). */
+struct tr_state_reply {
+    int32_t status;
+    int32_t verdict;         /* enum tr_fsm_verdict */
+    uint64_t raft_index;     /* the entry's index (read-your-writes) */
+    uint64_t run_id;         /* RunCreate: the run (new, or existing for EXISTS) */
+    uint64_t seq;            /* append: the seq applied; else the run's last seq */
+};
+
+enum tr_state_note_kind {
+    TR_NOTE_READY = 1,       /* startup replay done: scan the store for owned runs */
+    TR_NOTE_RUN_CREATED,     /* a run was created with `owner` */
+    TR_NOTE_RUN_EVENT,       /* the FSM itself journaled event `seq` of `type` (cancel, approval decided) */
+    TR_NOTE_RUN_ASSIGNED,    /* the run moved to `owner` at `epoch` */
+    TR_NOTE_RUN_ENDED,       /* the run reached a terminal status */
+    TR_NOTE_TOOLS_CHANGED,   /* the tool registry changed */
+    TR_NOTE_NODES_CHANGED,   /* the node table changed */
+};
+
+struct tr_state_note {
+    int32_t kind;            /* enum tr_state_note_kind */
+    int32_t event_type;      /* troupe.journal.Data tag for TR_NOTE_RUN_EVENT */
+    uint64_t run_id;
+    uint64_t owner;
+    uint64_t epoch;
+    uint64_t seq;
+    uint64_t raft_index;
+};
+
 #endif /* TR_RAFT_H */

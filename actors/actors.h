@@ -1,0 +1,118 @@
+/* actors/: Troupe's domain actors — the run (the agent loop), the llm
+ * gateway, the tool executors, and the run manager that owns run actors on
+ * a node. This header is the contract between them and the node that wires
+ * them (node/). Internal headers of the folder (jsonschema.h, run_*.h, ...)
+ * are private to it.
+ *
+ * Messages between these actors carry JSON text (UTF-8, not NUL-terminated,
+ * msg->len bytes) unless a struct is named: the shapes are documented at each
+ * type. Message types live in [TR_MSG_USER + 200, TR_MSG_USER + 300).
+ */
+#ifndef TR_ACTORS_H
+#define TR_ACTORS_H
+
+#include <stdint.h>
+
+#include "raft/raft.h"
+#include "runtime/runtime.h"
+
+struct tr_store;
+
+enum tr_actors_msg {
+    /* --- llm actor ----------------------------------------------------------
+     * TR_MSG_LLM_CALL (tr_request to an llm actor), JSON:
+     *   {"model": str, "messages": [OpenAI chat messages], "tools": [OpenAI
+     *    tool definitions] (optional), "temperature": num (optional),
+     *    "tenant": str, "run_id": str, "step": int}
+     * The llm actor calls the provider (OpenAI-compatible Chat Completions),
+     * retrying 429/5xx/timeouts/unparseable bodies with jittered backoff
+     * (honouring Retry-After) up to its attempt limit, behind a circuit
+     * breaker per endpoint. Reply TR_MSG_LLM_RESULT, JSON, either
+     *   {"ok": true, "content": str|null, "tool_calls": [{"id", "name",
+     *    "arguments": str (the raw JSON text the model sent)}],
+     *    "finish_reason": "stop"|"tool_calls"|"length"|..., "model": str,
+     *    "usage": {"prompt_tokens": int, "completion_tokens": int},
+     *    "cost_micro_usd": int, "latency_ms": int, "attempts": int,
+     *    "request_id": str}
+     * or
+     *   {"ok": false, "error": {"code": "breaker_open"|"unavailable"|"timeout"|
+     *    "bad_response"|"rejected"|"rate_limited", "message": str,
+     *    "retryable": bool, "retry_after_ms": int}}
+     * "retryable" true means: the run should wait retry_after_ms and ask again
+     * (the provider is down or overloaded); false means the request itself is
+     * wrong (4xx other than 429) or the provider kept answering garbage. */
+    TR_MSG_LLM_CALL = TR_MSG_USER + 200,
+    TR_MSG_LLM_RESULT,
+
+    /* --- tool executor -----------------------------------------------------
+     * TR_MSG_TOOL_CALL (tr_request to a tool actor), JSON:
+     *   {"tool": {"name", "version", "kind": "http"|"sandbox"|"mcp",
+     *             "config": {...}, "timeout_ms": int, "risk": str},
+     *    "arguments": <validated JSON value>, "idempotency_key": hex str,
+     *    "run_id": str, "step": int, "call_index": int, "tenant": str}
+     * Executes one call of an external tool (builtins run inside the run
+     * actor). http: POSTs the arguments as the JSON body to config.url with
+     * header Idempotency-Key; a host outside config.allow is refused before
+     * any connection. Reply TR_MSG_TOOL_RESULT, JSON:
+     *   {"ok": bool, "result": str (the response body, capped), "is_error":
+     *    bool, "error": str|null, "status": int, "duration_ms": int,
+     *    "truncated": bool}
+     * ok false: the call could not be made or failed (timeout, refused host,
+     * 5xx, transport error); the error text is what the model will be told. */
+    TR_MSG_TOOL_CALL = TR_MSG_USER + 210,
+    TR_MSG_TOOL_RESULT,
+
+    /* --- run actor ----------------------------------------------------------
+     * TR_MSG_RUN_NOTE: a struct tr_state_note forwarded by the run manager
+     * (cancelled, approval decided, reassigned away). */
+    TR_MSG_RUN_NOTE = TR_MSG_USER + 220,
+    /* TR_MSG_RUN_TIMER: the run actor's own timers; payload is the run's
+     * business (approval deadline, retry backoff, wall-time cap). */
+    TR_MSG_RUN_TIMER,
+    /* TR_MSG_RUN_EXITED: run actor -> run manager, struct tr_run_exit. */
+    TR_MSG_RUN_EXITED,
+};
+
+/* What every actor of a node shares. Owned by the node; outlives every actor.
+ * Immutable after the node starts, except where noted. */
+struct tr_node_env {
+    uint64_t node_id;
+    struct tr_store *store;        /* replicated state: read-only for actors */
+    tr_actor_id state_actor;       /* the state service (raft/raft.h) */
+    tr_actor_id manager_actor;     /* the run manager of this node */
+    const tr_actor_id *llm_actors; /* one per scheduler: use llm_actors[tr_ctx_sched(ctx)] */
+    const tr_actor_id *tool_actors;/* one per scheduler, likewise */
+    int n_schedulers;
+    uint32_t max_active_runs;      /* per-node limit; queued runs wait */
+    uint32_t llm_timeout_ms;       /* per request */
+    uint32_t approval_timeout_ms;  /* default deadline of approval requests */
+    uint32_t context_tokens;       /* prompt budget for context assembly */
+    void *models;                  /* the price table (actors/llm.h) */
+};
+
+/* TR_MSG_RUN_EXITED payload. */
+struct tr_run_exit {
+    uint64_t run_id;
+    int32_t reason;   /* 0 terminal, 1 fenced (stale epoch), 2 passivated, 3 failed to start */
+    int32_t reserved_;
+};
+
+/* Run ids are 64-bit; their text form (API.md "id") is "run_" followed by 16
+ * lowercase hex digits. */
+#define TR_RUN_ID_TEXT 21 /* "run_" + 16 + NUL */
+void tr_run_id_format(uint64_t id, char out[TR_RUN_ID_TEXT]);
+int tr_run_id_parse(const char *s, size_t len, uint64_t *out);
+
+/* Spawn the run manager on scheduler `sched`. It is the state service's
+ * listener: on TR_NOTE_READY it scans the store for active runs owned by
+ * env->node_id and starts them (up to max_active_runs, the rest wait queued);
+ * on TR_NOTE_RUN_CREATED for this node it starts or queues the run; it
+ * forwards other notes to the run's actor; when a run exits it admits the
+ * next queued one. */
+int tr_run_manager_spawn(struct tr_rt *rt, const struct tr_node_env *env, int sched, tr_actor_id *out);
+
+/* Spawn the llm actors and tool actors, one per scheduler. */
+int tr_llm_spawn(struct tr_rt *rt, const struct tr_node_env *env, int sched, tr_actor_id *out);
+int tr_tool_spawn(struct tr_rt *rt, const struct tr_node_env *env, int sched, tr_actor_id *out);
+
+#endif /* TR_ACTORS_H */
