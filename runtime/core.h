@@ -46,7 +46,8 @@ enum { SLOT_FREE = 0, SLOT_LIVE = 1, SLOT_PASSIVE = 2 };
 /* Runtime-internal bits of tr_msg.flags. */
 #define TR__MSGF_CTRL (1u << 31) /* a command to a scheduler, never delivered */
 #define TR__MSGF_CALL (1u << 30) /* a tr_rt_call request to the system actor */
-#define TR__MSGF_INTERNAL (TR__MSGF_CTRL | TR__MSGF_CALL)
+#define TR__MSGF_VIA (1u << 29)  /* a local send queued behind the inbox */
+#define TR__MSGF_INTERNAL (TR__MSGF_CTRL | TR__MSGF_CALL | TR__MSGF_VIA)
 
 /* Types of control messages (with TR__MSGF_CTRL). */
 enum { CTRL_SPAWN = 1, CTRL_STOP, CTRL_WAKE };
@@ -180,6 +181,7 @@ struct tr_sched {
     void *ext[TR_EXT_MAX];
     struct tr_msg *dropped_calls; /* CALL messages dropped at shutdown */
     int closing;                  /* this scheduler is tearing down */
+    size_t via_inbox;             /* TR__MSGF_VIA messages still in the inbox */
     uv_thread_t thread;
 };
 

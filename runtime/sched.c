@@ -22,8 +22,11 @@
 
 _Thread_local struct tr_sched *tr__tl_sched;
 
-/* Rounds of (drain, one turn per queued actor) per sched_run call. */
+/* Per sched_run call: at most RUN_ROUNDS rounds of (drain the inbox, one
+ * turn per queued actor) and at most RUN_TURNS turns, so that I/O is polled
+ * often however many actors have work. */
 #define RUN_ROUNDS 8
+#define RUN_TURNS 1024
 #define DRAIN_MAX 4096
 
 uint64_t tr__now(struct tr_sched *s)
@@ -176,6 +179,10 @@ void tr__drain_inbox(struct tr_sched *s, size_t max)
     struct tr_actor *a;
 
     for (size_t n = 0; n < max && (m = tr__mpsc_pop(&s->inbox)) != NULL; n++) {
+        if (m->flags & TR__MSGF_VIA) {
+            m->flags &= ~TR__MSGF_VIA;
+            s->via_inbox--;
+        }
         if (m->flags & TR__MSGF_CTRL) {
             handle_ctrl(s, m);
             continue;
@@ -197,18 +204,21 @@ static void shutdown_here(struct tr_sched *s);
 void tr__sched_run(struct tr_sched *s)
 {
     uint64_t delivered = 0;
+    size_t turns = 0;
     struct tr_actor *a;
 
     if (atomic_load_explicit(&s->rt->closing, memory_order_acquire)) {
         shutdown_here(s);
         return;
     }
-    for (int round = 0; round < RUN_ROUNDS; round++) {
+    for (int round = 0; round < RUN_ROUNDS && turns < RUN_TURNS; round++) {
         size_t n;
         tr__drain_inbox(s, DRAIN_MAX);
         if (s->rq_head == NULL)
             break;
-        for (n = s->rq_len; n > 0 && (a = tr__rq_pop(s)) != NULL; n--) {
+        n = s->rq_len < RUN_TURNS - turns ? s->rq_len : RUN_TURNS - turns;
+        for (; n > 0 && (a = tr__rq_pop(s)) != NULL; n--) {
+            turns++;
             if (a->flags & F_DEAD) {
                 tr__actor_free_mem(s, a);
                 continue;

@@ -4,8 +4,9 @@
  * then either appends to the mailbox directly (sender on the target's
  * scheduler thread) or pushes onto the target scheduler's inbox and wakes it.
  * Per sender->receiver FIFO holds because each path is FIFO and a sender is
- * on one thread: a local sender always uses the direct path, except while
- * the target's spawn is itself still in the inbox, where it queues behind it.
+ * on one thread: a local sender uses the direct path, except while the
+ * target's spawn is itself still in the inbox, where it queues behind it
+ * (and so do all local sends until those queued ones have drained).
  * Nothing here blocks or makes a syscall except the coalesced wakeup. */
 #include <string.h>
 
@@ -61,7 +62,11 @@ int tr__send(struct tr_rt *rt, tr_actor_id to, struct tr_msg *m, int capped)
     m->to = to;
     if (s == tr__tl_sched || rt->det) {
         a = sl->ptr;
-        if (a == NULL) { /* its spawn is still in the inbox: queue behind it */
+        if (a == NULL || s->via_inbox != 0) {
+            /* Its spawn is still in the inbox: queue behind it, and keep
+             * later local sends behind this one until the inbox drains. */
+            m->flags |= TR__MSGF_VIA;
+            s->via_inbox++;
             tr__post(s, m);
             return TR_OK;
         }

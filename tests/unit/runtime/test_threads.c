@@ -771,6 +771,65 @@ static void test_spawn_from_threads(void **st)
     tr_rt_shutdown(p.rt);
 }
 
+/* ---- local sends to an actor whose spawn is still in the inbox ---------- */
+
+struct fresh {
+    _Atomic tr_actor_id x;
+    _Atomic int entered, got, errors;
+    uint32_t next;
+};
+
+/* Blocks its scheduler (test only) until X exists, so X's spawn is still in
+ * the inbox when A sends to it. */
+static int fresh_a(struct tr_ctx *ctx, void *state, struct tr_msg *m)
+{
+    struct fresh *f = *(void **)state;
+    tr_actor_id x;
+
+    f->entered = 1;
+    while ((x = f->x) == 0)
+        uv_sleep(0);
+    for (uint32_t i = 0; i < 1000; i++)
+        assert_int_equal(tr_tell(ctx, x, T_DATA, &i, 4), TR_OK);
+    return 0;
+}
+
+static int fresh_x(struct tr_ctx *ctx, void *state, struct tr_msg *m)
+{
+    struct fresh *f = *(void **)state;
+    uint32_t v;
+
+    memcpy(&v, m->data, 4);
+    if (v != f->next++)
+        f->errors++;
+    f->got++;
+    return 0;
+}
+
+static const struct tr_behavior fresh_a_beh = { "fresh_a", sizeof(void *), keep_arg_init, fresh_a, NULL };
+static const struct tr_behavior fresh_x_beh = { "fresh_x", sizeof(void *), keep_arg_init, fresh_x, NULL };
+
+static void test_send_to_fresh_spawn(void **st)
+{
+    struct tr_rt *rt = rt_start(2);
+    static struct fresh f;
+
+    for (int round = 0; round < 5; round++) {
+        tr_actor_id a, x;
+        memset(&f, 0, sizeof f);
+        a = spawn_on(rt, &fresh_a_beh, &f, 1, 0, 0);
+        tell(rt, a, T_GO, NULL, 0);
+        WAIT_FOR(f.entered);
+        x = spawn_on(rt, &fresh_x_beh, &f, 1, 0, 0);
+        f.x = x;
+        WAIT_FOR(f.got == 1000);
+        assert_int_equal(f.errors, 0);
+        assert_int_equal(tr_rt_stop_actor(rt, a), TR_OK);
+        assert_int_equal(tr_rt_stop_actor(rt, x), TR_OK);
+    }
+    tr_rt_shutdown(rt);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -785,6 +844,7 @@ int main(void)
         cmocka_unit_test(test_shutdown_in_flight),
         cmocka_unit_test(test_call_and_hooks),
         cmocka_unit_test(test_spawn_from_threads),
+        cmocka_unit_test(test_send_to_fresh_spawn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
