@@ -126,15 +126,18 @@ enum tr_state_msg {
     TR_MSG_STATE_NOTE,                       /* to the listener: struct tr_state_note */
 };
 
-/* Payload of TR_MSG_STATE_APPEND: header then `len` bytes of a verified-
- * before-use troupe.journal.Event buffer (TRJ1) whose seq/epoch/run_id equal
- * the header's. */
+/* Payload of TR_MSG_STATE_APPEND: this header, then `len` bytes of a
+ * troupe.journal.Event buffer (TRJ1) whose seq/epoch/run_id equal the
+ * header's, then `blob_len` bytes of an optional large payload that the
+ * event names by its BLAKE2b-256 digest (tr_blob_digest); the FSM stores it
+ * in the blobs family. At most TR_APPEND_MAX bytes in all. */
+#define TR_APPEND_MAX (8u << 20)
 struct tr_append_msg {
     uint64_t run_id;
     uint64_t epoch;
     uint64_t seq;
     uint32_t len;
-    uint32_t reserved_;
+    uint32_t blob_len;
     unsigned char event[];
 };
 
