@@ -64,26 +64,38 @@ static inline bool in_bounds(const struct tr_fb_verifier *v, uint64_t pos,
   return pos <= v->len && n <= v->len - pos;
 }
 
-int tr_fb_verify_begin(struct tr_fb_verifier *v, const void *buf, size_t len,
-                       const char *ident, const struct tr_fb_limits *lim,
-                       struct tr_fb_error *err, uint32_t *root) {
+static int begin(struct tr_fb_verifier *v, const void *buf, size_t len,
+                 const char *ident, const struct tr_fb_limits *lim,
+                 struct tr_fb_error *err, bool sized, uint32_t *root) {
   const char *type = NULL, *field = NULL;
+  uint32_t hdr = sized ? 4 : 0;
   v->buf = buf;
   v->lim = lim ? *lim : tr_fb_default_limits;
   v->err = err;
   v->depth = 0;
   v->objects = 0;
   v->len = 0;
-  if (err)
+  if (err) {
     err->code = TR_FB_OK;
-  if (len > v->lim.max_size || len > INT32_MAX)
+    err->offset = 0;
+    err->type = err->field = NULL;
+  }
+  if (len > (uint64_t)v->lim.max_size + hdr || len > INT32_MAX)
     FAIL(TR_FB_E_OVERSIZED, 0);
   v->len = (uint32_t)len;
-  if (!buf || len < (ident ? 8u : 4u))
+  if (!buf || len < hdr + (ident ? 8u : 4u))
     FAIL(TR_FB_E_TRUNCATED, 0);
-  if (ident && memcmp(v->buf + 4, ident, 4))
-    FAIL(TR_FB_E_IDENT, 4);
-  return tr_fb_verify_offset(v, 0, NULL, NULL, root);
+  if (sized && tr_fb_read_u32(v->buf) != len - 4)
+    FAIL(TR_FB_E_SIZE, 0);
+  if (ident && memcmp(v->buf + hdr + 4, ident, 4))
+    FAIL(TR_FB_E_IDENT, hdr + 4);
+  return tr_fb_verify_offset(v, hdr, NULL, NULL, root);
+}
+
+int tr_fb_verify_begin(struct tr_fb_verifier *v, const void *buf, size_t len,
+                       const char *ident, const struct tr_fb_limits *lim,
+                       struct tr_fb_error *err, uint32_t *root) {
+  return begin(v, buf, len, ident, lim, err, false, root);
 }
 
 int tr_fb_verify_offset(struct tr_fb_verifier *v, uint32_t pos,
@@ -264,15 +276,30 @@ int tr_fb_verify_nested(struct tr_fb_verifier *v, uint32_t pos,
   return rc;
 }
 
-const void *tr_fb_verify_root(const void *buf, size_t len, const char *ident,
-                              const struct tr_fb_limits *lim,
-                              struct tr_fb_error *err,
-                              tr_fb_verify_table_fn fn) {
+static const void *verify_root(const void *buf, size_t len, const char *ident,
+                               const struct tr_fb_limits *lim,
+                               struct tr_fb_error *err,
+                               tr_fb_verify_table_fn fn, bool sized) {
   struct tr_fb_verifier v;
   uint32_t root;
-  if (tr_fb_verify_begin(&v, buf, len, ident, lim, err, &root))
+  if (begin(&v, buf, len, ident, lim, err, sized, &root))
     return NULL;
   if (fn(&v, root))
     return NULL;
   return v.buf + root;
+}
+
+const void *tr_fb_verify_root(const void *buf, size_t len, const char *ident,
+                              const struct tr_fb_limits *lim,
+                              struct tr_fb_error *err,
+                              tr_fb_verify_table_fn fn) {
+  return verify_root(buf, len, ident, lim, err, fn, false);
+}
+
+const void *tr_fb_verify_root_sized(const void *buf, size_t len,
+                                    const char *ident,
+                                    const struct tr_fb_limits *lim,
+                                    struct tr_fb_error *err,
+                                    tr_fb_verify_table_fn fn) {
+  return verify_root(buf, len, ident, lim, err, fn, true);
 }

@@ -16,7 +16,11 @@
  * limits of tr_fb_default_limits and every offset reachable from the root;
  * `err` (struct tr_fb_error *, may be NULL) says why and where. Use
  * N_T_verify_as_root_opts(buf, len, ident, &limits, &err) for other limits
- * or identifiers (ident NULL: no identifier check). N_T_as_root(buf) reads
+ * or identifiers (ident NULL: no identifier check). Troupe's TCP and peer
+ * frames are size-prefixed buffers (4-byte little-endian length, then the
+ * buffer, written by N_T_finish_sized or Google's FinishSizePrefixed): verify
+ * a whole frame, prefix included, with N_T_verify_as_root_sized(frame, len,
+ * &err); alignment is then relative to the frame's start. N_T_as_root(buf) reads
  * without verifying: only for buffers this process has just built.
  *
  * Readers (static inline, never fail on a verified buffer; t may not be NULL):
@@ -91,7 +95,8 @@
   X(TR_FB_E_DEPTH, "nesting deeper than the depth limit")                      \
   X(TR_FB_E_TOO_MANY, "more objects than the table-count limit")               \
   X(TR_FB_E_UNION, "union type out of range")                                  \
-  X(TR_FB_E_NESTED, "nested buffer invalid")
+  X(TR_FB_E_NESTED, "nested buffer invalid")                                  \
+  X(TR_FB_E_SIZE, "size prefix does not match the buffer")
 
 enum tr_fb_status {
 #define TR_FB_X_ENUM(code, text) code,
@@ -289,6 +294,16 @@ const void *tr_fb_verify_root(const void *buf, size_t len, const char *ident,
                               const struct tr_fb_limits *lim,
                               struct tr_fb_error *err,
                               tr_fb_verify_table_fn fn);
+
+/* The same for a size-prefixed buffer (a 4-byte little-endian length, then
+ * the buffer, as tr_fb_finish_sized and Google's FinishSizePrefixed write it):
+ * buf and len include the prefix, which must equal len - 4; alignment is
+ * checked relative to buf. Returns the root or NULL. */
+const void *tr_fb_verify_root_sized(const void *buf, size_t len,
+                                    const char *ident,
+                                    const struct tr_fb_limits *lim,
+                                    struct tr_fb_error *err,
+                                    tr_fb_verify_table_fn fn);
 
 /* ---- building ------------------------------------------------------------ */
 

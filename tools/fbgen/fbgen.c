@@ -405,10 +405,13 @@ static void gen_table_builders(FILE *h, const struct fbg_schema *s,
           "const struct %s *%s_verify_as_root_opts(const void *buf, size_t len, "
           "const char *ident, const struct tr_fb_limits *lim, struct "
           "tr_fb_error *err);\n"
+          "/* A size-prefixed buffer (a frame), prefix included. */\n"
+          "const struct %s *%s_verify_as_root_sized(const void *buf, size_t "
+          "len, struct tr_fb_error *err);\n"
           "/* Trusted buffers only (built by this process). */\n"
           "static inline const struct %s *%s_as_root(const void *buf) {\n"
           "  return (const struct %s *)tr_fb_root(buf);\n}\n",
-          T, T, T, T, T, T, T, T);
+          T, T, T, T, T, T, T, T, T, T);
 }
 
 /* ---- verifiers ---------------------------------------------------------- */
@@ -531,8 +534,12 @@ static void gen_verifier(FILE *c, const struct fbg_schema *s,
           "const char *ident, const struct tr_fb_limits *lim, struct "
           "tr_fb_error *err) {\n"
           "  return tr_fb_verify_root(buf, len, ident, lim, err, "
+          "%s_verify_table);\n}\n\n"
+          "const struct %s *%s_verify_as_root_sized(const void *buf, size_t "
+          "len, struct tr_fb_error *err) {\n"
+          "  return tr_fb_verify_root_sized(buf, len, %s, NULL, err, "
           "%s_verify_table);\n}\n\n",
-          T, T, q, T, T, T, T);
+          T, T, q, T, T, T, T, T, T, q, T);
 }
 
 /* ---- files -------------------------------------------------------------- */

@@ -929,10 +929,12 @@ static void emit_case(const struct gen *g, const struct fbg_object *o,
   if (!second) {
     /* verify-and-check wrapper */
     fprintf(g->c,
-            "static int k_%s_%s(const void *buf, size_t len) {\n"
+            "static int k_%s_%s(const void *buf, size_t len, bool sized) {\n"
             "  struct tr_fb_error err;\n"
-            "  const struct %s *t = %s_verify_as_root_opts(buf, len, ",
-            fbg_cname(o->name), vn, fbg_cname(o->name), fbg_cname(o->name));
+            "  const struct %s *t = sized ? %s_verify_as_root_sized(buf, len, "
+            "&err) : %s_verify_as_root_opts(buf, len, ",
+            fbg_cname(o->name), vn, fbg_cname(o->name), fbg_cname(o->name),
+            fbg_cname(o->name));
     if (ident)
       fprintf(g->c, "\"%.4s\"", ident);
     else
@@ -945,13 +947,16 @@ static void emit_case(const struct gen *g, const struct fbg_object *o,
             "    return -1;\n  }\n"
             "  %s(t);\n  return 0;\n}\n\n",
             cf);
-    fprintf(g->py, "def k_%s_%s(buf, F):\n", fbg_cname(o->name), vn);
+    fprintf(g->py, "def k_%s_%s(buf, F, off=0):\n", fbg_cname(o->name), vn);
+    fprintf(g->py,
+            "    if off and int.from_bytes(buf[0:4], 'little') != len(buf) - 4:\n"
+            "        F.append('size prefix')\n");
     if (ident)
       fprintf(g->py,
-              "    if bytes(buf[4:8]) != b'%.4s':\n"
+              "    if bytes(buf[off + 4:off + 8]) != b'%.4s':\n"
               "        F.append('identifier')\n",
               ident);
-    fprintf(g->py, "    %s(%s.%s.GetRootAs(buf, 0), F)\n\n\n", cf,
+    fprintf(g->py, "    %s(%s.%s.GetRootAs(buf, off), F)\n\n\n", cf,
             pymod(o->name), fbg_short(o->name));
     return;
   }

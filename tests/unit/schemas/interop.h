@@ -10,9 +10,9 @@ struct interop_case {
   const char *table;
   const char *ident; /* file identifier of the buffer, or NULL */
   tr_fb_ref (*build)(struct tr_fb_builder *b);
-  /* Verifies, then checks every field; mismatches go to interop_mismatch.
-   * Returns -1 when verification failed. */
-  int (*check)(const void *buf, size_t len);
+  /* Verifies (sized: a size-prefixed buffer), then checks every field;
+   * mismatches go to interop_mismatch. Returns -1 when verification failed. */
+  int (*check)(const void *buf, size_t len, bool sized);
   bool force_defaults;
 };
 

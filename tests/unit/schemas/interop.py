@@ -24,23 +24,30 @@ def load(gen):
     return mods
 
 
-def build(case):
+def build(case, sized=False):
     import flatbuffers
     name, table, ident, bfn, kfn, force = case
     b = flatbuffers.Builder(1024)
     b.ForceDefaults(force)
     root = bfn(b)
-    if ident:
+    if sized:
+        b.FinishSizePrefixed(root, file_identifier=ident)
+    elif ident:
         b.Finish(root, file_identifier=ident)
     else:
         b.Finish(root)
     return bytes(b.Output())
 
 
-def check(case, buf):
+def forms(case):
+    """(file suffix, size-prefixed) of each buffer a case travels as."""
+    return [("", False), (".sized", True)] if case[2] else [("", False)]
+
+
+def check(case, buf, sized=False):
     F = []
     try:
-        case[4](buf, F)
+        case[4](buf, F, 4 if sized else 0)
     except Exception as e:  # a broken buffer may raise inside the runtime
         F.append("exception: %r" % (e,))
     return F
@@ -63,9 +70,10 @@ def cmd_write(mods, out, mutate):
         if mutate:
             group = by_table[(c[0].split(".")[0], c[1])]
             src = group[(group.index(c) + 1) % len(group)]
-        with open(os.path.join(out, c[0] + ".bin"), "wb") as f:
-            f.write(build(src))
-        n += 1
+        for sfx, sized in forms(c):
+            with open(os.path.join(out, c[0] + sfx + ".bin"), "wb") as f:
+                f.write(build(src, sized))
+            n += 1
     print("interop.py: wrote %d Python buffers to %s%s" %
           (n, out, " (mutated)" if mutate else ""))
     return 0
@@ -74,21 +82,23 @@ def cmd_write(mods, out, mutate):
 def cmd_check(mods, d):
     n = fails = 0
     for c in all_cases(mods):
-        n += 1
-        path = os.path.join(d, c[0] + ".bin")
-        try:
-            with open(path, "rb") as f:
-                buf = f.read()
-        except OSError as e:
-            print("FAIL %s: %s" % (c[0], e), file=sys.stderr)
-            fails += 1
-            continue
-        F = check(c, buf)
-        if F:
-            fails += 1
-            print("FAIL %s (C-built, read by Python)" % c[0], file=sys.stderr)
-            for x in F[:20]:
-                print("    mismatch: " + x, file=sys.stderr)
+        for sfx, sized in forms(c):
+            n += 1
+            path = os.path.join(d, c[0] + sfx + ".bin")
+            try:
+                with open(path, "rb") as f:
+                    buf = f.read()
+            except OSError as e:
+                print("FAIL %s: %s" % (c[0], e), file=sys.stderr)
+                fails += 1
+                continue
+            F = check(c, buf, sized)
+            if F:
+                fails += 1
+                print("FAIL %s%s (C-built, read by Python)" % (c[0], sfx),
+                      file=sys.stderr)
+                for x in F[:20]:
+                    print("    mismatch: " + x, file=sys.stderr)
     print("interop.py: Python checked %d C buffers, %d failed" % (n, fails))
     return 1 if fails else 0
 
@@ -101,7 +111,8 @@ def cmd_selftest(mods):
             variants.setdefault(c[1], {})[c[0].rsplit(".", 1)[1]] = c
         for c in m.CASES:
             n += 1
-            F = check(c, build(c))
+            F = check(c, build(c)) + (check(c, build(c, True), True)
+                                      if c[2] else [])
             if F:
                 fails += 1
                 print("FAIL %s (Python round trip): %s" % (c[0], F[:5]),

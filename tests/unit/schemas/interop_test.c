@@ -35,18 +35,32 @@ void interop_mismatch(const char *where, const char *what) {
     fprintf(stderr, "    mismatch: %s: %s\n", where, what);
 }
 
-static void build(const struct interop_case *c, struct tr_fb_builder *b) {
+static void build_as(const struct interop_case *c, struct tr_fb_builder *b,
+                     bool sized) {
   tr_fb_builder_reset(b);
   b->force_defaults = c->force_defaults;
-  tr_fb_finish(b, c->build(b), c->ident);
+  tr_fb_ref root = c->build(b);
+  if (sized)
+    tr_fb_finish_sized(b, root, c->ident);
+  else
+    tr_fb_finish(b, root, c->ident);
+}
+
+static void build(const struct interop_case *c, struct tr_fb_builder *b) {
+  build_as(c, b, false);
 }
 
 /* 0 when the buffer passes the case's check. */
+static int run_check_as(const struct interop_case *c, const void *buf,
+                        size_t len, bool sized) {
+  mismatches = 0;
+  int rc = c->check(buf, len, sized);
+  return rc || mismatches;
+}
+
 static int run_check(const struct interop_case *c, const void *buf,
                      size_t len) {
-  mismatches = 0;
-  int rc = c->check(buf, len);
-  return rc || mismatches;
+  return run_check_as(c, buf, len, false);
 }
 
 static uint8_t *slurp(const char *path, size_t *len) {
@@ -67,6 +81,16 @@ static uint8_t *slurp(const char *path, size_t *len) {
   return p;
 }
 
+static int write_file(const char *path, const uint8_t *d, size_t len) {
+  FILE *f = fopen(path, "wb");
+  if (!f || fwrite(d, 1, len, f) != len || fclose(f)) {
+    fprintf(stderr, "write %s: %s\n", path, strerror(errno));
+    return 1;
+  }
+  return 0;
+}
+
+/* Root-type cases also travel as size-prefixed frames. */
 static int cmd_write(const char *dir) {
   struct tr_fb_builder b;
   tr_fb_builder_init(&b);
@@ -74,17 +98,16 @@ static int cmd_write(const char *dir) {
   for (size_t s = 0; s < sizeof all / sizeof all[0]; s++)
     for (size_t i = 0; i < *all[s].n; i++) {
       const struct interop_case *c = &all[s].cases[i];
-      build(c, &b);
-      size_t len;
-      const uint8_t *d = tr_fb_builder_data(&b, &len);
-      char path[1024];
-      snprintf(path, sizeof path, "%s/%s.bin", dir, c->name);
-      FILE *f = fopen(path, "wb");
-      if (!f || fwrite(d, 1, len, f) != len || fclose(f)) {
-        fprintf(stderr, "write %s: %s\n", path, strerror(errno));
-        fails++;
+      for (int sized = 0; sized < (c->ident ? 2 : 1); sized++) {
+        build_as(c, &b, sized);
+        size_t len;
+        const uint8_t *d = tr_fb_builder_data(&b, &len);
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s%s.bin", dir, c->name,
+                 sized ? ".sized" : "");
+        fails += write_file(path, d, len);
+        n++;
       }
-      n++;
     }
   tr_fb_builder_free(&b);
   printf("interop_test: wrote %d C buffers to %s\n", n, dir);
@@ -96,22 +119,26 @@ static int cmd_check(const char *dir) {
   for (size_t s = 0; s < sizeof all / sizeof all[0]; s++)
     for (size_t i = 0; i < *all[s].n; i++) {
       const struct interop_case *c = &all[s].cases[i];
-      char path[1024];
-      snprintf(path, sizeof path, "%s/%s.bin", dir, c->name);
-      size_t len;
-      uint8_t *buf = slurp(path, &len);
-      n++;
-      if (!buf) {
-        fprintf(stderr, "FAIL %s: cannot read %s\n", c->name, path);
-        fails++;
-        continue;
+      for (int sized = 0; sized < (c->ident ? 2 : 1); sized++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s%s.bin", dir, c->name,
+                 sized ? ".sized" : "");
+        size_t len;
+        uint8_t *buf = slurp(path, &len);
+        n++;
+        if (!buf) {
+          fprintf(stderr, "FAIL %s: cannot read %s\n", c->name, path);
+          fails++;
+          continue;
+        }
+        quiet = false;
+        if (run_check_as(c, buf, len, sized)) {
+          fprintf(stderr, "FAIL %s%s (Python-built, read by C)\n", c->name,
+                  sized ? " (size-prefixed)" : "");
+          fails++;
+        }
+        free(buf);
       }
-      quiet = false;
-      if (run_check(c, buf, len)) {
-        fprintf(stderr, "FAIL %s (Python-built, read by C)\n", c->name);
-        fails++;
-      }
-      free(buf);
     }
   printf("interop_test: C checked %d Python buffers, %d failed\n", n, fails);
   return fails != 0;
