@@ -91,244 +91,6 @@ static void ptrmap_free(struct ptrmap *m)
 }
 
 /* ------------------------------------------------------------------------ */
-/* URI references (RFC 3986 section 5).                                      */
-
-struct uri {
-    const char *s;
-    size_t scheme_len;         /* 0 = none */
-    const char *auth;          /* NULL = none */
-    size_t auth_len;
-    const char *path;
-    size_t path_len;
-    const char *query;         /* NULL = none; points past '?' */
-    size_t query_len;
-    const char *frag;          /* NULL = none; points past '#' */
-    size_t frag_len;
-};
-
-static void uri_parse(const char *s, struct uri *u)
-{
-    memset(u, 0, sizeof *u);
-    u->s = s;
-    size_t len = strlen(s);
-    const char *end = s + len;
-    const char *hash = memchr(s, '#', len);
-    if (hash) {
-        u->frag = hash + 1;
-        u->frag_len = (size_t)(end - hash - 1);
-        end = hash;
-    }
-    const char *q = memchr(s, '?', (size_t)(end - s));
-    if (q) {
-        u->query = q + 1;
-        u->query_len = (size_t)(end - q - 1);
-        end = q;
-    }
-    const char *p = s;
-    size_t k = 0;
-    while (p + k < end && s[k] != ':' && s[k] != '/') {
-        k++;
-    }
-    if (k > 0 && p + k < end && s[k] == ':') {
-        u->scheme_len = k;
-        p = s + k + 1;
-    }
-    if (end - p >= 2 && p[0] == '/' && p[1] == '/') {
-        p += 2;
-        const char *slash = memchr(p, '/', (size_t)(end - p));
-        const char *aend = slash ? slash : end;
-        u->auth = p;
-        u->auth_len = (size_t)(aend - p);
-        p = aend;
-    }
-    u->path = p;
-    u->path_len = (size_t)(end - p);
-}
-
-struct sbuf {
-    char *s;
-    size_t len, cap;
-};
-
-static void sb_add(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1) {
-            cap *= 2;
-        }
-        b->s = tr_realloc(b->s, cap);
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void sb_adds(struct sbuf *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
-
-/* RFC 3986 5.2.4, appending the result to out. */
-static void remove_dots(const char *in, size_t len, struct sbuf *out)
-{
-    size_t start = out->len;
-    size_t i = 0;
-    while (i < len) {
-        const char *p = in + i;
-        size_t rest = len - i;
-        if (rest >= 3 && memcmp(p, "../", 3) == 0) {
-            i += 3;
-        } else if (rest >= 2 && memcmp(p, "./", 2) == 0) {
-            i += 2;
-        } else if ((rest >= 3 && memcmp(p, "/./", 3) == 0)) {
-            i += 2;
-        } else if (rest == 2 && memcmp(p, "/.", 2) == 0) {
-            i += 1;
-            sb_add(out, "/", 1);
-            break;
-        } else if ((rest >= 4 && memcmp(p, "/../", 4) == 0) || (rest == 3 && memcmp(p, "/..", 3) == 0)) {
-            i += 3;
-            while (out->len > start && out->s[out->len - 1] != '/') {
-                out->len--;
-            }
-            if (out->len > start) {
-                out->len--;
-            }
-            out->s[out->len] = '\0';
-            if (rest == 3) {
-                sb_add(out, "/", 1);
-                break;
-            }
-        } else if ((rest == 1 && p[0] == '.') || (rest == 2 && memcmp(p, "..", 2) == 0)) {
-            break;
-        } else {
-            size_t k = 1;
-            while (k < rest && p[k] != '/') {
-                k++;
-            }
-            if (p[0] != '/') {
-                k = 0;
-                while (k < rest && p[k] != '/') {
-                    k++;
-                }
-            }
-            sb_add(out, p, k);
-            i += k;
-        }
-    }
-    if (!out->s) {
-        sb_add(out, "", 0);
-    }
-}
-
-/* Resolve ref against an absolute base; a new string. */
-static char *uri_resolve(const char *base, const char *ref)
-{
-    struct uri b, r;
-    uri_parse(base, &b);
-    uri_parse(ref, &r);
-    struct sbuf out = {0};
-    const struct uri *auth_from, *query_from;
-    sb_add(&out, r.scheme_len ? r.s : b.s, r.scheme_len ? r.scheme_len : b.scheme_len);
-    sb_add(&out, ":", 1);
-    if (r.scheme_len || r.auth) {
-        auth_from = &r;
-        query_from = &r;
-        if (r.auth) {
-            sb_add(&out, "//", 2);
-            sb_add(&out, r.auth, r.auth_len);
-        }
-        remove_dots(r.path, r.path_len, &out);
-    } else {
-        auth_from = &b;
-        if (b.auth) {
-            sb_add(&out, "//", 2);
-            sb_add(&out, b.auth, b.auth_len);
-        }
-        if (r.path_len == 0) {
-            sb_add(&out, b.path, b.path_len);
-            query_from = r.query ? &r : &b;
-        } else {
-            query_from = &r;
-            if (r.path[0] == '/') {
-                remove_dots(r.path, r.path_len, &out);
-            } else {
-                struct sbuf merged = {0};
-                if (b.auth && b.path_len == 0) {
-                    sb_add(&merged, "/", 1);
-                } else {
-                    const char *slash = NULL;
-                    for (size_t i = b.path_len; i > 0; i--) {
-                        if (b.path[i - 1] == '/') {
-                            slash = b.path + i - 1;
-                            break;
-                        }
-                    }
-                    if (slash) {
-                        sb_add(&merged, b.path, (size_t)(slash - b.path) + 1);
-                    }
-                }
-                sb_add(&merged, r.path, r.path_len);
-                remove_dots(merged.s, merged.len, &out);
-                tr_free(merged.s);
-            }
-        }
-    }
-    (void)auth_from;
-    if (query_from->query) {
-        sb_add(&out, "?", 1);
-        sb_add(&out, query_from->query, query_from->query_len);
-    }
-    if (r.frag) {
-        sb_add(&out, "#", 1);
-        sb_add(&out, r.frag, r.frag_len);
-    }
-    return out.s;
-}
-
-/* The URI without its fragment; a new string. */
-static char *uri_strip_frag(const char *u)
-{
-    const char *h = strchr(u, '#');
-    return h ? tr_strndup(u, (size_t)(h - u)) : tr_strdup(u);
-}
-
-static int hexv(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
-/* Percent-decode s (a fragment); a new string. */
-static char *pct_decode(const char *s, size_t *len_out)
-{
-    size_t n = strlen(s);
-    char *out = tr_malloc(n + 1);
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%' && i + 2 < n && hexv(s[i + 1]) >= 0 && hexv(s[i + 2]) >= 0) {
-            out[k++] = (char)(hexv(s[i + 1]) * 16 + hexv(s[i + 2]));
-            i += 2;
-        } else {
-            out[k++] = s[i];
-        }
-    }
-    out[k] = '\0';
-    *len_out = k;
-    return out;
-}
-
-/* ------------------------------------------------------------------------ */
 /* Compile context.                                                          */
 
 struct pending_ref {
@@ -386,15 +148,15 @@ static const char *type_name(const json_t *v)
 static char *loc_child(const char *loc, const char *key, size_t len)
 {
     struct sbuf b = {0};
-    sb_adds(&b, loc);
-    sb_add(&b, "/", 1);
+    js_sb_adds(&b, loc);
+    js_sb_add(&b, "/", 1);
     for (size_t i = 0; i < len; i++) {
         if (key[i] == '~') {
-            sb_add(&b, "~0", 2);
+            js_sb_add(&b, "~0", 2);
         } else if (key[i] == '/') {
-            sb_add(&b, "~1", 2);
+            js_sb_add(&b, "~1", 2);
         } else {
-            sb_add(&b, key + i, 1);
+            js_sb_add(&b, key + i, 1);
         }
     }
     return b.s;
@@ -915,15 +677,15 @@ static struct js_node *compile(struct cc *c, const json_t *j, const char *base, 
         n->ref_str = json_string_value(ref);
         GROW(c->refs, c->n_refs, c->cap_refs);
         c->refs[c->n_refs].node = n;
-        c->refs[c->n_refs].uri = uri_resolve(base, n->ref_str);
+        c->refs[c->n_refs].uri = js_uri_resolve(base, n->ref_str);
         c->n_refs++;
     } else if (id) {
         if (!json_is_string(id)) {
             bad(c, "$id", loc, "a string");
             return NULL;
         }
-        char *full = uri_resolve(base, json_string_value(id));
-        own_base = uri_strip_frag(full);
+        char *full = js_uri_resolve(base, json_string_value(id));
+        own_base = js_uri_strip_frag(full);
         const char *frag = strchr(full, '#');
         if (frag && frag[1] != '\0') {
             if (frag[1] == '/') {
@@ -1019,13 +781,13 @@ static const json_t *follow_pointer(struct cc *c, const json_t *doc, const char 
         }
         i++;
         struct sbuf tok = {0};
-        sb_add(&tok, "", 0);
+        js_sb_add(&tok, "", 0);
         while (i < len && p[i] != '/') {
             if (p[i] == '~' && i + 1 < len && (p[i + 1] == '0' || p[i + 1] == '1')) {
-                sb_add(&tok, p[i + 1] == '0' ? "~" : "/", 1);
+                js_sb_add(&tok, p[i + 1] == '0' ? "~" : "/", 1);
                 i += 2;
             } else {
-                sb_add(&tok, p + i, 1);
+                js_sb_add(&tok, p + i, 1);
                 i++;
             }
         }
@@ -1063,7 +825,7 @@ static int resolve_ref(struct cc *c, size_t ri)
     struct pending_ref *r = &c->refs[ri];
     struct js_node *node = r->node;
     const char *uri = r->uri;
-    char *doc_uri = uri_strip_frag(uri);
+    char *doc_uri = js_uri_strip_frag(uri);
     const char *hash = strchr(uri, '#');
     const char *frag = hash ? hash + 1 : "";
     const json_t *doc = find_id(c, doc_uri);
@@ -1081,7 +843,7 @@ static int resolve_ref(struct cc *c, size_t ri)
         goto out;
     }
     size_t flen;
-    char *f = pct_decode(frag, &flen);
+    char *f = js_pct_decode(frag, &flen);
     const json_t *target;
     if (flen == 0) {
         target = doc;
@@ -1100,9 +862,9 @@ static int resolve_ref(struct cc *c, size_t ri)
     struct js_node *t = ptrmap_get(&c->nodes, target);
     if (!t) {
         struct sbuf loc = {0};
-        sb_adds(&loc, strcmp(doc_uri, c->root_base) == 0 ? "" : doc_uri);
-        sb_add(&loc, "#", 1);
-        sb_adds(&loc, f);
+        js_sb_adds(&loc, strcmp(doc_uri, c->root_base) == 0 ? "" : doc_uri);
+        js_sb_add(&loc, "#", 1);
+        js_sb_adds(&loc, f);
         t = compile(c, target, doc_uri, loc.s);
         tr_free(loc.s);
     }
@@ -1308,8 +1070,8 @@ int tr_schema_compile(const json_t *schema, struct tr_schema **out, struct tr_er
     struct cc c = {.s = s, .err = err, .ids = json_object(), .reached_members = json_object()};
     const json_t *id = json_is_object(doc) ? json_object_get(doc, "$id") : NULL;
     if (json_is_string(id) && !json_object_get(doc, "$ref")) {
-        char *full = uri_resolve(JS_DEFAULT_BASE, json_string_value(id));
-        c.root_base = uri_strip_frag(full);
+        char *full = js_uri_resolve(JS_DEFAULT_BASE, json_string_value(id));
+        c.root_base = js_uri_strip_frag(full);
         tr_free(full);
     } else {
         c.root_base = tr_strdup(JS_DEFAULT_BASE);

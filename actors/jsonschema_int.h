@@ -168,6 +168,22 @@ void js_num_str(const json_t *v, char *buf, size_t cap);
 void js_bufcat(char *buf, size_t cap, size_t *len, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* A growing string; free s with tr_free. */
+struct sbuf {
+    char *s;
+    size_t len, cap;
+};
+void js_sb_add(struct sbuf *b, const char *s, size_t n);
+void js_sb_adds(struct sbuf *b, const char *s);
+
+/* jsonschema_uri.c: RFC 3986 reference resolution; results are new strings. */
+/* Resolve ref against an absolute base URI. */
+char *js_uri_resolve(const char *base, const char *ref);
+/* The URI without its fragment. */
+char *js_uri_strip_frag(const char *uri);
+/* Percent-decode s (a fragment); *len_out gets the length (it may hold NULs). */
+char *js_pct_decode(const char *s, size_t *len_out);
+
 /* jsonschema_meta.c: the draft-07 meta-schema as text. */
 extern const char js_draft7_meta[];
 #define JS_DRAFT7_ID "http://json-schema.org/draft-07/schema"

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "actors/jsonschema.h"
+#include "actors/jsonschema_int.h"
 
 static json_t *parse(const char *text)
 {
@@ -619,6 +620,35 @@ static void test_boolean_and_misc(void **state)
     tr_schema_free(NULL);
 }
 
+static void test_uri_resolve(void **state)
+{
+    (void)state;
+    /* RFC 3986 section 5.4 */
+    static const char *const cases[][2] = {
+        {"g:h", "g:h"},           {"g", "http://a/b/c/g"},       {"./g", "http://a/b/c/g"},
+        {"g/", "http://a/b/c/g/"}, {"/g", "http://a/g"},          {"//g", "http://g"},
+        {"?y", "http://a/b/c/d;p?y"}, {"g?y", "http://a/b/c/g?y"}, {"#s", "http://a/b/c/d;p?q#s"},
+        {"g#s", "http://a/b/c/g#s"}, {";x", "http://a/b/c/;x"},   {"", "http://a/b/c/d;p?q"},
+        {".", "http://a/b/c/"},    {"./", "http://a/b/c/"},       {"..", "http://a/b/"},
+        {"../", "http://a/b/"},    {"../g", "http://a/b/g"},      {"../..", "http://a/"},
+        {"../../g", "http://a/g"}, {"../../../g", "http://a/g"},  {"/./g", "http://a/g"},
+        {"/../g", "http://a/g"},   {"g.", "http://a/b/c/g."},     {".g", "http://a/b/c/.g"},
+        {"./../g", "http://a/b/g"}, {"g/./h", "http://a/b/c/g/h"}, {"g/../h", "http://a/b/c/h"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *r = js_uri_resolve("http://a/b/c/d;p?q", cases[i][0]);
+        if (strcmp(r, cases[i][1]) != 0) {
+            fail_msg("resolve \"%s\": got %s, want %s", cases[i][0], r, cases[i][1]);
+        }
+        tr_free(r);
+    }
+    size_t len;
+    char *d = js_pct_decode("/a%25b%2Fc%zz%4", &len);
+    assert_string_equal(d, "/a%b/c%zz%4");
+    assert_int_equal(len, strlen(d));
+    tr_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -627,7 +657,7 @@ int main(void)
         cmocka_unit_test(test_refuse_malformed), cmocka_unit_test(test_refs),
         cmocka_unit_test(test_limits),           cmocka_unit_test(test_regex),
         cmocka_unit_test(test_values),           cmocka_unit_test(test_formats),
-        cmocka_unit_test(test_boolean_and_misc),
+        cmocka_unit_test(test_boolean_and_misc), cmocka_unit_test(test_uri_resolve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
