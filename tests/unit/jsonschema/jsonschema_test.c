@@ -1,4 +1,5 @@
 /* Unit tests of actors/jsonschema: error reports, refusals, limits, regex. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -452,6 +453,10 @@ static void test_regex(void **state)
         {"^(a|)$", "", "b"},
         {"^\\\\cJ$", "\\n", "J"},
         {"}", "}", "a"},
+        {"^[.]$", ".", "a"},
+        {"^[=:]+$", "=:", "a"},
+        {"^[a-]+$", "a-", "b"},
+        {"^[\\\\]\\\\[]+$", "][", "a"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char schema[256], yes[128], no[128];
@@ -649,6 +654,47 @@ static void test_uri_resolve(void **state)
     tr_free(d);
 }
 
+struct thread_arg {
+    struct tr_schema *s;
+    int failures;
+};
+
+static void *validate_thread(void *p)
+{
+    struct thread_arg *a = p;
+    json_t *good = parse("{\"id\": \"ab-12\", \"n\": [1, 2, 3]}");
+    json_t *bad = parse("{\"id\": \"AB\", \"n\": [1, 1]}");
+    for (int i = 0; i < 2000; i++) {
+        struct tr_schema_errors errs;
+        if (tr_schema_validate(a->s, good, &errs) != 0 || tr_schema_validate(a->s, bad, &errs) != TR_EINVAL ||
+            errs.count != 2) {
+            a->failures++;
+        }
+    }
+    json_decref(good);
+    json_decref(bad);
+    return NULL;
+}
+
+/* A compiled schema is shared by threads without locks. */
+static void test_threads(void **state)
+{
+    (void)state;
+    struct tr_schema *s = compile_ok("{\"properties\": {\"id\": {\"pattern\": \"^[a-z]+-\\\\d+$\"},"
+                                     " \"n\": {\"uniqueItems\": true, \"items\": {\"type\": \"integer\"}}}}");
+    pthread_t t[4];
+    struct thread_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (struct thread_arg){s, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, validate_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(args[i].failures, 0);
+    }
+    tr_schema_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -658,6 +704,7 @@ int main(void)
         cmocka_unit_test(test_limits),           cmocka_unit_test(test_regex),
         cmocka_unit_test(test_values),           cmocka_unit_test(test_formats),
         cmocka_unit_test(test_boolean_and_misc), cmocka_unit_test(test_uri_resolve),
+        cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
