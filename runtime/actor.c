@@ -192,7 +192,8 @@ static int on_failure(struct tr_sched *s, struct tr_actor *a, int code)
     tr_log(TR_LOG_DEBUG, "actor %s %llx failed: %d", a->beh->name ? a->beh->name : "?",
            (unsigned long long)a->id, code);
     call_fini(s, a, TR_STOP_FAILED);
-    if (a->restart == TR_RESTART_ON_FAILURE && !s->closing) {
+    /* An actor that asked to stop and then failed is not restarted. */
+    if (a->restart == TR_RESTART_ON_FAILURE && !s->closing && !(a->flags & F_STOP_REQ)) {
         now = tr__now(s);
         if (a->restarts == 0 || now - a->window_start_ms >= a->window_ms) {
             a->window_start_ms = now;

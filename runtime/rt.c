@@ -139,6 +139,11 @@ void tr_rt_shutdown(struct tr_rt *rt)
 {
     if (rt == NULL)
         return;
+    if (tr__tl_sched != NULL && tr__tl_sched->rt == rt && !rt->det) {
+        tr_log(TR_LOG_ERROR, "runtime: tr_rt_shutdown called on scheduler %d's own thread",
+               tr__tl_sched->index);
+        abort();
+    }
     atomic_store(&rt->closing, 1);
     while (atomic_load(&rt->foreign) != 0)
         uv_sleep(0);

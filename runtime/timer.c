@@ -266,6 +266,9 @@ void tr__timers_free(struct tr_sched *s)
 
 /* ---- public ------------------------------------------------------------- */
 
+/* Longer delays are clamped (about 292 million years): deadlines never wrap. */
+#define TR__DELAY_MAX (UINT64_MAX / 4)
+
 int tr_timer_start(struct tr_ctx *ctx, uint64_t delay_ms, struct tr_msg *msg, uint64_t *timer_out)
 {
     struct tr_sched *s = ctx->s;
@@ -276,6 +279,8 @@ int tr_timer_start(struct tr_ctx *ctx, uint64_t delay_ms, struct tr_msg *msg, ui
         return TR_EINVAL;
     if (atomic_load_explicit(&s->rt->closing, memory_order_relaxed) || s->closing)
         return TR_ECLOSED;
+    if (delay_ms > TR__DELAY_MAX)
+        delay_ms = TR__DELAY_MAX;
     id = tr__next_id(s, 1);
     if (msg == ctx->cur)
         ctx->taken = 1;
