@@ -706,6 +706,59 @@ static void test_det_call_hooks(void **st)
     assert_int_equal(call_log[2], 1);
 }
 
+/* ---- timers across restart and stop -------------------------------------- */
+
+struct tfail {
+    int fired;
+    int inits;
+};
+
+static int tfail_init(struct tr_ctx *ctx, void *state, void *arg)
+{
+    struct tfail *t = arg;
+
+    *(void **)state = arg;
+    if (t->inits++ == 0) /* only the first incarnation arms a timer */
+        assert_int_equal(tr_timer_start(ctx, 10, tr_msg_new(T_TIMER, 8), NULL), TR_OK);
+    return 0;
+}
+
+static int tfail_rx(struct tr_ctx *ctx, void *state, struct tr_msg *m)
+{
+    struct tfail *t = *(void **)state;
+
+    if (m->type == T_FAIL)
+        return -1;
+    if (m->type == T_TIMER)
+        t->fired++;
+    return 0;
+}
+
+static const struct tr_behavior tfail_beh = { "tfail", sizeof(void *), tfail_init, tfail_rx, NULL };
+
+static void test_timers_after_restart_and_stop(void **st)
+{
+    struct tr_rt *rt = det_rt(10);
+    struct tfail a, b;
+    tr_actor_id ida, idb;
+
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    struct tr_spawn_opts o = { .behavior = &tfail_beh, .arg = &a, .restart = TR_RESTART_ON_FAILURE };
+    assert_int_equal(tr_spawn(rt, &o, &ida), TR_OK);
+    idb = spawn(rt, &tfail_beh, &b, 0, 0);
+    tr_rt_run_until_idle(rt, 0);
+    tell(rt, ida, T_FAIL, 0);          /* restarted: its old timer belongs to the old state */
+    assert_int_equal(tr_rt_stop_actor(rt, idb), TR_OK); /* stopped: its timer is dropped */
+    tr_rt_run_until_idle(rt, 0);
+    assert_int_equal(a.inits, 2);
+    tr_rt_advance(rt, 1000);
+    tr_rt_run_until_idle(rt, 0);
+    assert_int_equal(a.fired, 0);
+    assert_int_equal(b.fired, 0);
+    tr_rt_shutdown(rt);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -720,6 +773,7 @@ int main(void)
         cmocka_unit_test(test_send_to_stopped),
         cmocka_unit_test(test_deterministic_trace),
         cmocka_unit_test(test_det_call_hooks),
+        cmocka_unit_test(test_timers_after_restart_and_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
