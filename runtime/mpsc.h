@@ -20,14 +20,18 @@
 struct tr_mpsc {
     _Alignas(64) struct tr_msg *head; /* producers: last pushed; atomic */
     _Alignas(64) struct tr_msg *tail; /* consumer: next to pop */
-    struct tr_msg stub;
+    struct tr_msg *stub;              /* owned: see tr__mpsc_init */
 };
 
-static inline void tr__mpsc_init(struct tr_mpsc *q)
+/* stub: a message the queue uses as its dummy node; the caller frees it
+ * after the last pop (a tr_msg has a flexible array member, so it cannot be
+ * embedded here). */
+static inline void tr__mpsc_init(struct tr_mpsc *q, struct tr_msg *stub)
 {
-    q->stub.next = NULL;
-    q->head = &q->stub;
-    q->tail = &q->stub;
+    q->stub = stub;
+    stub->next = NULL;
+    q->head = stub;
+    q->tail = stub;
 }
 
 static inline void tr__mpsc_push(struct tr_mpsc *q, struct tr_msg *m)
@@ -45,7 +49,7 @@ static inline struct tr_msg *tr__mpsc_pop(struct tr_mpsc *q)
     struct tr_msg *tail = q->tail;
     struct tr_msg *next = __atomic_load_n(&tail->next, __ATOMIC_ACQUIRE);
 
-    if (tail == &q->stub) {
+    if (tail == q->stub) {
         if (next == NULL)
             return NULL;
         q->tail = next;
@@ -58,7 +62,7 @@ static inline struct tr_msg *tr__mpsc_pop(struct tr_mpsc *q)
     }
     if (tail != __atomic_load_n(&q->head, __ATOMIC_ACQUIRE))
         return NULL; /* in between: a producer has not linked yet */
-    tr__mpsc_push(q, &q->stub);
+    tr__mpsc_push(q, q->stub);
     next = __atomic_load_n(&tail->next, __ATOMIC_ACQUIRE);
     if (next != NULL) {
         q->tail = next;
@@ -70,8 +74,8 @@ static inline struct tr_msg *tr__mpsc_pop(struct tr_mpsc *q)
 /* Non-zero when a message is (or is about to be) in the queue. Consumer only. */
 static inline int tr__mpsc_busy(struct tr_mpsc *q)
 {
-    return q->tail != &q->stub || __atomic_load_n(&q->stub.next, __ATOMIC_ACQUIRE) != NULL ||
-           __atomic_load_n(&q->head, __ATOMIC_ACQUIRE) != &q->stub;
+    return q->tail != q->stub || __atomic_load_n(&q->stub->next, __ATOMIC_ACQUIRE) != NULL ||
+           __atomic_load_n(&q->head, __ATOMIC_ACQUIRE) != q->stub;
 }
 
 #endif

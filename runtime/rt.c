@@ -42,7 +42,7 @@ static struct tr_sched *sched_new(struct tr_rt *rt, int index, uint64_t *seed)
     s->index = index;
     s->armed = UINT64_MAX;
     s->ctx.s = s;
-    tr__mpsc_init(&s->inbox);
+    tr__mpsc_init(&s->inbox, tr_msg_new(TR_MSG_NONE, 0));
     if (uv_mutex_init(&s->slot_mu) != 0) {
         tr_log(TR_LOG_ERROR, "runtime: mutex init failed");
         abort();

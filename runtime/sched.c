@@ -368,6 +368,7 @@ void tr__sched_free(struct tr_sched *s)
     for (uint32_t i = 0; i < TR__DIR_SIZE; i++)
         tr_free(atomic_load_explicit(&s->dir[i], memory_order_relaxed));
     tr_free(s->free_idx);
+    tr_msg_free(s->inbox.stub);
     uv_mutex_destroy(&s->slot_mu);
     tr_free(s);
 }
