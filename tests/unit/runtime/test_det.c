@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -759,10 +760,37 @@ static void test_timers_after_restart_and_stop(void **st)
     tr_rt_shutdown(rt);
 }
 
+/* ---- logging seam ---------------------------------------------------------- */
+
+static char log_buf[256];
+static int log_calls;
+
+static void capture_sink(void *ud, enum tr_log_level level, const char *msg)
+{
+    log_calls++;
+    snprintf(log_buf, sizeof log_buf, "%d:%s:%s", (int)level, (const char *)ud, msg);
+}
+
+static void test_log_sink(void **st)
+{
+    tr_log_set_sink(capture_sink, "ud");
+    tr_log_set_level(TR_LOG_WARN);
+    assert_false(tr_log_enabled(TR_LOG_INFO));
+    assert_true(tr_log_enabled(TR_LOG_ERROR));
+    tr_log(TR_LOG_INFO, "dropped %d", 1);
+    assert_int_equal(log_calls, 0);
+    tr_log(TR_LOG_WARN, "kept %d", 2);
+    assert_int_equal(log_calls, 1);
+    assert_string_equal(log_buf, "2:ud:kept 2");
+    tr_log_set_sink(NULL, NULL); /* back to stderr */
+    tr_log_set_level(TR_LOG_INFO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_log_sink),
         cmocka_unit_test(test_virtual_timers),
         cmocka_unit_test(test_request_timeout_and_late_reply),
         cmocka_unit_test(test_reply_before_timeout),
