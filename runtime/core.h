@@ -13,17 +13,27 @@
  *    receive or dropped). Senders take a credit with fetch_sub before pushing
  *    (capped sends give it back and fail with TR_EFULL when none was left);
  *    the owner gives it back when it drops the message, or at the end of
- *    the turn in which it handed the message to receive. When
- *    a slot is freed its cap is taken away and the next spawn adds its own, so
- *    the count stays exact while stale messages of an old incarnation drain.
+ *    the turn in which it handed the message to receive. When a slot is
+ *    freed its cap is taken away and the next spawn adds its own, so the
+ *    count stays exact while stale messages of an old incarnation drain.
+ *    System deliveries take a credit without checking (avail may go < 0).
  * 4. slot.ptr, the actor, its mailbox, the run queue, the timer heap and the
  *    request table are touched only by the owning scheduler thread. Other
  *    threads reach a scheduler only through its inbox (and its slot mutex).
  * 5. An actor is in the run queue at most once (F_INRQ) and never while it
- *    runs (F_RUNNING); it is there iff it has mail or must (re)start.
+ *    runs (F_RUNNING); it is there iff it has mail or must (re)start (not
+ *    a passivated one: its next message queues it), or it stopped while
+ *    queued (F_DEAD: freed when popped).
  * 6. Inside a callback, ctx.cur is the message being handled; once it is
  *    handed off (send/request/reply/keep) ctx.taken is set and the runtime
  *    never touches it again.
+ * 7. Timers and request timeouts carry their owner's incarnation, which
+ *    each restart bumps: after a restart they are dropped when they fire,
+ *    and a reply to a request of an old incarnation is dropped like a late
+ *    one. Passivation keeps the incarnation.
+ * 8. A request with a timeout has an entry keyed by its corr (= its timer
+ *    id, low bit set) until the reply or the timeout; a request without a
+ *    timeout has none, and its reply is always delivered.
  */
 #ifndef TR_RUNTIME_CORE_H
 #define TR_RUNTIME_CORE_H
