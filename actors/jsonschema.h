@@ -59,7 +59,8 @@
  *   ECMA-262 syntax is translated to POSIX extended syntax and compiled with
  *   regcomp(REG_EXTENDED) in the C.UTF-8 locale, so "." and bracket
  *   expressions match whole code points (ECMA-262 without the u flag matches
- *   UTF-16 units: they differ only outside the Basic Multilingual Plane).
+ *   UTF-16 units: they differ only outside the Basic Multilingual Plane;
+ *   on a system without a UTF-8 locale, patterns fall back to bytes).
  *   Searches are unanchored, as in ECMA-262.
  *   Handled: literals, ".", (non-)greedy quantifiers * + ? {n} {n,} {n,m} (a
  *   lazy quantifier accepts the same strings as a greedy one when we only ask
@@ -69,9 +70,11 @@
  *   "." excludes \n \r U+2028 U+2029 as in ECMA-262; \s is POSIX [:space:]
  *   (ECMA-262 also counts U+00A0, U+FEFF and other Unicode spaces).
  *   Refused: lookahead and lookbehind, backreferences, \p{...}, negated
- *   classes (\D \W \S) inside brackets, the empty class [] and [^], unknown
- *   letter escapes such as \a or \Z, and patterns over 1 KiB or whose
- *   expansion of counted repetition is too large (regcomp expands x{n}).
+ *   classes (\D \W \S) inside brackets and ranges ending at a class escape
+ *   ([\d-z]), the empty class [] and [^], \0 and NUL, \u{...}, unknown letter
+ *   escapes such as \a or \Z, inline flags, and patterns over 1 KiB or whose
+ *   expansion of counted repetition is too large (regcomp expands x{n}:
+ *   bounds over 1000, or more than 2000 atoms after expansion).
  *
  * Limits (each input has a bound; see TR_SCHEMA_* below)
  * ---------------------------------------------------------------------------
@@ -83,14 +86,15 @@
  *
  * Why our own validator
  * ---------------------------------------------------------------------------
- *   Debian bookworm packages no JSON Schema validator in C. The closest is
- *   libvalijson-dev, a header-only C++ library (it has a jansson adapter):
- *   it ignores unknown keywords rather than refusing them, uses std::regex
- *   (recursive backtracking, unbounded stack on hostile patterns or inputs),
- *   reports errors through C++ exceptions and strings we would have to
- *   reshape for the model, and has no limits on work. What tool arguments
- *   need is small, and owning it lets us bound every input and word every
- *   error for an LLM.
+ *   `apt-cache search json schema` on Debian bookworm finds no validator
+ *   written in C. The nearest is libvalijson-dev 1.0, a header-only C++
+ *   library (it has a jansson adapter). Using it would put C++ and its
+ *   exceptions under a C code base, and we could not easily have what tool
+ *   arguments need most: unknown keywords refused rather than ignored (it
+ *   follows the specification and ignores them), bounded work on hostile
+ *   schemas and values, regular expressions without std::regex's recursive
+ *   backtracking, and errors worded for a model with JSON pointers on both
+ *   sides. The subset tool arguments need is small enough to own.
  *
  * Threads and memory: a compiled schema is immutable; tr_schema_validate may
  * be called on it from several threads at once. Allocation goes through
