@@ -997,6 +997,89 @@ static void case_variants(const struct gen *g, const struct fbg_object *o,
   }
 }
 
+/* ---- walkers: read every field of a verified buffer (fuzz targets) ---- */
+
+static void gen_walk(const struct gen *g, const struct fbg_object *o,
+                     bool proto) {
+  const struct fbg_schema *s = g->s;
+  FILE *c = g->c;
+  char Tn[256];
+  snprintf(Tn, sizeof Tn, "%s", fbg_cname(o->name));
+  fprintf(c, "static uint64_t w_%s(const struct %s *t)%s\n", Tn, Tn,
+          proto ? ";" : " {");
+  if (proto)
+    return;
+  fprintf(c, "  uint64_t acc = 0;\n  if (!t)\n    return 0;\n");
+  for (size_t i = 0; i < o->nfields; i++) {
+    const struct fbg_field *f = &o->fields[i];
+    if (f->deprecated)
+      continue;
+    int base = f->type.base;
+    const char *fn = f->name;
+    if (is_float(base)) {
+      fprintf(c, "  acc += %s_%s(t) > 0;\n", Tn, fn);
+    } else if (fbg_is_scalar(base)) {
+      fprintf(c, "  acc += (uint64_t)%s_%s(t);\n", Tn, fn);
+    } else if (base == FBG_STRING) {
+      fprintf(c,
+              "  {\n    struct tr_fb_str x = %s_%s(t);\n"
+              "    if (x.ptr)\n      acc += x.len + (uint8_t)x.ptr[x.len] + "
+              "(x.len ? (uint8_t)x.ptr[x.len - 1] : 0);\n  }\n",
+              Tn, fn);
+    } else if (base == FBG_OBJ && s->objects[f->type.index].is_struct) {
+      fprintf(c,
+              "  {\n    struct %s x = %s_%s(t);\n"
+              "    const uint8_t *p = (const uint8_t *)&x;\n"
+              "    for (size_t k = 0; k < sizeof x; k++)\n      acc += p[k];\n"
+              "  }\n",
+              fbg_cname(s->objects[f->type.index].name), Tn, fn);
+    } else if (base == FBG_OBJ) {
+      fprintf(c, "  acc += w_%s(%s_%s(t));\n",
+              fbg_cname(s->objects[f->type.index].name), Tn, fn);
+    } else if (base == FBG_UNION) {
+      const struct fbg_enum *u = fbg_union_of(s, f);
+      for (size_t k = 0; k < u->nvals; k++)
+        if (u->vals[k].object >= 0)
+          fprintf(c, "  acc += w_%s(%s_%s_as_%s(t));\n",
+                  fbg_cname(s->objects[u->vals[k].object].name), Tn, fn,
+                  u->vals[k].name);
+    } else if (base == FBG_VECTOR) {
+      int el = f->type.element;
+      fprintf(c, "  for (uint32_t i = 0; i < %s_%s_len(t); i++) {\n", Tn, fn);
+      if (is_float(el)) {
+        fprintf(c, "    acc += %s_%s_at(t, i) > 0;\n", Tn, fn);
+      } else if (fbg_is_scalar(el)) {
+        fprintf(c, "    acc += (uint64_t)%s_%s_at(t, i);\n", Tn, fn);
+      } else if (el == FBG_STRING) {
+        fprintf(c,
+                "    struct tr_fb_str x = %s_%s_at(t, i);\n"
+                "    acc += x.len + (uint8_t)x.ptr[x.len];\n",
+                Tn, fn);
+      } else if (s->objects[f->type.index].is_struct) {
+        fprintf(c,
+                "    struct %s x = %s_%s_at(t, i);\n"
+                "    acc += ((const uint8_t *)&x)[sizeof x - 1];\n",
+                fbg_cname(s->objects[f->type.index].name), Tn, fn);
+      } else {
+        fprintf(c, "    acc += w_%s(%s_%s_at(t, i));\n",
+                fbg_cname(s->objects[f->type.index].name), Tn, fn);
+      }
+      fprintf(c, "  }\n");
+      if (f->nested) {
+        int no = fbg_nested_object(s, o, f->nested);
+        fprintf(c,
+                "  {\n    struct tr_fb_vec nv = %s_%s(t);\n"
+                "    if (nv.len)\n"
+                "      acc += w_%s((const struct %s *)tr_fb_root(nv.data));\n"
+                "  }\n",
+                Tn, fn, fbg_cname(s->objects[no].name),
+                fbg_cname(s->objects[no].name));
+      }
+    }
+  }
+  fprintf(c, "  return acc;\n}\n\n");
+}
+
 int fbg_gen_interop(const struct fbg_schema *s, const char *name,
                     const char *decl, FILE *c, FILE *py) {
   struct gen g = {s, name, c, py};
@@ -1035,7 +1118,19 @@ int fbg_gen_interop(const struct fbg_schema *s, const char *name,
   for (size_t i = 0; i < s->nobjects; i++)
     if (!s->objects[i].is_struct && fbg_declared_in(s->objects[i].decl_file, decl))
       for_sweeps(&g, &s->objects[i], gen_proto);
+  for (size_t i = 0; i < s->nobjects; i++)
+    if (!s->objects[i].is_struct)
+      gen_walk(&g, &s->objects[i], true);
   fprintf(c, "\n");
+  for (size_t i = 0; i < s->nobjects; i++)
+    if (!s->objects[i].is_struct)
+      gen_walk(&g, &s->objects[i], false);
+  if (s->root >= 0 && fbg_declared_in(s->objects[s->root].decl_file, decl))
+    fprintf(c,
+            "uint64_t interop_%s_walk(const void *root) {\n"
+            "  return w_%s((const struct %s *)root);\n}\n\n",
+            name, fbg_cname(s->objects[s->root].name),
+            fbg_cname(s->objects[s->root].name));
   for (size_t i = 0; i < s->nobjects; i++)
     if (!s->objects[i].is_struct)
       for_variants(&g, &s->objects[i], gen_both);

@@ -18,6 +18,13 @@ struct interop_case {
 
 void interop_mismatch(const char *where, const char *what);
 
+/* Reads every field reachable from a verified root of the schema's root
+ * type (for the fuzz targets); returns a checksum. */
+uint64_t interop_journal_walk(const void *root);
+uint64_t interop_command_walk(const void *root);
+uint64_t interop_peer_walk(const void *root);
+uint64_t interop_protocol_walk(const void *root);
+
 extern const struct interop_case interop_journal_cases[];
 extern const size_t interop_journal_ncases;
 extern const struct interop_case interop_command_cases[];
