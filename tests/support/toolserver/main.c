@@ -3,7 +3,7 @@
  *
  *   troupe-toolserver [--listen 127.0.0.1:PORT] [--port-file F] [--log F]
  *
- * POST /tools/<name> with header Idempotency-Key performs the tool's effect
+ * POST (or PUT, PATCH, DELETE) /tools/<name> with header Idempotency-Key performs the tool's effect
  * once per key: the first receipt runs it and records the answer; later
  * receipts of the key (resends) get the recorded answer, or wait for it while
  * the first is still running. 5xx answers record nothing (nothing was done),
@@ -29,7 +29,8 @@
  * GET /_stats: {"requests", "keys", "effects", "resends",
  *   "duplicates_performed" (must stay 0), "missing_keys", "conflicts",
  *   "balance", "by_tool": {name: receipts}}.
- * GET /_keys/<key>: {"key", "tool", "received", "effects", "done", "status"}.
+ * GET /_keys/<key>: {"key", "tool", "received", "effects", "done", "status",
+ *   and of the first receipt: "method", "content_type", "x_headers": {}}.
  *
  * Exit status: 0 after SIGINT/SIGTERM, 1 when it cannot start, 2 on bad usage. */
 #include <errno.h>
@@ -38,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -78,6 +80,7 @@ struct record {
     char *location;
     int text;              /* text/plain, not JSON */
     struct waiter *waiters;
+    json_t *seen;          /* first receipt: method, content_type, x-* headers */
 };
 
 struct app {
@@ -402,6 +405,17 @@ static int run_tool(struct app *app, struct record *rec, const char *name, const
 /* ------------------------------------------------------------------------ */
 /* Routes.                                                                    */
 
+/* What a test may want to check about the first receipt of a key. */
+static json_t *describe(const struct tr_httpd_req *req)
+{
+    const char *ct = tr_httpd_header(req, "Content-Type");
+    json_t *x = json_object();
+    for (size_t i = 0; i < req->n_headers; i++)
+        if (strncasecmp(req->headers[i].name, "x-", 2) == 0)
+            json_object_set_new(x, req->headers[i].name, json_string(req->headers[i].value));
+    return json_pack("{s:s, s:s, s:o}", "method", req->method, "content_type", ct ? ct : "", "x_headers", x);
+}
+
 static void on_tool(struct app *app, struct tr_httpd_req *req, const char *name)
 {
     const char *key = tr_httpd_header(req, "Idempotency-Key");
@@ -424,6 +438,8 @@ static void on_tool(struct app *app, struct tr_httpd_req *req, const char *name)
         return;
     }
     rec->received++;
+    if (!rec->seen)
+        rec->seen = describe(req);
     if (rec->received > 1)
         app->resends++;
     log_receipt(app, key, name, rec->received == 1);
@@ -467,17 +483,21 @@ static void on_key(struct app *app, struct tr_httpd_req *req, const char *key)
         respond_json(req, 404, json_pack("{s:s}", "error", "unknown key"));
         return;
     }
-    respond_json(req, 200,
-                 json_pack("{s:s, s:s, s:I, s:I, s:b, s:i}", "key", rec->key, "tool", rec->tool ? rec->tool : "",
-                           "received", (json_int_t)rec->received, "effects", (json_int_t)rec->effects, "done",
-                           rec->done, "status", rec->status));
+    json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:b, s:i}", "key", rec->key, "tool", rec->tool ? rec->tool : "",
+                          "received", (json_int_t)rec->received, "effects", (json_int_t)rec->effects, "done",
+                          rec->done, "status", rec->status);
+    if (rec->seen)
+        json_object_update(j, rec->seen);
+    respond_json(req, 200, j);
 }
 
 static void on_request(struct tr_httpd_req *req, void *ud)
 {
     struct app *app = ud;
     const char *p = req->path;
-    if (strcmp(req->method, "POST") == 0 && strncmp(p, "/tools/", 7) == 0 && p[7]) {
+    int tool_method = strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0 ||
+                      strcmp(req->method, "PATCH") == 0 || strcmp(req->method, "DELETE") == 0;
+    if (tool_method && strncmp(p, "/tools/", 7) == 0 && p[7]) {
         on_tool(app, req, p + 7);
     } else if (strcmp(req->method, "GET") == 0 && strcmp(p, "/_stats") == 0) {
         on_stats(app, req);
@@ -562,6 +582,7 @@ static void free_records(struct app *app)
             tr_free(r->tool);
             tr_free(r->body);
             tr_free(r->location);
+            json_decref(r->seen);
             tr_free(r);
         }
     }
