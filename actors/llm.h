@@ -155,6 +155,7 @@ struct tr_llm_breaker {
     uint32_t cooldown_ms;          /* of the current open period */
     uint64_t opened_at_ms;
     int probe_in_flight;           /* half-open: the one probe was let through */
+    int cooldown_over;             /* tr_llm_endpoint_end_cooldown was called */
     /* counters since creation or reset */
     uint64_t successes;
     uint64_t failures;
@@ -192,6 +193,10 @@ void tr_llm_endpoint_record(struct tr_llm_endpoint *ep, uint64_t now_ms, int ok,
 int tr_llm_endpoint_stats(const char *base_url, uint64_t now_ms, struct tr_llm_breaker *out);
 /* Close the breaker of base_url and zero its counters (operators, tests). */
 int tr_llm_endpoint_reset(const char *base_url);
+/* End the current cool-down of an open breaker now: the next call is the
+ * half-open probe (operators, tests). TR_ENOTFOUND for an unknown endpoint,
+ * TR_EINVAL when the breaker is not open. */
+int tr_llm_endpoint_end_cooldown(const char *base_url);
 /* Calls fn for every endpoint (under the registry lock: fn must not call
  * back into the registry). */
 void tr_llm_endpoint_foreach(uint64_t now_ms, void (*fn)(const char *base_url, const struct tr_llm_breaker *b,

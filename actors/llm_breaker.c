@@ -34,12 +34,13 @@ static void open_at(struct tr_llm_breaker *b, uint64_t now_ms, uint32_t cooldown
     b->opened_at_ms = now_ms;
     b->cooldown_ms = cooldown_ms;
     b->probe_in_flight = 0;
+    b->cooldown_over = 0;
     b->opens++;
 }
 
 enum tr_llm_breaker_state tr_llm_breaker_state_at(const struct tr_llm_breaker *b, uint64_t now_ms)
 {
-    if (b->state == TR_LLM_BREAKER_OPEN && now_ms >= b->opened_at_ms + b->cooldown_ms)
+    if (b->state == TR_LLM_BREAKER_OPEN && (b->cooldown_over || now_ms >= b->opened_at_ms + b->cooldown_ms))
         return TR_LLM_BREAKER_HALF_OPEN;
     return b->state;
 }
@@ -52,7 +53,7 @@ int tr_llm_breaker_allow(struct tr_llm_breaker *b, uint64_t now_ms, int *probe, 
     case TR_LLM_BREAKER_CLOSED:
         return 1;
     case TR_LLM_BREAKER_OPEN:
-        if (now_ms < b->opened_at_ms + b->cooldown_ms) {
+        if (!b->cooldown_over && now_ms < b->opened_at_ms + b->cooldown_ms) {
             b->rejected++;
             *retry_after_ms = b->opened_at_ms + b->cooldown_ms - now_ms;
             return 0;
@@ -211,6 +212,24 @@ int tr_llm_endpoint_reset(const char *base_url)
         tr_llm_breaker_init(&ep->b, ep->b.threshold, ep->b.cooldown_base_ms, ep->b.cooldown_max_ms);
     uv_mutex_unlock(&reg_mu);
     return ep ? 0 : TR_ENOTFOUND;
+}
+
+int tr_llm_endpoint_end_cooldown(const char *base_url)
+{
+    struct tr_llm_endpoint *ep;
+    int rv = 0;
+
+    uv_once(&reg_once, reg_init);
+    uv_mutex_lock(&reg_mu);
+    ep = find_locked(base_url);
+    if (ep == NULL)
+        rv = TR_ENOTFOUND;
+    else if (ep->b.state != TR_LLM_BREAKER_OPEN)
+        rv = TR_EINVAL;
+    else
+        ep->b.cooldown_over = 1;
+    uv_mutex_unlock(&reg_mu);
+    return rv;
 }
 
 void tr_llm_endpoint_foreach(uint64_t now_ms,
