@@ -94,32 +94,37 @@ static const struct tr_behavior probe_behavior = {
     .receive = probe_receive,
 };
 
-/* Send req (JSON text) to the executor; the parsed TR_MSG_TOOL_RESULT. */
-static json_t *call_text(const char *req)
+static void probe_start(struct probe *p, const char *req)
 {
-    struct probe p = {.req = (char *)req};
-    pthread_mutex_init(&p.mu, NULL);
-    pthread_cond_init(&p.cv, NULL);
-    struct tr_spawn_opts so = {.behavior = &probe_behavior, .arg = &p, .sched = TR_SCHED_ANY};
+    memset(p, 0, sizeof(*p));
+    p->req = (char *)req;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    struct tr_spawn_opts so = {.behavior = &probe_behavior, .arg = p, .sched = TR_SCHED_ANY};
     tr_actor_id id;
     assert_int_equal(tr_spawn(rt, &so, &id), 0);
+}
+
+/* Wait for p's reply; the parsed TR_MSG_TOOL_RESULT, checked for shape. */
+static json_t *probe_wait(struct probe *p)
+{
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
     dl.tv_sec += 180; /* a hang guard, not a threshold */
-    pthread_mutex_lock(&p.mu);
-    while (!p.done && pthread_cond_timedwait(&p.cv, &p.mu, &dl) != ETIMEDOUT)
+    pthread_mutex_lock(&p->mu);
+    while (!p->done && pthread_cond_timedwait(&p->cv, &p->mu, &dl) != ETIMEDOUT)
         ;
-    int done = p.done;
-    pthread_mutex_unlock(&p.mu);
+    int done = p->done;
+    pthread_mutex_unlock(&p->mu);
     assert_true(done);
-    assert_int_equal(p.reply_type, TR_MSG_TOOL_RESULT);
+    assert_int_equal(p->reply_type, TR_MSG_TOOL_RESULT);
     json_error_t jerr;
-    json_t *j = json_loads(p.reply, 0, &jerr);
+    json_t *j = json_loads(p->reply, 0, &jerr);
     if (!j)
-        fail_msg("reply is not JSON: %s", p.reply);
-    free(p.reply);
-    pthread_mutex_destroy(&p.mu);
-    pthread_cond_destroy(&p.cv);
+        fail_msg("reply is not JSON: %s", p->reply);
+    free(p->reply);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
     /* The documented shape, always. */
     assert_true(json_is_boolean(json_object_get(j, "ok")));
     assert_true(json_is_string(json_object_get(j, "result")));
@@ -130,6 +135,14 @@ static json_t *call_text(const char *req)
     assert_true(json_is_integer(json_object_get(j, "duration_ms")));
     assert_true(json_is_boolean(json_object_get(j, "truncated")));
     return j;
+}
+
+/* Send req (JSON text) to the executor and wait for the result. */
+static json_t *call_text(const char *req)
+{
+    struct probe p;
+    probe_start(&p, req);
+    return probe_wait(&p);
 }
 
 static json_t *call(json_t *req)
@@ -456,6 +469,43 @@ static void test_custom_headers_and_method(void **state)
     json_decref(k);
 }
 
+static void test_many_concurrent(void **state)
+{
+    enum { N = 200 };
+    static struct probe probes[N];
+    static char *texts[N];
+    long long effects = toolsrv_stat(&srv, "effects");
+    for (int i = 0; i < N; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "c0c0%04x", i);
+        /* a quarter are refused, a quarter fail over to retries */
+        json_t *cfg = local_cfg(i % 4 == 3 ? "flaky" : "add");
+        if (i % 4 == 2)
+            json_object_set_new(cfg, "allow", json_pack("[s]", "example.com"));
+        json_t *args = i % 4 == 3 ? json_pack("{s:i}", "fail_times", 1) : json_pack("{s:i, s:i}", "a", i, "b", 1);
+        json_t *req = http_req(cfg, args, key, 20000);
+        texts[i] = json_dumps(req, JSON_COMPACT);
+        json_decref(req);
+        probe_start(&probes[i], texts[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        json_t *r = probe_wait(&probes[i]);
+        if (i % 4 == 2) {
+            expect_error(r, "allow list");
+        } else if (i % 4 == 3) {
+            assert_true(jbool(r, "ok"));
+            assert_int_equal(jint(r, "attempts"), 2);
+        } else {
+            char want[64];
+            snprintf(want, sizeof(want), "{\"sum\":%d}", i + 1);
+            assert_string_equal(jstr(r, "result"), want);
+        }
+        json_decref(r);
+        free(texts[i]);
+    }
+    assert_int_equal(toolsrv_stat(&srv, "effects"), effects + N / 4 * 3);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Sandbox.                                                                   */
 
@@ -557,6 +607,11 @@ static void test_sandbox_gvisor(void **state)
     assert_false(jbool(r, "is_error"));
     assert_string_equal(jstr(r, "result"), "{\"v\":1}");
     json_decref(r);
+    /* the deadline kills the sandbox too */
+    r = call(sandbox_req(json_pack("{s:s, s:[s, s]}", "runtime", "gvisor", "command", "/bin/sleep", "60"),
+                         json_object(), 2000));
+    expect_error(r, "timed out");
+    json_decref(r);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -597,6 +652,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_connection_refused),
         cmocka_unit_test(test_bad_calls),
         cmocka_unit_test(test_custom_headers_and_method),
+        cmocka_unit_test(test_many_concurrent),
         cmocka_unit_test(test_sandbox_python),
         cmocka_unit_test(test_sandbox_isolation),
         cmocka_unit_test(test_sandbox_failures),
