@@ -314,6 +314,47 @@ static void test_sandbox_cfg(void **state)
     expect_sandbox_error("{\"command\": [\"a\"], \"runtime\": \"docker\"}", "runtime");
 }
 
+/* Every field of both configs given every JSON type: a result, never a crash;
+ * on error a message and nothing held. */
+static void test_config_types(void **state)
+{
+    static const char *values[] = {"null", "true", "0", "-1", "1.5", "\"\"", "\"x\"", "\"http://a.com/\"",
+                                   "[]", "[null]", "[\"a.com\"]", "[1, \"a\"]", "{}", "{\"a\": 1}",
+                                   "{\"X-A\": \"v\"}", "\"POST\"", "\"python\"", "\"gvisor\""};
+    static const char *http_fields[] = {"url", "method", "headers", "allow"};
+    static const char *sb_fields[] = {"command", "language", "code", "runtime"};
+    char text[512];
+    struct tr_err err;
+    for (size_t f = 0; f < 4; f++) {
+        for (size_t v = 0; v < sizeof(values) / sizeof(values[0]); v++) {
+            struct tool_http_cfg hc;
+            snprintf(text, sizeof(text), "{\"url\": \"http://a.com/\", \"allow\": [\"a.com\"], \"%s\": %s}",
+                     http_fields[f], values[v]);
+            memset(&err, 0, sizeof(err));
+            if (parse_http(text, &hc, &err) == 0) {
+                assert_non_null(hc.url);
+                tool_http_cfg_free(&hc);
+            } else {
+                assert_true(err.msg[0] != '\0');
+                assert_null(hc.url);
+            }
+            struct tool_sandbox_cfg sc;
+            snprintf(text, sizeof(text), "{\"language\": \"sh\", \"code\": \"true\", \"%s\": %s}", sb_fields[f],
+                     values[v]);
+            memset(&err, 0, sizeof(err));
+            if (parse_sandbox(text, &sc, &err) == 0) {
+                assert_non_null(sc.argv);
+                char **argv = tool_sandbox_argv(&sc, "bwrap");
+                tool_argv_free(argv);
+                tool_sandbox_cfg_free(&sc);
+            } else {
+                assert_true(err.msg[0] != '\0');
+                assert_null(sc.argv);
+            }
+        }
+    }
+}
+
 static void test_json_text(void **state)
 {
     json_t *s = tool_json_text("plain", 5);
@@ -341,6 +382,7 @@ int main(void)
         cmocka_unit_test(test_host_allowed),    cmocka_unit_test(test_http_cfg_ok),
         cmocka_unit_test(test_http_cfg_bad),    cmocka_unit_test(test_http_decide),
         cmocka_unit_test(test_sandbox_cfg),     cmocka_unit_test(test_json_text),
+        cmocka_unit_test(test_config_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
