@@ -65,6 +65,7 @@ struct call {
     int proc_active;
     uint64_t proc_id;
     const char *prog;
+    int gvisor;
 };
 
 struct tool_state {
@@ -439,7 +440,8 @@ static void start_sandbox(struct tr_ctx *ctx, struct tool_state *st, struct call
         finish_error(ctx, st, c, 0, "tool %s: %s", name, err.msg);
         return;
     }
-    if (cfg.runtime == TOOL_SANDBOX_GVISOR)
+    c->gvisor = cfg.runtime == TOOL_SANDBOX_GVISOR;
+    if (c->gvisor)
         c->prog = st->opts->runsc ? st->opts->runsc : "runsc";
     else
         c->prog = st->opts->bwrap ? st->opts->bwrap : "bwrap";
@@ -476,10 +478,9 @@ static void on_proc_exit(struct tr_ctx *ctx, struct tool_state *st, const struct
         c->proc_id != res.id)
         return;
     c->proc_active = 0;
-    int gvisor = strstr(c->prog, "runsc") != NULL;
     if (res.error != TR_OK) {
         finish_error(ctx, st, c, 0, "sandbox %s could not start%s: %s", c->prog,
-                     gvisor ? " (is gVisor installed and usable here?)" : "", res.errmsg);
+                     c->gvisor ? " (is gVisor installed and usable here?)" : "", res.errmsg);
         return;
     }
     if (res.timed_out) {

@@ -614,6 +614,22 @@ static void test_sandbox_gvisor(void **state)
     json_decref(r);
 }
 
+static void test_sandbox_missing_runtime(void **state)
+{
+    static struct tool_opts missing = {.bwrap = "/nonexistent/bwrap", .runsc = "/nonexistent/runsc"};
+    tr_actor_id main_tool = tool_id;
+    assert_int_equal(tool_spawn_opts(rt, &missing, 1, &tool_id), 0);
+    json_t *r = call(sandbox_req(json_pack("{s:s, s:[s]}", "runtime", "gvisor", "command", "/bin/cat"),
+                                 json_object(), 5000));
+    expect_error(r, "is gVisor installed and usable here?");
+    json_decref(r);
+    r = call(sandbox_req(json_pack("{s:[s]}", "command", "/bin/cat"), json_object(), 5000));
+    expect_error(r, "/nonexistent/bwrap could not start");
+    json_decref(r);
+    assert_int_equal(tr_rt_stop_actor(rt, tool_id), 0);
+    tool_id = main_tool;
+}
+
 /* ------------------------------------------------------------------------ */
 
 static int setup(void **state)
@@ -657,6 +673,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_sandbox_isolation),
         cmocka_unit_test(test_sandbox_failures),
         cmocka_unit_test(test_sandbox_gvisor),
+        cmocka_unit_test(test_sandbox_missing_runtime),
     };
     int rv = cmocka_run_group_tests(tests, setup, teardown);
     curl_global_cleanup();
