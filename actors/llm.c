@@ -14,6 +14,7 @@
  *   4. Nothing is called back from inside a submitting call: HTTP results and
  *      timers arrive as messages.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,6 +190,26 @@ void tr_llm_config_from_env(struct tr_llm_config *cfg)
 /* ------------------------------------------------------------------------ */
 /* The actor.                                                                 */
 
+static _Atomic uint64_t tot_calls, tot_ok, tot_failed, tot_breaker, tot_attempts, tot_prompt, tot_completion,
+    tot_cost;
+
+void tr_llm_totals_get(struct tr_llm_totals *out)
+{
+    out->calls = atomic_load_explicit(&tot_calls, memory_order_relaxed);
+    out->ok = atomic_load_explicit(&tot_ok, memory_order_relaxed);
+    out->failed = atomic_load_explicit(&tot_failed, memory_order_relaxed);
+    out->breaker_rejected = atomic_load_explicit(&tot_breaker, memory_order_relaxed);
+    out->attempts = atomic_load_explicit(&tot_attempts, memory_order_relaxed);
+    out->prompt_tokens = atomic_load_explicit(&tot_prompt, memory_order_relaxed);
+    out->completion_tokens = atomic_load_explicit(&tot_completion, memory_order_relaxed);
+    out->cost_micro_usd = atomic_load_explicit(&tot_cost, memory_order_relaxed);
+}
+
+static void count(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
 /* Failure classes of one attempt. */
 enum fail_kind { F_UNAVAILABLE, F_TIMEOUT, F_RATE_LIMITED, F_GARBAGE };
 
@@ -274,6 +295,9 @@ static void reply_error(struct tr_ctx *ctx, const struct tr_msg *req, const char
 {
     json_t *r = json_pack("{sbs{sssssbsI}}", "ok", 0, "error", "code", code, "message", message, "retryable",
                           retryable, "retry_after_ms", (json_int_t)retry_after_ms);
+    count(&tot_failed, 1);
+    if (strcmp(code, "breaker_open") == 0)
+        count(&tot_breaker, 1);
     send_reply(ctx, req, r, run_id);
 }
 
@@ -298,6 +322,10 @@ static void finish_ok(struct tr_ctx *ctx, struct llm_state *st, struct llm_call 
                       "request_id", r->id[0] ? r->id : header_request_id);
     if (r->refusal != NULL)
         json_object_set_new(reply, "refusal", json_string(r->refusal));
+    count(&tot_ok, 1);
+    count(&tot_prompt, r->prompt_tokens);
+    count(&tot_completion, r->completion_tokens);
+    count(&tot_cost, cost);
     send_reply(ctx, c->req, reply, c->run_id);
     call_free(st, c);
 }
@@ -403,6 +431,7 @@ static void attempt(struct tr_ctx *ctx, struct llm_state *st, struct llm_call *c
     }
     c->probe = probe != 0;
     c->attempts++;
+    count(&tot_attempts, 1);
     c->retry_after_ms = 0;
     headers[nh++] = "Content-Type: application/json";
     headers[nh++] = "Accept: application/json";
@@ -423,7 +452,7 @@ static void attempt(struct tr_ctx *ctx, struct llm_state *st, struct llm_call *c
     };
     rv = tr_http_start(ctx, &hr, &c->http_id);
     if (rv != 0) {
-        /* Not the endpoint's fault; a probe slot must still be given back. */
+        /* Not the endpoint's fault, but a probe must report: as a failure. */
         if (c->probe)
             record_breaker(ctx, st, c, 0);
         snprintf(c->last_error, sizeof c->last_error, "cannot start the request: %s", tr_strerror(rv));
@@ -529,6 +558,7 @@ static void on_call(struct tr_ctx *ctx, struct llm_state *st, const struct tr_ms
     json_t *body;
     char *text, run_id[40];
 
+    count(&tot_calls, 1);
     if (!(msg->flags & TR_MSGF_REQUEST)) {
         tr_log(TR_LOG_WARN, "llm: an LLM_CALL that is not a request (from %llx) is dropped",
                (unsigned long long)msg->from);

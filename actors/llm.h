@@ -85,6 +85,19 @@ void tr_llm_config_from_env(struct tr_llm_config *cfg);
 int tr_llm_spawn_config(struct tr_rt *rt, const struct tr_node_env *env, const struct tr_llm_config *cfg,
                         int sched, tr_actor_id *out);
 
+/* Process-wide counters of every llm actor, for /metrics. Monotonic. */
+struct tr_llm_totals {
+    uint64_t calls;                /* TR_MSG_LLM_CALL requests received */
+    uint64_t ok;                   /* answered ok */
+    uint64_t failed;               /* answered with an error (breaker_open included) */
+    uint64_t breaker_rejected;     /* answered breaker_open */
+    uint64_t attempts;             /* HTTP exchanges started */
+    uint64_t prompt_tokens;
+    uint64_t completion_tokens;
+    uint64_t cost_micro_usd;
+};
+void tr_llm_totals_get(struct tr_llm_totals *out);
+
 /* Message type of the actor's own backoff timers (private to llm.c). */
 #define TR_MSG_LLM_RETRY_TIMER (TR_MSG_LLM_CALL + 8)
 

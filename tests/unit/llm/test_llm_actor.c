@@ -43,6 +43,7 @@ static tr_actor_id llm;          /* the main actor under test */
 static tr_actor_id llm2;         /* the same configuration on the other scheduler */
 static tr_actor_id llm_badkey;   /* sends a wrong API key */
 static tr_actor_id llm_fast;     /* 300 ms per attempt, 2 attempts */
+static struct tr_llm_models *node_table; /* freed after the runtime */
 
 static uint64_t now_ms(void)
 {
@@ -419,6 +420,7 @@ static int group_teardown(void **state)
 {
     if (rt != NULL)
         tr_rt_shutdown(rt);
+    tr_llm_models_free(node_table);
     int rv = stop_server();
     curl_global_cleanup();
     return rv;
@@ -718,6 +720,62 @@ static void test_breaker(void **state)
     assert_int_equal(mock_requests(), 8);
 }
 
+/* Prices from a models file (cfg.models_path) or from the node's table
+ * (env->models, which wins); a models file that cannot be loaded fails the
+ * spawn. Process-wide totals count every call. */
+static void test_models_and_totals(void **state)
+{
+    char path[300];
+    struct tr_llm_totals t0, t1;
+    tr_actor_id a;
+    FILE *f;
+
+    tr_llm_totals_get(&t0);
+    snprintf(path, sizeof path, "%s/models.json", tmpdir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"models\": {\"mock-gpt\": {\"prompt_per_mtok\": 10, \"completion_per_mtok\": 20}}}", f);
+    fclose(f);
+    struct tr_llm_config cfg = {.base_url = base_url, .api_key = KEY, .models_path = path};
+    assert_int_equal(tr_llm_spawn_config(rt, &env, &cfg, 0, &a), 0);
+    json_t *r = call_sync(a, make_call("mock-gpt", "usage", "u", 0));
+    assert_ok(r);
+    assert_int_equal(num(r, "cost_micro_usd"), 1000000 * 10 + 500000 * 20);
+    json_decref(r);
+
+    /* The node's table wins over any file. */
+    struct tr_llm_models *table = NULL;
+    const char *doc = "{\"models\": {\"mock-gpt\": {\"prompt_per_mtok\": 0.5, \"completion_per_mtok\": 0}}}";
+    assert_int_equal(tr_llm_models_parse(doc, strlen(doc), &table, NULL), 0);
+    struct tr_node_env env2 = env;
+    env2.models = table;
+    assert_int_equal(tr_llm_spawn_config(rt, &env2, &cfg, 1, &a), 0);
+    r = call_sync(a, make_call("mock-gpt", "usage", "u", 0));
+    assert_ok(r);
+    assert_int_equal(num(r, "cost_micro_usd"), 500000);
+    json_decref(r);
+
+    unlink(path);
+    struct tr_llm_config missing = {.base_url = base_url, .models_path = path};
+    assert_int_equal(tr_llm_spawn_config(rt, &env, &missing, 0, &a), TR_ENOTFOUND);
+    struct tr_llm_config bad_url = {.base_url = "ftp://127.0.0.1/v1"};
+    assert_int_equal(tr_llm_spawn_config(rt, &env, &bad_url, 0, &a), TR_EINVAL);
+
+    r = call_sync(llm, json_pack("{s:s}", "model", "x"));
+    assert_error(r, "rejected", 0);
+    json_decref(r);
+    tr_llm_totals_get(&t1);
+    assert_int_equal(t1.calls - t0.calls, 3);
+    assert_int_equal(t1.ok - t0.ok, 2);
+    assert_int_equal(t1.failed - t0.failed, 1);
+    assert_int_equal(t1.attempts - t0.attempts, 2);
+    assert_int_equal(t1.prompt_tokens - t0.prompt_tokens, 2000000);
+    assert_int_equal(t1.completion_tokens - t0.completion_tokens, 1000000);
+    assert_int_equal(t1.cost_micro_usd - t0.cost_micro_usd, 20000000 + 500000);
+    /* The node frees its table after the runtime is gone: here, at exit. */
+    node_table = table;
+}
+
 #define N_CONCURRENT 64
 
 static void test_concurrent(void **state)
@@ -762,6 +820,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_retry_after_too_long, test_setup),
         cmocka_unit_test_setup(test_timeout, test_setup),
         cmocka_unit_test_setup(test_breaker, test_setup),
+        cmocka_unit_test_setup(test_models_and_totals, test_setup),
         cmocka_unit_test_setup(test_concurrent, test_setup),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
