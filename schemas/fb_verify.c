@@ -58,11 +58,8 @@ int tr_fb_verify_fail(struct tr_fb_verifier *v, enum tr_fb_status code,
 }
 
 #define FAIL(code, off) return tr_fb_verify_fail(v, code, off, type, field)
-
-static inline bool in_bounds(const struct tr_fb_verifier *v, uint64_t pos,
-                             uint64_t n) {
-  return pos <= v->len && n <= v->len - pos;
-}
+#define in_bounds tr_fb_in_bounds
+#define vector_at tr_fb_verify_vector_at
 
 static int begin(struct tr_fb_verifier *v, const void *buf, size_t len,
                  const char *ident, const struct tr_fb_limits *lim,
@@ -98,131 +95,9 @@ int tr_fb_verify_begin(struct tr_fb_verifier *v, const void *buf, size_t len,
   return begin(v, buf, len, ident, lim, err, false, root);
 }
 
-int tr_fb_verify_offset(struct tr_fb_verifier *v, uint32_t pos,
-                        const char *type, const char *field,
-                        uint32_t *target) {
-  if (pos & 3)
-    FAIL(TR_FB_E_ALIGN, pos);
-  if (!in_bounds(v, pos, 4))
-    FAIL(TR_FB_E_BOUNDS, pos);
-  uint32_t off = tr_fb_read_u32(v->buf + pos);
-  if (off == 0 || off > INT32_MAX)
-    FAIL(TR_FB_E_CYCLE, pos);
-  uint64_t t = (uint64_t)pos + off;
-  if (t >= v->len)
-    FAIL(TR_FB_E_BOUNDS, pos);
-  *target = (uint32_t)t;
-  return 0;
-}
-
-int tr_fb_verify_table_enter(struct tr_fb_verifier *v, uint32_t pos,
-                             const char *type, struct tr_fb_vtab *tv) {
-  const char *field = NULL;
-  if (pos & 3)
-    FAIL(TR_FB_E_ALIGN, pos);
-  if (!in_bounds(v, pos, 4))
-    FAIL(TR_FB_E_BOUNDS, pos);
-  if (v->depth >= v->lim.max_depth)
-    FAIL(TR_FB_E_DEPTH, pos);
-  if (v->objects >= v->lim.max_objects)
-    FAIL(TR_FB_E_TOO_MANY, pos);
-  int64_t vt = (int64_t)pos - tr_fb_read_i32(v->buf + pos);
-  if (vt < 0 || (vt & 1) || !in_bounds(v, (uint64_t)vt, 4))
-    FAIL(vt & 1 ? TR_FB_E_ALIGN : TR_FB_E_BOUNDS, pos);
-  uint16_t vt_len = tr_fb_read_u16(v->buf + vt);
-  uint16_t t_len = tr_fb_read_u16(v->buf + vt + 2);
-  if (vt_len < 4 || (vt_len & 1) || t_len < 4)
-    FAIL(TR_FB_E_VTABLE, (uint32_t)vt);
-  if (!in_bounds(v, (uint64_t)vt, vt_len))
-    FAIL(TR_FB_E_BOUNDS, (uint32_t)vt);
-  if (!in_bounds(v, pos, t_len))
-    FAIL(TR_FB_E_BOUNDS, pos);
-  tv->pos = pos;
-  tv->vt = (uint32_t)vt;
-  tv->vt_len = vt_len;
-  tv->t_len = t_len;
-  v->depth++;
-  v->objects++;
-  return 0;
-}
-
-int tr_fb_verify_field(struct tr_fb_verifier *v, const struct tr_fb_vtab *tv,
-                       unsigned id, uint32_t size, uint32_t align,
-                       bool required, const char *type, const char *field,
-                       uint32_t *pos) {
-  uint32_t at = 4 + 2 * id;
-  uint16_t off = 0;
-  if (at + 2 <= tv->vt_len)
-    off = tr_fb_read_u16(v->buf + tv->vt + at);
-  if (!off) {
-    *pos = 0;
-    if (required)
-      FAIL(TR_FB_E_REQUIRED, tv->pos);
-    return 0;
-  }
-  if (off < 4 || (uint32_t)off + size > tv->t_len)
-    FAIL(TR_FB_E_FIELD, tv->pos);
-  uint32_t p = tv->pos + off;
-  if (p & (align - 1))
-    FAIL(TR_FB_E_ALIGN, p);
-  *pos = p;
-  return 0;
-}
-
-int tr_fb_verify_string(struct tr_fb_verifier *v, uint32_t pos,
-                        const char *type, const char *field) {
-  uint32_t s;
-  int rc = tr_fb_verify_offset(v, pos, type, field, &s);
-  if (rc)
-    return rc;
-  if (s & 3)
-    FAIL(TR_FB_E_ALIGN, s);
-  if (!in_bounds(v, s, 4))
-    FAIL(TR_FB_E_BOUNDS, s);
-  uint32_t n = tr_fb_read_u32(v->buf + s);
-  if (!in_bounds(v, (uint64_t)s + 4, (uint64_t)n + 1))
-    FAIL(TR_FB_E_BOUNDS, s);
-  if (v->buf[(uint64_t)s + 4 + n] != 0)
-    FAIL(TR_FB_E_STRING, s);
-  return 0;
-}
-
-/* The vector whose uoffset is at pos: sets *start (the first element). */
-static int vector_at(struct tr_fb_verifier *v, uint32_t pos,
-                     uint32_t elem_size, uint32_t align, bool offsets,
-                     const char *type, const char *field, uint32_t *start,
-                     uint32_t *n) {
-  uint32_t s;
-  int rc = tr_fb_verify_offset(v, pos, type, field, &s);
-  if (rc)
-    return rc;
-  if ((s & 3) || ((s + 4) & (align - 1)))
-    FAIL(TR_FB_E_ALIGN, s);
-  if (!in_bounds(v, s, 4))
-    FAIL(TR_FB_E_BOUNDS, s);
-  uint32_t count = tr_fb_read_u32(v->buf + s);
-  if (!in_bounds(v, (uint64_t)s + 4, (uint64_t)count * elem_size))
-    FAIL(TR_FB_E_BOUNDS, s);
-  if (offsets) {
-    if (count > v->lim.max_objects - v->objects)
-      FAIL(TR_FB_E_TOO_MANY, s);
-    v->objects += count;
-  }
-  *start = s + 4;
-  *n = count;
-  return 0;
-}
-
-int tr_fb_verify_vector(struct tr_fb_verifier *v, uint32_t pos,
-                        uint32_t elem_size, uint32_t align, bool offsets,
-                        const char *type, const char *field, uint32_t *n) {
-  uint32_t start;
-  return vector_at(v, pos, elem_size, align, offsets, type, field, &start, n);
-}
-
 int tr_fb_verify_string_vector(struct tr_fb_verifier *v, uint32_t pos,
                                const char *type, const char *field) {
-  uint32_t start, n;
+  uint32_t start = 0, n = 0;
   int rc = vector_at(v, pos, 4, 4, true, type, field, &start, &n);
   for (uint32_t i = 0; !rc && i < n; i++)
     rc = tr_fb_verify_string(v, start + 4 * i, type, field);
@@ -232,7 +107,7 @@ int tr_fb_verify_string_vector(struct tr_fb_verifier *v, uint32_t pos,
 int tr_fb_verify_table_vector(struct tr_fb_verifier *v, uint32_t pos,
                               tr_fb_verify_table_fn fn, const char *type,
                               const char *field) {
-  uint32_t start, n, t;
+  uint32_t start = 0, n = 0, t = 0;
   int rc = vector_at(v, pos, 4, 4, true, type, field, &start, &n);
   if (rc)
     return rc;
@@ -251,7 +126,7 @@ int tr_fb_verify_table_vector(struct tr_fb_verifier *v, uint32_t pos,
 int tr_fb_verify_nested(struct tr_fb_verifier *v, uint32_t pos,
                         tr_fb_verify_table_fn fn, const char *type,
                         const char *field) {
-  uint32_t start, n, root;
+  uint32_t start = 0, n = 0, root = 0;
   int rc = vector_at(v, pos, 1, 1, false, type, field, &start, &n);
   if (rc || n == 0)
     return rc;
@@ -281,7 +156,7 @@ static const void *verify_root(const void *buf, size_t len, const char *ident,
                                struct tr_fb_error *err,
                                tr_fb_verify_table_fn fn, bool sized) {
   struct tr_fb_verifier v;
-  uint32_t root;
+  uint32_t root = 0;
   if (begin(&v, buf, len, ident, lim, err, sized, &root))
     return NULL;
   if (fn(&v, root))

@@ -247,34 +247,159 @@ struct tr_fb_vtab {
 
 /* The primitives generated verifiers are made of. Each returns 0 or records
  * the failure in v->err and returns the error code. */
+#if defined(__GNUC__)
+__attribute__((cold))
+#endif
 int tr_fb_verify_fail(struct tr_fb_verifier *v, enum tr_fb_status code,
                       uint32_t off, const char *type, const char *field);
 /* Checks the header and identifier (ident NULL: none), sets *root. */
 int tr_fb_verify_begin(struct tr_fb_verifier *v, const void *buf, size_t len,
                        const char *ident, const struct tr_fb_limits *lim,
                        struct tr_fb_error *err, uint32_t *root);
+static inline bool tr_fb_in_bounds(const struct tr_fb_verifier *v,
+                                   uint64_t pos, uint64_t n) {
+  return pos <= v->len && n <= v->len - pos;
+}
+
+/* The uoffset at pos: sets *target (strictly forward, inside the buffer). */
+static inline int tr_fb_verify_offset(struct tr_fb_verifier *v, uint32_t pos,
+                                      const char *type, const char *field,
+                                      uint32_t *target) {
+  if (pos & 3)
+    return tr_fb_verify_fail(v, TR_FB_E_ALIGN, pos, type, field);
+  if (!tr_fb_in_bounds(v, pos, 4))
+    return tr_fb_verify_fail(v, TR_FB_E_BOUNDS, pos, type, field);
+  uint32_t off = tr_fb_read_u32(v->buf + pos);
+  if (off == 0 || off > INT32_MAX)
+    return tr_fb_verify_fail(v, TR_FB_E_CYCLE, pos, type, field);
+  uint64_t t = (uint64_t)pos + off;
+  if (t >= v->len)
+    return tr_fb_verify_fail(v, TR_FB_E_BOUNDS, pos, type, field);
+  *target = (uint32_t)t;
+  return 0;
+}
+
 /* Enters the table at pos (depth + 1); pair with tr_fb_verify_table_leave. */
-int tr_fb_verify_table_enter(struct tr_fb_verifier *v, uint32_t pos,
-                             const char *type, struct tr_fb_vtab *tv);
+static inline int tr_fb_verify_table_enter(struct tr_fb_verifier *v,
+                                           uint32_t pos, const char *type,
+                                           struct tr_fb_vtab *tv) {
+  if (pos & 3)
+    return tr_fb_verify_fail(v, TR_FB_E_ALIGN, pos, type, NULL);
+  if (!tr_fb_in_bounds(v, pos, 4))
+    return tr_fb_verify_fail(v, TR_FB_E_BOUNDS, pos, type, NULL);
+  if (v->depth >= v->lim.max_depth)
+    return tr_fb_verify_fail(v, TR_FB_E_DEPTH, pos, type, NULL);
+  if (v->objects >= v->lim.max_objects)
+    return tr_fb_verify_fail(v, TR_FB_E_TOO_MANY, pos, type, NULL);
+  int64_t vt = (int64_t)pos - tr_fb_read_i32(v->buf + pos);
+  if (vt < 0 || !tr_fb_in_bounds(v, (uint64_t)vt, 4))
+    return tr_fb_verify_fail(v, TR_FB_E_BOUNDS, pos, type, NULL);
+  if (vt & 1)
+    return tr_fb_verify_fail(v, TR_FB_E_ALIGN, pos, type, NULL);
+  uint16_t vt_len = tr_fb_read_u16(v->buf + vt);
+  uint16_t t_len = tr_fb_read_u16(v->buf + vt + 2);
+  if (vt_len < 4 || (vt_len & 1) || t_len < 4)
+    return tr_fb_verify_fail(v, TR_FB_E_VTABLE, (uint32_t)vt, type, NULL);
+  if (!tr_fb_in_bounds(v, (uint64_t)vt, vt_len))
+    return tr_fb_verify_fail(v, TR_FB_E_BOUNDS, (uint32_t)vt, type, NULL);
+  if (!tr_fb_in_bounds(v, pos, t_len))
+    return tr_fb_verify_fail(v, TR_FB_E_BOUNDS, pos, type, NULL);
+  tv->pos = pos;
+  tv->vt = (uint32_t)vt;
+  tv->vt_len = vt_len;
+  tv->t_len = t_len;
+  v->depth++;
+  v->objects++;
+  return 0;
+}
+
 static inline void tr_fb_verify_table_leave(struct tr_fb_verifier *v) {
   v->depth--;
 }
-/* Field `id` of a verified table: 0 when absent, else its position after
- * checking that `size` bytes lie in the table, aligned to `align`. */
-int tr_fb_verify_field(struct tr_fb_verifier *v, const struct tr_fb_vtab *tv,
-                       unsigned id, uint32_t size, uint32_t align,
-                       bool required, const char *type, const char *field,
-                       uint32_t *pos);
-/* The uoffset at pos: sets *target. */
-int tr_fb_verify_offset(struct tr_fb_verifier *v, uint32_t pos,
-                        const char *type, const char *field, uint32_t *target);
-int tr_fb_verify_string(struct tr_fb_verifier *v, uint32_t pos,
-                        const char *type, const char *field);
-/* The vector at pos: elements aligned and inside the buffer; sets *n.
- * offsets: the elements are uoffsets (counted against max_objects). */
-int tr_fb_verify_vector(struct tr_fb_verifier *v, uint32_t pos,
-                        uint32_t elem_size, uint32_t align, bool offsets,
-                        const char *type, const char *field, uint32_t *n);
+
+/* Field `id` of a verified table: *pos = 0 when absent, else its position
+ * after checking that `size` bytes lie in the table, aligned to `align`. */
+static inline int tr_fb_verify_field(struct tr_fb_verifier *v,
+                                     const struct tr_fb_vtab *tv, unsigned id,
+                                     uint32_t size, uint32_t align,
+                                     bool required, const char *type,
+                                     const char *field, uint32_t *pos) {
+  uint32_t at = 4 + 2 * id;
+  uint16_t off = 0;
+  if (at + 2 <= tv->vt_len)
+    off = tr_fb_read_u16(v->buf + tv->vt + at);
+  if (!off) {
+    *pos = 0;
+    if (required)
+      return tr_fb_verify_fail(v, TR_FB_E_REQUIRED, tv->pos, type, field);
+    return 0;
+  }
+  if (off < 4 || (uint32_t)off + size > tv->t_len)
+    return tr_fb_verify_fail(v, TR_FB_E_FIELD, tv->pos, type, field);
+  uint32_t p = tv->pos + off;
+  if (p & (align - 1))
+    return tr_fb_verify_fail(v, TR_FB_E_ALIGN, p, type, field);
+  *pos = p;
+  return 0;
+}
+
+/* The string whose uoffset is at pos. */
+static inline int tr_fb_verify_string(struct tr_fb_verifier *v, uint32_t pos,
+                                      const char *type, const char *field) {
+  uint32_t s = 0;
+  int rc = tr_fb_verify_offset(v, pos, type, field, &s);
+  if (rc)
+    return rc;
+  if (s & 3)
+    return tr_fb_verify_fail(v, TR_FB_E_ALIGN, s, type, field);
+  if (!tr_fb_in_bounds(v, s, 4))
+    return tr_fb_verify_fail(v, TR_FB_E_BOUNDS, s, type, field);
+  uint32_t n = tr_fb_read_u32(v->buf + s);
+  if (!tr_fb_in_bounds(v, (uint64_t)s + 4, (uint64_t)n + 1))
+    return tr_fb_verify_fail(v, TR_FB_E_BOUNDS, s, type, field);
+  if (v->buf[(uint64_t)s + 4 + n] != 0)
+    return tr_fb_verify_fail(v, TR_FB_E_STRING, s, type, field);
+  return 0;
+}
+
+/* The vector whose uoffset is at pos: elements aligned and inside the
+ * buffer; sets *start (its first element) and *n. offsets: the elements are
+ * uoffsets (counted against max_objects). */
+static inline int tr_fb_verify_vector_at(struct tr_fb_verifier *v,
+                                         uint32_t pos, uint32_t elem_size,
+                                         uint32_t align, bool offsets,
+                                         const char *type, const char *field,
+                                         uint32_t *start, uint32_t *n) {
+  uint32_t s = 0;
+  int rc = tr_fb_verify_offset(v, pos, type, field, &s);
+  if (rc)
+    return rc;
+  if ((s & 3) || ((s + 4) & (align - 1)))
+    return tr_fb_verify_fail(v, TR_FB_E_ALIGN, s, type, field);
+  if (!tr_fb_in_bounds(v, s, 4))
+    return tr_fb_verify_fail(v, TR_FB_E_BOUNDS, s, type, field);
+  uint32_t count = tr_fb_read_u32(v->buf + s);
+  if (!tr_fb_in_bounds(v, (uint64_t)s + 4, (uint64_t)count * elem_size))
+    return tr_fb_verify_fail(v, TR_FB_E_BOUNDS, s, type, field);
+  if (offsets) {
+    if (count > v->lim.max_objects - v->objects)
+      return tr_fb_verify_fail(v, TR_FB_E_TOO_MANY, s, type, field);
+    v->objects += count;
+  }
+  *start = s + 4;
+  *n = count;
+  return 0;
+}
+
+static inline int tr_fb_verify_vector(struct tr_fb_verifier *v, uint32_t pos,
+                                      uint32_t elem_size, uint32_t align,
+                                      bool offsets, const char *type,
+                                      const char *field, uint32_t *n) {
+  uint32_t start = 0;
+  return tr_fb_verify_vector_at(v, pos, elem_size, align, offsets, type,
+                                field, &start, n);
+}
+
 /* A vector of strings at pos. */
 int tr_fb_verify_string_vector(struct tr_fb_verifier *v, uint32_t pos,
                                const char *type, const char *field);

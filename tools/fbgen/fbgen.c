@@ -424,8 +424,8 @@ static void gen_verifier(FILE *c, const struct fbg_schema *s,
   fprintf(c,
           "int %s_verify_table(struct tr_fb_verifier *v, uint32_t pos) {\n"
           "  static const char T[] = \"%s\";\n"
-          "  struct tr_fb_vtab tv;\n"
-          "  uint32_t p;\n"
+          "  struct tr_fb_vtab tv = {0, 0, 0, 0};\n"
+          "  uint32_t p = 0;\n"
           "  int rc = tr_fb_verify_table_enter(v, pos, T, &tv);\n"
           "  if (rc)\n    return rc;\n"
           "  (void)p;\n",
@@ -462,7 +462,7 @@ static void gen_verifier(FILE *c, const struct fbg_schema *s,
     } else if (base == FBG_OBJ && !s->objects[f->type.index].is_struct) {
       fprintf(c,
               "  if (p) {\n"
-              "    uint32_t t;\n"
+              "    uint32_t t = 0;\n"
               "    if ((rc = tr_fb_verify_offset(v, p, T, \"%s\", &t)) ||\n"
               "        (rc = %s_verify_table(v, t)))\n"
               "      return rc;\n  }\n",
@@ -471,7 +471,7 @@ static void gen_verifier(FILE *c, const struct fbg_schema *s,
       const struct fbg_enum *u = fbg_union_of(s, f);
       fprintf(c,
               "  if (p && tag%u) {\n"
-              "    uint32_t t;\n"
+              "    uint32_t t = 0;\n"
               "    if ((rc = tr_fb_verify_offset(v, p, T, \"%s\", &t)))\n"
               "      return rc;\n"
               "    switch (tag%u) {\n",
@@ -496,7 +496,7 @@ static void gen_verifier(FILE *c, const struct fbg_schema *s,
                 fbg_cname(s->objects[no].name), fn);
       } else if (fbg_is_scalar(el)) {
         fprintf(c,
-                "  if (p) {\n    uint32_t n;\n"
+                "  if (p) {\n    uint32_t n = 0;\n"
                 "    if ((rc = tr_fb_verify_vector(v, p, %u, %u, false, T, "
                 "\"%s\", &n)))\n      return rc;\n  }\n",
                 scalars[el].size, scalars[el].size, fn);
@@ -508,7 +508,7 @@ static void gen_verifier(FILE *c, const struct fbg_schema *s,
       } else if (el == FBG_OBJ && s->objects[f->type.index].is_struct) {
         const struct fbg_object *so = &s->objects[f->type.index];
         fprintf(c,
-                "  if (p) {\n    uint32_t n;\n"
+                "  if (p) {\n    uint32_t n = 0;\n"
                 "    if ((rc = tr_fb_verify_vector(v, p, %d, %d, false, T, "
                 "\"%s\", &n)))\n      return rc;\n  }\n",
                 so->bytesize, so->minalign, fn);

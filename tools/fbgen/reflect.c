@@ -23,7 +23,7 @@ static int check_scalars(struct tr_fb_verifier *v, const struct tr_fb_vtab *tv,
                          const char *type, const struct fdesc *f, size_t n) {
   static const uint32_t size[] = {4, 1, 2, 4, 4, 8, 8};
   for (size_t i = 0; i < n; i++) {
-    uint32_t p;
+    uint32_t p = 0;
     int rc = tr_fb_verify_field(v, tv, f[i].id, size[f[i].kind],
                                 size[f[i].kind], false, type, "field", &p);
     if (rc)
@@ -36,7 +36,7 @@ static int check_scalars(struct tr_fb_verifier *v, const struct tr_fb_vtab *tv,
 
 static int v_table_field(struct tr_fb_verifier *v, const struct tr_fb_vtab *tv,
                          unsigned id, const char *type, tr_fb_verify_table_fn fn) {
-  uint32_t p, t;
+  uint32_t p = 0, t = 0;
   int rc = tr_fb_verify_field(v, tv, id, 4, 4, false, type, "table", &p);
   if (rc || !p)
     return rc;
@@ -47,7 +47,7 @@ static int v_table_field(struct tr_fb_verifier *v, const struct tr_fb_vtab *tv,
 
 static int v_vec_field(struct tr_fb_verifier *v, const struct tr_fb_vtab *tv,
                        unsigned id, const char *type, tr_fb_verify_table_fn fn) {
-  uint32_t p;
+  uint32_t p = 0;
   int rc = tr_fb_verify_field(v, tv, id, 4, 4, false, type, "vector", &p);
   if (rc || !p)
     return rc;
@@ -56,7 +56,7 @@ static int v_vec_field(struct tr_fb_verifier *v, const struct tr_fb_vtab *tv,
 
 static int v_type(struct tr_fb_verifier *v, uint32_t pos) {
   static const struct fdesc f[] = {{0, F_U8}, {1, F_U8}, {2, F_I32}};
-  struct tr_fb_vtab tv;
+  struct tr_fb_vtab tv = {0, 0, 0, 0};
   int rc = tr_fb_verify_table_enter(v, pos, "reflection.Type", &tv);
   if (!rc)
     rc = check_scalars(v, &tv, "reflection.Type", f, 3);
@@ -66,7 +66,7 @@ static int v_type(struct tr_fb_verifier *v, uint32_t pos) {
 
 static int v_keyvalue(struct tr_fb_verifier *v, uint32_t pos) {
   static const struct fdesc f[] = {{0, F_STR}, {1, F_STR}};
-  struct tr_fb_vtab tv;
+  struct tr_fb_vtab tv = {0, 0, 0, 0};
   int rc = tr_fb_verify_table_enter(v, pos, "reflection.KeyValue", &tv);
   if (!rc)
     rc = check_scalars(v, &tv, "reflection.KeyValue", f, 2);
@@ -79,7 +79,7 @@ static int v_field(struct tr_fb_verifier *v, uint32_t pos) {
                                    {4, F_I64}, {5, F_F64}, {6, F_U8},
                                    {7, F_U8},  {12, F_U16}};
   const char *ty = "reflection.Field";
-  struct tr_fb_vtab tv;
+  struct tr_fb_vtab tv = {0, 0, 0, 0};
   int rc = tr_fb_verify_table_enter(v, pos, ty, &tv);
   if (!rc)
     rc = check_scalars(v, &tv, ty, f, sizeof f / sizeof f[0]);
@@ -95,7 +95,7 @@ static int v_object(struct tr_fb_verifier *v, uint32_t pos) {
   static const struct fdesc f[] = {
       {0, F_STR}, {2, F_U8}, {3, F_I32}, {4, F_I32}, {7, F_STR}};
   const char *ty = "reflection.Object";
-  struct tr_fb_vtab tv;
+  struct tr_fb_vtab tv = {0, 0, 0, 0};
   int rc = tr_fb_verify_table_enter(v, pos, ty, &tv);
   if (!rc)
     rc = check_scalars(v, &tv, ty, f, sizeof f / sizeof f[0]);
@@ -108,7 +108,7 @@ static int v_object(struct tr_fb_verifier *v, uint32_t pos) {
 static int v_enumval(struct tr_fb_verifier *v, uint32_t pos) {
   static const struct fdesc f[] = {{0, F_STR}, {1, F_I64}};
   const char *ty = "reflection.EnumVal";
-  struct tr_fb_vtab tv;
+  struct tr_fb_vtab tv = {0, 0, 0, 0};
   int rc = tr_fb_verify_table_enter(v, pos, ty, &tv);
   if (!rc)
     rc = check_scalars(v, &tv, ty, f, 2);
@@ -121,7 +121,7 @@ static int v_enumval(struct tr_fb_verifier *v, uint32_t pos) {
 static int v_enum(struct tr_fb_verifier *v, uint32_t pos) {
   static const struct fdesc f[] = {{0, F_STR}, {2, F_U8}, {6, F_STR}};
   const char *ty = "reflection.Enum";
-  struct tr_fb_vtab tv;
+  struct tr_fb_vtab tv = {0, 0, 0, 0};
   int rc = tr_fb_verify_table_enter(v, pos, ty, &tv);
   if (!rc)
     rc = check_scalars(v, &tv, ty, f, 3);
@@ -136,7 +136,7 @@ static int v_enum(struct tr_fb_verifier *v, uint32_t pos) {
 static int v_schema(struct tr_fb_verifier *v, uint32_t pos) {
   static const struct fdesc f[] = {{2, F_STR}};
   const char *ty = "reflection.Schema";
-  struct tr_fb_vtab tv;
+  struct tr_fb_vtab tv = {0, 0, 0, 0};
   int rc = tr_fb_verify_table_enter(v, pos, ty, &tv);
   if (!rc)
     rc = check_scalars(v, &tv, ty, f, 1);

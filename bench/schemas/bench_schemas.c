@@ -1,0 +1,230 @@
+/* Troupe's C FlatBuffers: encode, verify and read a typical journal event
+ * (llm.completed) and a typical protocol frame (a CreateRun request).
+ * Prints `bench: schemas.<what> <value> <unit>` lines; bench_schemas_cpp does
+ * the same work with Google's C++ runtime. */
+#include "bench/schemas/bench_data.h"
+#include "schemas/journal_generated.h"
+#include "schemas/protocol_generated.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+#define S(b, lit) tr_fb_create_string(b, lit, sizeof lit - 1)
+
+static void encode_event(struct tr_fb_builder *b) {
+  tr_fb_builder_reset(b);
+  tr_fb_ref c1id = S(b, BD_CALL1_ID), c1n = S(b, BD_CALL1_NAME),
+            c1a = S(b, BD_CALL1_ARGS);
+  troupe_journal_ToolCall_start(b);
+  troupe_journal_ToolCall_add_id(b, c1id);
+  troupe_journal_ToolCall_add_name(b, c1n);
+  troupe_journal_ToolCall_add_arguments(b, c1a);
+  tr_fb_ref c1 = troupe_journal_ToolCall_end(b);
+  tr_fb_ref c2id = S(b, BD_CALL2_ID), c2n = S(b, BD_CALL2_NAME),
+            c2a = S(b, BD_CALL2_ARGS);
+  troupe_journal_ToolCall_start(b);
+  troupe_journal_ToolCall_add_id(b, c2id);
+  troupe_journal_ToolCall_add_name(b, c2n);
+  troupe_journal_ToolCall_add_arguments(b, c2a);
+  tr_fb_ref c2 = troupe_journal_ToolCall_end(b);
+  tr_fb_ref calls[2] = {c1, c2};
+  tr_fb_ref vcalls = troupe_journal_LlmCompleted_create_tool_calls(b, calls, 2);
+  troupe_journal_Usage_start(b);
+  troupe_journal_Usage_add_prompt_tokens(b, 1834);
+  troupe_journal_Usage_add_completion_tokens(b, 212);
+  troupe_journal_Usage_add_cost_micro_usd(b, 3170);
+  tr_fb_ref usage = troupe_journal_Usage_end(b);
+  tr_fb_ref model = S(b, BD_MODEL), content = S(b, BD_CONTENT),
+            req = S(b, BD_REQ_ID);
+  troupe_journal_LlmCompleted_start(b);
+  troupe_journal_LlmCompleted_add_step(b, BD_STEP);
+  troupe_journal_LlmCompleted_add_model(b, model);
+  troupe_journal_LlmCompleted_add_content(b, content);
+  troupe_journal_LlmCompleted_add_tool_calls(b, vcalls);
+  troupe_journal_LlmCompleted_add_finish_reason(
+      b, troupe_journal_FinishReason_ToolCalls);
+  troupe_journal_LlmCompleted_add_usage(b, usage);
+  troupe_journal_LlmCompleted_add_latency_ms(b, 1234);
+  troupe_journal_LlmCompleted_add_provider_request_id(b, req);
+  troupe_journal_LlmCompleted_add_attempt(b, 1);
+  tr_fb_ref data = troupe_journal_LlmCompleted_end(b);
+  tr_fb_ref run = S(b, BD_RUN_ID);
+  troupe_journal_Event_start(b);
+  troupe_journal_Event_add_seq(b, BD_SEQ);
+  troupe_journal_Event_add_time_us(b, BD_TIME);
+  troupe_journal_Event_add_run_id(b, run);
+  troupe_journal_Event_add_epoch(b, BD_EPOCH);
+  troupe_journal_Event_add_data_LlmCompleted(b, data);
+  troupe_journal_Event_finish(b, troupe_journal_Event_end(b));
+}
+
+static uint64_t read_event(const struct troupe_journal_Event *ev) {
+  uint64_t acc = troupe_journal_Event_seq(ev) + troupe_journal_Event_epoch(ev) +
+                 (uint64_t)troupe_journal_Event_time_us(ev) +
+                 troupe_journal_Event_run_id(ev).len;
+  const struct troupe_journal_LlmCompleted *lc =
+      troupe_journal_Event_data_as_LlmCompleted(ev);
+  if (!lc)
+    return acc;
+  acc += troupe_journal_LlmCompleted_step(lc);
+  acc += troupe_journal_LlmCompleted_model(lc).len;
+  acc += troupe_journal_LlmCompleted_content(lc).len;
+  acc += (uint64_t)troupe_journal_LlmCompleted_finish_reason(lc);
+  acc += troupe_journal_LlmCompleted_latency_ms(lc);
+  acc += troupe_journal_LlmCompleted_provider_request_id(lc).len;
+  const struct troupe_journal_Usage *u = troupe_journal_LlmCompleted_usage(lc);
+  if (u)
+    acc += troupe_journal_Usage_prompt_tokens(u) +
+           troupe_journal_Usage_completion_tokens(u) +
+           troupe_journal_Usage_cost_micro_usd(u);
+  uint32_t n = troupe_journal_LlmCompleted_tool_calls_len(lc);
+  for (uint32_t i = 0; i < n; i++) {
+    const struct troupe_journal_ToolCall *tc =
+        troupe_journal_LlmCompleted_tool_calls_at(lc, i);
+    acc += troupe_journal_ToolCall_id(tc).len +
+           troupe_journal_ToolCall_name(tc).len +
+           troupe_journal_ToolCall_arguments(tc).len;
+  }
+  return acc;
+}
+
+static void encode_frame(struct tr_fb_builder *b) {
+  tr_fb_builder_reset(b);
+  tr_fb_ref t1 = S(b, BD_TOOL1), t2 = S(b, BD_TOOL2), t3 = S(b, BD_TOOL3);
+  tr_fb_ref tl[3] = {t1, t2, t3};
+  tr_fb_ref tools = troupe_journal_AgentConfig_create_tools(b, tl, 3);
+  tr_fb_ref model = S(b, BD_MODEL), sys = S(b, BD_SYSTEM);
+  troupe_journal_AgentConfig_start(b);
+  troupe_journal_AgentConfig_add_model(b, model);
+  troupe_journal_AgentConfig_add_system(b, sys);
+  troupe_journal_AgentConfig_add_tools(b, tools);
+  troupe_journal_AgentConfig_add_max_steps(b, 30);
+  troupe_journal_AgentConfig_add_max_tokens(b, 200000);
+  troupe_journal_AgentConfig_add_max_cost_usd(b, 2.5);
+  troupe_journal_AgentConfig_add_timeout_s(b, 600);
+  troupe_journal_AgentConfig_add_temperature(b, 0.2f);
+  tr_fb_ref agent = troupe_journal_AgentConfig_end(b);
+  tr_fb_ref goal = S(b, BD_GOAL), meta = S(b, BD_METADATA),
+            idem = S(b, BD_IDEM);
+  troupe_proto_CreateRun_start(b);
+  troupe_proto_CreateRun_add_goal(b, goal);
+  troupe_proto_CreateRun_add_agent(b, agent);
+  troupe_proto_CreateRun_add_metadata(b, meta);
+  troupe_proto_CreateRun_add_idempotency_key(b, idem);
+  tr_fb_ref cr = troupe_proto_CreateRun_end(b);
+  tr_fb_ref key = S(b, BD_API_KEY);
+  troupe_proto_Request_start(b);
+  troupe_proto_Request_add_id(b, 17);
+  troupe_proto_Request_add_api_key(b, key);
+  troupe_proto_Request_add_op_CreateRun(b, cr);
+  tr_fb_ref rq = troupe_proto_Request_end(b);
+  troupe_proto_Frame_start(b);
+  troupe_proto_Frame_add_body_Request(b, rq);
+  troupe_proto_Frame_finish(b, troupe_proto_Frame_end(b));
+}
+
+static uint64_t read_frame(const struct troupe_proto_Frame *f) {
+  const struct troupe_proto_Request *rq = troupe_proto_Frame_body_as_Request(f);
+  if (!rq)
+    return 0;
+  uint64_t acc = troupe_proto_Request_id(rq) +
+                 troupe_proto_Request_api_key(rq).len;
+  const struct troupe_proto_CreateRun *cr =
+      troupe_proto_Request_op_as_CreateRun(rq);
+  if (!cr)
+    return acc;
+  acc += troupe_proto_CreateRun_goal(cr).len +
+         troupe_proto_CreateRun_metadata(cr).len +
+         troupe_proto_CreateRun_idempotency_key(cr).len;
+  const struct troupe_journal_AgentConfig *a = troupe_proto_CreateRun_agent(cr);
+  if (a) {
+    acc += troupe_journal_AgentConfig_model(a).len +
+           troupe_journal_AgentConfig_system(a).len +
+           troupe_journal_AgentConfig_max_steps(a) +
+           troupe_journal_AgentConfig_max_tokens(a) +
+           (uint64_t)troupe_journal_AgentConfig_max_cost_usd(a) +
+           troupe_journal_AgentConfig_timeout_s(a) +
+           (uint64_t)(troupe_journal_AgentConfig_temperature(a) * 10);
+    uint32_t n = troupe_journal_AgentConfig_tools_len(a);
+    for (uint32_t i = 0; i < n; i++)
+      acc += troupe_journal_AgentConfig_tools_at(a, i).len;
+  }
+  return acc;
+}
+
+static volatile uint64_t sink;
+
+/* Runs fn until `secs` have passed; returns operations per second. */
+#define RATE(secs, body)                                                       \
+  ({                                                                           \
+    uint64_t n_ = 0;                                                           \
+    double t0_ = now(), t_;                                                    \
+    do {                                                                       \
+      for (int k_ = 0; k_ < 1000; k_++) {                                      \
+        body;                                                                  \
+      }                                                                        \
+      n_ += 1000;                                                              \
+    } while ((t_ = now() - t0_) < (secs));                                     \
+    (double)n_ / t_;                                                           \
+  })
+
+int main(int argc, char **argv) {
+  double secs = argc > 1 ? atof(argv[1]) : 0.5;
+  struct tr_fb_builder b;
+  tr_fb_builder_init(&b);
+  size_t len;
+
+  double ev_enc = RATE(secs, encode_event(&b));
+  encode_event(&b);
+  const uint8_t *d = tr_fb_builder_data(&b, &len);
+  uint8_t *ev = malloc(len);
+  memcpy(ev, d, len);
+  size_t ev_len = len;
+  double ev_ver = RATE(secs, sink += troupe_journal_Event_verify_as_root(
+                                         ev, ev_len, NULL) != NULL);
+  const struct troupe_journal_Event *root =
+      troupe_journal_Event_verify_as_root(ev, ev_len, NULL);
+  if (!root) {
+    fprintf(stderr, "bench: event does not verify\n");
+    return 1;
+  }
+  double ev_read = RATE(secs, sink += read_event(root));
+
+  double fr_enc = RATE(secs, encode_frame(&b));
+  encode_frame(&b);
+  d = tr_fb_builder_data(&b, &len);
+  uint8_t *fr = malloc(len);
+  memcpy(fr, d, len);
+  size_t fr_len = len;
+  double fr_ver = RATE(secs, sink += troupe_proto_Frame_verify_as_root(
+                                         fr, fr_len, NULL) != NULL);
+  const struct troupe_proto_Frame *froot =
+      troupe_proto_Frame_verify_as_root(fr, fr_len, NULL);
+  if (!froot) {
+    fprintf(stderr, "bench: frame does not verify\n");
+    return 1;
+  }
+  double fr_read = RATE(secs, sink += read_frame(froot));
+
+  printf("bench: schemas.event_bytes %zu B\n", ev_len);
+  printf("bench: schemas.event_encode_per_s %.0f ops/s\n", ev_enc);
+  printf("bench: schemas.event_verify_mb_per_s %.1f MB/s\n",
+         ev_ver * (double)ev_len / 1e6);
+  printf("bench: schemas.event_read_per_s %.0f ops/s\n", ev_read);
+  printf("bench: schemas.frame_bytes %zu B\n", fr_len);
+  printf("bench: schemas.frame_encode_per_s %.0f ops/s\n", fr_enc);
+  printf("bench: schemas.frame_verify_mb_per_s %.1f MB/s\n",
+         fr_ver * (double)fr_len / 1e6);
+  printf("bench: schemas.frame_read_per_s %.0f ops/s\n", fr_read);
+  free(ev);
+  free(fr);
+  tr_fb_builder_free(&b);
+  return 0;
+}
