@@ -706,6 +706,123 @@ static void test_models_load(void **state)
     rmdir(dir);
 }
 
+/* ---- the actor in deterministic mode ---------------------------------------
+ * No I/O there (tr_http_start answers TR_ENOTSUP), so every attempt fails
+ * to start: this drives the retry timers and the answers on virtual time. */
+
+struct det_call {
+    tr_actor_id llm;
+    const char *req;
+    int done;
+    char reply[1024];
+};
+
+static int det_client_init(struct tr_ctx *ctx, void *state, void *arg)
+{
+    struct det_call *c = arg;
+    uint64_t corr;
+    *(struct det_call **)state = c;
+    struct tr_msg *m = tr_msg_make(TR_MSG_LLM_CALL, c->req, (uint32_t)strlen(c->req));
+    assert_int_equal(tr_request(ctx, c->llm, m, 0, &corr), 0);
+    /* A one-way LLM_CALL cannot be answered: it is dropped. */
+    assert_int_equal(tr_tell(ctx, c->llm, TR_MSG_LLM_CALL, c->req, (uint32_t)strlen(c->req)), 0);
+    return 0;
+}
+
+static int det_client_receive(struct tr_ctx *ctx, void *state, struct tr_msg *msg)
+{
+    struct det_call *c = *(struct det_call **)state;
+    assert_int_equal(msg->type, TR_MSG_LLM_RESULT);
+    assert_true(msg->len < sizeof c->reply);
+    memcpy(c->reply, msg->data, msg->len);
+    c->reply[msg->len] = '\0';
+    c->done++;
+    return 0;
+}
+
+static const struct tr_behavior det_client = {
+    .name = "det-client",
+    .state_size = sizeof(struct det_call *),
+    .init = det_client_init,
+    .receive = det_client_receive,
+};
+
+static json_t *det_run(struct tr_rt *rt, struct det_call *c, uint64_t *elapsed)
+{
+    tr_actor_id id;
+    struct tr_spawn_opts so = {.behavior = &det_client, .arg = c};
+    uint64_t t0 = tr_rt_now_ms(rt);
+    assert_int_equal(tr_spawn(rt, &so, &id), 0);
+    for (int i = 0; i < 10000 && !c->done; i++) {
+        tr_rt_run_until_idle(rt, 100000);
+        if (!c->done)
+            tr_rt_advance(rt, 1);
+    }
+    tr_rt_run_until_idle(rt, 100000);
+    assert_int_equal(c->done, 1);
+    *elapsed = tr_rt_now_ms(rt) - t0;
+    json_t *r = json_loads(c->reply, 0, NULL);
+    assert_non_null(r);
+    return r;
+}
+
+static void test_actor_deterministic(void **state)
+{
+    const char *url = "http://det.invalid/v1";
+    struct tr_rt *rt;
+    struct tr_rt_opts o = {.deterministic = 1, .seed = 42};
+    struct tr_node_env env = {.llm_timeout_ms = 1000};
+    struct tr_llm_config cfg = {.base_url = url, .max_attempts = 4, .backoff_base_ms = 100,
+                                .backoff_cap_ms = 1000, .breaker_threshold = 2};
+    tr_actor_id llm;
+    uint64_t elapsed;
+
+    assert_int_equal(tr_rt_new(&o, &rt), 0);
+    assert_int_equal(tr_llm_spawn_config(rt, &env, &cfg, 0, &llm), 0);
+
+    /* Four attempts that cannot start, three backoff waits on virtual time:
+     * each at most 100, 200, 400 ms. */
+    struct det_call c1 = {.llm = llm,
+                          .req = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                                 "\"run_id\":\"run_1\"}"};
+    json_t *r = det_run(rt, &c1, &elapsed);
+    assert_true(json_is_false(json_object_get(r, "ok")));
+    json_t *e = json_object_get(r, "error");
+    assert_string_equal(json_string_value(json_object_get(e, "code")), "unavailable");
+    assert_true(json_is_true(json_object_get(e, "retryable")));
+    assert_non_null(strstr(json_string_value(json_object_get(e, "message")), "4 attempts"));
+    assert_non_null(strstr(json_string_value(json_object_get(e, "message")), "cannot start"));
+    assert_int_equal(json_integer_value(json_object_get(e, "retry_after_ms")), 1000); /* min(cap, 100 * 2^4) */
+    assert_true(elapsed <= 100 + 200 + 400 + 3);
+    json_decref(r);
+    /* Failures to start are not the endpoint's: the breaker stays closed. */
+    struct tr_llm_breaker b;
+    assert_int_equal(tr_llm_endpoint_stats(url, tr_rt_now_ms(rt), &b), 0);
+    assert_int_equal(b.state, TR_LLM_BREAKER_CLOSED);
+    assert_int_equal(b.failures, 0);
+
+    /* An open breaker answers at once, with the time left. */
+    struct tr_llm_endpoint *ep = tr_llm_endpoint_get(url, 0, 0, 0);
+    tr_llm_endpoint_record(ep, tr_rt_now_ms(rt), 0, 0);
+    tr_llm_endpoint_record(ep, tr_rt_now_ms(rt), 0, 0);
+    struct det_call c2 = {.llm = llm, .req = c1.req};
+    r = det_run(rt, &c2, &elapsed);
+    e = json_object_get(r, "error");
+    assert_string_equal(json_string_value(json_object_get(e, "code")), "breaker_open");
+    assert_int_equal(json_integer_value(json_object_get(e, "retry_after_ms")), 2000);
+    assert_int_equal(elapsed, 0);
+    json_decref(r);
+
+    /* A call that is not well formed is rejected without an attempt. */
+    struct det_call c3 = {.llm = llm, .req = "{\"model\":\"m\",\"messages\":[]}"};
+    r = det_run(rt, &c3, &elapsed);
+    e = json_object_get(r, "error");
+    assert_string_equal(json_string_value(json_object_get(e, "code")), "rejected");
+    assert_true(json_is_false(json_object_get(e, "retryable")));
+    json_decref(r);
+    tr_rt_shutdown(rt);
+}
+
 int main(void)
 {
     tr_log_set_level(TR_LOG_ERROR);
@@ -728,6 +845,7 @@ int main(void)
         cmocka_unit_test(test_models_parse),
         cmocka_unit_test(test_models_limits),
         cmocka_unit_test(test_models_load),
+        cmocka_unit_test(test_actor_deterministic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
