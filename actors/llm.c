@@ -231,7 +231,6 @@ struct llm_call {
     unsigned http_active : 1;
     unsigned timer_active : 1;
     unsigned probe : 1;
-    enum fail_kind last_kind;     /* of the last failed attempt */
     enum fail_kind last_provider_kind; /* of the last attempt that was not garbage */
     uint64_t retry_after_ms;      /* the provider's, from the last failure; 0 if none */
     char last_error[256];
@@ -380,7 +379,6 @@ static void retry_or_finish(struct tr_ctx *ctx, struct llm_state *st, struct llm
     struct tr_msg *m;
     int rv;
 
-    c->last_kind = kind;
     if (kind == F_GARBAGE)
         c->garbage++;
     else
