@@ -337,6 +337,8 @@ int tr_raft_open(uv_loop_t *loop, const struct tr_raft_opts *opts, struct tr_raf
     uv_check_start(&r->check, check_cb);
     uv_unref((uv_handle_t *)&r->check);
 
+    if (opts->on_init != NULL)
+        opts->on_init(&r->raft, opts->on_init_arg);
     rv = raft_start(&r->raft);
     if (rv != 0) {
         tr_err_set(err, tr_raft_errno(rv), "raft: start: %s", raft_errmsg(&r->raft));

@@ -31,6 +31,10 @@ struct tr_raft_opts {
     unsigned snapshot_threshold;    /* entries between snapshots; 0 = 4096 */
     unsigned snapshot_trailing;     /* entries kept after a snapshot; 0 = 2048 */
     struct raft_fsm *fsm;           /* the state machine; outlives the node */
+    /* Called after raft_init and before raft_start, which may already apply
+     * entries from the log: the FSM learns its raft instance here. */
+    void (*on_init)(struct raft *raft, void *arg);
+    void *on_init_arg;
 };
 
 /* Open the raft log in opts->dir, join the transport and start raft.
@@ -186,5 +190,67 @@ struct tr_state_note {
     uint64_t seq;
     uint64_t raft_index;
 };
+
+
+/* ---- opening the state service ------------------------------------------------ */
+
+struct tr_store;
+struct tr_store_opts;
+struct tr_state;
+
+struct tr_state_opts {
+    uint64_t node_id;
+    const char *data_dir;           /* holds db/ (RocksDB) and raft/ (the raft log) */
+    const char *raft_address;       /* "host:port" */
+    int bootstrap;                  /* new one-voter cluster if data_dir is pristine */
+    tr_actor_id listener;           /* gets TR_MSG_STATE_NOTE; may be set later */
+    const struct tr_store_opts *store_opts; /* NULL: defaults */
+    unsigned election_timeout_ms;   /* 0: raft's default (see struct tr_raft_opts) */
+    unsigned heartbeat_timeout_ms;
+    unsigned snapshot_threshold;
+    unsigned snapshot_trailing;
+    uint32_t max_batch_appends;     /* appends per raft entry; 0 = 4096 */
+    uint32_t max_batch_bytes;       /* bytes per raft entry; 0 = 4 MiB */
+    uint32_t max_inflight;          /* raft entries in flight; 0 = 16 */
+    /* Called when the store fails: the node must stop. NULL: log and abort. */
+    void (*on_fatal)(void *ud, const char *msg);
+    void *fatal_ud;
+};
+
+/* Open the store and raft on the calling scheduler's loop (call it from a
+ * callback on the scheduler that will own raft: scheduler 0 by convention)
+ * and spawn the service actor there. Everything is closed by tr_state_close;
+ * the node calls it from a tr_rt_on_shutdown hook. */
+int tr_state_open(struct tr_ctx *ctx, const struct tr_state_opts *opts, struct tr_state **out,
+                  struct tr_err *err);
+/* Close raft, then the store; cb(arg) when done (never from inside). */
+void tr_state_close(struct tr_state *s, void (*cb)(void *arg), void *arg);
+
+tr_actor_id tr_state_actor(struct tr_state *s);
+struct tr_store *tr_state_store(struct tr_state *s);
+struct tr_raft *tr_state_raft(struct tr_state *s);
+void tr_state_set_listener(struct tr_state *s, tr_actor_id listener);
+/* 1 once startup replay is done and this node leads (TR_NOTE_READY sent). */
+int tr_state_ready(struct tr_state *s);
+
+/* Propose a troupe.cmd.Command (TRC1) from the service's own thread outside
+ * any actor (the node's HTTP handlers). cmd is copied. cb runs once, later,
+ * on that thread (never from inside this call), with the reply. */
+typedef void (*tr_state_cb)(void *ud, const struct tr_state_reply *reply);
+int tr_state_propose(struct tr_state *s, const void *cmd, size_t len, tr_state_cb cb, void *ud);
+
+/* Group-commit statistics. */
+struct tr_state_stats {
+    uint64_t entries;       /* raft entries proposed */
+    uint64_t appends;       /* journal appends proposed */
+    uint64_t commands;      /* other commands proposed */
+    uint64_t max_batch;     /* largest number of appends in one entry */
+};
+void tr_state_stats(struct tr_state *s, struct tr_state_stats *out);
+
+/* Text form of a run id: "run_" + 16 lowercase hex digits (API.md "id"). */
+#define TR_RUN_ID_TEXT_LEN 21
+void tr_run_id_text(uint64_t id, char out[TR_RUN_ID_TEXT_LEN]);
+int tr_run_id_from_text(const char *s, size_t len, uint64_t *out);
 
 #endif /* TR_RAFT_H */

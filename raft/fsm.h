@@ -1,0 +1,124 @@
+/* Private to raft/: the FSM that applies committed commands to the store,
+ * and the codec of the records it keeps. */
+#ifndef TR_RAFT_FSM_H
+#define TR_RAFT_FSM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <raft.h>
+
+#include "raft/raft.h"
+#include "schemas/schemas.h"
+#include "storage/storage.h"
+
+/* ---- records ---------------------------------------------------------------- */
+
+/* A decoded troupe.journal.AgentConfig; owns its strings. */
+struct agent_rec {
+    bool present;
+    char *model;
+    char *system;
+    char *provider;
+    char **tools;
+    uint32_t n_tools;
+    uint32_t max_steps;
+    uint64_t max_tokens;
+    double max_cost_usd;
+    uint32_t timeout_s;
+    float temperature;
+};
+
+/* A decoded troupe.state.Run; owns its strings. */
+struct run_rec {
+    uint64_t key;               /* the numeric run id */
+    char *run_id;
+    char *tenant;
+    char *goal;
+    char *metadata;
+    char *idempotency_key;
+    char *created_by;
+    char *output;
+    char *error;
+    char *error_code;
+    char *pending_approval;
+    struct agent_rec agent;
+    int8_t status;              /* enum troupe_journal_RunStatus */
+    uint64_t owner_node;
+    uint64_t epoch;
+    uint64_t next_seq;
+    uint32_t step;
+    uint64_t prompt_tokens;
+    uint64_t completion_tokens;
+    uint64_t cost_micro_usd;
+    int64_t created_at_us;
+    int64_t updated_at_us;
+    bool cancel_requested;
+};
+
+/* Verify and decode a stored Run; TR_ECORRUPT when it does not verify. */
+int tr_run_rec_decode(const void *buf, size_t len, struct run_rec *out);
+/* Build r into b (reset first) and finish it with identifier TRR1. */
+void tr_run_rec_encode(const struct run_rec *r, struct tr_fb_builder *b);
+void tr_run_rec_free(struct run_rec *r);
+bool tr_run_status_terminal(int8_t status);
+
+/* Copy a reader's AgentConfig (may be NULL) into a record. */
+struct troupe_journal_AgentConfig;
+void tr_agent_rec_from(struct agent_rec *a, const struct troupe_journal_AgentConfig *cfg);
+/* Build an AgentConfig table from a record; 0 when absent. */
+tr_fb_ref tr_agent_rec_build(struct tr_fb_builder *b, const struct agent_rec *a);
+void tr_agent_rec_free(struct agent_rec *a);
+
+/* The 8-byte big-endian key of TR_CF_RUNS. */
+void tr_run_key(uint64_t id, unsigned char out[8]);
+
+/* ---- the FSM ---------------------------------------------------------------- */
+
+struct tr_fsm_append_result {
+    int32_t verdict;
+    uint64_t seq;
+};
+
+/* What one applied entry produced. Owned by the FSM: valid until
+ * TR_FSM_RESULT_RING more entries are applied (the proposer copies it in its
+ * callback, which raft 0.15 runs right after the apply). */
+struct tr_fsm_result {
+    uint64_t index;
+    int32_t verdict;            /* for single commands */
+    uint64_t run_id;            /* RunCreate */
+    uint64_t seq;               /* run's last seq after the command */
+    uint32_t version;           /* ToolRegister: the tool version */
+    uint32_t n_appends;         /* AppendBatch: one verdict per append, in order */
+    struct tr_fsm_append_result *appends;
+    uint32_t cap_appends;
+};
+#define TR_FSM_RESULT_RING 64
+
+struct tr_fsm;
+
+struct tr_fsm_opts {
+    struct tr_store *store;
+    struct tr_rt *rt;
+    tr_actor_id listener;       /* receives TR_MSG_STATE_NOTE; 0 = nobody */
+    /* Called when the store fails a write: the node must stop (fail-stop;
+     * raft re-applies on restart). Default: log and abort(). */
+    void (*on_fatal)(void *ud, const char *msg);
+    void *ud;
+};
+
+/* A new FSM over opts->store. *out owns the struct raft_fsm it returns. */
+struct raft_fsm *tr_fsm_new(const struct tr_fsm_opts *opts, struct tr_fsm **out);
+/* The raft instance whose entries it applies (for entry indexes). */
+void tr_fsm_set_raft(struct tr_fsm *f, struct raft *raft);
+void tr_fsm_set_listener(struct tr_fsm *f, tr_actor_id listener);
+void tr_fsm_free(struct tr_fsm *f);
+/* Entries applied through this FSM since it was created (skipped ones too). */
+uint64_t tr_fsm_applied(struct tr_fsm *f);
+
+/* Apply one Command buffer at raft index `index` (what fsm->apply does; also
+ * the seam for tests without raft). */
+int tr_fsm_apply_at(struct tr_fsm *f, uint64_t index, const void *buf, size_t len,
+                    struct tr_fsm_result **result);
+
+#endif /* TR_RAFT_FSM_H */

@@ -1,0 +1,582 @@
+/* The state service: store + raft + FSM behind one actor on raft's loop, with
+ * group commit of journal appends.
+ *
+ * Happy path: run actors send TR_MSG_STATE_APPEND requests; the service keeps
+ * each request message and queues it; a FLUSH message it sends itself (one
+ * at a time, so it lands behind every append already in the mailbox) packs
+ * the queue into one AppendBatch command — one raft entry, one fsync — and
+ * proposes it. raft commits and the FSM applies the entry; raft's callback
+ * copies the FSM's verdicts into the entry and queues it as done; the actor
+ * answers each kept request with its verdict (tr_reply) and frees it.
+ *
+ * Why replies go through the actor: raft's callbacks run on this loop but
+ * outside any actor, and a reply must be sent from the requester's
+ * correspondent (tr_reply) so that the runtime can match it with its request
+ * and its timeout.
+ *
+ * Failure modes: not the leader -> TR_ENOTLEADER at once (the cluster issue
+ * adds forwarding); raft refusing or closing -> every kept request of the
+ * entry gets the error; shutdown -> kept requests are freed unanswered (the
+ * requesters are being stopped too).
+ */
+#include <string.h>
+#include <errno.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "raft/fsm.h"
+#include "raft/raft.h"
+#include "schemas/command_generated.h"
+
+enum {
+    MSG_FLUSH = TR_MSG_USER + 190, /* self: pack queued appends into entries */
+    MSG_DONE,                      /* self: entries completed by raft */
+    MSG_POLL,                      /* self: timer until this node leads, then barrier */
+};
+
+enum entry_kind { ENTRY_APPENDS, ENTRY_COMMAND };
+
+/* One raft entry in flight. */
+struct entry {
+    struct tr_raft_propose p;
+    struct tr_state *s;
+    enum entry_kind kind;
+    struct tr_msg **reqs;        /* kept requests, in order (appends), or one */
+    uint32_t n_reqs;
+    tr_state_cb cb;              /* ENTRY_COMMAND from tr_state_propose */
+    void *ud;
+    int status;
+    struct tr_state_reply reply; /* ENTRY_COMMAND */
+    struct tr_fsm_append_result *verdicts; /* ENTRY_APPENDS, n_reqs of them */
+    struct entry *next;
+};
+
+struct tr_state {
+    struct tr_rt *rt;
+    uv_loop_t *loop;
+    uint64_t node_id;
+    struct tr_store *store;
+    struct tr_fsm *fsm;
+    struct raft_fsm *raft_fsm;
+    struct tr_raft *raft;
+    tr_actor_id actor;
+    tr_actor_id listener;
+    uint32_t max_batch_appends, max_batch_bytes, max_inflight;
+
+    struct tr_msg **queue;        /* appends waiting for an entry (kept) */
+    uint32_t q_head, q_len, q_cap; /* ring */
+    int flush_pending;
+    uint32_t inflight;
+    struct entry *done_head, *done_tail;
+    int done_signalled;
+    int ready;
+    int barrier_pending;
+    int closing;
+    struct tr_fb_builder b;
+    struct tr_state_stats stats;
+    void (*close_cb)(void *);
+    void *close_arg;
+};
+
+/* ---- run id text ----------------------------------------------------------------- */
+/* (tr_run_id_text / tr_run_id_from_text live in fsm_records.c) */
+
+/* ---- the append queue ------------------------------------------------------------ */
+
+static void queue_push(struct tr_state *s, struct tr_msg *m)
+{
+    if (s->q_len == s->q_cap) {
+        uint32_t cap = s->q_cap ? 2 * s->q_cap : 256;
+        struct tr_msg **q = tr_malloc(cap * sizeof *q);
+        for (uint32_t i = 0; i < s->q_len; i++)
+            q[i] = s->queue[(s->q_head + i) % s->q_cap];
+        tr_free(s->queue);
+        s->queue = q;
+        s->q_cap = cap;
+        s->q_head = 0;
+    }
+    s->queue[(s->q_head + s->q_len) % s->q_cap] = m;
+    s->q_len++;
+}
+
+static struct tr_msg *queue_pop(struct tr_state *s)
+{
+    struct tr_msg *m = s->queue[s->q_head];
+    s->q_head = (s->q_head + 1) % s->q_cap;
+    s->q_len--;
+    return m;
+}
+
+static struct tr_msg *queue_peek(struct tr_state *s)
+{
+    return s->queue[s->q_head];
+}
+
+/* ---- raft completion ----------------------------------------------------------------- */
+
+static void entry_free(struct entry *e)
+{
+    for (uint32_t i = 0; i < e->n_reqs; i++)
+        if (e->reqs[i] != NULL)
+            tr_msg_free(e->reqs[i]);
+    tr_free(e->reqs);
+    tr_free(e->verdicts);
+    tr_free(e);
+}
+
+static void signal_done(struct tr_state *s)
+{
+    if (s->done_signalled || s->closing)
+        return;
+    struct tr_msg *m = tr_msg_new(MSG_DONE, 0);
+    if (tr_rt_send(s->rt, s->actor, m) == TR_OK)
+        s->done_signalled = 1;
+    else
+        tr_msg_free(m); /* the actor drains the done list at every message anyway */
+}
+
+static void propose_cb(struct tr_raft_propose *p, int status, void *result)
+{
+    struct entry *e = p->data;
+    struct tr_state *s = e->s;
+    const struct tr_fsm_result *res = result;
+    e->status = status;
+    if (status == TR_OK && res != NULL) {
+        if (e->kind == ENTRY_APPENDS) {
+            for (uint32_t i = 0; i < e->n_reqs; i++) {
+                if (i < res->n_appends)
+                    e->verdicts[i] = res->appends[i];
+                else
+                    e->verdicts[i].verdict = TR_FSM_INVALID;
+            }
+        } else {
+            e->reply.verdict = res->verdict;
+            e->reply.run_id = res->run_id;
+            e->reply.seq = res->seq;
+        }
+        e->reply.raft_index = res->index;
+    }
+    if (s->done_tail != NULL)
+        s->done_tail->next = e;
+    else
+        s->done_head = e;
+    s->done_tail = e;
+    signal_done(s);
+}
+
+static void reply_to(struct tr_ctx *ctx, struct tr_msg *req, const struct tr_state_reply *r)
+{
+    struct tr_msg *m = tr_msg_make(TR_MSG_STATE_REPLY, r, sizeof *r);
+    int rv = tr_reply(ctx, req, m);
+    if (rv != TR_OK)
+        tr_msg_free(m); /* requester gone or flooded: it will time out and retry */
+}
+
+static void flush(struct tr_ctx *ctx, struct tr_state *s);
+
+static void drain_done(struct tr_ctx *ctx, struct tr_state *s)
+{
+    while (s->done_head != NULL) {
+        struct entry *e = s->done_head;
+        s->done_head = e->next;
+        if (s->done_head == NULL)
+            s->done_tail = NULL;
+        s->inflight--;
+        if (e->kind == ENTRY_APPENDS) {
+            for (uint32_t i = 0; i < e->n_reqs; i++) {
+                struct tr_state_reply r = { .status = e->status };
+                if (e->status == TR_OK) {
+                    r.verdict = e->verdicts[i].verdict;
+                    r.seq = e->verdicts[i].seq;
+                    r.raft_index = e->reply.raft_index;
+                    const struct tr_append_msg *am = (const struct tr_append_msg *)e->reqs[i]->data;
+                    r.run_id = am->run_id;
+                }
+                reply_to(ctx, e->reqs[i], &r);
+            }
+        } else {
+            e->reply.status = e->status;
+            if (e->cb != NULL)
+                e->cb(e->ud, &e->reply);
+            else if (e->n_reqs == 1)
+                reply_to(ctx, e->reqs[0], &e->reply);
+        }
+        entry_free(e);
+    }
+    if (s->q_len > 0)
+        flush(ctx, s);
+}
+
+/* ---- proposing ------------------------------------------------------------------------- */
+
+static int propose_entry(struct tr_state *s, struct entry *e, const uint8_t *data, size_t len)
+{
+    void *buf = raft_malloc(len);
+    memcpy(buf, data, len);
+    e->s = s;
+    e->p.data = e;
+    int rv = tr_raft_propose(s->raft, &e->p, buf, len, propose_cb);
+    if (rv != TR_OK) {
+        raft_free(buf);
+        return rv;
+    }
+    s->inflight++;
+    s->stats.entries++;
+    return TR_OK;
+}
+
+/* Pack queued appends into one AppendBatch entry. */
+static void flush_one(struct tr_ctx *ctx, struct tr_state *s)
+{
+    struct tr_fb_builder *b = &s->b;
+    uint32_t n = 0;
+    size_t bytes = 0;
+    while (n < s->q_len && n < s->max_batch_appends) {
+        struct tr_msg *m = s->queue[(s->q_head + n) % s->q_cap];
+        if (n > 0 && bytes + m->len > s->max_batch_bytes)
+            break;
+        bytes += m->len;
+        n++;
+    }
+    struct entry *e = tr_calloc(1, sizeof *e);
+    e->kind = ENTRY_APPENDS;
+    e->reqs = tr_malloc(n * sizeof *e->reqs);
+    e->verdicts = tr_calloc(n, sizeof *e->verdicts);
+    e->n_reqs = n;
+
+    tr_fb_builder_reset(b);
+    tr_fb_ref *refs = tr_malloc(n * sizeof *refs);
+    for (uint32_t i = 0; i < n; i++) {
+        struct tr_msg *m = queue_pop(s);
+        e->reqs[i] = m;
+        const struct tr_append_msg *am = (const struct tr_append_msg *)m->data;
+        char text[TR_RUN_ID_TEXT_LEN];
+        tr_run_id_text(am->run_id, text);
+        tr_fb_ref rid = tr_fb_create_str(b, text);
+        tr_fb_ref ev = troupe_cmd_Append_create_event(b, am->event, am->len);
+        tr_fb_ref blob = am->blob_len > 0 ? tr_fb_create_bytes(b, am->event + am->len, am->blob_len) : 0;
+        troupe_cmd_Append_start(b);
+        troupe_cmd_Append_add_run_id(b, rid);
+        troupe_cmd_Append_add_epoch(b, am->epoch);
+        troupe_cmd_Append_add_seq(b, am->seq);
+        troupe_cmd_Append_add_event(b, ev);
+        troupe_cmd_Append_add_blob(b, blob);
+        refs[i] = troupe_cmd_Append_end(b);
+    }
+    tr_fb_ref vec = troupe_cmd_AppendBatch_create_appends(b, refs, n);
+    tr_free(refs);
+    troupe_cmd_AppendBatch_start(b);
+    troupe_cmd_AppendBatch_add_appends(b, vec);
+    tr_fb_ref batch = troupe_cmd_AppendBatch_end(b);
+    troupe_cmd_Command_start(b);
+    troupe_cmd_Command_add_time_us(b, (int64_t)tr_wall_us(ctx));
+    troupe_cmd_Command_add_leader_node(b, s->node_id);
+    troupe_cmd_Command_add_origin_node(b, s->node_id);
+    troupe_cmd_Command_add_op_AppendBatch(b, batch);
+    troupe_cmd_Command_finish(b, troupe_cmd_Command_end(b));
+    size_t len;
+    const uint8_t *data = tr_fb_builder_data(b, &len);
+
+    s->stats.appends += n;
+    if (n > s->stats.max_batch)
+        s->stats.max_batch = n;
+    int rv = propose_entry(s, e, data, len);
+    if (rv != TR_OK) {
+        for (uint32_t i = 0; i < n; i++) {
+            struct tr_state_reply r = { .status = rv };
+            reply_to(ctx, e->reqs[i], &r);
+        }
+        entry_free(e);
+    }
+}
+
+static void flush(struct tr_ctx *ctx, struct tr_state *s)
+{
+    while (s->q_len > 0 && s->inflight < s->max_inflight) {
+        if (!tr_raft_is_leader(s->raft)) {
+            /* Followers forward (cluster issue); until then: refuse. */
+            while (s->q_len > 0) {
+                struct tr_state_reply r = { .status = TR_ENOTLEADER };
+                reply_to(ctx, queue_peek(s), &r);
+                tr_msg_free(queue_pop(s));
+            }
+            break;
+        }
+        flush_one(ctx, s);
+    }
+}
+
+static void schedule_flush(struct tr_ctx *ctx, struct tr_state *s)
+{
+    if (s->flush_pending)
+        return;
+    if (tr_tell(ctx, s->actor, MSG_FLUSH, NULL, 0) == TR_OK)
+        s->flush_pending = 1;
+    else
+        flush(ctx, s); /* mailbox full: flush now rather than never */
+}
+
+static int command_entry(struct tr_state *s, const void *cmd, size_t len, struct entry *e)
+{
+    struct tr_fb_error ferr;
+    if (troupe_cmd_Command_verify_as_root(cmd, len, &ferr) == NULL)
+        return TR_EINVAL;
+    if (!tr_raft_is_leader(s->raft))
+        return TR_ENOTLEADER;
+    e->kind = ENTRY_COMMAND;
+    int rv = propose_entry(s, e, cmd, len);
+    if (rv == TR_OK)
+        s->stats.commands++;
+    return rv;
+}
+
+int tr_state_propose(struct tr_state *s, const void *cmd, size_t len, tr_state_cb cb, void *ud)
+{
+    if (s->closing)
+        return TR_ECLOSED;
+    struct entry *e = tr_calloc(1, sizeof *e);
+    e->cb = cb;
+    e->ud = ud;
+    int rv = command_entry(s, cmd, len, e);
+    if (rv != TR_OK)
+        entry_free(e);
+    return rv;
+}
+
+/* ---- the service actor ----------------------------------------------------------------- */
+
+static void barrier_cb(void *arg, int status, const char *msg)
+{
+    struct tr_state *s = arg;
+    s->barrier_pending = 0;
+    if (status != TR_OK || s->closing)
+        return; /* the poll timer tries again */
+    s->ready = 1;
+    if (s->listener != 0) {
+        struct tr_state_note n = { .kind = TR_NOTE_READY };
+        struct tr_raft_info info;
+        tr_raft_info(s->raft, &info);
+        n.raft_index = info.last_applied;
+        struct tr_msg *m = tr_msg_make(TR_MSG_STATE_NOTE, &n, sizeof n);
+        if (tr_rt_send(s->rt, s->listener, m) != TR_OK) {
+            tr_msg_free(m);
+            s->ready = 0; /* try again on the next poll */
+        }
+    }
+}
+
+static int poll_ready(struct tr_ctx *ctx, struct tr_state *s)
+{
+    if (s->ready || s->closing)
+        return TR_OK;
+    if (tr_raft_is_leader(s->raft) && !s->barrier_pending) {
+        if (tr_raft_barrier(s->raft, barrier_cb, s) == TR_OK)
+            s->barrier_pending = 1;
+    }
+    uint64_t t;
+    return tr_timer_start(ctx, 10, tr_msg_new(MSG_POLL, 0), &t);
+}
+
+static int service_init(struct tr_ctx *ctx, void *state, void *arg)
+{
+    *(struct tr_state **)state = arg;
+    return poll_ready(ctx, arg);
+}
+
+static int service_receive(struct tr_ctx *ctx, void *state, struct tr_msg *msg)
+{
+    struct tr_state *s = *(struct tr_state **)state;
+    drain_done(ctx, s);
+    switch (msg->type) {
+    case TR_MSG_STATE_APPEND: {
+        const struct tr_append_msg *am = (const struct tr_append_msg *)msg->data;
+        if (!(msg->flags & TR_MSGF_REQUEST) || msg->len < sizeof *am ||
+            (uint64_t)am->len + am->blob_len > msg->len - sizeof *am || msg->len > TR_APPEND_MAX) {
+            struct tr_state_reply r = { .status = TR_EINVAL };
+            if (msg->flags & TR_MSGF_REQUEST)
+                reply_to(ctx, msg, &r);
+            return 0;
+        }
+        tr_msg_keep(ctx, msg);
+        queue_push(s, msg);
+        schedule_flush(ctx, s);
+        return 0;
+    }
+    case TR_MSG_STATE_PROPOSE: {
+        if (!(msg->flags & TR_MSGF_REQUEST))
+            return 0;
+        struct entry *e = tr_calloc(1, sizeof *e);
+        e->reqs = tr_malloc(sizeof *e->reqs);
+        e->reqs[0] = msg;
+        e->n_reqs = 1;
+        int rv = command_entry(s, msg->data, msg->len, e);
+        if (rv != TR_OK) {
+            e->reqs[0] = NULL;
+            entry_free(e);
+            struct tr_state_reply r = { .status = rv };
+            reply_to(ctx, msg, &r);
+            return 0;
+        }
+        tr_msg_keep(ctx, msg);
+        return 0;
+    }
+    case MSG_FLUSH:
+        s->flush_pending = 0;
+        flush(ctx, s);
+        return 0;
+    case MSG_DONE:
+        s->done_signalled = 0;
+        drain_done(ctx, s);
+        return 0;
+    case MSG_POLL:
+        return poll_ready(ctx, s);
+    default:
+        return 0;
+    }
+}
+
+static void service_fini(struct tr_ctx *ctx, void *state, enum tr_stop_reason why)
+{
+    struct tr_state *s = *(struct tr_state **)state;
+    /* Appends not yet proposed die with the service; those in flight are
+     * freed when raft has closed (tr_state_close). */
+    while (s->q_len > 0)
+        tr_msg_free(queue_pop(s));
+}
+
+static const struct tr_behavior service_behavior = {
+    .name = "state",
+    .state_size = sizeof(struct tr_state *),
+    .init = service_init,
+    .receive = service_receive,
+    .fini = service_fini,
+};
+
+static void raft_closed(void *arg);
+
+static void fsm_on_init(struct raft *raft, void *arg)
+{
+    tr_fsm_set_raft(arg, raft);
+}
+
+/* ---- open and close ----------------------------------------------------------------------- */
+
+int tr_state_open(struct tr_ctx *ctx, const struct tr_state_opts *opts, struct tr_state **out, struct tr_err *err)
+{
+    char path[4096];
+    int rv;
+    uv_loop_t *loop = tr_ctx_loop(ctx);
+    if (loop == NULL)
+        return tr_err_set(err, TR_ENOTSUP, "state: needs a scheduler loop");
+    if (opts->data_dir == NULL || opts->raft_address == NULL || opts->node_id == 0)
+        return tr_err_set(err, TR_EINVAL, "state: node id, data dir and raft address are required");
+    if (mkdir(opts->data_dir, 0755) != 0 && errno != EEXIST)
+        return tr_err_set(err, TR_ESYS, "state: create %s: %s", opts->data_dir, strerror(errno));
+
+    struct tr_state *s = tr_calloc(1, sizeof *s);
+    s->rt = tr_ctx_rt(ctx);
+    s->loop = loop;
+    s->node_id = opts->node_id;
+    s->listener = opts->listener;
+    s->max_batch_appends = opts->max_batch_appends ? opts->max_batch_appends : 4096;
+    s->max_batch_bytes = opts->max_batch_bytes ? opts->max_batch_bytes : (4u << 20);
+    s->max_inflight = opts->max_inflight ? opts->max_inflight : 16;
+    tr_fb_builder_init(&s->b);
+
+    snprintf(path, sizeof path, "%s/db", opts->data_dir);
+    rv = tr_store_open(path, opts->store_opts, &s->store, err);
+    if (rv != TR_OK) {
+        tr_err_wrap(err, "state");
+        goto err_after_alloc;
+    }
+    struct tr_fsm_opts fo = { .store = s->store, .rt = s->rt, .listener = opts->listener,
+                              .on_fatal = opts->on_fatal, .ud = opts->fatal_ud };
+    s->raft_fsm = tr_fsm_new(&fo, &s->fsm);
+
+    snprintf(path, sizeof path, "%s/raft", opts->data_dir);
+    struct tr_raft_opts ro = {
+        .id = opts->node_id, .dir = path, .address = opts->raft_address, .bootstrap = opts->bootstrap,
+        .election_timeout_ms = opts->election_timeout_ms, .heartbeat_timeout_ms = opts->heartbeat_timeout_ms,
+        .snapshot_threshold = opts->snapshot_threshold, .snapshot_trailing = opts->snapshot_trailing,
+        .fsm = s->raft_fsm, .on_init = fsm_on_init, .on_init_arg = s->fsm,
+    };
+    rv = tr_raft_open(loop, &ro, &s->raft, err);
+    if (rv != TR_OK) {
+        tr_err_wrap(err, "state");
+        goto err_after_store;
+    }
+
+    struct tr_spawn_opts so = { .behavior = &service_behavior, .arg = s, .sched = TR_SCHED_SELF,
+                                .mailbox_cap = 1u << 20 };
+    rv = tr_spawn(s->rt, &so, &s->actor);
+    if (rv != TR_OK) {
+        tr_err_set(err, rv, "state: spawn service actor: %s", tr_strerror(rv));
+        /* raft still references the FSM: close it first, then the rest,
+         * asynchronously on this loop (raft_closed frees s). */
+        s->closing = 1;
+        tr_raft_close(s->raft, raft_closed, s);
+        return rv;
+    }
+    *out = s;
+    return TR_OK;
+
+err_after_store:
+    tr_fsm_free(s->fsm);
+    tr_store_close(s->store);
+err_after_alloc:
+    tr_fb_builder_free(&s->b);
+    tr_free(s);
+    return err->code;
+}
+
+static void raft_closed(void *arg)
+{
+    struct tr_state *s = arg;
+    /* raft has failed or finished every entry: they are on the done list. */
+    while (s->done_head != NULL) {
+        struct entry *e = s->done_head;
+        s->done_head = e->next;
+        if (e->cb != NULL) {
+            e->reply.status = TR_ECLOSED;
+            e->cb(e->ud, &e->reply);
+        }
+        entry_free(e);
+    }
+    while (s->q_len > 0)
+        tr_msg_free(queue_pop(s));
+    tr_free(s->queue);
+    tr_fsm_free(s->fsm);
+    tr_store_close(s->store);
+    tr_fb_builder_free(&s->b);
+    void (*cb)(void *) = s->close_cb;
+    void *cb_arg = s->close_arg;
+    tr_free(s);
+    if (cb != NULL)
+        cb(cb_arg);
+}
+
+void tr_state_close(struct tr_state *s, void (*cb)(void *arg), void *arg)
+{
+    if (s->closing)
+        return;
+    s->closing = 1;
+    s->close_cb = cb;
+    s->close_arg = arg;
+    tr_raft_close(s->raft, raft_closed, s);
+}
+
+tr_actor_id tr_state_actor(struct tr_state *s) { return s->actor; }
+struct tr_store *tr_state_store(struct tr_state *s) { return s->store; }
+struct tr_raft *tr_state_raft(struct tr_state *s) { return s->raft; }
+int tr_state_ready(struct tr_state *s) { return s->ready; }
+
+void tr_state_set_listener(struct tr_state *s, tr_actor_id listener)
+{
+    s->listener = listener;
+    tr_fsm_set_listener(s->fsm, listener);
+}
+
+void tr_state_stats(struct tr_state *s, struct tr_state_stats *out)
+{
+    *out = s->stats;
+}
