@@ -1,0 +1,616 @@
+/* The run actor: the thin shell around the agent loop's pure core (run.h).
+ *
+ * Happy path. init reads the run record and folds the whole journal from the
+ * local store; a kick message starts the pump. The pump asks the core for
+ * the next action and carries it out until the core says WAIT or EXIT:
+ * appends go to the state service (pipelined), llm and tool calls to this
+ * scheduler's llm and tool actors, deadlines become timers. Every reply,
+ * note and timer folds what it brings into the core's inputs and pumps
+ * again.
+ *
+ * Failure modes.
+ *  - Verdict TR_FSM_STALE_EPOCH: another node owns the run now. Stop at once
+ *    and touch nothing (exit reason 1).
+ *  - TR_FSM_TERMINAL, a run.cancelled / run-ended note: stop (reason 0).
+ *  - TR_FSM_BAD_SEQ, or a note that the FSM journaled something (approval
+ *    decided): refold the store's journal once no append is in flight, keep
+ *    the replies that are not journaled yet, continue.
+ *  - Transport errors (TR_ENOTLEADER, TR_ECLOSED, TR_ETIMEDOUT, a request
+ *    timeout): the append may or may not have been applied. Wait a little,
+ *    refold, continue: a re-emitted event that was in fact applied gets
+ *    BAD_SEQ and one more refold.
+ *  - The actor crashes: its supervisor (restart ON_FAILURE) re-runs init,
+ *    which is replay.
+ * A run waiting only for a human decision passivates; its deadline timer or
+ * the manager's next note re-creates it by replay.
+ */
+#include <inttypes.h>
+#include <string.h>
+
+#include "actors/run.h"
+#include "raft/raft.h"
+#include "schemas/journal_generated.h"
+#include "schemas/state_generated.h"
+#include "storage/storage.h"
+
+#define APPEND_TIMEOUT_MS 15000
+#define PROPOSE_TIMEOUT_MS 15000
+#define BACKOFF_MS 200
+#define MAX_TIMERS 40
+#define MAX_APPENDS TR_RUN_MAX_APPENDS_INFLIGHT
+#define PUMP_LIMIT 4096
+
+struct pending_append {
+    uint64_t corr;
+    uint64_t seq;
+};
+
+struct tool_entry {
+    char *name;
+    uint32_t version;
+    char *schema_text;
+    struct tr_schema *schema;
+    char schema_error[200];
+    void *buf;                  /* the registry value the view points into */
+    struct tr_run_tool view;
+};
+
+struct run_actor {
+    const struct tr_node_env *env;
+    uint64_t run_id;
+    struct tr_run_state s;
+    struct tr_run_vol v;
+    struct tr_run_env renv;
+    struct pending_append appends[MAX_APPENDS];
+    uint64_t llm_corr;
+    uint32_t llm_step;
+    uint64_t tool_corr[TR_RUN_MAX_CALLS];
+    uint32_t tool_step;
+    uint64_t propose_corr[TR_RUN_MAX_CALLS];
+    uint64_t timers[MAX_TIMERS];  /* 0: free slot */
+    int64_t resync_at_us;
+    bool refold_wanted;
+    bool stopping;
+    bool passivating;
+    struct tool_entry *tools;
+    uint32_t n_tools;
+};
+
+/* ---- registry and blobs ---------------------------------------------------- */
+
+static struct tool_entry *tool_entry_for(struct run_actor *r, const char *name, uint32_t version)
+{
+    for (uint32_t i = 0; i < r->n_tools; i++)
+        if (strcmp(r->tools[i].name, name) == 0 && r->tools[i].version == version)
+            return &r->tools[i];
+    r->tools = tr_realloc(r->tools, (r->n_tools + 1) * sizeof *r->tools);
+    struct tool_entry *e = &r->tools[r->n_tools++];
+    memset(e, 0, sizeof *e);
+    e->name = tr_strdup(name);
+    e->version = version;
+    return e;
+}
+
+static const struct tr_run_tool *registry_lookup(void *ud, const char *name, uint32_t version)
+{
+    struct run_actor *r = ud;
+    void *val = NULL;
+    size_t vlen = 0;
+    const struct troupe_state_ToolVersions *tv;
+    const struct troupe_cmd_Tool *t = NULL;
+    struct tool_entry *e;
+
+    if (tr_store_get(r->env->store, NULL, TR_CF_TOOLS, name, strlen(name), &val, &vlen, NULL) != 0)
+        return NULL;
+    tv = troupe_state_ToolVersions_verify_as_root_opts(val, vlen, "TRT1", &tr_fb_default_limits, NULL);
+    if (!tv)
+        tv = troupe_state_ToolVersions_verify_as_root_opts(val, vlen, NULL, &tr_fb_default_limits, NULL);
+    uint32_t n = tv ? troupe_state_ToolVersions_versions_len(tv) : 0;
+    for (uint32_t i = n; i-- > 0;) {
+        const struct troupe_cmd_Tool *c = troupe_state_ToolVersions_versions_at(tv, i);
+        if (version == 0 || troupe_cmd_Tool_version(c) == version) {
+            t = c;
+            break;
+        }
+    }
+    if (!t) {
+        tr_free(val);
+        return NULL;
+    }
+    e = tool_entry_for(r, name, troupe_cmd_Tool_version(t));
+    tr_free(e->buf);
+    e->buf = val;
+    struct tr_fb_str schema = troupe_cmd_Tool_input_schema(t);
+    if (schema.ptr && (!e->schema_text || strcmp(e->schema_text, schema.ptr) != 0)) {
+        struct tr_err err;
+        json_t *j = json_loads(schema.ptr, 0, NULL);
+
+        tr_schema_free(e->schema);
+        e->schema = NULL;
+        tr_free(e->schema_text);
+        e->schema_text = tr_strdup(schema.ptr);
+        e->schema_error[0] = '\0';
+        if (!j)
+            snprintf(e->schema_error, sizeof e->schema_error, "the schema is not JSON");
+        else if (tr_schema_compile(j, &e->schema, &err) != 0)
+            snprintf(e->schema_error, sizeof e->schema_error, "%.190s", err.msg);
+        json_decref(j);
+    }
+    e->view = (struct tr_run_tool){
+        .name = troupe_cmd_Tool_name(t).ptr,
+        .version = troupe_cmd_Tool_version(t),
+        .description = troupe_cmd_Tool_description(t).ptr,
+        .input_schema = schema.ptr,
+        .schema = schema.ptr ? e->schema : NULL,
+        .schema_error = e->schema_error[0] ? e->schema_error : NULL,
+        .risk = (uint8_t)troupe_cmd_Tool_risk(t),
+        .kind = (uint8_t)troupe_cmd_Tool_kind(t),
+        .config = troupe_cmd_Tool_config(t).ptr,
+        .timeout_ms = troupe_cmd_Tool_timeout_ms(t),
+        .enabled = troupe_cmd_Tool_enabled(t),
+    };
+    return &e->view;
+}
+
+static int blob_lookup(void *ud, const unsigned char digest[TR_RUN_DIGEST], void **data, size_t *len)
+{
+    struct run_actor *r = ud;
+    return tr_blob_get(r->env->store, NULL, digest, data, len, NULL);
+}
+
+static void tools_free(struct run_actor *r)
+{
+    for (uint32_t i = 0; i < r->n_tools; i++) {
+        tr_free(r->tools[i].name);
+        tr_free(r->tools[i].schema_text);
+        tr_schema_free(r->tools[i].schema);
+        tr_free(r->tools[i].buf);
+    }
+    tr_free(r->tools);
+    r->tools = NULL;
+    r->n_tools = 0;
+}
+
+/* ---- loading ---------------------------------------------------------------- */
+
+/* Read the record and fold the journal into a fresh state. Returns the exit
+ * reason when there is nothing to run (-1: run it). */
+static int load(struct run_actor *r)
+{
+    unsigned char key[8];
+    void *val = NULL;
+    size_t vlen = 0;
+    struct tr_err err;
+    struct tr_journal_iter *it = NULL;
+    const struct troupe_state_Run *rec;
+    int rv;
+
+    for (int i = 0; i < 8; i++)
+        key[i] = (unsigned char)(r->run_id >> (56 - 8 * i));
+    if (tr_store_get(r->env->store, NULL, TR_CF_RUNS, key, sizeof key, &val, &vlen, &err) != 0) {
+        tr_log(TR_LOG_WARN, "run %016" PRIx64 ": no run record", r->run_id);
+        return 3;
+    }
+    rec = troupe_state_Run_verify_as_root_opts(val, vlen, NULL, &tr_fb_default_limits, NULL);
+    if (!rec) {
+        tr_log(TR_LOG_ERROR, "run %016" PRIx64 ": run record does not verify", r->run_id);
+        tr_free(val);
+        return 3;
+    }
+    uint64_t owner = troupe_state_Run_owner_node(rec), epoch = troupe_state_Run_epoch(rec);
+    int status = troupe_state_Run_status(rec);
+    tr_free(val);
+    if (owner != r->env->node_id)
+        return 1;
+    if (status == troupe_journal_RunStatus_Succeeded || status == troupe_journal_RunStatus_Failed ||
+        status == troupe_journal_RunStatus_Cancelled)
+        return 0;
+
+    tr_run_state_free(&r->s);
+    tr_run_state_init(&r->s, r->run_id, epoch);
+    if ((rv = tr_journal_iter_open(r->env->store, NULL, r->run_id, 1, &it, &err)) != 0) {
+        tr_log(TR_LOG_ERROR, "run %s: journal: %s", r->s.run_text, err.msg);
+        return 3;
+    }
+    for (;;) {
+        uint64_t seq;
+        const void *ev;
+        size_t len;
+
+        rv = tr_journal_iter_next(it, &seq, &ev, &len, &err);
+        if (rv <= 0)
+            break;
+        if (tr_run_fold(&r->s, ev, len) != 0)
+            break;
+    }
+    tr_journal_iter_close(it);
+    if (rv < 0) {
+        tr_log(TR_LOG_ERROR, "run %s: journal: %s", r->s.run_text, err.msg);
+        return 3;
+    }
+    if (r->s.fold_error[0]) {
+        tr_log(TR_LOG_ERROR, "%s", r->s.fold_error);
+        return 3;
+    }
+    if (epoch > r->s.epoch)
+        r->s.epoch = epoch;
+    r->v.acked_seq = r->s.next_seq - 1;
+    return -1;
+}
+
+/* ---- timers ----------------------------------------------------------------- */
+
+static void arm(struct tr_ctx *ctx, struct run_actor *r, uint32_t kind, uint32_t step, uint32_t idx, uint64_t ms)
+{
+    struct tr_run_timer t = { .kind = kind, .step = step, .call_index = idx };
+    int slot = -1;
+
+    for (int i = 0; i < MAX_TIMERS && slot < 0; i++)
+        if (!r->timers[i])
+            slot = i;
+    if (slot < 0) /* full: the timer still runs; fini just cannot cancel the one in slot 0 */
+        slot = 0;
+    t.reserved_ = (uint32_t)slot + 1;
+    struct tr_msg *m = tr_msg_make(TR_MSG_RUN_TIMER, &t, sizeof t);
+    if (tr_timer_start(ctx, ms, m, &r->timers[slot]) != 0) {
+        tr_msg_free(m);
+        r->timers[slot] = 0;
+    }
+}
+
+static void timers_cancel(struct tr_ctx *ctx, struct run_actor *r)
+{
+    for (int i = 0; i < MAX_TIMERS; i++) {
+        if (r->timers[i])
+            tr_timer_cancel(ctx, r->timers[i]);
+        r->timers[i] = 0;
+    }
+}
+
+/* ---- exit ------------------------------------------------------------------- */
+
+static void run_exit(struct tr_ctx *ctx, struct run_actor *r, int reason)
+{
+    struct tr_run_exit ex = { .run_id = r->run_id, .reason = reason };
+
+    if (r->stopping)
+        return;
+    r->stopping = true;
+    if (reason == 1)
+        tr_log(TR_LOG_WARN, "run %s: fenced (epoch %" PRIu64 " is stale); stopping", r->s.run_text, r->s.epoch);
+    if (r->env->manager_actor)
+        tr_tell(ctx, r->env->manager_actor, TR_MSG_RUN_EXITED, &ex, sizeof ex);
+    tr_stop(ctx, tr_self(ctx));
+}
+
+/* ---- the pump --------------------------------------------------------------- */
+
+static void want_refold(struct tr_ctx *ctx, struct run_actor *r, uint64_t delay_ms)
+{
+    r->refold_wanted = true;
+    r->v.resync = true;
+    r->resync_at_us = (int64_t)tr_wall_us(ctx) + (int64_t)delay_ms * 1000;
+    if (delay_ms)
+        arm(ctx, r, TR_RUN_TIMER_KICK, 0, 0, delay_ms);
+}
+
+static int send_append(struct tr_ctx *ctx, struct run_actor *r, const struct tr_run_action *a)
+{
+    struct tr_msg *m = tr_msg_new(TR_MSG_STATE_APPEND, (uint32_t)(sizeof(struct tr_append_msg) + a->len + a->blob_len));
+    struct tr_append_msg *am = (struct tr_append_msg *)m->data;
+    uint64_t corr = 0;
+    int slot = -1, rv;
+
+    for (int i = 0; i < MAX_APPENDS && slot < 0; i++)
+        if (!r->appends[i].corr)
+            slot = i;
+    am->run_id = r->run_id;
+    am->epoch = r->s.epoch;
+    am->seq = r->s.next_seq;
+    am->len = (uint32_t)a->len;
+    am->blob_len = (uint32_t)a->blob_len;
+    memcpy(am->event, a->buf, a->len);
+    if (a->blob_len)
+        memcpy(am->event + a->len, a->blob, a->blob_len);
+    if (slot < 0 || (rv = tr_request(ctx, r->env->state_actor, m, APPEND_TIMEOUT_MS, &corr)) != 0) {
+        tr_msg_free(m);
+        return slot < 0 ? TR_EFULL : rv;
+    }
+    r->appends[slot].corr = corr;
+    r->appends[slot].seq = r->s.next_seq;
+    return TR_OK;
+}
+
+static int send_call(struct tr_ctx *ctx, const tr_actor_id *actors, uint32_t type, const struct tr_run_action *a,
+                     uint64_t *corr)
+{
+    int sched = tr_ctx_sched(ctx);
+    struct tr_msg *m;
+    int rv;
+
+    if (!actors || !actors[sched])
+        return TR_ENOACTOR;
+    m = tr_msg_make(type, a->json, (uint32_t)a->json_len);
+    if ((rv = tr_request(ctx, actors[sched], m, a->timeout_ms, corr)) != 0)
+        tr_msg_free(m);
+    return rv;
+}
+
+static void pump(struct tr_ctx *ctx, struct run_actor *r)
+{
+    struct tr_run_action a;
+
+    if (r->stopping || r->passivating)
+        return;
+    if (r->refold_wanted && !r->v.appends_inflight && (int64_t)tr_wall_us(ctx) >= r->resync_at_us) {
+        int why = load(r);
+        r->refold_wanted = false;
+        r->v.resync = false;
+        if (why >= 0) {
+            run_exit(ctx, r, why);
+            return;
+        }
+    }
+    for (int n = 0; n < PUMP_LIMIT; n++) {
+        int rv = TR_OK;
+
+        tr_run_decide(&r->s, &r->v, &r->renv, (int64_t)tr_wall_us(ctx), &a);
+        switch (a.kind) {
+        case TR_RUN_WAIT:
+            if (a.idle && r->env->manager_actor) {
+                struct tr_run_exit ex = { .run_id = r->run_id, .reason = 2 };
+                if (tr_passivate(ctx) == 0) {
+                    r->passivating = true;
+                    tr_tell(ctx, r->env->manager_actor, TR_MSG_RUN_EXITED, &ex, sizeof ex);
+                }
+            }
+            tr_run_action_free(&a);
+            return;
+        case TR_RUN_EXIT:
+            if (a.exit_reason == 3)
+                tr_log(TR_LOG_ERROR, "run %s: cannot continue: %s", r->s.run_text,
+                       r->s.fold_error[0] ? r->s.fold_error : "no run.created");
+            run_exit(ctx, r, a.exit_reason);
+            tr_run_action_free(&a);
+            return;
+        case TR_RUN_APPEND:
+            rv = send_append(ctx, r, &a);
+            break;
+        case TR_RUN_CALL_LLM:
+            rv = send_call(ctx, r->env->llm_actors, TR_MSG_LLM_CALL, &a, &r->llm_corr);
+            r->llm_step = a.step;
+            break;
+        case TR_RUN_CALL_TOOL:
+            rv = send_call(ctx, r->env->tool_actors, TR_MSG_TOOL_CALL, &a, &r->tool_corr[a.call_index]);
+            r->tool_step = a.step;
+            break;
+        case TR_RUN_ARM_DEADLINE: {
+            int64_t now = (int64_t)tr_wall_us(ctx);
+            uint64_t ms = a.at_us > now ? (uint64_t)(a.at_us - now + 999) / 1000 : 0;
+            arm(ctx, r, TR_RUN_TIMER_DEADLINE, a.step, a.call_index, ms + 1);
+            break;
+        }
+        case TR_RUN_PROPOSE_EXPIRE: {
+            struct tr_msg *m = tr_msg_make(TR_MSG_STATE_PROPOSE, a.buf, (uint32_t)a.len);
+            if ((rv = tr_request(ctx, r->env->state_actor, m, PROPOSE_TIMEOUT_MS, &r->propose_corr[a.call_index])))
+                tr_msg_free(m);
+            break;
+        }
+        }
+        if (rv != TR_OK) {
+            /* Not started: nothing to undo; try again a little later. */
+            tr_log(TR_LOG_DEBUG, "run %s: action %d not sent: %s", r->s.run_text, a.kind, tr_strerror(rv));
+            arm(ctx, r, TR_RUN_TIMER_KICK, 0, 0, BACKOFF_MS);
+            tr_run_action_free(&a);
+            return;
+        }
+        tr_run_performed(&r->s, &r->v, &a);
+        tr_run_action_free(&a);
+    }
+    arm(ctx, r, TR_RUN_TIMER_KICK, 0, 0, 1);
+}
+
+/* ---- messages --------------------------------------------------------------- */
+
+static void on_append_reply(struct tr_ctx *ctx, struct run_actor *r, int slot, const struct tr_state_reply *rep)
+{
+    uint64_t seq = r->appends[slot].seq;
+
+    r->appends[slot].corr = 0;
+    r->v.appends_inflight--;
+    if (!rep || rep->status != TR_OK) {
+        tr_log(TR_LOG_DEBUG, "run %s: append %" PRIu64 ": %s", r->s.run_text, seq,
+               rep ? tr_strerror(rep->status) : "timed out");
+        want_refold(ctx, r, BACKOFF_MS);
+        return;
+    }
+    switch (rep->verdict) {
+    case TR_FSM_OK:
+        if (seq > r->v.acked_seq)
+            r->v.acked_seq = seq;
+        break;
+    case TR_FSM_BAD_SEQ:
+        want_refold(ctx, r, 0);
+        break;
+    case TR_FSM_STALE_EPOCH:
+        run_exit(ctx, r, 1);
+        break;
+    case TR_FSM_TERMINAL:
+        run_exit(ctx, r, 0);
+        break;
+    default:
+        tr_log(TR_LOG_ERROR, "run %s: append %" PRIu64 " refused: %s", r->s.run_text, seq,
+               tr_fsm_verdict_name(rep->verdict));
+        run_exit(ctx, r, 3);
+        break;
+    }
+}
+
+static bool on_reply(struct tr_ctx *ctx, struct run_actor *r, struct tr_msg *msg, bool timeout)
+{
+    const struct tr_state_reply *rep = NULL;
+
+    if (!timeout && msg->type == TR_MSG_STATE_REPLY && msg->len >= sizeof *rep)
+        rep = (const struct tr_state_reply *)msg->data;
+    for (int i = 0; i < MAX_APPENDS; i++) {
+        if (r->appends[i].corr == msg->corr) {
+            on_append_reply(ctx, r, i, rep);
+            return true;
+        }
+    }
+    for (int i = 0; i < TR_RUN_MAX_CALLS; i++) {
+        if (r->propose_corr[i] && r->propose_corr[i] == msg->corr) {
+            /* The outcome comes as an approval.decided note; on a transport
+             * error, allow another proposal after a pause. */
+            r->propose_corr[i] = 0;
+            if (!rep || rep->status != TR_OK) {
+                r->v.calls[i].expire_proposed = false;
+                arm(ctx, r, TR_RUN_TIMER_KICK, 0, 0, BACKOFF_MS);
+            } else {
+                want_refold(ctx, r, 0);
+            }
+            return true;
+        }
+    }
+    if (r->llm_corr && msg->corr == r->llm_corr) {
+        struct tr_run_llm_result *res = tr_calloc(1, sizeof *res);
+
+        r->llm_corr = 0;
+        if (timeout) {
+            res->error_code = tr_strdup("timeout");
+            res->error_message = tr_strdup("no answer from the llm actor");
+            res->retryable = true;
+        } else {
+            tr_run_llm_result_parse((const char *)msg->data, msg->len, res);
+        }
+        if (r->llm_step == r->v.step && r->v.llm_inflight) {
+            r->v.llm_inflight = false;
+            if (r->v.llm) {
+                tr_run_llm_result_free(r->v.llm);
+                tr_free(r->v.llm);
+            }
+            r->v.llm = res;
+            if (!res->ok && res->retryable) {
+                uint64_t ms = res->retry_after_ms;
+                ms = ms < TR_RUN_RETRY_FLOOR_MS ? TR_RUN_RETRY_FLOOR_MS : ms > TR_RUN_RETRY_CAP_MS ? TR_RUN_RETRY_CAP_MS : ms;
+                r->v.retry_at_us = (int64_t)tr_wall_us(ctx) + (int64_t)ms * 1000;
+                arm(ctx, r, TR_RUN_TIMER_RETRY, r->v.step, 0, ms);
+            }
+        } else {
+            tr_run_llm_result_free(res);
+            tr_free(res);
+        }
+        return true;
+    }
+    for (int i = 0; i < TR_RUN_MAX_CALLS; i++) {
+        if (r->tool_corr[i] && r->tool_corr[i] == msg->corr) {
+            struct tr_run_tool_result *res = tr_calloc(1, sizeof *res);
+
+            r->tool_corr[i] = 0;
+            if (timeout) {
+                res->is_error = true;
+                res->error = tr_strdup("the tool call timed out; it may or may not have taken effect");
+            } else {
+                tr_run_tool_result_parse((const char *)msg->data, msg->len, res);
+            }
+            if (r->tool_step == r->v.step && r->v.calls[i].inflight && !r->v.calls[i].res) {
+                r->v.calls[i].inflight = false;
+                r->v.calls[i].res = res;
+            } else {
+                tr_run_tool_result_free(res);
+                tr_free(res);
+            }
+            return true;
+        }
+    }
+    return false;
+}
+
+static void on_note(struct tr_ctx *ctx, struct run_actor *r, const struct tr_state_note *n)
+{
+    if (n->kind == TR_NOTE_RUN_ENDED ||
+        (n->kind == TR_NOTE_RUN_EVENT && n->event_type == troupe_journal_Data_RunCancelled)) {
+        run_exit(ctx, r, 0);
+        return;
+    }
+    if (n->kind == TR_NOTE_RUN_ASSIGNED && n->owner != r->env->node_id) {
+        run_exit(ctx, r, 1);
+        return;
+    }
+    /* An approval decided, or the run (re)assigned to us under a new epoch:
+     * the refold reads the record's epoch and the journal again. */
+    want_refold(ctx, r, 0);
+}
+
+static int run_init(struct tr_ctx *ctx, void *state, void *arg)
+{
+    struct run_actor *r = state;
+    const struct tr_run_arg *a = arg;
+    struct tr_run_timer kick = { .kind = TR_RUN_TIMER_KICK };
+    int why;
+
+    r->env = a->env;
+    r->run_id = a->run_id;
+    tr_run_state_init(&r->s, a->run_id, 1);
+    r->renv = (struct tr_run_env){
+        .context_tokens = r->env->context_tokens,
+        .approval_timeout_ms = r->env->approval_timeout_ms,
+        .llm_timeout_ms = r->env->llm_timeout_ms,
+        .tool_lookup = registry_lookup,
+        .tool_ud = r,
+        .blob_get = blob_lookup,
+        .blob_ud = r,
+    };
+    why = load(r);
+    if (why >= 0) {
+        run_exit(ctx, r, why);
+        return 0;
+    }
+    if (r->s.timeout_s && !r->s.terminal) {
+        int64_t end = r->s.created_us + (int64_t)r->s.timeout_s * 1000000, now = (int64_t)tr_wall_us(ctx);
+        arm(ctx, r, TR_RUN_TIMER_WALL, 0, 0, end > now ? (uint64_t)(end - now) / 1000 + 1 : 0);
+    }
+    tr_tell(ctx, tr_self(ctx), TR_MSG_RUN_TIMER, &kick, sizeof kick);
+    return 0;
+}
+
+static int run_receive(struct tr_ctx *ctx, void *state, struct tr_msg *msg)
+{
+    struct run_actor *r = state;
+
+    if (r->stopping)
+        return 0;
+    if (msg->type == TR_MSG_TIMEOUT) {
+        on_reply(ctx, r, msg, true);
+    } else if (msg->flags & TR_MSGF_REPLY) {
+        on_reply(ctx, r, msg, false);
+    } else if (msg->type == TR_MSG_RUN_NOTE && msg->len >= sizeof(struct tr_state_note)) {
+        on_note(ctx, r, (const struct tr_state_note *)msg->data);
+    } else if (msg->type == TR_MSG_RUN_TIMER && msg->len >= sizeof(struct tr_run_timer)) {
+        const struct tr_run_timer *t = (const struct tr_run_timer *)msg->data;
+        if (t->reserved_ >= 1 && t->reserved_ <= MAX_TIMERS)
+            r->timers[t->reserved_ - 1] = 0;
+    }
+    pump(ctx, r);
+    return 0;
+}
+
+static void run_fini(struct tr_ctx *ctx, void *state, enum tr_stop_reason why)
+{
+    struct run_actor *r = state;
+
+    /* A passivated run keeps its timers: a deadline re-creates it. */
+    if (why != TR_STOP_PASSIVATE)
+        timers_cancel(ctx, r);
+    tr_run_state_free(&r->s);
+    tr_run_vol_free(&r->v);
+    tools_free(r);
+}
+
+const struct tr_behavior tr_run_behavior = {
+    .name = "run",
+    .state_size = sizeof(struct run_actor),
+    .init = run_init,
+    .receive = run_receive,
+    .fini = run_fini,
+};

@@ -1,0 +1,410 @@
+/* Tools as the run sees them: builtins, validation of a call against the
+ * registry and its JSON Schema, the tool definitions offered to the model,
+ * idempotency keys, and parsing of llm/tool replies. Pure functions of
+ * their inputs (the registry comes through env->tool_lookup). */
+#include <stdio.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "actors/run.h"
+#include "schemas/command_generated.h"
+#include "schemas/journal_generated.h"
+
+static const struct {
+    const char *name;
+    int id;
+    const char *description;
+    const char *schema;
+} builtins[] = {
+    { "finish", TR_RUN_BUILTIN_FINISH,
+      "Finish the run and give the final answer to the user.",
+      "{\"type\":\"object\",\"properties\":{\"answer\":{\"type\":\"string\",\"description\":"
+      "\"The final answer.\"}},\"required\":[\"answer\"]}" },
+    { "scratchpad_write", TR_RUN_BUILTIN_SCRATCH_WRITE,
+      "Remember a value under a key for the rest of this run (overwrites).",
+      "{\"type\":\"object\",\"properties\":{\"key\":{\"type\":\"string\"},\"value\":{\"type\":"
+      "\"string\"}},\"required\":[\"key\",\"value\"]}" },
+    { "scratchpad_read", TR_RUN_BUILTIN_SCRATCH_READ,
+      "Read a value written earlier in this run with scratchpad_write.",
+      "{\"type\":\"object\",\"properties\":{\"key\":{\"type\":\"string\"}},\"required\":[\"key\"]}" },
+    { "current_time", TR_RUN_BUILTIN_TIME, "The current date and time (UTC).",
+      "{\"type\":\"object\",\"properties\":{}}" },
+};
+
+int tr_run_builtin(const char *name)
+{
+    if (!name)
+        return TR_RUN_BUILTIN_NONE;
+    for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++)
+        if (strcmp(builtins[i].name, name) == 0)
+            return builtins[i].id;
+    return TR_RUN_BUILTIN_NONE;
+}
+
+void tr_run_hex(const unsigned char *p, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[p[i] >> 4];
+        out[2 * i + 1] = hex[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static void put_be64(unsigned char *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (unsigned char)v;
+}
+
+static void keyed_hash(const char *tag, const char *run_text, uint32_t step, uint32_t idx,
+                       unsigned char out[TR_RUN_DIGEST])
+{
+    crypto_generichash_state h;
+    unsigned char zero = 0, be[16];
+
+    put_be64(be, step);
+    put_be64(be + 8, idx);
+    crypto_generichash_init(&h, NULL, 0, TR_RUN_DIGEST);
+    if (tag)
+        crypto_generichash_update(&h, (const unsigned char *)tag, strlen(tag) + 1);
+    crypto_generichash_update(&h, (const unsigned char *)run_text, strlen(run_text));
+    crypto_generichash_update(&h, &zero, 1);
+    crypto_generichash_update(&h, be, sizeof be);
+    crypto_generichash_final(&h, out, TR_RUN_DIGEST);
+}
+
+void tr_run_idem_key(const char *run_text, uint32_t step, uint32_t call_index, unsigned char out[TR_RUN_DIGEST])
+{
+    keyed_hash(NULL, run_text, step, call_index, out);
+}
+
+void tr_run_approval_id(const char *run_text, uint32_t step, uint32_t call_index, char out[TR_RUN_APPROVAL_ID])
+{
+    unsigned char d[TR_RUN_DIGEST];
+
+    keyed_hash("approval", run_text, step, call_index, d);
+    memcpy(out, "apr_", 4);
+    tr_run_hex(d, 16, out + 4);
+}
+
+static bool agent_allows(const struct tr_run_state *s, const char *name)
+{
+    for (uint32_t i = 0; i < s->n_tools; i++)
+        if (s->tools[i] && strcmp(s->tools[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* Arguments as a JSON object; "" counts as {} (models send it for tools
+ * without parameters). NULL and a message in buf when they are not. */
+static json_t *parse_args(const char *args, char *buf, size_t cap)
+{
+    json_error_t jerr;
+    json_t *v;
+
+    if (!args || !args[0])
+        return json_object();
+    v = json_loads(args, JSON_DECODE_ANY, &jerr);
+    if (!v) {
+        snprintf(buf, cap, "arguments are not valid JSON: %s (at byte %d)", jerr.text, jerr.position);
+        return NULL;
+    }
+    if (!json_is_object(v)) {
+        snprintf(buf, cap, "arguments must be a JSON object");
+        json_decref(v);
+        return NULL;
+    }
+    return v;
+}
+
+static const char *validate_builtin(const struct tr_run_state *s, int id, json_t *a, char *buf, size_t cap)
+{
+    const char *key = json_string_value(json_object_get(a, "key"));
+    const char *value = json_string_value(json_object_get(a, "value"));
+
+    switch (id) {
+    case TR_RUN_BUILTIN_FINISH:
+        if (!json_is_string(json_object_get(a, "answer")) && !json_is_string(json_object_get(a, "output")))
+            return "finish needs a string \"answer\"";
+        return NULL;
+    case TR_RUN_BUILTIN_SCRATCH_WRITE:
+        if (!key || !value)
+            return "scratchpad_write needs string \"key\" and \"value\"";
+        if (!key[0] || strlen(key) > TR_RUN_SCRATCH_KEY_MAX)
+            return "scratchpad key must be 1 to 256 bytes";
+        if (strlen(value) > TR_RUN_SCRATCH_VALUE_MAX)
+            return "scratchpad value over 16 KiB";
+        if (!tr_run_scratch_get(s, key) && s->n_scratch >= TR_RUN_SCRATCH_KEYS) {
+            snprintf(buf, cap, "the scratchpad is full (%d keys)", TR_RUN_SCRATCH_KEYS);
+            return buf;
+        }
+        return NULL;
+    case TR_RUN_BUILTIN_SCRATCH_READ:
+        return key ? NULL : "scratchpad_read needs a string \"key\"";
+    default:
+        return NULL;
+    }
+}
+
+const char *tr_run_validate_call(const struct tr_run_state *s, const struct tr_run_env *env,
+                                 const struct tr_run_call *c, const struct tr_run_tool **tool,
+                                 char *buf, size_t cap)
+{
+    int b = tr_run_builtin(c->name);
+    const char *why = NULL;
+    json_t *a;
+
+    *tool = NULL;
+    if (!c->name || !c->name[0])
+        return "the call names no tool";
+    if (!b) {
+        const struct tr_run_tool *t = NULL;
+
+        if (agent_allows(s, c->name) && env->tool_lookup)
+            t = env->tool_lookup(env->tool_ud, c->name, c->start_seq ? c->version : 0);
+        if (!t || t->kind == troupe_cmd_ToolKind_Builtin) {
+            snprintf(buf, cap, "unknown tool \"%.100s\": use one of the tools offered", c->name);
+            return buf;
+        }
+        if (!t->enabled) {
+            snprintf(buf, cap, "tool \"%.100s\" is disabled by an operator", c->name);
+            return buf;
+        }
+        if (t->input_schema && !t->schema) {
+            snprintf(buf, cap, "tool \"%.100s\" has an unusable schema: %.200s", c->name,
+                     t->schema_error ? t->schema_error : "does not compile");
+            return buf;
+        }
+        *tool = t;
+    }
+    if (!(a = parse_args(c->args, buf, cap)))
+        return buf;
+    if (b) {
+        why = validate_builtin(s, b, a, buf, cap);
+    } else if ((*tool)->schema) {
+        struct tr_schema_errors errs;
+
+        if (tr_schema_validate((*tool)->schema, a, &errs) != 0) {
+            int n = snprintf(buf, cap, "arguments do not match the schema of \"%.100s\":\n", c->name);
+            if (n > 0 && (size_t)n < cap)
+                tr_schema_errors_format(&errs, buf + n, cap - (size_t)n);
+            why = buf;
+        }
+    }
+    json_decref(a);
+    if (why)
+        *tool = NULL;
+    return why;
+}
+
+static json_t *function_def(const char *name, const char *description, const char *schema)
+{
+    json_t *params = schema ? json_loads(schema, 0, NULL) : NULL;
+    json_t *fn = json_object();
+    json_t *def = json_object();
+
+    if (!json_is_object(params)) {
+        json_decref(params);
+        params = json_pack("{s:s}", "type", "object");
+    }
+    json_object_set_new(fn, "name", json_string(name));
+    if (description)
+        json_object_set_new(fn, "description", json_string(description));
+    json_object_set_new(fn, "parameters", params);
+    json_object_set_new(def, "type", json_string("function"));
+    json_object_set_new(def, "function", fn);
+    return def;
+}
+
+json_t *tr_run_tool_defs(const struct tr_run_state *s, const struct tr_run_env *env)
+{
+    json_t *defs = json_array();
+
+    for (uint32_t i = 0; i < s->n_tools; i++) {
+        const char *name = s->tools[i];
+        const struct tr_run_tool *t;
+        bool dup = false;
+
+        if (!name || tr_run_builtin(name) || !env->tool_lookup)
+            continue;
+        for (uint32_t j = 0; j < i; j++)
+            dup = dup || (s->tools[j] && strcmp(s->tools[j], name) == 0);
+        if (dup)
+            continue;
+        t = env->tool_lookup(env->tool_ud, name, 0);
+        if (!t || !t->enabled || t->kind == troupe_cmd_ToolKind_Builtin)
+            continue;
+        json_array_append_new(defs, function_def(t->name, t->description, t->input_schema));
+    }
+    for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++)
+        json_array_append_new(defs, function_def(builtins[i].name, builtins[i].description, builtins[i].schema));
+    return defs;
+}
+
+/* ---- replies -------------------------------------------------------------- */
+
+static char *jdup(json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v ? tr_strdup(v) : NULL;
+}
+
+static uint64_t juint(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+}
+
+static uint8_t finish_reason(const char *r)
+{
+    if (!r)
+        return troupe_journal_FinishReason_Unknown;
+    if (strcmp(r, "stop") == 0)
+        return troupe_journal_FinishReason_Stop;
+    if (strcmp(r, "tool_calls") == 0 || strcmp(r, "function_call") == 0)
+        return troupe_journal_FinishReason_ToolCalls;
+    if (strcmp(r, "length") == 0)
+        return troupe_journal_FinishReason_Length;
+    if (strcmp(r, "content_filter") == 0)
+        return troupe_journal_FinishReason_ContentFilter;
+    return troupe_journal_FinishReason_Unknown;
+}
+
+void tr_run_llm_result_parse(const char *json, size_t len, struct tr_run_llm_result *out)
+{
+    json_t *r = json_loadb(json, len, 0, NULL);
+    json_t *calls, *usage, *err;
+
+    memset(out, 0, sizeof *out);
+    if (!json_is_object(r)) {
+        out->error_code = tr_strdup("bad_response");
+        out->error_message = tr_strdup("the llm actor's reply is not a JSON object");
+        out->retryable = true;
+        json_decref(r);
+        return;
+    }
+    out->ok = json_is_true(json_object_get(r, "ok"));
+    if (!out->ok) {
+        err = json_object_get(r, "error");
+        out->error_code = jdup(err, "code");
+        out->error_message = jdup(err, "message");
+        out->retryable = json_is_true(json_object_get(err, "retryable"));
+        out->retry_after_ms = (uint32_t)juint(err, "retry_after_ms");
+        if (!out->error_code)
+            out->error_code = tr_strdup("unavailable");
+        json_decref(r);
+        return;
+    }
+    out->content = jdup(r, "content");
+    out->model = jdup(r, "model");
+    out->request_id = jdup(r, "request_id");
+    out->finish_reason = finish_reason(json_string_value(json_object_get(r, "finish_reason")));
+    usage = json_object_get(r, "usage");
+    out->prompt_tokens = juint(usage, "prompt_tokens");
+    out->completion_tokens = juint(usage, "completion_tokens");
+    out->cost_micro_usd = juint(r, "cost_micro_usd");
+    out->latency_ms = (uint32_t)juint(r, "latency_ms");
+    calls = json_object_get(r, "tool_calls");
+    for (size_t i = 0; i < json_array_size(calls) && out->n_calls < TR_RUN_MAX_CALLS; i++) {
+        json_t *c = json_array_get(calls, i);
+        json_t *a = json_object_get(c, "arguments");
+        uint32_t k = out->n_calls++;
+
+        out->calls[k].id = jdup(c, "id");
+        out->calls[k].name = jdup(c, "name");
+        if (json_is_string(a)) {
+            out->calls[k].arguments = tr_strdup(json_string_value(a));
+        } else if (a) {
+            char *t = json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY);
+            out->calls[k].arguments = tr_strdup(t ? t : "");
+            free(t); /* jansson's allocator */
+        }
+    }
+    json_decref(r);
+}
+
+void tr_run_llm_result_free(struct tr_run_llm_result *r)
+{
+    if (!r)
+        return;
+    tr_free(r->content);
+    for (uint32_t i = 0; i < r->n_calls; i++) {
+        tr_free(r->calls[i].id);
+        tr_free(r->calls[i].name);
+        tr_free(r->calls[i].arguments);
+    }
+    tr_free(r->model);
+    tr_free(r->request_id);
+    tr_free(r->error_code);
+    tr_free(r->error_message);
+    memset(r, 0, sizeof *r);
+}
+
+void tr_run_tool_result_parse(const char *json, size_t len, struct tr_run_tool_result *out)
+{
+    json_t *r = json_loadb(json, len, 0, NULL);
+    json_t *res;
+
+    memset(out, 0, sizeof *out);
+    if (!json_is_object(r)) {
+        out->is_error = true;
+        out->error = tr_strdup("the tool executor sent an unreadable reply");
+        json_decref(r);
+        return;
+    }
+    out->is_error = !json_is_true(json_object_get(r, "ok")) || json_is_true(json_object_get(r, "is_error"));
+    res = json_object_get(r, "result");
+    if (json_is_string(res)) {
+        out->result_len = json_string_length(res);
+        out->result = tr_memdup(json_string_value(res), out->result_len + 1);
+    } else if (res && !json_is_null(res)) {
+        char *t = json_dumps(res, JSON_COMPACT | JSON_ENCODE_ANY);
+        out->result = tr_strdup(t ? t : "");
+        out->result_len = strlen(out->result);
+        free(t);
+    }
+    out->error = jdup(r, "error");
+    if (out->is_error && !out->error)
+        out->error = tr_strdup(out->result && out->result[0] ? out->result : "the tool call failed");
+    out->duration_ms = (uint32_t)juint(r, "duration_ms");
+    json_decref(r);
+}
+
+void tr_run_tool_result_free(struct tr_run_tool_result *r)
+{
+    if (!r)
+        return;
+    tr_free(r->result);
+    tr_free(r->error);
+    memset(r, 0, sizeof *r);
+}
+
+void tr_run_vol_sync(struct tr_run_vol *v, uint32_t step)
+{
+    if (v->step == step)
+        return;
+    v->step = step;
+    if (v->llm) {
+        tr_run_llm_result_free(v->llm);
+        tr_free(v->llm);
+        v->llm = NULL;
+    }
+    v->llm_inflight = false;
+    v->retry_at_us = 0;
+    for (int i = 0; i < TR_RUN_MAX_CALLS; i++) {
+        if (v->calls[i].res) {
+            tr_run_tool_result_free(v->calls[i].res);
+            tr_free(v->calls[i].res);
+        }
+        memset(&v->calls[i], 0, sizeof v->calls[i]);
+    }
+}
+
+void tr_run_vol_free(struct tr_run_vol *v)
+{
+    tr_run_vol_sync(v, UINT32_MAX);
+    memset(v, 0, sizeof *v);
+}

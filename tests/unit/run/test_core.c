@@ -1,0 +1,964 @@
+/* The run core: fold + decide on journals built by the harness (run.h). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "harness.h"
+#include "schemas/command_generated.h"
+#include "schemas/journal_generated.h"
+
+#define J(x) troupe_journal_##x
+
+static const char search_schema[] =
+    "{\"type\":\"object\",\"properties\":{\"q\":{\"type\":\"string\",\"minLength\":1}},"
+    "\"required\":[\"q\"],\"additionalProperties\":false}";
+
+static const struct J(Event) *ev(const struct harness *h, uint32_t i)
+{
+    const struct J(Event) *e = J(Event_verify_as_root)(h->ev[i], h->len[i], NULL);
+    assert_non_null(e);
+    return e;
+}
+
+static const struct J(Event) *last_ev(const struct harness *h)
+{
+    return ev(h, h->n - 1);
+}
+
+/* The error_code of the run.failed that ends the journal. */
+static const char *failed_code(const struct harness *h)
+{
+    const struct J(RunFailed) *f = J(Event_data_as_RunFailed)(last_ev(h));
+    assert_non_null(f);
+    return J(RunFailed_error_code)(f).ptr;
+}
+
+/* The last tool.completed of the journal. */
+static const struct J(ToolCompleted) *last_completed(const struct harness *h)
+{
+    for (uint32_t i = h->n; i-- > 0;) {
+        const struct J(ToolCompleted) *c = J(Event_data_as_ToolCompleted)(ev(h, i));
+        if (c)
+            return c;
+    }
+    fail_msg("no tool.completed");
+    return NULL;
+}
+
+/* ---- scripted llms and tools ------------------------------------------------ */
+
+static char *llm_ten(struct harness *h, uint32_t step, uint32_t attempt)
+{
+    char args[64];
+    const char *name = "search", *a = args;
+
+    if (step >= 10)
+        return h_llm_call1("finish", "{\"answer\":\"42\"}");
+    snprintf(args, sizeof args, "{\"q\":\"step %u\"}", step);
+    return h_llm_calls(100 + step, 10, 1234, 1, &name, &a);
+}
+
+static char *tool_echo(struct harness *h, const char *name, const char *args, const char *key, uint32_t step,
+                       uint32_t idx)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s(%s) at step %u", name, args, step);
+    return h_tool_ok(buf);
+}
+
+static const struct h_agent agent_search = { .goal = "What is the answer?", .system = "You are careful.",
+                                             .tools = { "search", "wire" } };
+
+static void setup_ten(struct harness *h)
+{
+    h_init(h, &agent_search, llm_ten, tool_echo);
+    h_add_tool(h, "search", search_schema, J(Risk_Read));
+}
+
+/* ---- tests -------------------------------------------------------------------- */
+
+static void test_run_id(void **st)
+{
+    char t[TR_RUN_ID_TEXT];
+    uint64_t v = 0;
+
+    tr_run_id_format(UINT64_C(0x0123456789abcdef), t);
+    assert_string_equal(t, "run_0123456789abcdef");
+    assert_int_equal(tr_run_id_parse(t, strlen(t), &v), 0);
+    assert_true(v == UINT64_C(0x0123456789abcdef));
+    tr_run_id_format(0, t);
+    assert_string_equal(t, "run_0000000000000000");
+    tr_run_id_format(UINT64_MAX, t);
+    assert_int_equal(tr_run_id_parse(t, strlen(t), &v), 0);
+    assert_true(v == UINT64_MAX);
+    assert_int_equal(tr_run_id_parse("run_0123456789ABCDEF", 20, &v), TR_EINVAL);
+    assert_int_equal(tr_run_id_parse("run_0123456789abcde", 19, &v), TR_EINVAL);
+    assert_int_equal(tr_run_id_parse("run_0123456789abcdef0", 21, &v), TR_EINVAL);
+    assert_int_equal(tr_run_id_parse("rux_0123456789abcdef", 20, &v), TR_EINVAL);
+    assert_int_equal(tr_run_id_parse("run_0123456789abcdeg", 20, &v), TR_EINVAL);
+    assert_int_equal(tr_run_id_parse(NULL, 0, &v), TR_EINVAL);
+}
+
+static void test_ten_steps(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+
+    setup_ten(&h);
+    assert_int_equal(h_drive(&h, 1000, &a), TR_RUN_EXIT);
+    assert_int_equal(a.exit_reason, 0);
+    assert_int_equal(h.s.n_steps, 10);
+    assert_int_equal(h.llm_calls, 10);
+    assert_int_equal(h.tool_calls, 9); /* finish is a builtin */
+    assert_int_equal(h_count(&h, J(Data_LlmRequested)), 10);
+    assert_int_equal(h_count(&h, J(Data_LlmCompleted)), 10);
+    assert_int_equal(h_count(&h, J(Data_ToolRequested)), 10);
+    assert_int_equal(h_count(&h, J(Data_ToolStarted)), 9);
+    assert_int_equal(h_count(&h, J(Data_ToolCompleted)), 10);
+    const struct J(RunSucceeded) *ok = J(Event_data_as_RunSucceeded)(last_ev(&h));
+    assert_non_null(ok);
+    assert_string_equal(J(RunSucceeded_output)(ok).ptr, "42");
+    assert_int_equal(J(RunSucceeded_steps)(ok), 10);
+    /* Exact accounting: 9 steps at 1234 micro-USD, the finish step at 1000. */
+    const struct J(Usage) *u = J(RunSucceeded_usage)(ok);
+    assert_int_equal(J(Usage_cost_micro_usd)(u), 9 * 1234 + 1000);
+    assert_int_equal(J(Usage_prompt_tokens)(u), 9 * 100 + 45 + 100);
+    assert_int_equal(J(Usage_completion_tokens)(u), 100);
+    assert_true(h.s.terminal);
+    tr_run_action_free(&a);
+    /* Terminal: nothing more happens. */
+    h_decide(&h, &a);
+    assert_int_equal(a.kind, TR_RUN_EXIT);
+    h_free(&h);
+}
+
+/* A crash after any event: replay the prefix, continue, and get the same
+ * journal, byte for byte (time is an input: a function of the seq here). */
+static void test_replay_every_prefix(void **st)
+{
+    struct harness h;
+
+    setup_ten(&h);
+    assert_int_equal(h_drive(&h, 1000, NULL), TR_RUN_EXIT);
+    for (uint32_t k = 1; k <= h.n; k++) {
+        struct harness r;
+        struct tr_run_action first;
+
+        h_replay(&r, &h, k);
+        h_decide(&r, &first);
+        if (k < h.n && first.kind == TR_RUN_APPEND) {
+            /* The next action is the very event the live run wrote. */
+            assert_int_equal(first.len, h.len[k]);
+            assert_memory_equal(first.buf, h.ev[k], first.len);
+        }
+        if (first.kind == TR_RUN_CALL_TOOL) /* tool.started without tool.completed */
+            assert_int_equal(h_type(&h, k - 1), J(Data_ToolStarted));
+        if (first.kind == TR_RUN_CALL_LLM)
+            assert_int_equal(h_type(&h, k - 1), J(Data_LlmRequested));
+        assert_true(first.kind != TR_RUN_WAIT);
+        tr_run_action_free(&first);
+        assert_int_equal(h_drive(&r, 1000, NULL), TR_RUN_EXIT);
+        assert_int_equal(r.n, h.n);
+        for (uint32_t i = 0; i < h.n; i++) {
+            assert_int_equal(r.len[i], h.len[i]);
+            assert_memory_equal(r.ev[i], h.ev[i], h.len[i]);
+        }
+        h_free(&r);
+    }
+    h_free(&h);
+}
+
+static void test_reexecute_same_key(void **st)
+{
+    struct harness h, r;
+    struct tr_run_action a;
+    unsigned char key[TR_RUN_DIGEST];
+    char hex[2 * TR_RUN_DIGEST + 1], first[2 * TR_RUN_DIGEST + 1];
+
+    setup_ten(&h);
+    h.manual_tools = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_TOOL);
+    assert_int_equal(a.step, 1);
+    assert_int_equal(a.call_index, 0);
+    tr_run_action_free(&a);
+    assert_int_equal(h_type(&h, h.n - 1), J(Data_ToolStarted));
+    tr_run_idem_key(h.s.run_text, 1, 0, key);
+    tr_run_hex(key, sizeof key, hex);
+    assert_string_equal(h.last_key, hex);
+    strcpy(first, h.last_key);
+    /* The key is journaled in tool.started. */
+    const struct J(ToolStarted) *ts = J(Event_data_as_ToolStarted)(last_ev(&h));
+    assert_int_equal(J(ToolStarted_idempotency_key)(ts).len, TR_RUN_DIGEST);
+    assert_memory_equal(J(ToolStarted_idempotency_key)(ts).data, key, TR_RUN_DIGEST);
+    /* The actor dies with the call out; its replacement calls again. */
+    h_replay(&r, &h, h.n);
+    r.manual_tools = true;
+    assert_int_equal(h_drive(&r, 100, &a), TR_RUN_CALL_TOOL);
+    assert_int_equal(a.step, 1);
+    tr_run_action_free(&a);
+    assert_string_equal(r.last_key, first);
+    assert_int_equal(r.n, h.n); /* nothing journaled again */
+    /* Keys differ per step and per call. */
+    unsigned char k2[TR_RUN_DIGEST];
+    tr_run_idem_key(h.s.run_text, 1, 1, k2);
+    assert_memory_not_equal(key, k2, TR_RUN_DIGEST);
+    tr_run_idem_key(h.s.run_text, 2, 0, k2);
+    assert_memory_not_equal(key, k2, TR_RUN_DIGEST);
+    h_free(&r);
+    h_free(&h);
+}
+
+/* ---- approvals ---------------------------------------------------------------- */
+
+static char *llm_wire(struct harness *h, uint32_t step, uint32_t attempt)
+{
+    if (step == 1)
+        return h_llm_call1("wire", "{\"amount\":5}");
+    return h_llm_text("done", 50, 5, 100);
+}
+
+static void setup_wire(struct harness *h)
+{
+    h_init(h, &agent_search, llm_wire, tool_echo);
+    h_add_tool(h, "search", search_schema, J(Risk_Read));
+    h_add_tool(h, "wire", "{\"type\":\"object\"}", J(Risk_Irreversible));
+}
+
+static const struct J(ApprovalRequested) *wait_for_approval(struct harness *h)
+{
+    struct tr_run_action a;
+
+    assert_int_equal(h_drive(h, 100, &a), TR_RUN_ARM_DEADLINE);
+    const struct J(ApprovalRequested) *ar = J(Event_data_as_ApprovalRequested)(last_ev(h));
+    assert_non_null(ar);
+    assert_true(a.at_us == J(ApprovalRequested_expires_at_us)(ar));
+    assert_true(a.at_us == J(Event_time_us)(last_ev(h)) + 60000 * 1000);
+    assert_int_equal(J(ApprovalRequested_risk)(ar), J(Risk_Irreversible));
+    tr_run_action_free(&a);
+    /* Nothing else to do: idle, so the shell may passivate. */
+    assert_int_equal(h_drive(h, 100, &a), TR_RUN_WAIT);
+    assert_true(a.idle);
+    tr_run_action_free(&a);
+    assert_int_equal(h->tool_calls, 0);
+    char id[TR_RUN_APPROVAL_ID];
+    tr_run_approval_id(h->s.run_text, 1, 0, id);
+    assert_string_equal(J(ApprovalRequested_approval_id)(ar).ptr, id);
+    return ar;
+}
+
+static void test_approval_approve(void **st)
+{
+    struct harness h;
+
+    setup_wire(&h);
+    const struct J(ApprovalRequested) *ar = wait_for_approval(&h);
+    h_fsm_decided(&h, J(ApprovalRequested_approval_id)(ar).ptr, J(Decision_Approve), "ok");
+    assert_int_equal(h_drive(&h, 100, NULL), TR_RUN_EXIT);
+    assert_int_equal(h.tool_calls, 1);
+    assert_int_equal(h_count(&h, J(Data_ToolStarted)), 1);
+    assert_non_null(J(Event_data_as_RunSucceeded)(last_ev(&h)));
+    h_free(&h);
+}
+
+static void test_approval_deny(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+
+    setup_wire(&h);
+    const struct J(ApprovalRequested) *ar = wait_for_approval(&h);
+    h_fsm_decided(&h, J(ApprovalRequested_approval_id)(ar).ptr, J(Decision_Deny), "too much money");
+    h.manual_llm = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    /* The agent is told, and may continue. */
+    const struct J(ToolCompleted) *c = last_completed(&h);
+    assert_true(J(ToolCompleted_is_error)(c));
+    assert_string_equal(J(ToolCompleted_error)(c).ptr, "denied by a human: too much money");
+    assert_non_null(strstr(a.json, "denied by a human: too much money"));
+    assert_int_equal(a.step, 2);
+    tr_run_action_free(&a);
+    h.manual_llm = false;
+    char *reply = h_llm_text("ok, not wiring", 1, 1, 1);
+    h_llm_reply(&h, reply);
+    tr_free(reply);
+    assert_int_equal(h_drive(&h, 100, NULL), TR_RUN_EXIT);
+    assert_int_equal(h.tool_calls, 0);
+    assert_int_equal(h_count(&h, J(Data_ToolStarted)), 0);
+    assert_non_null(J(Event_data_as_RunSucceeded)(last_ev(&h)));
+    h_free(&h);
+}
+
+static void test_approval_expired(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+
+    setup_wire(&h);
+    const struct J(ApprovalRequested) *ar = wait_for_approval(&h);
+    int64_t expires = J(ApprovalRequested_expires_at_us)(ar);
+    char id[TR_RUN_APPROVAL_ID];
+    snprintf(id, sizeof id, "%s", J(ApprovalRequested_approval_id)(ar).ptr);
+    /* The deadline passes: propose Expired, once. */
+    h.fixed_now = expires + 1;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_PROPOSE_EXPIRE);
+    const struct troupe_cmd_Command *cmd = troupe_cmd_Command_verify_as_root(a.buf, a.len, NULL);
+    assert_non_null(cmd);
+    const struct troupe_cmd_ApprovalDecide *d = troupe_cmd_Command_op_as_ApprovalDecide(cmd);
+    assert_non_null(d);
+    assert_string_equal(troupe_cmd_ApprovalDecide_approval_id(d).ptr, id);
+    assert_string_equal(troupe_cmd_ApprovalDecide_run_id(d).ptr, h.s.run_text);
+    assert_int_equal(troupe_cmd_ApprovalDecide_decision(d), J(Decision_Expired));
+    assert_string_equal(troupe_cmd_ApprovalDecide_decided_by(d).ptr, "timeout");
+    tr_run_action_free(&a);
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_WAIT);
+    assert_false(a.idle); /* a proposal is out */
+    tr_run_action_free(&a);
+    /* The FSM applies it (the first decision wins). */
+    h_fsm_decided(&h, id, J(Decision_Expired), "no decision before the deadline");
+    h.fixed_now = 0;
+    assert_int_equal(h_drive(&h, 100, NULL), TR_RUN_EXIT);
+    assert_int_equal(h.tool_calls, 0);
+    bool found = false;
+    for (uint32_t i = 0; i < h.n; i++) {
+        const struct J(ToolCompleted) *c = J(Event_data_as_ToolCompleted)(ev(&h, i));
+        if (c) {
+            assert_string_equal(J(ToolCompleted_error)(c).ptr, "approval expired (default deny)");
+            found = true;
+        }
+    }
+    assert_true(found);
+    h_free(&h);
+}
+
+static void test_approval_replay_rearms(void **st)
+{
+    struct harness h, r;
+    struct tr_run_action a;
+
+    setup_wire(&h);
+    const struct J(ApprovalRequested) *ar = wait_for_approval(&h);
+    int64_t expires = J(ApprovalRequested_expires_at_us)(ar);
+    /* A new incarnation (restart, reactivation) arms the deadline again. */
+    h_replay(&r, &h, h.n);
+    h_decide(&r, &a);
+    assert_int_equal(a.kind, TR_RUN_ARM_DEADLINE);
+    assert_true(a.at_us == expires);
+    tr_run_action_free(&a);
+    h_free(&r);
+    /* Replayed after the deadline: propose Expired at once. */
+    h_replay(&r, &h, h.n);
+    r.fixed_now = expires + 5000000;
+    h_decide(&r, &a);
+    assert_int_equal(a.kind, TR_RUN_PROPOSE_EXPIRE);
+    tr_run_action_free(&a);
+    h_free(&r);
+    /* A human decision while the run was down is in the journal already. */
+    h_fsm_decided(&h, J(ApprovalRequested_approval_id)(ar).ptr, J(Decision_Approve), "fine");
+    h_replay(&r, &h, h.n);
+    assert_int_equal(h_drive(&r, 100, NULL), TR_RUN_EXIT);
+    assert_int_equal(r.tool_calls, 1);
+    h_free(&r);
+    h_free(&h);
+}
+
+/* While an approval is open, one append at a time (run.h invariant 6). */
+static void test_open_approval_serializes(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+    static const char *const names[] = { "wire", "search" };
+    static const char *const args[] = { "{}", "{\"q\":\"x\"}" };
+    char *reply = h_llm_calls(1, 1, 1, 2, names, args);
+
+    setup_wire(&h);
+    h.manual_llm = true;
+    h.no_ack = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_WAIT); /* llm.requested not acked: no call yet */
+    tr_run_action_free(&a);
+    h_ack_all(&h);
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    tr_run_action_free(&a);
+    h_llm_reply(&h, reply);
+    tr_free(reply);
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_WAIT);
+    tr_run_action_free(&a);
+    assert_int_equal(h_type(&h, h.n - 1), J(Data_ApprovalRequested));
+    assert_true(h.v.appends_inflight >= 2);
+    h_ack_all(&h);
+    /* The deadline, then one append at a time: tool.requested for the search call. */
+    h_decide(&h, &a);
+    assert_int_equal(a.kind, TR_RUN_ARM_DEADLINE);
+    h_apply(&h, &a);
+    tr_run_action_free(&a);
+    h_decide(&h, &a);
+    assert_int_equal(a.kind, TR_RUN_APPEND);
+    assert_int_equal(a.event_type, J(Data_ToolRequested));
+    assert_int_equal(a.call_index, 1);
+    h_apply(&h, &a);
+    tr_run_action_free(&a);
+    h_decide(&h, &a);
+    assert_int_equal(a.kind, TR_RUN_WAIT);
+    tr_run_action_free(&a);
+    h_free(&h);
+}
+
+/* ---- caps -------------------------------------------------------------------- */
+
+static char *llm_forever(struct harness *h, uint32_t step, uint32_t attempt)
+{
+    char args[64];
+    const char *name = "search", *a = args;
+    snprintf(args, sizeof args, "{\"q\":\"s%u\"}", step);
+    return h_llm_calls(100, 10, 1000, 1, &name, &a);
+}
+
+static void run_capped(struct h_agent ag, uint32_t want_steps, int want_cap)
+{
+    struct harness h;
+
+    h_init(&h, &ag, llm_forever, tool_echo);
+    h_add_tool(&h, "search", search_schema, J(Risk_Read));
+    assert_int_equal(h_drive(&h, 1000, NULL), TR_RUN_EXIT);
+    assert_string_equal(failed_code(&h), "budget_exceeded");
+    assert_int_equal(h.s.n_steps, want_steps);
+    const struct J(BudgetExceeded) *b = J(Event_data_as_BudgetExceeded)(ev(&h, h.n - 2));
+    assert_non_null(b);
+    assert_int_equal(J(BudgetExceeded_cap)(b), want_cap);
+    h_free(&h);
+}
+
+static void test_caps(void **st)
+{
+    struct h_agent ag = agent_search;
+
+    ag.max_steps = 3;
+    run_capped(ag, 3, J(Cap_Steps));
+    ag = agent_search;
+    ag.max_tokens = 250; /* 110 per step: 330 after step 3 */
+    run_capped(ag, 3, J(Cap_Tokens));
+    ag = agent_search;
+    ag.max_cost_usd = 0.002; /* 1000 micro-USD per step */
+    run_capped(ag, 2, J(Cap_Cost));
+}
+
+static void test_wall_time(void **st)
+{
+    struct harness h;
+    struct h_agent ag = agent_search;
+    struct tr_run_action a;
+
+    ag.timeout_s = 10;
+    h_init(&h, &ag, llm_forever, tool_echo);
+    h_add_tool(&h, "search", search_schema, J(Risk_Read));
+    h.manual_llm = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    tr_run_action_free(&a);
+    /* The llm hangs past the deadline (the shell's wall timer fires). */
+    h.fixed_now = h.s.created_us + 10 * 1000000;
+    assert_int_equal(h_drive(&h, 100, NULL), TR_RUN_EXIT);
+    assert_string_equal(failed_code(&h), "budget_exceeded");
+    const struct J(BudgetExceeded) *b = J(Event_data_as_BudgetExceeded)(ev(&h, h.n - 2));
+    assert_int_equal(J(BudgetExceeded_cap)(b), J(Cap_WallTime));
+    h_free(&h);
+}
+
+/* ---- loops --------------------------------------------------------------------- */
+
+static char *llm_same(struct harness *h, uint32_t step, uint32_t attempt)
+{
+    return h_llm_call1("search", "{ \"q\" : \"same\" }");
+}
+
+static char *tool_step(struct harness *h, const char *name, const char *args, const char *key, uint32_t step,
+                       uint32_t idx)
+{
+    char buf[64];
+    snprintf(buf, sizeof buf, "fresh %u", step);
+    return h_tool_ok(buf);
+}
+
+static void test_loop_repeats(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+
+    h_init(&h, &agent_search, llm_same, tool_step);
+    h_add_tool(&h, "search", search_schema, J(Risk_Read));
+    h.manual_llm = true;
+    for (uint32_t step = 1; step <= 4; step++) {
+        assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+        assert_int_equal(a.step, step);
+        /* The correction reaches the model at the step after the detection. */
+        assert_true((strstr(a.json, "same arguments 3 times") != NULL) == (step == 4));
+        tr_run_action_free(&a);
+        char *reply = llm_same(&h, step, 1);
+        h_llm_reply(&h, reply);
+        tr_free(reply);
+        if (step == 3)
+            assert_int_equal(h_count(&h, J(Data_LoopDetected)), 0);
+    }
+    assert_int_equal(h_drive(&h, 100, NULL), TR_RUN_EXIT);
+    assert_int_equal(h_count(&h, J(Data_LoopDetected)), 2);
+    assert_string_equal(failed_code(&h), "loop_detected");
+    const struct J(LoopDetected) *ld = J(Event_data_as_LoopDetected)(ev(&h, h.n - 2));
+    assert_non_null(ld);
+    assert_int_equal(J(LoopDetected_step)(ld), 4);
+    assert_int_equal(J(LoopDetected_repeats)(ld), 4);
+    assert_int_equal(J(LoopDetected_signature)(ld).len, TR_RUN_SIG);
+    h_free(&h);
+}
+
+static char *tool_same(struct harness *h, const char *name, const char *args, const char *key, uint32_t step,
+                       uint32_t idx)
+{
+    return h_tool_ok("nothing to see");
+}
+
+static void test_loop_nothing_new(void **st)
+{
+    struct harness h;
+
+    h_init(&h, &agent_search, llm_forever, tool_same);
+    h_add_tool(&h, "search", search_schema, J(Risk_Read));
+    assert_int_equal(h_drive(&h, 1000, NULL), TR_RUN_EXIT);
+    assert_string_equal(failed_code(&h), "loop_detected");
+    uint32_t steps[2], n = 0;
+    for (uint32_t i = 0; i < h.n; i++) {
+        const struct J(LoopDetected) *ld = J(Event_data_as_LoopDetected)(ev(&h, i));
+        if (ld) {
+            assert_true(n < 2);
+            steps[n++] = J(LoopDetected_step)(ld);
+            assert_non_null(strstr(J(LoopDetected_detail)(ld).ptr, "nothing new"));
+        }
+    }
+    assert_int_equal(n, 2);
+    /* Step 1 is new; 2-6 bring nothing new; then 7-11 after the correction. */
+    assert_int_equal(steps[0], 6);
+    assert_int_equal(steps[1], 11);
+    h_free(&h);
+}
+
+/* ---- malformed calls ----------------------------------------------------------- */
+
+static char *llm_malformed(struct harness *h, uint32_t step, uint32_t attempt)
+{
+    switch (step) {
+    case 1: return h_llm_call1("nope", "{}");
+    case 2: return h_llm_call1("search", "{q: unquoted");
+    case 3: return h_llm_call1("search", "{\"q\":\"\",\"x\":1}");
+    case 4: return h_llm_call1("search", "[1,2]");
+    case 5: return h_llm_call1("search", "{\"q\":\"fine\"}");
+    default: return h_llm_call1("finish", "{\"answer\":\"fixed it\"}");
+    }
+}
+
+static const char *error_at_step(const struct harness *h, uint32_t step)
+{
+    for (uint32_t i = 0; i < h->n; i++) {
+        const struct J(ToolCompleted) *c = J(Event_data_as_ToolCompleted)(ev(h, i));
+        if (c && J(ToolCompleted_step)(c) == step)
+            return J(ToolCompleted_is_error)(c) ? J(ToolCompleted_error)(c).ptr : NULL;
+    }
+    return NULL;
+}
+
+static void test_malformed_calls(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+
+    h_init(&h, &agent_search, llm_malformed, tool_echo);
+    h_add_tool(&h, "search", search_schema, J(Risk_Read));
+    h.manual_llm = true;
+    for (uint32_t step = 1; step <= 6; step++) {
+        assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+        if (step == 2) /* the model hears about its mistake */
+            assert_non_null(strstr(a.json, "invalid tool call: unknown tool \\\"nope\\\""));
+        tr_run_action_free(&a);
+        char *reply = llm_malformed(&h, step, 1);
+        h_llm_reply(&h, reply);
+        tr_free(reply);
+    }
+    assert_int_equal(h_drive(&h, 100, NULL), TR_RUN_EXIT);
+    assert_non_null(J(Event_data_as_RunSucceeded)(last_ev(&h)));
+    assert_non_null(strstr(error_at_step(&h, 1), "invalid tool call: unknown tool \"nope\""));
+    assert_non_null(strstr(error_at_step(&h, 2), "invalid tool call: arguments are not valid JSON"));
+    const char *e3 = error_at_step(&h, 3);
+    assert_non_null(strstr(e3, "invalid tool call: arguments do not match the schema of \"search\""));
+    assert_non_null(strstr(e3, "/q"));
+    assert_non_null(strstr(error_at_step(&h, 4), "must be a JSON object"));
+    assert_null(error_at_step(&h, 5));
+    assert_int_equal(h.tool_calls, 1);
+    assert_int_equal(h.s.invalid_streak, 0);
+    h_free(&h);
+}
+
+static char *llm_nope(struct harness *h, uint32_t step, uint32_t attempt)
+{
+    return h_llm_call1(step % 2 ? "nope" : "search", step % 2 ? "{}" : "{\"bad\":1}");
+}
+
+static void test_invalid_limit(void **st)
+{
+    struct harness h;
+
+    h_init(&h, &agent_search, llm_nope, tool_echo);
+    h_add_tool(&h, "search", search_schema, J(Risk_Read));
+    assert_int_equal(h_drive(&h, 1000, NULL), TR_RUN_EXIT);
+    assert_string_equal(failed_code(&h), "invalid_tool_calls");
+    assert_int_equal(h.s.n_steps, TR_RUN_MAX_INVALID);
+    assert_int_equal(h.tool_calls, 0);
+    h_free(&h);
+}
+
+static void test_disabled_and_unlisted(void **st)
+{
+    struct harness h;
+    struct h_agent ag = agent_search;
+
+    ag.tools[0] = "search"; /* "other" is registered but not the agent's */
+    ag.tools[1] = NULL;
+    h_init(&h, &ag, llm_ten, tool_echo);
+    h_add_tool(&h, "search", search_schema, J(Risk_Read));
+    h_add_tool(&h, "other", NULL, J(Risk_Read));
+    h_tool(&h, "search")->enabled = false; /* kill switch */
+    h.manual_llm = true;
+    struct tr_run_action a;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    /* Neither is offered; builtins are. */
+    assert_null(strstr(a.json, "\"name\":\"search\""));
+    assert_null(strstr(a.json, "\"name\":\"other\""));
+    assert_non_null(strstr(a.json, "\"name\":\"finish\""));
+    assert_non_null(strstr(a.json, "\"name\":\"scratchpad_write\""));
+    assert_non_null(strstr(a.json, "\"name\":\"current_time\""));
+    tr_run_action_free(&a);
+    char *reply = h_llm_call1("search", "{\"q\":\"x\"}");
+    h_llm_reply(&h, reply);
+    tr_free(reply);
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    tr_run_action_free(&a);
+    assert_non_null(strstr(error_at_step(&h, 1), "disabled"));
+    reply = h_llm_call1("other", "{}");
+    h_llm_reply(&h, reply);
+    tr_free(reply);
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    tr_run_action_free(&a);
+    assert_non_null(strstr(error_at_step(&h, 2), "unknown tool \"other\""));
+    assert_int_equal(h.tool_calls, 0);
+    h_free(&h);
+}
+
+/* ---- parallel calls -------------------------------------------------------------- */
+
+static void test_parallel_any_order(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+    static const char *const names[] = { "search", "search", "search" };
+    static const char *const args[] = { "{\"q\":\"a\"}", "{\"q\":\"b\"}", "{\"q\":\"c\"}" };
+    char *reply = h_llm_calls(10, 10, 10, 3, names, args);
+
+    setup_ten(&h);
+    h.manual_llm = true;
+    h.manual_tools = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    tr_run_action_free(&a);
+    h_llm_reply(&h, reply);
+    tr_free(reply);
+    /* All three go out before any answer. */
+    for (uint32_t i = 0; i < 3; i++) {
+        assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_TOOL);
+        assert_int_equal(a.call_index, i);
+        tr_run_action_free(&a);
+    }
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_WAIT);
+    assert_false(a.idle);
+    tr_run_action_free(&a);
+    /* Answers in the order 2, 0, 1. */
+    static const uint32_t order[] = { 2, 0, 1 };
+    for (int k = 0; k < 3; k++) {
+        char res[16];
+        snprintf(res, sizeof res, "R%u", order[k]);
+        char *j = h_tool_ok(res);
+        h_tool_reply(&h, order[k], j);
+        tr_free(j);
+        int want = k < 2 ? TR_RUN_WAIT : TR_RUN_CALL_LLM;
+        assert_int_equal(h_drive(&h, 100, &a), want);
+        assert_int_equal(J(ToolCompleted_call_index)(last_completed(&h)), order[k]);
+        if (want == TR_RUN_CALL_LLM) {
+            /* The next prompt lists the results in call order. */
+            const char *p0 = strstr(a.json, "\"content\":\"R0\"");
+            const char *p1 = strstr(a.json, "\"content\":\"R1\"");
+            const char *p2 = strstr(a.json, "\"content\":\"R2\"");
+            assert_true(p0 && p1 && p2 && p0 < p1 && p1 < p2);
+            assert_int_equal(a.step, 2);
+        }
+        tr_run_action_free(&a);
+    }
+    h_free(&h);
+}
+
+/* Appends are pipelined; nothing executes before its tool.started is acked. */
+static void test_pipelined_appends(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+    static const char *const names[] = { "search", "search" };
+    static const char *const args[] = { "{\"q\":\"a\"}", "{\"q\":\"b\"}" };
+
+    setup_ten(&h);
+    h.manual_llm = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    tr_run_action_free(&a);
+    char *reply = h_llm_calls(10, 10, 10, 2, names, args);
+    h_llm_reply(&h, reply);
+    tr_free(reply);
+    h.no_ack = true;
+    h.manual_tools = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_WAIT);
+    tr_run_action_free(&a);
+    /* llm.completed, 2 x tool.requested, 2 x tool.started, all in flight. */
+    assert_int_equal(h.v.appends_inflight, 5);
+    assert_int_equal(h.tool_calls, 0);
+    h_ack_all(&h);
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_TOOL);
+    tr_run_action_free(&a);
+    h_free(&h);
+}
+
+/* ---- cancel, llm errors, builtins -------------------------------------------------- */
+
+static void test_cancel(void **st)
+{
+    struct harness h, r;
+    struct tr_run_action a;
+
+    setup_ten(&h);
+    h.manual_llm = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    tr_run_action_free(&a);
+    h_fsm_cancelled(&h);
+    h_decide(&h, &a);
+    assert_int_equal(a.kind, TR_RUN_EXIT);
+    assert_int_equal(a.exit_reason, 0);
+    /* A late llm answer changes nothing. */
+    char *reply = h_llm_text("late", 1, 1, 1);
+    h_llm_reply(&h, reply);
+    tr_free(reply);
+    h_decide(&h, &a);
+    assert_int_equal(a.kind, TR_RUN_EXIT);
+    /* Replay of a cancelled run: exit at once. */
+    h_replay(&r, &h, h.n);
+    h_decide(&r, &a);
+    assert_int_equal(a.kind, TR_RUN_EXIT);
+    h_free(&r);
+    h_free(&h);
+    /* Cancelled while waiting for a human. */
+    setup_wire(&h);
+    wait_for_approval(&h);
+    h_fsm_cancelled(&h);
+    assert_int_equal(h_drive(&h, 10, NULL), TR_RUN_EXIT);
+    assert_int_equal(h.tool_calls, 0);
+    h_free(&h);
+}
+
+static void test_llm_errors(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+
+    setup_ten(&h);
+    h.manual_llm = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    tr_run_action_free(&a);
+    h_llm_reply(&h, "{\"ok\":false,\"error\":{\"code\":\"rate_limited\",\"message\":\"slow down\","
+                    "\"retryable\":true,\"retry_after_ms\":500}}");
+    h.fixed_now = h_now(&h);
+    h.v.retry_at_us = h.fixed_now + 500000; /* the shell's timer */
+    h_decide(&h, &a);
+    assert_int_equal(a.kind, TR_RUN_WAIT);
+    h.fixed_now += 500000;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    assert_int_equal(a.attempt, 2);
+    tr_run_action_free(&a);
+    assert_int_equal(h_count(&h, J(Data_LlmRequested)), 2);
+    /* Retry until the attempt limit. */
+    for (uint32_t i = 2; i <= TR_RUN_LLM_MAX_ATTEMPTS; i++) {
+        h_llm_reply(&h, "{\"ok\":false,\"error\":{\"code\":\"unavailable\",\"message\":\"503\",\"retryable\":true}}");
+        int k = h_drive(&h, 100, &a);
+        tr_run_action_free(&a);
+        if (i < TR_RUN_LLM_MAX_ATTEMPTS)
+            assert_int_equal(k, TR_RUN_CALL_LLM);
+        else
+            assert_int_equal(k, TR_RUN_EXIT);
+    }
+    assert_string_equal(failed_code(&h), "llm_error");
+    h_free(&h);
+
+    setup_ten(&h);
+    h.manual_llm = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    tr_run_action_free(&a);
+    h_llm_reply(&h, "{\"ok\":false,\"error\":{\"code\":\"rejected\",\"message\":\"400 bad model\",\"retryable\":false}}");
+    assert_int_equal(h_drive(&h, 100, NULL), TR_RUN_EXIT);
+    assert_string_equal(failed_code(&h), "llm_error");
+    const struct J(RunFailed) *f = J(Event_data_as_RunFailed)(last_ev(&h));
+    assert_string_equal(J(RunFailed_error)(f).ptr, "rejected: 400 bad model");
+    h_free(&h);
+}
+
+static char *llm_builtins(struct harness *h, uint32_t step, uint32_t attempt)
+{
+    static const char *const n1[] = { "scratchpad_write", "current_time" };
+    static const char *const a1[] = { "{\"key\":\"plan\",\"value\":\"step one\"}", "" };
+    static const char *const n2[] = { "scratchpad_read", "scratchpad_read" };
+    static const char *const a2[] = { "{\"key\":\"plan\"}", "{\"key\":\"zz\"}" };
+
+    switch (step) {
+    case 1: return h_llm_calls(1, 1, 1, 2, n1, a1);
+    case 2: return h_llm_calls(1, 1, 1, 2, n2, a2);
+    default: return h_llm_call1("finish", "{\"output\":\"bye\"}");
+    }
+}
+
+static void test_builtins(void **st)
+{
+    struct harness h, r;
+
+    h_init(&h, &agent_search, llm_builtins, tool_echo);
+    assert_int_equal(h_drive(&h, 100, NULL), TR_RUN_EXIT);
+    assert_int_equal(h.tool_calls, 0);
+    assert_string_equal(J(RunSucceeded_output)(J(Event_data_as_RunSucceeded)(last_ev(&h))).ptr, "bye");
+    int seen = 0;
+    for (uint32_t i = 0; i < h.n; i++) {
+        const struct J(ToolCompleted) *c = J(Event_data_as_ToolCompleted)(ev(&h, i));
+        if (!c)
+            continue;
+        uint32_t s = J(ToolCompleted_step)(c), k = J(ToolCompleted_call_index)(c);
+        if (s == 1 && k == 1) { /* the time of its tool.requested, not the clock */
+            assert_non_null(strstr(J(ToolCompleted_result)(c).ptr, "\"utc\":\"2026-01-01T00:00:00Z\""));
+            seen++;
+        } else if (s == 2 && k == 0) {
+            assert_string_equal(J(ToolCompleted_result)(c).ptr, "step one");
+            seen++;
+        } else if (s == 2 && k == 1) {
+            assert_true(J(ToolCompleted_is_error)(c));
+            assert_non_null(strstr(J(ToolCompleted_error)(c).ptr, "no value under key"));
+            seen++;
+        }
+    }
+    assert_int_equal(seen, 3);
+    /* The scratchpad is part of the fold. */
+    h_replay(&r, &h, h.n);
+    assert_string_equal(tr_run_scratch_get(&r.s, "plan"), "step one");
+    h_free(&r);
+    h_free(&h);
+}
+
+/* A large result: a prefix in the event, the whole in a blob named by digest. */
+static void test_large_result_blob(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+    char *big = tr_malloc(10001);
+
+    memset(big, 'x', 10000);
+    big[10000] = '\0';
+    setup_ten(&h);
+    h.manual_tools = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_TOOL);
+    tr_run_action_free(&a);
+    char *j = h_tool_ok(big);
+    h_tool_reply(&h, 0, j);
+    tr_free(j);
+    h_decide(&h, &a);
+    assert_int_equal(a.kind, TR_RUN_APPEND);
+    assert_int_equal(a.event_type, J(Data_ToolCompleted));
+    assert_int_equal(a.blob_len, 10000);
+    const struct J(Event) *e = J(Event_verify_as_root)(a.buf, a.len, NULL);
+    const struct J(ToolCompleted) *c = J(Event_data_as_ToolCompleted)(e);
+    unsigned char d[TR_RUN_DIGEST];
+    crypto_generichash(d, sizeof d, (const unsigned char *)big, 10000, NULL, 0);
+    assert_int_equal(J(ToolCompleted_result_digest)(c).len, TR_RUN_DIGEST);
+    assert_memory_equal(J(ToolCompleted_result_digest)(c).data, d, TR_RUN_DIGEST);
+    assert_int_equal(J(ToolCompleted_result_size)(c), 10000);
+    assert_int_equal(J(ToolCompleted_result)(c).len, TR_RUN_PROMPT_RESULT_MAX);
+    h_apply(&h, &a);
+    tr_run_action_free(&a);
+    h.manual_llm = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    char hex[2 * TR_RUN_DIGEST + 1], marker[200];
+    tr_run_hex(d, sizeof d, hex);
+    snprintf(marker, sizeof marker, "[truncated: showing 2048 of 10000 bytes; full result in blob %s]", hex);
+    assert_non_null(strstr(a.json, marker));
+    tr_run_action_free(&a);
+    tr_free(big);
+    h_free(&h);
+}
+
+static void test_fold_rejects(void **st)
+{
+    struct harness h, other;
+    struct tr_run_state s;
+
+    setup_ten(&h);
+    assert_int_equal(h_drive(&h, 1000, NULL), TR_RUN_EXIT);
+    /* A gap. */
+    tr_run_state_init(&s, h.s.run_id, 1);
+    assert_int_equal(tr_run_fold(&s, h.ev[0], h.len[0]), 0);
+    assert_int_equal(tr_run_fold(&s, h.ev[2], h.len[2]), TR_EINVAL);
+    assert_non_null(strstr(s.fold_error, "seq"));
+    tr_run_state_free(&s);
+    /* Another run's events. */
+    tr_run_state_init(&s, 77, 1);
+    assert_int_equal(tr_run_fold(&s, h.ev[0], h.len[0]), TR_EINVAL);
+    tr_run_state_free(&s);
+    /* Garbage. */
+    tr_run_state_init(&s, h.s.run_id, 1);
+    assert_int_equal(tr_run_fold(&s, "garbage!", 8), TR_EINVAL);
+    tr_run_state_free(&s);
+    /* A journal without run.created cannot run. */
+    tr_run_state_init(&other.s, 5, 1);
+    memset(&other.v, 0, sizeof other.v);
+    struct tr_run_action a;
+    tr_run_decide(&other.s, &other.v, &h.env, 0, &a);
+    assert_int_equal(a.kind, TR_RUN_EXIT);
+    assert_int_equal(a.exit_reason, 3);
+    tr_run_state_free(&other.s);
+    h_free(&h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_run_id),
+        cmocka_unit_test(test_ten_steps),
+        cmocka_unit_test(test_replay_every_prefix),
+        cmocka_unit_test(test_reexecute_same_key),
+        cmocka_unit_test(test_approval_approve),
+        cmocka_unit_test(test_approval_deny),
+        cmocka_unit_test(test_approval_expired),
+        cmocka_unit_test(test_approval_replay_rearms),
+        cmocka_unit_test(test_open_approval_serializes),
+        cmocka_unit_test(test_caps),
+        cmocka_unit_test(test_wall_time),
+        cmocka_unit_test(test_loop_repeats),
+        cmocka_unit_test(test_loop_nothing_new),
+        cmocka_unit_test(test_malformed_calls),
+        cmocka_unit_test(test_invalid_limit),
+        cmocka_unit_test(test_disabled_and_unlisted),
+        cmocka_unit_test(test_parallel_any_order),
+        cmocka_unit_test(test_pipelined_appends),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_llm_errors),
+        cmocka_unit_test(test_builtins),
+        cmocka_unit_test(test_large_result_blob),
+        cmocka_unit_test(test_fold_rejects),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
