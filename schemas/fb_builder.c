@@ -33,6 +33,8 @@ void tr_fb_builder_init(struct tr_fb_builder *b) {
 }
 
 void tr_fb_builder_reset(struct tr_fb_builder *b) {
+  if (b->in_table && b->slots)
+    memset(b->slots, 0, b->slot_cap * sizeof *b->slots);
   b->used = 0;
   b->minalign = 1;
   b->finished = false;
@@ -77,12 +79,16 @@ static void check_open(struct tr_fb_builder *b, const char *what) {
 
 void tr_fb_table_start(struct tr_fb_builder *b, unsigned nfields) {
   check_open(b, "table started inside a table");
+  if (nfields > UINT16_MAX)
+    tr_fb_misuse("table with over 65535 fields");
   if (nfields > b->slot_cap) {
     b->slots = xrealloc(b->slots, nfields * sizeof *b->slots);
+    memset(b->slots + b->slot_cap, 0,
+           (nfields - b->slot_cap) * sizeof *b->slots);
     b->slot_cap = (uint16_t)nfields;
   }
-  memset(b->slots, 0, nfields * sizeof *b->slots);
   b->nslots = (uint16_t)nfields;
+  b->max_slot = 0;
   b->in_table = true;
   b->table_start = (uint32_t)b->used;
 }
@@ -106,25 +112,31 @@ tr_fb_ref tr_fb_table_end(struct tr_fb_builder *b) {
   if (tsize > UINT16_MAX)
     tr_fb_misuse("table inline data over 64 KiB");
 
-  unsigned n = b->nslots;
-  while (n > 0 && !b->slots[n - 1])
-    n--;
-  uint16_t vt[2 + 256 * 2];
+  unsigned n = b->max_slot;
+  uint16_t vt[2 + 256];
   uint16_t *vtp = vt;
   size_t vt_bytes = 4 + 2 * (size_t)n;
-  if (n > 2 * 256) {
+  if (vt_bytes > UINT16_MAX)
+    tr_fb_misuse("vtable over 64 KiB");
+  if (n > 256)
     vtp = xrealloc(NULL, vt_bytes);
-  }
   vtp[0] = (uint16_t)vt_bytes;
   vtp[1] = (uint16_t)tsize;
-  for (unsigned i = 0; i < n; i++)
+  for (unsigned i = 0; i < n; i++) {
     vtp[2 + i] = b->slots[i] ? (uint16_t)(tref - b->slots[i]) : 0;
+    b->slots[i] = 0;
+  }
 
   /* An identical vtable already in the buffer serves this table too. */
   uint32_t found = 0;
   for (size_t i = 0; i < b->nvtables; i++) {
     const uint8_t *old = b->buf + b->cap - b->vtables[i];
-    if (tr_fb_read_u16(old) == vt_bytes && !memcmp(old, vtp, vt_bytes)) {
+    if (tr_fb_read_u16(old) != vt_bytes)
+      continue;
+    size_t k = 1;
+    while (k < vt_bytes / 2 && tr_fb_read_u16(old + 2 * k) == vtp[k])
+      k++;
+    if (k == vt_bytes / 2) {
       found = b->vtables[i];
       break;
     }
@@ -146,20 +158,6 @@ tr_fb_ref tr_fb_table_end(struct tr_fb_builder *b) {
   memcpy(b->buf + b->cap - tref, &soff, 4);
   b->in_table = false;
   return tref;
-}
-
-tr_fb_ref tr_fb_create_string(struct tr_fb_builder *b, const char *s,
-                              size_t len) {
-  check_open(b, "string created inside a table");
-  if (len > TR_FB_MAX_BUFFER)
-    tr_fb_misuse("string over 2 GiB");
-  tr_fb_prep(b, 4, len + 1);
-  b->used += 1;
-  b->buf[b->cap - b->used] = 0;
-  tr_fb_push(b, s, len);
-  uint32_t n = (uint32_t)len;
-  tr_fb_push(b, &n, 4);
-  return (tr_fb_ref)b->used;
 }
 
 tr_fb_ref tr_fb_create_str(struct tr_fb_builder *b, const char *cstr) {

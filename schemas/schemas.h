@@ -217,6 +217,13 @@ bool tr_fb_has_ident(const void *buf, size_t len, const char *ident);
 
 /* ---- verifying ----------------------------------------------------------- */
 
+/* The verifier's hot primitives are inlined into each generated verifier. */
+#if defined(__GNUC__)
+#define TR_FB_HOT static inline __attribute__((always_inline))
+#else
+#define TR_FB_HOT static inline
+#endif
+
 /* Bounds on a verification: total bytes, nesting depth (tables, vectors of
  * tables, nested buffers), and objects visited (tables plus elements of
  * offset vectors), so that no crafted buffer costs unbounded time. */
@@ -256,13 +263,13 @@ int tr_fb_verify_fail(struct tr_fb_verifier *v, enum tr_fb_status code,
 int tr_fb_verify_begin(struct tr_fb_verifier *v, const void *buf, size_t len,
                        const char *ident, const struct tr_fb_limits *lim,
                        struct tr_fb_error *err, uint32_t *root);
-static inline bool tr_fb_in_bounds(const struct tr_fb_verifier *v,
+TR_FB_HOT bool tr_fb_in_bounds(const struct tr_fb_verifier *v,
                                    uint64_t pos, uint64_t n) {
   return pos <= v->len && n <= v->len - pos;
 }
 
 /* The uoffset at pos: sets *target (strictly forward, inside the buffer). */
-static inline int tr_fb_verify_offset(struct tr_fb_verifier *v, uint32_t pos,
+TR_FB_HOT int tr_fb_verify_offset(struct tr_fb_verifier *v, uint32_t pos,
                                       const char *type, const char *field,
                                       uint32_t *target) {
   if (pos & 3)
@@ -280,7 +287,7 @@ static inline int tr_fb_verify_offset(struct tr_fb_verifier *v, uint32_t pos,
 }
 
 /* Enters the table at pos (depth + 1); pair with tr_fb_verify_table_leave. */
-static inline int tr_fb_verify_table_enter(struct tr_fb_verifier *v,
+TR_FB_HOT int tr_fb_verify_table_enter(struct tr_fb_verifier *v,
                                            uint32_t pos, const char *type,
                                            struct tr_fb_vtab *tv) {
   if (pos & 3)
@@ -319,7 +326,7 @@ static inline void tr_fb_verify_table_leave(struct tr_fb_verifier *v) {
 
 /* Field `id` of a verified table: *pos = 0 when absent, else its position
  * after checking that `size` bytes lie in the table, aligned to `align`. */
-static inline int tr_fb_verify_field(struct tr_fb_verifier *v,
+TR_FB_HOT int tr_fb_verify_field(struct tr_fb_verifier *v,
                                      const struct tr_fb_vtab *tv, unsigned id,
                                      uint32_t size, uint32_t align,
                                      bool required, const char *type,
@@ -344,7 +351,7 @@ static inline int tr_fb_verify_field(struct tr_fb_verifier *v,
 }
 
 /* The string whose uoffset is at pos. */
-static inline int tr_fb_verify_string(struct tr_fb_verifier *v, uint32_t pos,
+TR_FB_HOT int tr_fb_verify_string(struct tr_fb_verifier *v, uint32_t pos,
                                       const char *type, const char *field) {
   uint32_t s = 0;
   int rc = tr_fb_verify_offset(v, pos, type, field, &s);
@@ -365,7 +372,7 @@ static inline int tr_fb_verify_string(struct tr_fb_verifier *v, uint32_t pos,
 /* The vector whose uoffset is at pos: elements aligned and inside the
  * buffer; sets *start (its first element) and *n. offsets: the elements are
  * uoffsets (counted against max_objects). */
-static inline int tr_fb_verify_vector_at(struct tr_fb_verifier *v,
+TR_FB_HOT int tr_fb_verify_vector_at(struct tr_fb_verifier *v,
                                          uint32_t pos, uint32_t elem_size,
                                          uint32_t align, bool offsets,
                                          const char *type, const char *field,
@@ -391,7 +398,7 @@ static inline int tr_fb_verify_vector_at(struct tr_fb_verifier *v,
   return 0;
 }
 
-static inline int tr_fb_verify_vector(struct tr_fb_verifier *v, uint32_t pos,
+TR_FB_HOT int tr_fb_verify_vector(struct tr_fb_verifier *v, uint32_t pos,
                                       uint32_t elem_size, uint32_t align,
                                       bool offsets, const char *type,
                                       const char *field, uint32_t *n) {
@@ -449,7 +456,9 @@ struct tr_fb_builder {
   uint32_t table_start;
   uint16_t nslots;
   uint16_t slot_cap;
-  uint32_t *slots; /* per field id: ref of its data, 0 = absent */
+  uint16_t max_slot; /* 1 + the highest id added to the open table */
+  uint32_t *slots;   /* per field id: ref of its data, 0 = absent; all zero
+                        outside a table */
   /* written vtables, for deduplication */
   uint32_t *vtables;
   size_t nvtables, vt_cap;
@@ -479,9 +488,12 @@ static inline void tr_fb_prep(struct tr_fb_builder *b, size_t align,
   if (align > b->minalign)
     b->minalign = align;
   size_t pad = (~(b->used + additional) + 1) & (align - 1);
-  tr_fb_ensure(b, pad + additional + align);
+  tr_fb_ensure(b, pad + additional + align + 8);
+  if (align <= 8) /* pad < 8: one store clears it */
+    memset(b->buf + b->cap - b->used - 8, 0, 8);
+  else
+    memset(b->buf + b->cap - b->used - pad, 0, pad);
   b->used += pad;
-  memset(b->buf + b->cap - b->used, 0, pad);
 }
 
 static inline void tr_fb_push(struct tr_fb_builder *b, const void *p,
@@ -494,6 +506,8 @@ static inline void tr_fb_slot(struct tr_fb_builder *b, unsigned id) {
   if (id >= b->nslots)
     tr_fb_misuse("field id outside the open table");
   b->slots[id] = (uint32_t)b->used;
+  if (id >= b->max_slot)
+    b->max_slot = (uint16_t)(id + 1);
 }
 
 #define TR_FB_ADD(name, type)                                                  \
@@ -550,8 +564,19 @@ void tr_fb_table_require(struct tr_fb_builder *b, unsigned id,
                          const char *what);
 tr_fb_ref tr_fb_table_end(struct tr_fb_builder *b);
 
-tr_fb_ref tr_fb_create_string(struct tr_fb_builder *b, const char *s,
-                              size_t len);
+/* A string (len bytes at s, NUL added); not inside an open table. */
+static inline tr_fb_ref tr_fb_create_string(struct tr_fb_builder *b,
+                                            const char *s, size_t len) {
+  if (b->in_table || b->finished || len > INT32_MAX)
+    tr_fb_misuse("string inside a table, after finish, or over 2 GiB");
+  tr_fb_prep(b, 4, len + 1);
+  b->used += 1;
+  b->buf[b->cap - b->used] = 0;
+  tr_fb_push(b, s, len);
+  uint32_t n = (uint32_t)len;
+  tr_fb_push(b, &n, 4);
+  return (tr_fb_ref)b->used;
+}
 tr_fb_ref tr_fb_create_str(struct tr_fb_builder *b, const char *cstr);
 /* n elements of elem_size bytes each, already little-endian. */
 tr_fb_ref tr_fb_create_vector(struct tr_fb_builder *b, const void *elems,
