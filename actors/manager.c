@@ -304,8 +304,11 @@ static void forward(struct tr_ctx *ctx, struct manager *m, struct entry *e, cons
         e->state = E_RUNNING;
         m->active++;
     }
-    if (tr_tell(ctx, e->actor, TR_MSG_RUN_NOTE, n, sizeof *n) != 0)
-        tr_log(TR_LOG_WARN, "manager: note for run %016" PRIx64 " dropped", e->run_id);
+    int rv = tr_tell(ctx, e->actor, TR_MSG_RUN_NOTE, n, sizeof *n);
+    /* ENOACTOR: it stopped on its own and its RUN_EXITED is on the way. */
+    if (rv != 0)
+        tr_log(rv == TR_ENOACTOR ? TR_LOG_DEBUG : TR_LOG_WARN, "manager: note for run %016" PRIx64 " dropped: %s",
+               e->run_id, tr_strerror(rv));
 }
 
 static void on_note(struct tr_ctx *ctx, struct manager *m, const struct tr_state_note *n)

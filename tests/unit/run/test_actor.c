@@ -1,0 +1,595 @@
+/* The run actor and the run manager in the runtime's deterministic mode,
+ * against the real FSM (raft/fsm.c, applied through its test seam
+ * tr_fsm_apply_at by a small state-service double) and llm/tool actor
+ * doubles that speak the actors.h protocols. Virtual time: timers (approval
+ * deadlines, retries, backoffs) fire only when the test advances it. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "actors/run.h"
+#include "raft/fsm.h"
+#include "schemas/command_generated.h"
+#include "schemas/journal_generated.h"
+#include "storage/storage.h"
+
+#define J(x) troupe_journal_##x
+#define C(x) troupe_cmd_##x
+#define MAX_KEYS 256
+
+struct world {
+    struct tr_rt *rt;
+    struct tr_store *store;
+    struct tr_fsm *fsm;
+    char dir[64];
+    uint64_t index;
+    tr_actor_id svc, llm, tool, mgr;
+    struct tr_node_env env;
+    /* knobs of the state-service double */
+    uint32_t appends_seen;
+    uint32_t fail_every;        /* every n-th append: refused, not applied (TR_ENOTLEADER) */
+    uint32_t lose_every;        /* every n-th append: applied, reply lost (TR_ETIMEDOUT) */
+    /* observations */
+    char keys[MAX_KEYS][65];
+    uint32_t n_keys;
+    uint32_t dup_keys;
+    uint32_t llm_calls;
+    uint32_t max_active;
+    uint64_t seen_runs[64];
+    uint32_t n_seen;
+};
+
+static struct world W;
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static bool run_terminal(uint64_t id, struct run_rec *out)
+{
+    unsigned char key[8];
+    void *val = NULL;
+    size_t len = 0;
+    struct run_rec r;
+
+    tr_run_key(id, key);
+    if (tr_store_get(W.store, NULL, TR_CF_RUNS, key, 8, &val, &len, NULL) != 0)
+        return false;
+    assert_int_equal(tr_run_rec_decode(val, len, &r), 0);
+    tr_free(val);
+    bool t = tr_run_status_terminal(r.status);
+    if (out)
+        *out = r;
+    else
+        tr_run_rec_free(&r);
+    return t;
+}
+
+static const struct tr_fsm_result *apply(const void *buf, size_t len)
+{
+    struct tr_fsm_result *res = NULL;
+    assert_int_equal(tr_fsm_apply_at(W.fsm, ++W.index, buf, len, &res), 0);
+    return res;
+}
+
+static const struct tr_fsm_result *apply_cmd(struct tr_fb_builder *b, uint8_t type, tr_fb_ref op)
+{
+    size_t len;
+    C(Command_start)(b);
+    C(Command_add_time_us)(b, (int64_t)1767225600000000LL);
+    C(Command_add_op_type)(b, type);
+    C(Command_add_op)(b, op);
+    C(Command_finish)(b, C(Command_end)(b));
+    const uint8_t *p = tr_fb_builder_data(b, &len);
+    const struct tr_fsm_result *r = apply(p, len);
+    tr_fb_builder_free(b);
+    return r;
+}
+
+static void register_tool(const char *name, int8_t risk, uint32_t timeout_ms)
+{
+    struct tr_fb_builder b;
+    tr_fb_builder_init(&b);
+    tr_fb_ref n = tr_fb_create_str(&b, name);
+    tr_fb_ref d = tr_fb_create_str(&b, "a test tool");
+    tr_fb_ref s = tr_fb_create_str(&b, "{\"type\":\"object\"}");
+    tr_fb_ref cfg = tr_fb_create_str(&b, "{\"url\":\"http://127.0.0.1:9/\"}");
+    C(Tool_start)(&b);
+    C(Tool_add_name)(&b, n);
+    C(Tool_add_description)(&b, d);
+    C(Tool_add_input_schema)(&b, s);
+    C(Tool_add_risk)(&b, risk);
+    C(Tool_add_config)(&b, cfg);
+    C(Tool_add_timeout_ms)(&b, timeout_ms);
+    tr_fb_ref t = C(Tool_end)(&b);
+    C(ToolRegister_start)(&b);
+    C(ToolRegister_add_tool)(&b, t);
+    const struct tr_fsm_result *r = apply_cmd(&b, C(Op_ToolRegister), C(ToolRegister_end)(&b));
+    assert_int_equal(r->verdict, TR_FSM_OK);
+}
+
+static void create_run(uint64_t id, const char *goal)
+{
+    struct tr_fb_builder b;
+    char text[TR_RUN_ID_TEXT];
+    uint8_t dig[32];
+
+    tr_run_id_format(id, text);
+    memset(dig, (int)id, sizeof dig);
+    tr_fb_builder_init(&b);
+    tr_fb_ref rid = tr_fb_create_str(&b, text);
+    tr_fb_ref tenant = tr_fb_create_str(&b, "acme");
+    tr_fb_ref g = tr_fb_create_str(&b, goal);
+    tr_fb_ref d = tr_fb_create_bytes(&b, dig, sizeof dig);
+    tr_fb_ref model = tr_fb_create_str(&b, "mock");
+    tr_fb_ref tools[3] = { tr_fb_create_str(&b, "search"), tr_fb_create_str(&b, "wire"),
+                           tr_fb_create_str(&b, "slow") };
+    tr_fb_ref tv = J(AgentConfig_create_tools)(&b, tools, 3);
+    J(AgentConfig_start)(&b);
+    J(AgentConfig_add_model)(&b, model);
+    J(AgentConfig_add_tools)(&b, tv);
+    tr_fb_ref agent = J(AgentConfig_end)(&b);
+    C(RunCreate_start)(&b);
+    C(RunCreate_add_run_id)(&b, rid);
+    C(RunCreate_add_tenant)(&b, tenant);
+    C(RunCreate_add_goal)(&b, g);
+    C(RunCreate_add_request_digest)(&b, d);
+    C(RunCreate_add_agent)(&b, agent);
+    C(RunCreate_add_owner_node)(&b, 1);
+    C(RunCreate_add_epoch)(&b, 1);
+    const struct tr_fsm_result *r = apply_cmd(&b, C(Op_RunCreate), C(RunCreate_end)(&b));
+    assert_int_equal(r->verdict, TR_FSM_OK);
+}
+
+static void decide_approval(uint64_t id, int decision)
+{
+    struct tr_fb_builder b;
+    struct run_rec r;
+    char text[TR_RUN_ID_TEXT];
+
+    assert_false(run_terminal(id, &r));
+    assert_int_equal(r.status, J(RunStatus_WaitingApproval));
+    assert_non_null(r.pending_approval);
+    tr_run_id_format(id, text);
+    tr_fb_builder_init(&b);
+    tr_fb_ref aid = tr_fb_create_str(&b, r.pending_approval);
+    tr_fb_ref rid = tr_fb_create_str(&b, text);
+    tr_fb_ref by = tr_fb_create_str(&b, "alice");
+    C(ApprovalDecide_start)(&b);
+    C(ApprovalDecide_add_approval_id)(&b, aid);
+    C(ApprovalDecide_add_run_id)(&b, rid);
+    C(ApprovalDecide_add_decision)(&b, (int8_t)decision);
+    C(ApprovalDecide_add_decided_by)(&b, by);
+    const struct tr_fsm_result *res = apply_cmd(&b, C(Op_ApprovalDecide), C(ApprovalDecide_end)(&b));
+    assert_int_equal(res->verdict, TR_FSM_OK);
+    tr_run_rec_free(&r);
+}
+
+static void cancel_run(uint64_t id)
+{
+    struct tr_fb_builder b;
+    char text[TR_RUN_ID_TEXT];
+
+    tr_run_id_format(id, text);
+    tr_fb_builder_init(&b);
+    tr_fb_ref rid = tr_fb_create_str(&b, text);
+    C(RunCancel_start)(&b);
+    C(RunCancel_add_run_id)(&b, rid);
+    const struct tr_fsm_result *res = apply_cmd(&b, C(Op_RunCancel), C(RunCancel_end)(&b));
+    assert_int_equal(res->verdict, TR_FSM_OK);
+}
+
+/* Types of a run's journal, in order. */
+static uint32_t journal_types(uint64_t id, int *types, uint32_t cap)
+{
+    struct tr_journal_iter *it;
+    uint32_t n = 0;
+    uint64_t seq;
+    const void *ev;
+    size_t len;
+
+    assert_int_equal(tr_journal_iter_open(W.store, NULL, id, 1, &it, NULL), 0);
+    while (tr_journal_iter_next(it, &seq, &ev, &len, NULL) == 1) {
+        const struct J(Event) *e = J(Event_verify_as_root)(ev, len, NULL);
+        assert_non_null(e);
+        assert_int_equal(J(Event_seq)(e), n + 1);
+        if (n < cap)
+            types[n] = J(Event_data_type)(e);
+        n++;
+    }
+    tr_journal_iter_close(it);
+    return n;
+}
+
+static uint32_t count_type(uint64_t id, int type)
+{
+    int t[512];
+    uint32_t n = journal_types(id, t, 512), c = 0;
+    for (uint32_t i = 0; i < n && i < 512; i++)
+        c += t[i] == type;
+    return c;
+}
+
+/* Run the world until every listed run is terminal, advancing virtual time
+ * in small steps when nothing is left to deliver. */
+static void settle(const uint64_t *ids, int n, uint64_t max_ms)
+{
+    for (uint64_t t = 0; t <= max_ms; t += 50) {
+        tr_rt_run_until_idle(W.rt, 1000000);
+        bool all = true;
+        for (int i = 0; i < n; i++)
+            all = all && run_terminal(ids[i], NULL);
+        if (all)
+            return;
+        tr_rt_advance(W.rt, 50);
+    }
+    fail_msg("runs not terminal after %llu ms of virtual time", (unsigned long long)max_ms);
+}
+
+/* ---- the state-service double ------------------------------------------------- */
+
+static void reply(struct tr_ctx *ctx, const struct tr_msg *req, const struct tr_state_reply *r)
+{
+    struct tr_msg *m = tr_msg_make(TR_MSG_STATE_REPLY, r, sizeof *r);
+    if (tr_reply(ctx, req, m) != 0)
+        tr_msg_free(m);
+}
+
+static int svc_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
+{
+    struct tr_state_reply r = { .status = TR_OK };
+
+    if (msg->type == TR_MSG_STATE_APPEND) {
+        const struct tr_append_msg *am = (const struct tr_append_msg *)msg->data;
+        struct tr_fb_builder b;
+        char text[TR_RUN_ID_TEXT];
+        size_t len;
+
+        assert_true(msg->len >= sizeof *am + am->len + am->blob_len);
+        W.appends_seen++;
+        if (W.fail_every && W.appends_seen % W.fail_every == 0) {
+            r.status = TR_ENOTLEADER;
+            reply(ctx, msg, &r);
+            return 0;
+        }
+        tr_run_id_format(am->run_id, text);
+        tr_fb_builder_init(&b);
+        tr_fb_ref rid = tr_fb_create_str(&b, text);
+        tr_fb_ref ev = C(Append_create_event)(&b, am->event, am->len);
+        tr_fb_ref blob = am->blob_len ? tr_fb_create_bytes(&b, am->event + am->len, am->blob_len) : 0;
+        C(Append_start)(&b);
+        C(Append_add_run_id)(&b, rid);
+        C(Append_add_epoch)(&b, am->epoch);
+        C(Append_add_seq)(&b, am->seq);
+        C(Append_add_event)(&b, ev);
+        C(Append_add_blob)(&b, blob);
+        tr_fb_ref a = C(Append_end)(&b);
+        tr_fb_ref vec = C(AppendBatch_create_appends)(&b, &a, 1);
+        C(AppendBatch_start)(&b);
+        C(AppendBatch_add_appends)(&b, vec);
+        tr_fb_ref batch = C(AppendBatch_end)(&b);
+        C(Command_start)(&b);
+        C(Command_add_time_us)(&b, (int64_t)tr_wall_us(ctx));
+        C(Command_add_op_AppendBatch)(&b, batch);
+        C(Command_finish)(&b, C(Command_end)(&b));
+        const uint8_t *p = tr_fb_builder_data(&b, &len);
+        const struct tr_fsm_result *res = apply(p, len);
+        tr_fb_builder_free(&b);
+        assert_int_equal(res->n_appends, 1);
+        r.verdict = res->appends[0].verdict;
+        r.seq = res->appends[0].seq;
+        r.raft_index = W.index;
+        if (W.lose_every && W.appends_seen % W.lose_every == 0)
+            return 0; /* applied; the reply is lost: the requester times out */
+        reply(ctx, msg, &r);
+    } else if (msg->type == TR_MSG_STATE_PROPOSE) {
+        const struct tr_fsm_result *res = apply(msg->data, msg->len);
+        r.verdict = res->verdict;
+        r.raft_index = W.index;
+        reply(ctx, msg, &r);
+    }
+    return 0;
+}
+
+static const struct tr_behavior svc_behavior = { .name = "state-double", .receive = svc_receive };
+
+/* ---- the llm double: the goal names the script --------------------------------- */
+
+static char *llm_answer(const char *goal, uint32_t step)
+{
+    json_t *r;
+    const char *tool = strstr(goal, "wire") ? "wire" : strstr(goal, "hang") ? "slow" : "search";
+
+    if (step == 1)
+        r = json_pack("{s:b,s:n,s:[{s:s,s:s,s:s}],s:s,s:{s:i,s:i},s:i}", "ok", 1, "content", "tool_calls", "id",
+                      "c1", "name", tool, "arguments", "{\"q\":\"x\"}", "finish_reason", "tool_calls", "usage",
+                      "prompt_tokens", 100, "completion_tokens", 10, "cost_micro_usd", 1500);
+    else
+        r = json_pack("{s:b,s:s,s:[],s:s,s:{s:i,s:i},s:i}", "ok", 1, "content", "all done", "tool_calls",
+                      "finish_reason", "stop", "usage", "prompt_tokens", 200, "completion_tokens", 20,
+                      "cost_micro_usd", 2500);
+    char *t = json_dumps(r, JSON_COMPACT);
+    json_decref(r);
+    return t;
+}
+
+static int llm_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
+{
+    if (msg->type != TR_MSG_LLM_CALL)
+        return 0;
+    json_t *req = json_loadb((const char *)msg->data, msg->len, 0, NULL);
+    assert_non_null(req);
+    uint64_t id = 0;
+    const char *rid = json_string_value(json_object_get(req, "run_id"));
+    assert_int_equal(tr_run_id_parse(rid, strlen(rid), &id), 0);
+    uint32_t step = (uint32_t)json_integer_value(json_object_get(req, "step"));
+    const char *goal = json_string_value(json_object_get(json_array_get(json_object_get(req, "messages"), 1), "content"));
+    assert_non_null(goal);
+    W.llm_calls++;
+    /* Admission: at most max_active_runs runs in progress at once. */
+    bool known = false;
+    for (uint32_t i = 0; i < W.n_seen; i++)
+        known = known || W.seen_runs[i] == id;
+    if (!known && W.n_seen < 64)
+        W.seen_runs[W.n_seen++] = id;
+    uint32_t active = 0;
+    for (uint32_t i = 0; i < W.n_seen; i++)
+        active += !run_terminal(W.seen_runs[i], NULL);
+    if (active > W.max_active)
+        W.max_active = active;
+    char *text = llm_answer(goal, step);
+    struct tr_msg *m = tr_msg_make(TR_MSG_LLM_RESULT, text, (uint32_t)strlen(text));
+    free(text);
+    if (tr_reply(ctx, msg, m) != 0)
+        tr_msg_free(m);
+    json_decref(req);
+    return 0;
+}
+
+static const struct tr_behavior llm_behavior = { .name = "llm-double", .receive = llm_receive };
+
+static int tool_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
+{
+    if (msg->type != TR_MSG_TOOL_CALL)
+        return 0;
+    json_t *req = json_loadb((const char *)msg->data, msg->len, 0, NULL);
+    const char *key = json_string_value(json_object_get(req, "idempotency_key"));
+    const char *name = json_string_value(json_object_get(json_object_get(req, "tool"), "name"));
+    assert_non_null(key);
+    assert_int_equal(strlen(key), 64);
+    for (uint32_t i = 0; i < W.n_keys; i++)
+        if (strcmp(W.keys[i], key) == 0)
+            W.dup_keys++;
+    if (W.n_keys < MAX_KEYS)
+        snprintf(W.keys[W.n_keys++], 65, "%s", key);
+    if (strcmp(name, "slow") != 0) {
+        static const char ok[] = "{\"ok\":true,\"result\":\"found it\",\"is_error\":false,\"error\":null,"
+                                 "\"status\":200,\"duration_ms\":4,\"truncated\":false}";
+        struct tr_msg *m = tr_msg_make(TR_MSG_TOOL_RESULT, ok, sizeof ok - 1);
+        if (tr_reply(ctx, msg, m) != 0)
+            tr_msg_free(m);
+    }
+    json_decref(req);
+    return 0;
+}
+
+static const struct tr_behavior tool_behavior = { .name = "tool-double", .receive = tool_receive };
+
+/* ---- world ---------------------------------------------------------------------- */
+
+static tr_actor_id spawn(const struct tr_behavior *b)
+{
+    struct tr_spawn_opts o = { .behavior = b };
+    tr_actor_id id = 0;
+    assert_int_equal(tr_spawn(W.rt, &o, &id), 0);
+    return id;
+}
+
+static int setup(void **st)
+{
+    struct tr_rt_opts ro = { .deterministic = 1, .seed = 7, .start_wall_us = 1767225600000000ULL };
+    struct tr_fsm_opts fo = { 0 };
+    struct tr_err err;
+
+    memset(&W, 0, sizeof W);
+    snprintf(W.dir, sizeof W.dir, "/tmp/tr-run-actor-XXXXXX");
+    assert_non_null(mkdtemp(W.dir));
+    assert_int_equal(tr_store_open(W.dir, NULL, &W.store, &err), 0);
+    assert_int_equal(tr_rt_new(&ro, &W.rt), 0);
+    W.svc = spawn(&svc_behavior);
+    W.llm = spawn(&llm_behavior);
+    W.tool = spawn(&tool_behavior);
+    W.env = (struct tr_node_env){
+        .node_id = 1,
+        .store = W.store,
+        .state_actor = W.svc,
+        .llm_actors = &W.llm,
+        .tool_actors = &W.tool,
+        .n_schedulers = 1,
+        .max_active_runs = 2,
+        .llm_timeout_ms = 1000,
+        .approval_timeout_ms = 60000,
+        .context_tokens = 8000,
+    };
+    assert_int_equal(tr_run_manager_spawn(W.rt, &W.env, 0, &W.mgr), 0);
+    W.env.manager_actor = W.mgr;
+    fo.store = W.store;
+    fo.rt = W.rt;
+    fo.listener = W.mgr;
+    tr_fsm_new(&fo, &W.fsm);
+    W.index = tr_store_last_applied(W.store);
+    register_tool("search", J(Risk_Read), 1000);
+    register_tool("wire", J(Risk_Irreversible), 1000);
+    register_tool("slow", J(Risk_Write), 1000);
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    char cmd[128];
+
+    tr_rt_shutdown(W.rt);
+    tr_fsm_free(W.fsm);
+    tr_store_close(W.store);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", W.dir);
+    assert_int_equal(system(cmd), 0);
+    return 0;
+}
+
+/* ---- tests ------------------------------------------------------------------------ */
+
+static void test_runs_complete_within_capacity(void **st)
+{
+    const uint64_t ids[] = { 11, 12, 13, 14, 15 };
+
+    for (int i = 0; i < 5; i++)
+        create_run(ids[i], "plain question");
+    settle(ids, 5, 10000);
+    for (int i = 0; i < 5; i++) {
+        struct run_rec r;
+        assert_true(run_terminal(ids[i], &r));
+        assert_int_equal(r.status, J(RunStatus_Succeeded));
+        assert_string_equal(r.output, "all done");
+        assert_int_equal(r.step, 2);
+        assert_int_equal(r.cost_micro_usd, 1500 + 2500);
+        assert_int_equal(r.prompt_tokens, 300);
+        tr_run_rec_free(&r);
+        assert_int_equal(count_type(ids[i], J(Data_ToolStarted)), 1);
+        assert_int_equal(count_type(ids[i], J(Data_RunSucceeded)), 1);
+    }
+    assert_int_equal(W.n_keys, 5);
+    assert_int_equal(W.dup_keys, 0);
+    assert_true(W.max_active <= 2);
+    assert_int_equal(W.llm_calls, 10);
+    /* Every run actor is gone. */
+    struct tr_rt_stats s;
+    tr_rt_stats(W.rt, &s);
+    assert_int_equal(s.actors, 4); /* the doubles and the manager */
+}
+
+static void test_approval_passivates_then_approved(void **st)
+{
+    const uint64_t id = 21;
+    struct tr_rt_stats s;
+
+    create_run(id, "wire the money");
+    tr_rt_run_until_idle(W.rt, 1000000);
+    tr_rt_stats(W.rt, &s);
+    assert_int_equal(s.passivated, 1);
+    assert_int_equal(W.n_keys, 0);
+    decide_approval(id, J(Decision_Approve));
+    settle(&id, 1, 5000);
+    struct run_rec r;
+    assert_true(run_terminal(id, &r));
+    assert_int_equal(r.status, J(RunStatus_Succeeded));
+    tr_run_rec_free(&r);
+    assert_int_equal(W.n_keys, 1);
+    assert_int_equal(count_type(id, J(Data_ApprovalDecided)), 1);
+}
+
+static void test_approval_expires(void **st)
+{
+    const uint64_t id = 31;
+
+    create_run(id, "wire it");
+    tr_rt_run_until_idle(W.rt, 1000000);
+    /* Nobody decides: the deadline (60 s) re-creates the run, which asks
+     * for Expired; the agent is told and finishes. */
+    tr_rt_advance(W.rt, 61000);
+    settle(&id, 1, 5000);
+    struct run_rec r;
+    assert_true(run_terminal(id, &r));
+    assert_int_equal(r.status, J(RunStatus_Succeeded));
+    tr_run_rec_free(&r);
+    assert_int_equal(W.n_keys, 0);
+    assert_int_equal(count_type(id, J(Data_ApprovalDecided)), 1);
+    assert_int_equal(count_type(id, J(Data_ToolStarted)), 0);
+}
+
+static void test_cancel_while_tool_runs(void **st)
+{
+    const uint64_t id = 41;
+    struct tr_rt_stats s;
+
+    create_run(id, "hang forever");
+    tr_rt_run_until_idle(W.rt, 1000000);
+    assert_int_equal(W.n_keys, 1); /* the slow tool got the call */
+    assert_false(run_terminal(id, NULL));
+    cancel_run(id);
+    tr_rt_run_until_idle(W.rt, 1000000);
+    struct run_rec r;
+    assert_true(run_terminal(id, &r));
+    assert_int_equal(r.status, J(RunStatus_Cancelled));
+    tr_run_rec_free(&r);
+    tr_rt_stats(W.rt, &s);
+    assert_int_equal(s.actors, 4);
+    /* The late tool timeout finds nobody. */
+    tr_rt_advance(W.rt, 20000);
+    tr_rt_run_until_idle(W.rt, 1000000);
+    assert_int_equal(count_type(id, J(Data_ToolCompleted)), 0);
+}
+
+static void test_transport_errors(void **st)
+{
+    const uint64_t ids[] = { 51, 52 };
+
+    W.fail_every = 3; /* refused before apply */
+    W.lose_every = 5; /* applied, reply lost */
+    create_run(ids[0], "plain one");
+    create_run(ids[1], "plain two");
+    settle(ids, 2, 120000);
+    for (int i = 0; i < 2; i++) {
+        struct run_rec r;
+        assert_true(run_terminal(ids[i], &r));
+        assert_int_equal(r.status, J(RunStatus_Succeeded));
+        tr_run_rec_free(&r);
+        assert_int_equal(count_type(ids[i], J(Data_LlmCompleted)), 2);
+        assert_int_equal(count_type(ids[i], J(Data_ToolStarted)), 1);
+        assert_int_equal(count_type(ids[i], J(Data_ToolCompleted)), 1);
+        assert_int_equal(count_type(ids[i], J(Data_RunSucceeded)), 1);
+    }
+    /* Both failure kinds happened; a tool may run again after a lost
+     * reply, never under another key: two distinct keys in all. */
+    assert_true(W.appends_seen >= 10);
+    assert_true(W.n_keys >= 2);
+    assert_int_equal(W.n_keys - W.dup_keys, 2);
+}
+
+static void test_ready_scan_starts_owned_runs(void **st)
+{
+    const uint64_t ids[] = { 61, 62, 63 };
+    struct tr_state_note ready = { .kind = TR_NOTE_READY };
+
+    tr_fsm_set_listener(W.fsm, 0); /* created while nobody listens: a restart */
+    for (int i = 0; i < 3; i++)
+        create_run(ids[i], "plain again");
+    tr_rt_run_until_idle(W.rt, 1000000);
+    assert_int_equal(W.llm_calls, 0);
+    tr_fsm_set_listener(W.fsm, W.mgr);
+    assert_int_equal(tr_rt_send(W.rt, W.mgr, tr_msg_make(TR_MSG_STATE_NOTE, &ready, sizeof ready)), 0);
+    settle(ids, 3, 10000);
+    for (int i = 0; i < 3; i++) {
+        struct run_rec r;
+        assert_true(run_terminal(ids[i], &r));
+        assert_int_equal(r.status, J(RunStatus_Succeeded));
+        tr_run_rec_free(&r);
+    }
+    assert_true(W.max_active <= 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_runs_complete_within_capacity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_approval_passivates_then_approved, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_approval_expires, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_while_tool_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transport_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ready_scan_starts_owned_runs, setup, teardown),
+    };
+    tr_log_set_level(TR_LOG_WARN);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
