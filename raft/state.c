@@ -349,10 +349,10 @@ static void barrier_cb(void *arg, int status, const char *msg)
 {
     struct tr_state *s = arg;
     s->barrier_pending = 0;
-    if (status != TR_OK || s->closing)
-        return; /* the poll timer tries again */
+    if (status != TR_OK || s->closing || s->listener == 0)
+        return; /* the poll timer tries again (with a listener to tell) */
     s->ready = 1;
-    if (s->listener != 0) {
+    {
         struct tr_state_note n = { .kind = TR_NOTE_READY };
         struct tr_raft_info info;
         tr_raft_info(s->raft, &info);
