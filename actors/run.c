@@ -71,7 +71,6 @@ struct run_actor {
     int64_t resync_at_us;
     bool refold_wanted;
     bool stopping;
-    bool passivating;
     struct tool_entry *tools;
     uint32_t n_tools;
 };
@@ -340,7 +339,7 @@ static void pump(struct tr_ctx *ctx, struct run_actor *r)
 {
     struct tr_run_action a;
 
-    if (r->stopping || r->passivating)
+    if (r->stopping)
         return;
     if (r->refold_wanted && !r->v.appends_inflight && (int64_t)tr_wall_us(ctx) >= r->resync_at_us) {
         int why = load(r);
@@ -357,13 +356,11 @@ static void pump(struct tr_ctx *ctx, struct run_actor *r)
         tr_run_decide(&r->s, &r->v, &r->renv, (int64_t)tr_wall_us(ctx), &a);
         switch (a.kind) {
         case TR_RUN_WAIT:
-            if (a.idle && r->env->manager_actor) {
-                struct tr_run_exit ex = { .run_id = r->run_id, .reason = 2 };
-                if (tr_passivate(ctx) == 0) {
-                    r->passivating = true;
-                    tr_tell(ctx, r->env->manager_actor, TR_MSG_RUN_EXITED, &ex, sizeof ex);
-                }
-            }
+            /* Only a human can move the run on: free the memory. The
+             * runtime ignores the request if a message is already waiting;
+             * fini tells the manager when it does happen. */
+            if (a.idle && r->env->manager_actor)
+                tr_passivate(ctx);
             tr_run_action_free(&a);
             return;
         case TR_RUN_EXIT:
@@ -600,8 +597,12 @@ static void run_fini(struct tr_ctx *ctx, void *state, enum tr_stop_reason why)
     struct run_actor *r = state;
 
     /* A passivated run keeps its timers: a deadline re-creates it. */
-    if (why != TR_STOP_PASSIVATE)
+    if (why == TR_STOP_PASSIVATE) {
+        struct tr_run_exit ex = { .run_id = r->run_id, .reason = 2 };
+        tr_tell(ctx, r->env->manager_actor, TR_MSG_RUN_EXITED, &ex, sizeof ex);
+    } else {
         timers_cancel(ctx, r);
+    }
     tr_run_state_free(&r->s);
     tr_run_vol_free(&r->v);
     tools_free(r);

@@ -636,7 +636,27 @@ static void await_llm(const struct tr_run_state *s, struct tr_run_vol *v, const 
     out->json = tr_run_llm_request(s, env, st->n, &out->json_len, (unsigned char[TR_RUN_DIGEST]){ 0 }, NULL);
     out->step = st->n;
     out->attempt = st->attempt;
-    out->timeout_ms = (env->llm_timeout_ms ? env->llm_timeout_ms : 120000) + 5000;
+    /* A safety net only: the llm actor always answers, after up to four
+     * attempts of llm_timeout_ms each plus backoff (actors/llm.h). A reply
+     * after this is dropped, and the retry may call the model twice. */
+    out->timeout_ms = 4 * (env->llm_timeout_ms ? env->llm_timeout_ms : 60000) + 60000;
+}
+
+/* Irreversible tools wait for a human; so does any tool whose registry
+ * config carries "require_approval": true (the policy mark). */
+static bool needs_approval(const struct tr_run_tool *t)
+{
+    json_t *cfg;
+    bool marked;
+
+    if (t->risk == J(Risk_Irreversible))
+        return true;
+    if (!t->config || !strstr(t->config, "require_approval"))
+        return false;
+    cfg = json_loads(t->config, 0, NULL);
+    marked = json_is_true(json_object_get(cfg, "require_approval"));
+    json_decref(cfg);
+    return marked;
 }
 
 /* One call of the current step; true when it produced an action. */
@@ -671,7 +691,7 @@ static bool advance_call(const struct tr_run_state *s, struct tr_run_vol *v, con
             run_builtin(s, now, st->n, i, c, out);
             return true;
         }
-        if (t->risk == J(Risk_Irreversible)) {
+        if (needs_approval(t)) {
             ev_approval_requested(s, env, now, st->n, i, c, t->risk, out);
             return true;
         }

@@ -366,6 +366,36 @@ static void test_approval_replay_rearms(void **st)
     h_free(&h);
 }
 
+/* A write tool marked by policy waits for a human too. */
+static char *llm_post(struct harness *h, uint32_t step, uint32_t attempt)
+{
+    if (step == 1)
+        return h_llm_call1("post", "{}");
+    return h_llm_text("posted", 1, 1, 1);
+}
+
+static void test_approval_policy_mark(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+    struct h_agent ag = agent_search;
+
+    ag.tools[1] = "post";
+    h_init(&h, &ag, llm_post, tool_echo);
+    h_add_tool(&h, "post", NULL, J(Risk_Write));
+    h_tool(&h, "post")->config = "{\"url\":\"http://x/\",\"require_approval\":true}";
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_ARM_DEADLINE);
+    tr_run_action_free(&a);
+    const struct J(ApprovalRequested) *ar = J(Event_data_as_ApprovalRequested)(last_ev(&h));
+    assert_non_null(ar);
+    assert_int_equal(J(ApprovalRequested_risk)(ar), J(Risk_Write));
+    assert_string_equal(J(ApprovalRequested_reason)(ar).ptr, "policy");
+    h_fsm_decided(&h, J(ApprovalRequested_approval_id)(ar).ptr, J(Decision_Approve), "");
+    assert_int_equal(h_drive(&h, 100, NULL), TR_RUN_EXIT);
+    assert_int_equal(h.tool_calls, 1);
+    h_free(&h);
+}
+
 /* While an approval is open, one append at a time (run.h invariant 6). */
 static void test_open_approval_serializes(void **st)
 {
@@ -944,6 +974,7 @@ int main(void)
         cmocka_unit_test(test_approval_deny),
         cmocka_unit_test(test_approval_expired),
         cmocka_unit_test(test_approval_replay_rearms),
+        cmocka_unit_test(test_approval_policy_mark),
         cmocka_unit_test(test_open_approval_serializes),
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_wall_time),
