@@ -415,6 +415,13 @@ static void on_append_reply(struct tr_ctx *ctx, struct run_actor *r, int slot, c
 
     r->appends[slot].corr = 0;
     r->v.appends_inflight--;
+    if (rep && (rep->status == TR_EINVAL || rep->status == TR_ETOOBIG)) {
+        /* Never proposed: sending it again would fail again. */
+        tr_log(TR_LOG_ERROR, "run %s: append %" PRIu64 " refused by the state service: %s", r->s.run_text, seq,
+               tr_strerror(rep->status));
+        run_exit(ctx, r, 3);
+        return;
+    }
     if (!rep || rep->status != TR_OK) {
         tr_log(TR_LOG_DEBUG, "run %s: append %" PRIu64 ": %s", r->s.run_text, seq,
                rep ? tr_strerror(rep->status) : "timed out");

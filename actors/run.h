@@ -106,6 +106,8 @@
 #define TR_RUN_LLM_MAX_ATTEMPTS 8      /* llm.requested per step */
 #define TR_RUN_RETRY_FLOOR_MS 200      /* least wait before retrying the llm */
 #define TR_RUN_RETRY_CAP_MS 60000
+#define TR_RUN_CONTENT_MAX (1u << 20)  /* assistant text kept in llm.completed */
+#define TR_RUN_ARGS_MAX (256u * 1024)  /* arguments kept per tool call (cut: the call is refused) */
 #define TR_RUN_BLOB_MIN 4096           /* larger tool results go to the blobs family */
 #define TR_RUN_BLOB_MAX (4u << 20)     /* tool result bytes kept at all */
 #define TR_RUN_PROMPT_RESULT_MAX 2048  /* tool result bytes shown to the model */

@@ -60,6 +60,15 @@ static tr_fb_ref usage_ref(struct tr_fb_builder *b, uint64_t p, uint64_t c, uint
     return J(Usage_end)(b);
 }
 
+static size_t utf8_cut(const char *s, size_t n, size_t max)
+{
+    if (n <= max)
+        return n;
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+        max--;
+    return max;
+}
+
 static void ev_llm_requested(const struct tr_run_state *s, const struct tr_run_env *env, int64_t now,
                              uint32_t step, uint32_t attempt, struct tr_run_action *out)
 {
@@ -101,9 +110,11 @@ static void ev_llm_completed(const struct tr_run_state *s, int64_t now, const st
             snprintf(gen, sizeof gen, "call_%u_%u", st->n, i);
             id = gen;
         }
-        tr_fb_ref rid = tr_fb_create_str(&b, id);
-        tr_fb_ref name = tr_fb_create_str(&b, r->calls[i].name ? r->calls[i].name : "");
-        tr_fb_ref args = str_or_0(&b, r->calls[i].arguments);
+        const char *an = r->calls[i].arguments;
+        tr_fb_ref rid = tr_fb_create_string(&b, id, strnlen(id, 256));
+        tr_fb_ref name = tr_fb_create_string(&b, r->calls[i].name ? r->calls[i].name : "",
+                                             r->calls[i].name ? strnlen(r->calls[i].name, 256) : 0);
+        tr_fb_ref args = an ? tr_fb_create_string(&b, an, utf8_cut(an, strlen(an), TR_RUN_ARGS_MAX)) : 0;
         J(ToolCall_start)(&b);
         J(ToolCall_add_id)(&b, rid);
         J(ToolCall_add_name)(&b, name);
@@ -112,7 +123,8 @@ static void ev_llm_completed(const struct tr_run_state *s, int64_t now, const st
     }
     tr_fb_ref vec = r->n_calls ? J(LlmCompleted_create_tool_calls)(&b, calls, r->n_calls) : 0;
     tr_fb_ref model = str_or_0(&b, r->model ? r->model : s->model);
-    tr_fb_ref content = str_or_0(&b, r->content);
+    tr_fb_ref content =
+        r->content ? tr_fb_create_string(&b, r->content, utf8_cut(r->content, strlen(r->content), TR_RUN_CONTENT_MAX)) : 0;
     tr_fb_ref reqid = str_or_0(&b, r->request_id);
     tr_fb_ref usage = usage_ref(&b, r->prompt_tokens, r->completion_tokens, r->cost_micro_usd);
     J(LlmCompleted_start)(&b);
@@ -174,15 +186,6 @@ static void ev_tool_started(const struct tr_run_state *s, int64_t now, uint32_t 
     emit(s, &b, now, J(Data_ToolStarted), J(ToolStarted_end)(&b), out);
     out->step = step;
     out->call_index = i;
-}
-
-static size_t utf8_cut(const char *s, size_t n, size_t max)
-{
-    if (n <= max)
-        return n;
-    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
-        max--;
-    return max;
 }
 
 static void ev_tool_completed(const struct tr_run_state *s, int64_t now, uint32_t step, uint32_t i,

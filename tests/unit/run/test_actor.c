@@ -32,8 +32,11 @@ struct world {
     struct tr_node_env env;
     /* knobs of the state-service double */
     uint32_t appends_seen;
-    uint32_t fail_every;        /* every n-th append: refused, not applied (TR_ENOTLEADER) */
-    uint32_t lose_every;        /* every n-th append: applied, reply lost (TR_ETIMEDOUT) */
+    uint32_t faulty;            /* the first n appends may fail: */
+    uint32_t fail_one_in;       /* refused, not applied (TR_ENOTLEADER), about one in n */
+    uint32_t lose_one_in;       /* applied, reply lost (the requester times out), one in n */
+    uint64_t rng;
+    uint32_t failed, lost;
     /* observations */
     char keys[MAX_KEYS][65];
     uint32_t n_keys;
@@ -125,12 +128,14 @@ static void create_run(uint64_t id, const char *goal)
     tr_fb_ref g = tr_fb_create_str(&b, goal);
     tr_fb_ref d = tr_fb_create_bytes(&b, dig, sizeof dig);
     tr_fb_ref model = tr_fb_create_str(&b, "mock");
-    tr_fb_ref tools[3] = { tr_fb_create_str(&b, "search"), tr_fb_create_str(&b, "wire"),
-                           tr_fb_create_str(&b, "slow") };
-    tr_fb_ref tv = J(AgentConfig_create_tools)(&b, tools, 3);
+    tr_fb_ref tools[4] = { tr_fb_create_str(&b, "search"), tr_fb_create_str(&b, "wire"),
+                           tr_fb_create_str(&b, "slow"), tr_fb_create_str(&b, "big") };
+    tr_fb_ref tv = J(AgentConfig_create_tools)(&b, tools, 4);
     J(AgentConfig_start)(&b);
     J(AgentConfig_add_model)(&b, model);
     J(AgentConfig_add_tools)(&b, tv);
+    if (strstr(goal, "cap"))
+        J(AgentConfig_add_max_steps)(&b, 1);
     tr_fb_ref agent = J(AgentConfig_end)(&b);
     C(RunCreate_start)(&b);
     C(RunCreate_add_run_id)(&b, rid);
@@ -226,6 +231,14 @@ static void settle(const uint64_t *ids, int n, uint64_t max_ms)
             return;
         tr_rt_advance(W.rt, 50);
     }
+    for (int i = 0; i < n; i++) {
+        int t[64];
+        uint32_t k = journal_types(ids[i], t, 64);
+        fprintf(stderr, "run %llu journal:", (unsigned long long)ids[i]);
+        for (uint32_t j = 0; j < k && j < 64; j++)
+            fprintf(stderr, " %s", J(Data_name)(t[j]));
+        fprintf(stderr, "\n");
+    }
     fail_msg("runs not terminal after %llu ms of virtual time", (unsigned long long)max_ms);
 }
 
@@ -250,7 +263,12 @@ static int svc_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
 
         assert_true(msg->len >= sizeof *am + am->len + am->blob_len);
         W.appends_seen++;
-        if (W.fail_every && W.appends_seen % W.fail_every == 0) {
+        W.rng = W.rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        uint32_t dice = (uint32_t)(W.rng >> 33);
+        bool faulty = W.appends_seen <= W.faulty;
+        bool lose = faulty && W.lose_one_in && dice % W.lose_one_in == 0;
+        if (faulty && W.fail_one_in && (dice >> 8) % W.fail_one_in == 0) {
+            W.failed++;
             r.status = TR_ENOTLEADER;
             reply(ctx, msg, &r);
             return 0;
@@ -282,8 +300,10 @@ static int svc_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
         r.verdict = res->appends[0].verdict;
         r.seq = res->appends[0].seq;
         r.raft_index = W.index;
-        if (W.lose_every && W.appends_seen % W.lose_every == 0)
+        if (lose) {
+            W.lost++;
             return 0; /* applied; the reply is lost: the requester times out */
+        }
         reply(ctx, msg, &r);
     } else if (msg->type == TR_MSG_STATE_PROPOSE) {
         const struct tr_fsm_result *res = apply(msg->data, msg->len);
@@ -301,7 +321,7 @@ static const struct tr_behavior svc_behavior = { .name = "state-double", .receiv
 static char *llm_answer(const char *goal, uint32_t step)
 {
     json_t *r;
-    const char *tool = strstr(goal, "wire") ? "wire" : strstr(goal, "hang") ? "slow" : "search";
+    const char *tool = strstr(goal, "wire") ? "wire" : strstr(goal, "hang") ? "slow" : strstr(goal, "big") ? "big" : "search";
 
     if (step == 1)
         r = json_pack("{s:b,s:n,s:[{s:s,s:s,s:s}],s:s,s:{s:i,s:i},s:i}", "ok", 1, "content", "tool_calls", "id",
@@ -365,7 +385,19 @@ static int tool_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
             W.dup_keys++;
     if (W.n_keys < MAX_KEYS)
         snprintf(W.keys[W.n_keys++], 65, "%s", key);
-    if (strcmp(name, "slow") != 0) {
+    if (strcmp(name, "big") == 0) {
+        char *big = tr_malloc(10001);
+        memset(big, 'z', 10000);
+        big[10000] = '\0';
+        json_t *r = json_pack("{s:b,s:s,s:b}", "ok", 1, "result", big, "is_error", 0);
+        char *t = json_dumps(r, JSON_COMPACT);
+        struct tr_msg *m = tr_msg_make(TR_MSG_TOOL_RESULT, t, (uint32_t)strlen(t));
+        if (tr_reply(ctx, msg, m) != 0)
+            tr_msg_free(m);
+        free(t);
+        json_decref(r);
+        tr_free(big);
+    } else if (strcmp(name, "slow") != 0) {
         static const char ok[] = "{\"ok\":true,\"result\":\"found it\",\"is_error\":false,\"error\":null,"
                                  "\"status\":200,\"duration_ms\":4,\"truncated\":false}";
         struct tr_msg *m = tr_msg_make(TR_MSG_TOOL_RESULT, ok, sizeof ok - 1);
@@ -424,6 +456,7 @@ static int setup(void **st)
     register_tool("search", J(Risk_Read), 1000);
     register_tool("wire", J(Risk_Irreversible), 1000);
     register_tool("slow", J(Risk_Write), 1000);
+    register_tool("big", J(Risk_Read), 1000);
     return 0;
 }
 
@@ -535,27 +568,40 @@ static void test_cancel_while_tool_runs(void **st)
 static void test_transport_errors(void **st)
 {
     const uint64_t ids[] = { 51, 52 };
+    uint32_t failed = 0, lost = 0, reruns = 0;
 
-    W.fail_every = 3; /* refused before apply */
-    W.lose_every = 5; /* applied, reply lost */
-    create_run(ids[0], "plain one");
-    create_run(ids[1], "plain two");
-    settle(ids, 2, 120000);
-    for (int i = 0; i < 2; i++) {
-        struct run_rec r;
-        assert_true(run_terminal(ids[i], &r));
-        assert_int_equal(r.status, J(RunStatus_Succeeded));
-        tr_run_rec_free(&r);
-        assert_int_equal(count_type(ids[i], J(Data_LlmCompleted)), 2);
-        assert_int_equal(count_type(ids[i], J(Data_ToolStarted)), 1);
-        assert_int_equal(count_type(ids[i], J(Data_ToolCompleted)), 1);
-        assert_int_equal(count_type(ids[i], J(Data_RunSucceeded)), 1);
+    for (uint64_t seed = 1; seed <= 12; seed++) {
+        if (seed > 1) {
+            teardown(st);
+            setup(st);
+        }
+        W.faulty = 100;
+        W.fail_one_in = 4; /* refused before apply */
+        W.lose_one_in = 5; /* applied, reply lost */
+        W.rng = seed;
+        create_run(ids[0], "plain one");
+        create_run(ids[1], "plain two");
+        settle(ids, 2, 300000);
+        for (int i = 0; i < 2; i++) {
+            struct run_rec r;
+            assert_true(run_terminal(ids[i], &r));
+            assert_int_equal(r.status, J(RunStatus_Succeeded));
+            tr_run_rec_free(&r);
+            assert_int_equal(count_type(ids[i], J(Data_LlmCompleted)), 2);
+            assert_int_equal(count_type(ids[i], J(Data_ToolStarted)), 1);
+            assert_int_equal(count_type(ids[i], J(Data_ToolCompleted)), 1);
+            assert_int_equal(count_type(ids[i], J(Data_RunSucceeded)), 1);
+        }
+        /* A tool may run again after a lost reply, never under another
+         * key: two distinct keys in all. */
+        assert_int_equal(W.n_keys - W.dup_keys, 2);
+        failed += W.failed;
+        lost += W.lost;
+        reruns += W.dup_keys;
     }
-    /* Both failure kinds happened; a tool may run again after a lost
-     * reply, never under another key: two distinct keys in all. */
-    assert_true(W.appends_seen >= 10);
-    assert_true(W.n_keys >= 2);
-    assert_int_equal(W.n_keys - W.dup_keys, 2);
+    assert_true(failed >= 10);
+    assert_true(lost >= 10);
+    (void)reruns;
 }
 
 static void test_ready_scan_starts_owned_runs(void **st)
@@ -580,6 +626,47 @@ static void test_ready_scan_starts_owned_runs(void **st)
     assert_true(W.max_active <= 2);
 }
 
+static void test_cap_and_blob_through_the_fsm(void **st)
+{
+    const uint64_t ids[] = { 71, 72 };
+    struct run_rec r;
+
+    create_run(ids[0], "cap me");
+    create_run(ids[1], "big result");
+    settle(ids, 2, 10000);
+    assert_true(run_terminal(ids[0], &r));
+    assert_int_equal(r.status, J(RunStatus_Failed));
+    assert_string_equal(r.error_code, "budget_exceeded");
+    tr_run_rec_free(&r);
+    assert_int_equal(count_type(ids[0], J(Data_BudgetExceeded)), 1);
+    assert_true(run_terminal(ids[1], &r));
+    assert_int_equal(r.status, J(RunStatus_Succeeded));
+    tr_run_rec_free(&r);
+    /* The whole result is in the blobs family under the event's digest. */
+    struct tr_journal_iter *it;
+    uint64_t seq;
+    const void *ev;
+    size_t len;
+    int found = 0;
+    assert_int_equal(tr_journal_iter_open(W.store, NULL, ids[1], 1, &it, NULL), 0);
+    while (tr_journal_iter_next(it, &seq, &ev, &len, NULL) == 1) {
+        const struct J(ToolCompleted) *c = J(Event_data_as_ToolCompleted)(J(Event_verify_as_root)(ev, len, NULL));
+        if (!c)
+            continue;
+        struct tr_fb_vec d = J(ToolCompleted_result_digest)(c);
+        void *data = NULL;
+        size_t dlen = 0;
+        assert_int_equal(d.len, 32);
+        assert_int_equal(tr_blob_get(W.store, NULL, d.data, &data, &dlen, NULL), 0);
+        assert_int_equal(dlen, 10000);
+        assert_int_equal(J(ToolCompleted_result_size)(c), 10000);
+        tr_free(data);
+        found++;
+    }
+    tr_journal_iter_close(it);
+    assert_int_equal(found, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -589,7 +676,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_while_tool_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transport_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ready_scan_starts_owned_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cap_and_blob_through_the_fsm, setup, teardown),
     };
-    tr_log_set_level(TR_LOG_WARN);
+    if (!getenv("TROUPE_LOG"))
+        tr_log_set_level(TR_LOG_WARN);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
