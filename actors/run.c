@@ -172,6 +172,32 @@ static void tools_free(struct run_actor *r)
 
 /* ---- loading ---------------------------------------------------------------- */
 
+static void record_key(uint64_t id, unsigned char key[8])
+{
+    for (int i = 0; i < 8; i++)
+        key[i] = (unsigned char)(id >> (56 - 8 * i));
+}
+
+/* The record's owner and epoch; 0 when they cannot be read. */
+static int record_owner(struct run_actor *r, uint64_t *owner, uint64_t *epoch)
+{
+    unsigned char key[8];
+    void *val = NULL;
+    size_t vlen = 0;
+    const struct troupe_state_Run *rec;
+
+    record_key(r->run_id, key);
+    if (tr_store_get(r->env->store, NULL, TR_CF_RUNS, key, sizeof key, &val, &vlen, NULL) != 0)
+        return 0;
+    rec = troupe_state_Run_verify_as_root_opts(val, vlen, NULL, &tr_fb_default_limits, NULL);
+    if (rec) {
+        *owner = troupe_state_Run_owner_node(rec);
+        *epoch = troupe_state_Run_epoch(rec);
+    }
+    tr_free(val);
+    return rec != NULL;
+}
+
 /* Read the record and fold the journal into a fresh state. Returns the exit
  * reason when there is nothing to run (-1: run it). */
 static int load(struct run_actor *r)
@@ -184,8 +210,7 @@ static int load(struct run_actor *r)
     const struct troupe_state_Run *rec;
     int rv;
 
-    for (int i = 0; i < 8; i++)
-        key[i] = (unsigned char)(r->run_id >> (56 - 8 * i));
+    record_key(r->run_id, key);
     if (tr_store_get(r->env->store, NULL, TR_CF_RUNS, key, sizeof key, &val, &vlen, &err) != 0) {
         tr_log(TR_LOG_WARN, "run %016" PRIx64 ": no run record", r->run_id);
         return 3;
@@ -436,9 +461,16 @@ static void on_append_reply(struct tr_ctx *ctx, struct run_actor *r, int slot, c
     case TR_FSM_BAD_SEQ:
         want_refold(ctx, r, 0);
         break;
-    case TR_FSM_STALE_EPOCH:
-        run_exit(ctx, r, 1);
+    case TR_FSM_STALE_EPOCH: {
+        /* Fenced, unless the run was moved back to this node under a newer
+         * epoch (its note may still be on the way): then start over. */
+        uint64_t owner = 0, epoch = 0;
+        if (record_owner(r, &owner, &epoch) && owner == r->env->node_id && epoch > r->s.epoch)
+            want_refold(ctx, r, 0);
+        else
+            run_exit(ctx, r, 1);
         break;
+    }
     case TR_FSM_TERMINAL:
         run_exit(ctx, r, 0);
         break;

@@ -667,6 +667,57 @@ static void test_cap_and_blob_through_the_fsm(void **st)
     assert_int_equal(found, 1);
 }
 
+static void reassign(uint64_t id, uint64_t from, uint64_t to, uint64_t epoch)
+{
+    struct tr_fb_builder b;
+    char text[TR_RUN_ID_TEXT];
+
+    tr_run_id_format(id, text);
+    tr_fb_builder_init(&b);
+    tr_fb_ref rid = tr_fb_create_str(&b, text);
+    C(RunReassign_start)(&b);
+    C(RunReassign_add_run_id)(&b, rid);
+    C(RunReassign_add_from_node)(&b, from);
+    C(RunReassign_add_to_node)(&b, to);
+    C(RunReassign_add_epoch)(&b, epoch);
+    const struct tr_fsm_result *res = apply_cmd(&b, C(Op_RunReassign), C(RunReassign_end)(&b));
+    assert_int_equal(res->verdict, TR_FSM_OK);
+}
+
+/* Moved away while waiting for a human: this node lets go; moved back under
+ * a newer epoch: it picks the run up again by replay and finishes it. */
+static void test_reassigned_away_and_back(void **st)
+{
+    const uint64_t id = 81;
+    struct tr_rt_stats s;
+    struct run_rec r;
+
+    create_run(id, "wire it later");
+    tr_rt_run_until_idle(W.rt, 1000000);
+    tr_rt_stats(W.rt, &s);
+    assert_int_equal(s.passivated, 1);
+    reassign(id, 1, 2, 2);
+    tr_rt_run_until_idle(W.rt, 1000000);
+    tr_rt_stats(W.rt, &s);
+    assert_int_equal(s.actors, 4); /* let go */
+    uint32_t before = journal_types(id, (int[1]){ 0 }, 0);
+    /* Node 2 would run it now; nothing more comes from node 1, not even at
+     * the approval deadline. */
+    tr_rt_advance(W.rt, 61000);
+    tr_rt_run_until_idle(W.rt, 1000000);
+    assert_int_equal(journal_types(id, (int[1]){ 0 }, 0), before);
+    reassign(id, 2, 1, 3);
+    tr_rt_run_until_idle(W.rt, 1000000);
+    /* Back here: past the deadline, so it proposes Expired and carries on. */
+    settle(&id, 1, 5000);
+    assert_true(run_terminal(id, &r));
+    assert_int_equal(r.status, J(RunStatus_Succeeded));
+    assert_int_equal(r.epoch, 3);
+    tr_run_rec_free(&r);
+    assert_int_equal(count_type(id, J(Data_RunAssigned)), 2);
+    assert_int_equal(W.n_keys, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -677,6 +728,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transport_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ready_scan_starts_owned_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cap_and_blob_through_the_fsm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reassigned_away_and_back, setup, teardown),
     };
     if (!getenv("TROUPE_LOG"))
         tr_log_set_level(TR_LOG_WARN);
