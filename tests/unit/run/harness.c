@@ -202,6 +202,13 @@ int h_drive(struct harness *h, int max, struct tr_run_action *last)
 
     for (int n = 0; n < max; n++) {
         h_decide(h, &a);
+        if (a.kind == TR_RUN_ARM_DEADLINE && h->decide_approval) {
+            const struct tr_run_call *c = &tr_run_last_step(&h->s)->calls[a.call_index];
+            h_apply(h, &a);
+            tr_run_action_free(&a);
+            h_fsm_decided(h, c->approval_id, h->decide_approval(h, c), "by the script");
+            continue;
+        }
         switch (a.kind) {
         case TR_RUN_WAIT:
         case TR_RUN_EXIT:
@@ -302,6 +309,7 @@ void h_replay(struct harness *dst, const struct harness *src, uint32_t k)
     dst->llm = src->llm;
     dst->tool = src->tool;
     dst->ud = src->ud;
+    dst->decide_approval = src->decide_approval;
     for (uint32_t i = 0; i < src->n_tools; i++) {
         const struct tr_run_tool *t = &src->tools[i];
         h_add_tool(dst, t->name, t->input_schema, t->risk);

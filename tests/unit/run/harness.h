@@ -44,6 +44,9 @@ struct harness {
     bool manual_tools;          /* h_drive returns at CALL_TOOL */
     bool manual_llm;            /* h_drive returns at CALL_LLM */
     bool no_ack;                /* appends stay in flight (h_ack_all acks) */
+    /* When set, h_drive answers an approval as the FSM would after a human
+     * decided: the callback returns the decision (troupe_journal_Decision). */
+    int (*decide_approval)(struct harness *h, const struct tr_run_call *c);
     uint32_t llm_calls, tool_calls;
     char last_key[2 * TR_RUN_DIGEST + 1];
     void *ud;

@@ -173,6 +173,57 @@ static void test_replay_every_prefix(void **st)
     h_free(&h);
 }
 
+/* The same over a journal with every kind of step: parallel calls, an
+ * approval granted and one denied, builtins, an invalid call. */
+static char *llm_mixed(struct harness *h, uint32_t step, uint32_t attempt)
+{
+    static const char *const n1[] = { "search", "wire", "scratchpad_write" };
+    static const char *const a1[] = { "{\"q\":\"a\"}", "{\"amount\":1}", "{\"key\":\"k\",\"value\":\"v\"}" };
+    static const char *const n2[] = { "wire", "current_time" };
+    static const char *const a2[] = { "{\"amount\":99}", "{}" };
+
+    switch (step) {
+    case 1: return h_llm_calls(10, 1, 11, 3, n1, a1);
+    case 2: return h_llm_calls(20, 2, 22, 2, n2, a2);
+    case 3: return h_llm_call1("nope", "{}");
+    case 4: return h_llm_call1("scratchpad_read", "{\"key\":\"k\"}");
+    default: return h_llm_call1("finish", "{\"answer\":\"mixed\"}");
+    }
+}
+
+static int approve_small(struct harness *h, const struct tr_run_call *c)
+{
+    return strstr(c->args, "99") ? J(Decision_Deny) : J(Decision_Approve);
+}
+
+static void test_replay_every_prefix_mixed(void **st)
+{
+    struct harness h;
+
+    h_init(&h, &agent_search, llm_mixed, tool_echo);
+    h_add_tool(&h, "search", search_schema, J(Risk_Read));
+    h_add_tool(&h, "wire", "{\"type\":\"object\"}", J(Risk_Irreversible));
+    h.decide_approval = approve_small;
+    assert_int_equal(h_drive(&h, 1000, NULL), TR_RUN_EXIT);
+    assert_string_equal(J(RunSucceeded_output)(J(Event_data_as_RunSucceeded)(last_ev(&h))).ptr, "mixed");
+    assert_int_equal(h_count(&h, J(Data_ApprovalRequested)), 2);
+    assert_int_equal(h_count(&h, J(Data_ApprovalDecided)), 2);
+    assert_int_equal(h.tool_calls, 2); /* search, and the approved wire */
+    for (uint32_t k = 1; k <= h.n; k++) {
+        struct harness r;
+
+        h_replay(&r, &h, k);
+        assert_int_equal(h_drive(&r, 1000, NULL), TR_RUN_EXIT);
+        assert_int_equal(r.n, h.n);
+        for (uint32_t i = 0; i < h.n; i++) {
+            assert_int_equal(r.len[i], h.len[i]);
+            assert_memory_equal(r.ev[i], h.ev[i], h.len[i]);
+        }
+        h_free(&r);
+    }
+    h_free(&h);
+}
+
 static void test_reexecute_same_key(void **st)
 {
     struct harness h, r;
@@ -969,6 +1020,7 @@ int main(void)
         cmocka_unit_test(test_run_id),
         cmocka_unit_test(test_ten_steps),
         cmocka_unit_test(test_replay_every_prefix),
+        cmocka_unit_test(test_replay_every_prefix_mixed),
         cmocka_unit_test(test_reexecute_same_key),
         cmocka_unit_test(test_approval_approve),
         cmocka_unit_test(test_approval_deny),
