@@ -1,0 +1,63 @@
+/* gateway/: the client-facing servers of a Troupe node. Today: the HTTP JSON
+ * API of API.md ("HTTP (JSON)") for runs, events, approvals, tools, cluster
+ * status, health and metrics. The full gateway (tenants, API keys and roles,
+ * SSE and WebSocket, the FlatBuffers TCP protocol, the dashboard) grows here
+ * behind the same entry points.
+ *
+ * Threads: the gateway lives on the loop of the state service (scheduler 0
+ * by convention). Every function below must be called on that loop's thread.
+ * Handlers read the store directly (tr_state_store) and write by proposing
+ * raft commands with tr_state_propose; they answer after the command is
+ * committed and applied on this node (persist, then acknowledge).
+ *
+ * Behaviour decided here (see docs in gateway/http_api.c for the details):
+ *   - request bodies are strict: a field of the wrong type or an unknown
+ *     field is a 400 naming the field;
+ *   - every write's response carries `Troupe-Raft-Index: N`, the raft index
+ *     of the entry that applied it;
+ *   - a node that is not the leader answers writes with 503 `not_leader`
+ *     (forwarding comes with the cluster issue);
+ *   - every /v1/ route needs `Authorization: Bearer <admin token>` when an
+ *     admin token is configured; /healthz and /metrics never do.
+ */
+#ifndef TR_GATEWAY_H
+#define TR_GATEWAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/runtime.h"
+
+struct tr_state;
+struct tr_node_env;
+struct tr_gateway;
+
+struct tr_gateway_opts {
+    struct tr_rt *rt;
+    struct tr_state *state;          /* required; outlives the gateway's handlers */
+    const struct tr_node_env *env;   /* may be NULL (tests); not used yet */
+    const char *host;                /* bind address; "127.0.0.1" when NULL */
+    int port;                        /* 0: ephemeral (see tr_gateway_port) */
+    const char *admin_token;         /* TROUPE_ADMIN_TOKEN; NULL or "": no auth (copied) */
+    uint64_t node_id;                /* owner_node of the runs created here */
+    size_t max_body_bytes;           /* request body cap (413 beyond); 0 = 1 MiB */
+};
+
+/* Start the HTTP server on tr_ctx_loop(ctx). Call from a callback on the
+ * state service's scheduler (e.g. tr_rt_call(rt, 0, ...)). On error nothing
+ * is left running and err says why (TR_ESYS: cannot bind). On success *out
+ * is the gateway; close it with tr_gateway_close before closing the state
+ * service (e.g. from a tr_rt_on_shutdown hook registered after the state's). */
+int tr_gateway_start(struct tr_ctx *ctx, const struct tr_gateway_opts *o, struct tr_gateway **out,
+                     struct tr_err *err);
+
+/* Stop accepting, drop every connection (requests waiting on a proposal are
+ * abandoned: the proposal still completes, its answer is discarded), then
+ * free the gateway and call cb(arg) (never from inside this call; cb may be
+ * NULL). */
+void tr_gateway_close(struct tr_gateway *g, void (*cb)(void *), void *arg);
+
+/* The bound HTTP port. */
+int tr_gateway_port(struct tr_gateway *g);
+
+#endif /* TR_GATEWAY_H */
