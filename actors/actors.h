@@ -98,10 +98,7 @@ struct tr_run_exit {
 };
 
 /* Run ids are 64-bit; their text form (API.md "id") is "run_" followed by 16
- * lowercase hex digits. */
-#define TR_RUN_ID_TEXT 21 /* "run_" + 16 + NUL */
-void tr_run_id_format(uint64_t id, char out[TR_RUN_ID_TEXT]);
-int tr_run_id_parse(const char *s, size_t len, uint64_t *out);
+ * lowercase hex digits: tr_run_id_text / tr_run_id_from_text (raft/raft.h). */
 
 /* Spawn the run manager on scheduler `sched`. It is the state service's
  * listener: on TR_NOTE_READY it scans the store for active runs owned by

@@ -186,7 +186,7 @@ struct tr_run_sigcount {
 
 struct tr_run_state {
     uint64_t run_id;
-    char run_text[TR_RUN_ID_TEXT];
+    char run_text[TR_RUN_ID_TEXT_LEN];
     uint64_t epoch;                     /* epoch of our appends */
     uint64_t next_seq;                  /* seq of the next append (last folded + 1) */
     /* run.created */

@@ -25,7 +25,7 @@ void tr_run_state_init(struct tr_run_state *s, uint64_t run_id, uint64_t epoch)
 {
     memset(s, 0, sizeof *s);
     s->run_id = run_id;
-    tr_run_id_format(run_id, s->run_text);
+    tr_run_id_text(run_id, s->run_text);
     s->epoch = epoch;
     s->next_seq = 1;
     s->max_steps = 50;
@@ -323,7 +323,7 @@ int tr_run_fold(struct tr_run_state *s, const void *event, size_t len)
     }
     uint64_t seq = J(Event_seq)(e);
     struct tr_fb_str rid = J(Event_run_id)(e);
-    if (rid.len != TR_RUN_ID_TEXT - 1 || memcmp(rid.ptr, s->run_text, rid.len) != 0)
+    if (rid.len != TR_RUN_ID_TEXT_LEN - 1 || memcmp(rid.ptr, s->run_text, rid.len) != 0)
         return fold_fail(s, seq, "event of another run");
     if (seq != s->next_seq)
         return fold_fail(s, seq, "seq out of order");

@@ -117,10 +117,10 @@ static void register_tool(const char *name, int8_t risk, uint32_t timeout_ms)
 static void create_run(uint64_t id, const char *goal)
 {
     struct tr_fb_builder b;
-    char text[TR_RUN_ID_TEXT];
+    char text[TR_RUN_ID_TEXT_LEN];
     uint8_t dig[32];
 
-    tr_run_id_format(id, text);
+    tr_run_id_text(id, text);
     memset(dig, (int)id, sizeof dig);
     tr_fb_builder_init(&b);
     tr_fb_ref rid = tr_fb_create_str(&b, text);
@@ -153,12 +153,12 @@ static void decide_approval(uint64_t id, int decision)
 {
     struct tr_fb_builder b;
     struct run_rec r;
-    char text[TR_RUN_ID_TEXT];
+    char text[TR_RUN_ID_TEXT_LEN];
 
     assert_false(run_terminal(id, &r));
     assert_int_equal(r.status, J(RunStatus_WaitingApproval));
     assert_non_null(r.pending_approval);
-    tr_run_id_format(id, text);
+    tr_run_id_text(id, text);
     tr_fb_builder_init(&b);
     tr_fb_ref aid = tr_fb_create_str(&b, r.pending_approval);
     tr_fb_ref rid = tr_fb_create_str(&b, text);
@@ -176,9 +176,9 @@ static void decide_approval(uint64_t id, int decision)
 static void cancel_run(uint64_t id)
 {
     struct tr_fb_builder b;
-    char text[TR_RUN_ID_TEXT];
+    char text[TR_RUN_ID_TEXT_LEN];
 
-    tr_run_id_format(id, text);
+    tr_run_id_text(id, text);
     tr_fb_builder_init(&b);
     tr_fb_ref rid = tr_fb_create_str(&b, text);
     C(RunCancel_start)(&b);
@@ -258,7 +258,7 @@ static int svc_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
     if (msg->type == TR_MSG_STATE_APPEND) {
         const struct tr_append_msg *am = (const struct tr_append_msg *)msg->data;
         struct tr_fb_builder b;
-        char text[TR_RUN_ID_TEXT];
+        char text[TR_RUN_ID_TEXT_LEN];
         size_t len;
 
         assert_true(msg->len >= sizeof *am + am->len + am->blob_len);
@@ -273,7 +273,7 @@ static int svc_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
             reply(ctx, msg, &r);
             return 0;
         }
-        tr_run_id_format(am->run_id, text);
+        tr_run_id_text(am->run_id, text);
         tr_fb_builder_init(&b);
         tr_fb_ref rid = tr_fb_create_str(&b, text);
         tr_fb_ref ev = C(Append_create_event)(&b, am->event, am->len);
@@ -344,7 +344,7 @@ static int llm_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
     assert_non_null(req);
     uint64_t id = 0;
     const char *rid = json_string_value(json_object_get(req, "run_id"));
-    assert_int_equal(tr_run_id_parse(rid, strlen(rid), &id), 0);
+    assert_int_equal(tr_run_id_from_text(rid, strlen(rid), &id), 0);
     uint32_t step = (uint32_t)json_integer_value(json_object_get(req, "step"));
     const char *goal = json_string_value(json_object_get(json_array_get(json_object_get(req, "messages"), 1), "content"));
     assert_non_null(goal);
@@ -670,9 +670,9 @@ static void test_cap_and_blob_through_the_fsm(void **st)
 static void reassign(uint64_t id, uint64_t from, uint64_t to, uint64_t epoch)
 {
     struct tr_fb_builder b;
-    char text[TR_RUN_ID_TEXT];
+    char text[TR_RUN_ID_TEXT_LEN];
 
-    tr_run_id_format(id, text);
+    tr_run_id_text(id, text);
     tr_fb_builder_init(&b);
     tr_fb_ref rid = tr_fb_create_str(&b, text);
     C(RunReassign_start)(&b);

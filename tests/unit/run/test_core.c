@@ -84,24 +84,25 @@ static void setup_ten(struct harness *h)
 
 static void test_run_id(void **st)
 {
-    char t[TR_RUN_ID_TEXT];
+    char t[TR_RUN_ID_TEXT_LEN];
     uint64_t v = 0;
 
-    tr_run_id_format(UINT64_C(0x0123456789abcdef), t);
+    tr_run_id_text(UINT64_C(0x0123456789abcdef), t);
     assert_string_equal(t, "run_0123456789abcdef");
-    assert_int_equal(tr_run_id_parse(t, strlen(t), &v), 0);
+    assert_int_equal(tr_run_id_from_text(t, strlen(t), &v), 0);
     assert_true(v == UINT64_C(0x0123456789abcdef));
-    tr_run_id_format(0, t);
+    tr_run_id_text(0, t);
     assert_string_equal(t, "run_0000000000000000");
-    tr_run_id_format(UINT64_MAX, t);
-    assert_int_equal(tr_run_id_parse(t, strlen(t), &v), 0);
+    assert_int_equal(tr_run_id_from_text(t, strlen(t), &v), TR_EINVAL); /* 0 is never a run */
+    tr_run_id_text(UINT64_MAX, t);
+    assert_int_equal(tr_run_id_from_text(t, strlen(t), &v), 0);
     assert_true(v == UINT64_MAX);
-    assert_int_equal(tr_run_id_parse("run_0123456789ABCDEF", 20, &v), TR_EINVAL);
-    assert_int_equal(tr_run_id_parse("run_0123456789abcde", 19, &v), TR_EINVAL);
-    assert_int_equal(tr_run_id_parse("run_0123456789abcdef0", 21, &v), TR_EINVAL);
-    assert_int_equal(tr_run_id_parse("rux_0123456789abcdef", 20, &v), TR_EINVAL);
-    assert_int_equal(tr_run_id_parse("run_0123456789abcdeg", 20, &v), TR_EINVAL);
-    assert_int_equal(tr_run_id_parse(NULL, 0, &v), TR_EINVAL);
+    assert_int_equal(tr_run_id_from_text("run_0123456789ABCDEF", 20, &v), TR_EINVAL);
+    assert_int_equal(tr_run_id_from_text("run_0123456789abcde", 19, &v), TR_EINVAL);
+    assert_int_equal(tr_run_id_from_text("run_0123456789abcdef0", 21, &v), TR_EINVAL);
+    assert_int_equal(tr_run_id_from_text("rux_0123456789abcdef", 20, &v), TR_EINVAL);
+    assert_int_equal(tr_run_id_from_text("run_0123456789abcdeg", 20, &v), TR_EINVAL);
+    assert_int_equal(tr_run_id_from_text(NULL, 0, &v), TR_EINVAL);
 }
 
 static void test_ten_steps(void **st)
