@@ -70,6 +70,10 @@ void tr_fb_grow(struct tr_fb_builder *b, size_t n) {
   b->cap = cap;
 }
 
+void tr_fb_push_big(struct tr_fb_builder *b, const void *p, size_t n) {
+  tr_fb_push(b, p, n);
+}
+
 static void check_open(struct tr_fb_builder *b, const char *what) {
   if (b->in_table)
     tr_fb_misuse(what);

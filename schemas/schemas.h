@@ -34,7 +34,9 @@
  *                     N_T_f_at(t, i)     element i (as the scalar, string, table
  *                                        or struct readers above; i < len)
  *                     N_T_f(t)           struct tr_fb_vec {data, len}: raw little-
- *                                        endian elements, e.g. bytes of [ubyte]
+ *                                        endian elements, e.g. bytes of [ubyte];
+ *                                        in loops fetch it once and use
+ *                                        tr_fb_vec_str / tr_fb_vec_table(v, i)
  *   union u           N_T_u_type(t)      the member tag: enum N_U (N_U_NONE = 0)
  *                     N_T_u(t)           const void * to the member table or NULL
  *                     N_T_u_as_M(t)      const struct N_M *, NULL unless tag is M
@@ -502,6 +504,8 @@ static inline void tr_fb_push(struct tr_fb_builder *b, const void *p,
   memcpy(b->buf + b->cap - b->used, p, n);
 }
 
+void tr_fb_push_big(struct tr_fb_builder *b, const void *p, size_t n);
+
 static inline void tr_fb_slot(struct tr_fb_builder *b, unsigned id) {
   if (id >= b->nslots)
     tr_fb_misuse("field id outside the open table");
@@ -572,7 +576,10 @@ static inline tr_fb_ref tr_fb_create_string(struct tr_fb_builder *b,
   tr_fb_prep(b, 4, len + 1);
   b->used += 1;
   b->buf[b->cap - b->used] = 0;
-  tr_fb_push(b, s, len);
+  if (len > 64) /* libc's copy, not an inlined `rep movs` */
+    tr_fb_push_big(b, s, len);
+  else
+    tr_fb_push(b, s, len);
   uint32_t n = (uint32_t)len;
   tr_fb_push(b, &n, 4);
   return (tr_fb_ref)b->used;

@@ -84,10 +84,9 @@ static uint64_t read_event(const struct troupe_journal_Event *ev) {
     acc += troupe_journal_Usage_prompt_tokens(u) +
            troupe_journal_Usage_completion_tokens(u) +
            troupe_journal_Usage_cost_micro_usd(u);
-  uint32_t n = troupe_journal_LlmCompleted_tool_calls_len(lc);
-  for (uint32_t i = 0; i < n; i++) {
-    const struct troupe_journal_ToolCall *tc =
-        troupe_journal_LlmCompleted_tool_calls_at(lc, i);
+  struct tr_fb_vec calls = troupe_journal_LlmCompleted_tool_calls(lc);
+  for (uint32_t i = 0; i < calls.len; i++) {
+    const struct troupe_journal_ToolCall *tc = tr_fb_vec_table(calls, i);
     acc += troupe_journal_ToolCall_id(tc).len +
            troupe_journal_ToolCall_name(tc).len +
            troupe_journal_ToolCall_arguments(tc).len;
@@ -152,9 +151,9 @@ static uint64_t read_frame(const struct troupe_proto_Frame *f) {
            (uint64_t)troupe_journal_AgentConfig_max_cost_usd(a) +
            troupe_journal_AgentConfig_timeout_s(a) +
            (uint64_t)(troupe_journal_AgentConfig_temperature(a) * 10);
-    uint32_t n = troupe_journal_AgentConfig_tools_len(a);
-    for (uint32_t i = 0; i < n; i++)
-      acc += troupe_journal_AgentConfig_tools_at(a, i).len;
+    struct tr_fb_vec tools = troupe_journal_AgentConfig_tools(a);
+    for (uint32_t i = 0; i < tools.len; i++)
+      acc += tr_fb_vec_str(tools, i).len;
   }
   return acc;
 }
