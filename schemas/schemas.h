@@ -63,6 +63,36 @@
  *
  * Enums and unions: enum N_E { N_E_Value = ... }; N_E_name(v) returns the
  * schema name or NULL; N_U_name(tag) the member name ("NONE" for 0).
+ * Root types: N_T_IDENTIFIER is the file identifier ("TRJ1" ...).
+ * A union member tag the reader does not know is rejected by the verifier:
+ * when a union grows, upgrade readers before writers.
+ *
+ * Example (journal event):
+ *   struct tr_fb_builder b;
+ *   tr_fb_builder_init(&b);
+ *   tr_fb_ref reason = tr_fb_create_str(&b, "user asked");
+ *   troupe_journal_RunCancelled_start(&b);
+ *   troupe_journal_RunCancelled_add_reason(&b, reason);
+ *   tr_fb_ref data = troupe_journal_RunCancelled_end(&b);
+ *   tr_fb_ref run = tr_fb_create_str(&b, run_id);
+ *   troupe_journal_Event_start(&b);
+ *   troupe_journal_Event_add_seq(&b, seq);
+ *   troupe_journal_Event_add_run_id(&b, run);
+ *   troupe_journal_Event_add_data_RunCancelled(&b, data);
+ *   troupe_journal_Event_finish(&b, troupe_journal_Event_end(&b));
+ *   ... = tr_fb_builder_data(&b, &len);
+ *   ...
+ *   struct tr_fb_error err;
+ *   const struct troupe_journal_Event *ev =
+ *       troupe_journal_Event_verify_as_root(val, val_len, &err);
+ *   if (!ev) { char m[128]; log(tr_fb_error_format(&err, m, sizeof m)); }
+ *   switch (troupe_journal_Event_data_type(ev)) {
+ *   case troupe_journal_Data_RunCancelled: ...
+ *
+ * Reading the .fbs: journal.fbs holds the shared records (AgentConfig,
+ * Usage, RunStatus, Risk ...); command.fbs includes it, peer.fbs and
+ * protocol.fbs include command.fbs. Fields marked troupe_nested hold a whole
+ * buffer of another root type, verified with the outer one.
  *
  * Memory: the builder owns its buffer; allocation failure aborts
  * (tr_fb_oom). Readers return pointers into the caller's buffer, valid while
