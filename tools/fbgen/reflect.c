@@ -1,7 +1,10 @@
 /* Hand-written verifier and reader for the subset of reflection.fbs fbgen
  * uses. Field ids follow reflection.fbs (Schema, Object, Field, Type, Enum,
  * EnumVal, KeyValue); fields fbgen does not read are not verified, and are
- * never read. */
+ * never read. flatc 2.0.8 writes declared attributes into the binary schema
+ * but not its own nested_flatbuffer: schemas mark nested buffers with the
+ * declared attribute `troupe_nested` (nested_flatbuffer is honoured too, for
+ * a flatc that keeps it). */
 #include "tools/fbgen/reflect.h"
 
 #include "schemas/schemas.h"
