@@ -220,7 +220,7 @@ static void completion(struct mock_engine *e, const char *path, const char *body
         r->delay_ms = st->delay_ms;
         kind = "error";
     } else {
-        mock_reply_completion(r, st, idx, &req, model, now_s);
+        mock_reply_completion(r, st, req.assistant_msgs, &req, model, now_s);
         if (st->malformed != MOCK_MAL_NONE) {
             e->malformed++;
             kind = malformed_name(st->malformed);
