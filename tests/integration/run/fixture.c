@@ -380,6 +380,11 @@ json_t *fx_mock_stats(struct fx *f)
     return fx_call("GET", url, NULL, NULL);
 }
 
+void fx_pause(void)
+{
+    nap_ms(10);
+}
+
 long long fx_int(json_t *o, const char *name)
 {
     json_t *v = json_object_get(o, name);

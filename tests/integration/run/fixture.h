@@ -76,6 +76,8 @@ json_t *fx_tool_stats(struct fx *f);
 json_t *fx_tool_key(struct fx *f, const char *key);
 /* GET /_mock/stats of the mockllm. */
 json_t *fx_mock_stats(struct fx *f);
+/* A short pause between two polls. */
+void fx_pause(void);
 /* An integer member (0 when absent). */
 long long fx_int(json_t *o, const char *name);
 /* A string member or "". */
