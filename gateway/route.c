@@ -109,10 +109,12 @@ const char *gw_route_name(enum gw_route_id r)
 static bool method_allowed(const char *allow, const char *method)
 {
     size_t n = strlen(method);
+    if (n == 0)
+        return false;
     for (const char *p = allow; (p = strstr(p, method)) != NULL; p += n) {
         bool start = p == allow || p[-1] == ' ';
         bool end = p[n] == '\0' || p[n] == ',';
-        if (start && end && n > 0)
+        if (start && end)
             return true;
     }
     return false;
