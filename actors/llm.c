@@ -224,6 +224,7 @@ struct llm_call {
     char *model;
     char run_id[40];              /* for logs */
     uint64_t started_ms;
+    uint64_t started_us;
     uint32_t attempts;
     uint32_t garbage;             /* attempts that got an unusable answer */
     uint64_t http_id;
@@ -319,6 +320,9 @@ static void finish_ok(struct tr_ctx *ctx, struct llm_state *st, struct llm_call 
                       (json_int_t)(cost > INT64_MAX ? INT64_MAX : cost), "latency_ms",
                       (json_int_t)(tr_now_ms(ctx) - c->started_ms), "attempts", (json_int_t)c->attempts,
                       "request_id", r->id[0] ? r->id : header_request_id);
+    uint64_t now_us = tr_wall_us(ctx);
+    json_object_set_new(reply, "latency_us",
+                        json_integer(now_us > c->started_us ? (json_int_t)(now_us - c->started_us) : 0));
     if (r->refusal != NULL)
         json_object_set_new(reply, "refusal", json_string(r->refusal));
     count(&tot_ok, 1);
@@ -593,6 +597,7 @@ static void on_call(struct tr_ctx *ctx, struct llm_state *st, const struct tr_ms
     free(text);
     memcpy(c->run_id, run_id, sizeof c->run_id);
     c->started_ms = tr_now_ms(ctx);
+    c->started_us = tr_wall_us(ctx);
     c->next = st->buckets[c->tag % BUCKETS];
     st->buckets[c->tag % BUCKETS] = c;
     st->n_calls++;

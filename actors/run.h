@@ -286,6 +286,7 @@ struct tr_run_llm_result {
     char *model, *request_id;
     uint64_t prompt_tokens, completion_tokens, cost_micro_usd;
     uint32_t latency_ms;
+    uint64_t latency_us;
     /* ok false */
     char *error_code, *error_message;
     bool retryable;
@@ -302,6 +303,7 @@ struct tr_run_tool_result {
     size_t result_len;
     char *error;
     uint32_t duration_ms;
+    uint64_t duration_us;
 };
 void tr_run_tool_result_parse(const char *json, size_t len, struct tr_run_tool_result *out);
 void tr_run_tool_result_free(struct tr_run_tool_result *r);

@@ -135,6 +135,7 @@ static void ev_llm_completed(const struct tr_run_state *s, int64_t now, const st
     J(LlmCompleted_add_finish_reason)(&b, (int8_t)r->finish_reason);
     J(LlmCompleted_add_usage)(&b, usage);
     J(LlmCompleted_add_latency_ms)(&b, r->latency_ms);
+    J(LlmCompleted_add_latency_us)(&b, r->latency_us);
     J(LlmCompleted_add_provider_request_id)(&b, reqid);
     J(LlmCompleted_add_attempt)(&b, st->attempt);
     emit(s, &b, now, J(Data_LlmCompleted), J(LlmCompleted_end)(&b), out);
@@ -190,7 +191,7 @@ static void ev_tool_started(const struct tr_run_state *s, int64_t now, uint32_t 
 
 static void ev_tool_completed(const struct tr_run_state *s, int64_t now, uint32_t step, uint32_t i,
                               const struct tr_run_call *c, const char *result, size_t rlen, const char *error,
-                              bool is_error, uint32_t duration_ms, struct tr_run_action *out)
+                              bool is_error, uint32_t duration_ms, uint64_t duration_us, struct tr_run_action *out)
 {
     struct tr_fb_builder b;
     unsigned char digest[TR_RUN_DIGEST];
@@ -227,6 +228,7 @@ static void ev_tool_completed(const struct tr_run_state *s, int64_t now, uint32_
     J(ToolCompleted_add_error)(&b, err);
     J(ToolCompleted_add_is_error)(&b, is_error);
     J(ToolCompleted_add_duration_ms)(&b, duration_ms);
+    J(ToolCompleted_add_duration_us)(&b, duration_us);
     emit(s, &b, now, J(Data_ToolCompleted), J(ToolCompleted_end)(&b), out);
     out->step = step;
     out->call_index = i;
@@ -240,7 +242,7 @@ static void ev_tool_error(const struct tr_run_state *s, int64_t now, uint32_t st
     char *msg = tr_malloc(n);
 
     snprintf(msg, n, "%s%s", prefix, why);
-    ev_tool_completed(s, now, step, i, c, NULL, 0, msg, true, 0, out);
+    ev_tool_completed(s, now, step, i, c, NULL, 0, msg, true, 0, 0, out);
     tr_free(msg);
 }
 
@@ -434,18 +436,18 @@ static void run_builtin(const struct tr_run_state *s, int64_t now, uint32_t step
 
     switch (tr_run_builtin(c->name)) {
     case TR_RUN_BUILTIN_FINISH:
-        ev_tool_completed(s, now, step, i, c, "ok", 2, NULL, false, 0, out);
+        ev_tool_completed(s, now, step, i, c, "ok", 2, NULL, false, 0, 0, out);
         break;
     case TR_RUN_BUILTIN_SCRATCH_WRITE:
-        ev_tool_completed(s, now, step, i, c, "ok", 2, NULL, false, 0, out);
+        ev_tool_completed(s, now, step, i, c, "ok", 2, NULL, false, 0, 0, out);
         break;
     case TR_RUN_BUILTIN_SCRATCH_READ: {
         const char *v = key ? tr_run_scratch_get(s, key) : NULL;
         if (v) {
-            ev_tool_completed(s, now, step, i, c, v, strlen(v), NULL, false, 0, out);
+            ev_tool_completed(s, now, step, i, c, v, strlen(v), NULL, false, 0, 0, out);
         } else {
             snprintf(buf, sizeof buf, "no value under key \"%.100s\"", key ? key : "");
-            ev_tool_completed(s, now, step, i, c, NULL, 0, buf, true, 0, out);
+            ev_tool_completed(s, now, step, i, c, NULL, 0, buf, true, 0, 0, out);
         }
         break;
     }
@@ -458,7 +460,7 @@ static void run_builtin(const struct tr_run_state *s, int64_t now, uint32_t step
         gmtime_r(&secs, &tm);
         strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", &tm);
         snprintf(buf, sizeof buf, "{\"utc\":\"%s\",\"unix_us\":%lld}", iso, (long long)c->req_time_us);
-        ev_tool_completed(s, now, step, i, c, buf, strlen(buf), NULL, false, 0, out);
+        ev_tool_completed(s, now, step, i, c, buf, strlen(buf), NULL, false, 0, 0, out);
         break;
     }
     default:
@@ -745,7 +747,7 @@ static bool advance_call(const struct tr_run_state *s, struct tr_run_vol *v, con
     /* Started (invariant 2: execute only once tool.started is acknowledged). */
     if (vc->res) {
         ev_tool_completed(s, now, st->n, i, c, vc->res->result, vc->res->result_len, vc->res->error,
-                          vc->res->is_error, vc->res->duration_ms, out);
+                          vc->res->is_error, vc->res->duration_ms, vc->res->duration_us, out);
         return true;
     }
     *busy = true;

@@ -307,6 +307,7 @@ void tr_run_llm_result_parse(const char *json, size_t len, struct tr_run_llm_res
     out->completion_tokens = juint(usage, "completion_tokens");
     out->cost_micro_usd = juint(r, "cost_micro_usd");
     out->latency_ms = (uint32_t)juint(r, "latency_ms");
+    out->latency_us = juint(r, "latency_us");
     calls = json_object_get(r, "tool_calls");
     for (size_t i = 0; i < json_array_size(calls) && out->n_calls < TR_RUN_MAX_CALLS; i++) {
         json_t *c = json_array_get(calls, i);
@@ -370,6 +371,7 @@ void tr_run_tool_result_parse(const char *json, size_t len, struct tr_run_tool_r
     if (out->is_error && !out->error)
         out->error = tr_strdup(out->result && out->result[0] ? out->result : "the tool call failed");
     out->duration_ms = (uint32_t)juint(r, "duration_ms");
+    out->duration_us = juint(r, "duration_us");
     json_decref(r);
 }
 

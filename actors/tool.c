@@ -44,6 +44,7 @@ struct call {
     struct tr_msg *req;        /* kept; answered by finish() */
     enum call_kind kind;
     uint64_t start_ms;
+    uint64_t start_us;
     uint64_t deadline_ms;
     uint32_t timeout_ms;
     char *body;                /* the arguments as JSON text */
@@ -143,7 +144,8 @@ struct outcome {
     const char *error;    /* NULL: none */
 };
 
-static void send_reply(struct tr_ctx *ctx, const struct tr_msg *req, uint64_t start_ms, uint32_t attempts,
+static void send_reply(struct tr_ctx *ctx, const struct tr_msg *req, uint64_t start_ms, uint64_t start_us,
+                       uint32_t attempts,
                        const struct outcome *o)
 {
     uint64_t now = tr_now_ms(ctx);
@@ -154,6 +156,8 @@ static void send_reply(struct tr_ctx *ctx, const struct tr_msg *req, uint64_t st
     json_object_set_new(j, "error", o->error ? tool_json_text(o->error, strlen(o->error)) : json_null());
     json_object_set_new(j, "status", json_integer(o->status));
     json_object_set_new(j, "duration_ms", json_integer(now >= start_ms ? (json_int_t)(now - start_ms) : 0));
+    uint64_t now_us = tr_wall_us(ctx);
+    json_object_set_new(j, "duration_us", json_integer(now_us >= start_us ? (json_int_t)(now_us - start_us) : 0));
     json_object_set_new(j, "truncated", json_boolean(o->truncated));
     if (attempts)
         json_object_set_new(j, "attempts", json_integer(attempts));
@@ -179,7 +183,7 @@ static void reply_error(struct tr_ctx *ctx, const struct tr_msg *req, const char
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
     struct outcome o = {.ok = 0, .is_error = 1, .error = buf};
-    send_reply(ctx, req, tr_now_ms(ctx), 0, &o);
+    send_reply(ctx, req, tr_now_ms(ctx), tr_wall_us(ctx), 0, &o);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -219,7 +223,7 @@ static struct call *call_find(struct tool_state *st, uint64_t seq)
 /* Answer c's request and forget c. */
 static void finish(struct tr_ctx *ctx, struct tool_state *st, struct call *c, const struct outcome *o)
 {
-    send_reply(ctx, c->req, c->start_ms, c->kind == CALL_HTTP ? c->attempts : 0, o);
+    send_reply(ctx, c->req, c->start_ms, c->start_us, c->kind == CALL_HTTP ? c->attempts : 0, o);
     call_unlink(st, c);
     call_free(c);
 }
@@ -579,6 +583,7 @@ static void on_call(struct tr_ctx *ctx, struct tool_state *st, struct tr_msg *ms
     c->seq = st->next_seq++;
     c->kind = ck;
     c->start_ms = tr_now_ms(ctx);
+    c->start_us = tr_wall_us(ctx);
     c->timeout_ms = timeout_ms;
     c->deadline_ms = c->start_ms + timeout_ms;
     char *body = json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -663,7 +668,7 @@ static void tool_fini(struct tr_ctx *ctx, void *state, enum tr_stop_reason why)
             tr_timer_cancel(ctx, c->timer_id);
         if (why != TR_STOP_SHUTDOWN) {
             struct outcome o = {.ok = 0, .is_error = 1, .error = "tool executor stopped"};
-            send_reply(ctx, c->req, c->start_ms, 0, &o);
+            send_reply(ctx, c->req, c->start_ms, c->start_us, 0, &o);
         }
         call_unlink(st, c);
         call_free(c);
