@@ -5,6 +5,7 @@
  * Strings from records are whatever the writers stored; text that is not
  * valid UTF-8 is rendered with U+FFFD for each bad byte rather than dropped,
  * so a response is always valid JSON. */
+#include <math.h>
 #include <string.h>
 
 #include "gateway/gw_int.h"
@@ -172,7 +173,8 @@ json_t *gw_render_agent(const struct troupe_journal_AgentConfig *a)
     json_object_set_new(o, "max_tokens", juint(troupe_journal_AgentConfig_max_tokens(a)));
     json_object_set_new(o, "max_cost_usd", json_real(troupe_journal_AgentConfig_max_cost_usd(a)));
     json_object_set_new(o, "timeout_s", juint(troupe_journal_AgentConfig_timeout_s(a)));
-    json_object_set_new(o, "temperature", json_real(troupe_journal_AgentConfig_temperature(a)));
+    /* a float: round away its binary noise (0.2f is 0.200000003) */
+    json_object_set_new(o, "temperature", json_real(round(troupe_journal_AgentConfig_temperature(a) * 1e6) / 1e6));
     json_object_set_new(o, "provider", jstr(troupe_journal_AgentConfig_provider(a)));
     return o;
 }
