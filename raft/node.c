@@ -130,6 +130,8 @@ int tr_raft_propose(struct tr_raft *r, struct tr_raft_propose *p, void *buf, siz
 {
     if (r->closing)
         return TR_ECLOSED;
+    if (len == 0 || len % 8 != 0)
+        return TR_EINVAL; /* see tr_raft_propose in raft.h */
     p->cb = cb;
     p->node_ = r;
     p->buf_.base = buf;

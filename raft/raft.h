@@ -66,7 +66,10 @@ struct tr_raft_propose {
 
 /* Queue an entry whose payload is buf[0..len). The bytes must come from
  * raft_malloc; ownership passes to the node on TR_OK (it frees them however
- * the proposal ends). Returns TR_ECLOSED (buf not taken) when closing. */
+ * the proposal ends). len must be a non-zero multiple of 8 (TR_EINVAL
+ * otherwise): raft 0.15's segment writer lays entries out 8-byte padded but
+ * copies only len bytes, so a shorter entry corrupts the log. Returns
+ * TR_ECLOSED (buf not taken) when closing. */
 int tr_raft_propose(struct tr_raft *r, struct tr_raft_propose *p, void *buf, size_t len,
                     tr_raft_propose_cb cb);
 

@@ -76,7 +76,12 @@ struct tr_state {
     struct tr_state_stats stats;
     void (*close_cb)(void *);
     void *close_arg;
+    uv_timer_t close_timer;       /* closing: wait for in-flight entries, bounded */
+    int close_timer_on;
+    int raft_closing;
 };
+
+#define CLOSE_DRAIN_MS 3000
 
 /* ---- run id text ----------------------------------------------------------------- */
 /* (tr_run_id_text / tr_run_id_from_text live in fsm_records.c) */
@@ -112,6 +117,8 @@ static struct tr_msg *queue_peek(struct tr_state *s)
     return s->queue[s->q_head];
 }
 
+static void close_timer_cb(uv_timer_t *t);
+
 /* ---- raft completion ----------------------------------------------------------------- */
 
 static void entry_free(struct entry *e)
@@ -141,6 +148,11 @@ static void propose_cb(struct tr_raft_propose *p, int status, void *result)
     struct tr_state *s = e->s;
     const struct tr_fsm_result *res = result;
     e->status = status;
+    s->inflight--;
+    /* Closing waits for the last entry; close raft from a timer, not from
+     * inside raft's own callback. */
+    if (s->closing && s->inflight == 0 && s->close_timer_on && !s->raft_closing)
+        uv_timer_start(&s->close_timer, close_timer_cb, 0, 0);
     if (status == TR_OK && res != NULL) {
         if (e->kind == ENTRY_APPENDS) {
             for (uint32_t i = 0; i < e->n_reqs; i++) {
@@ -181,7 +193,6 @@ static void drain_done(struct tr_ctx *ctx, struct tr_state *s)
         s->done_head = e->next;
         if (s->done_head == NULL)
             s->done_tail = NULL;
-        s->inflight--;
         if (e->kind == ENTRY_APPENDS) {
             for (uint32_t i = 0; i < e->n_reqs; i++) {
                 struct tr_state_reply r = { .status = e->status };
@@ -211,11 +222,18 @@ static void drain_done(struct tr_ctx *ctx, struct tr_state *s)
 
 static int propose_entry(struct tr_state *s, struct entry *e, const uint8_t *data, size_t len)
 {
-    void *buf = raft_malloc(len);
+    /* raft 0.15 pads each entry to 8 bytes in its segment layout but copies
+     * only buf.len bytes (the check is an assert, compiled out): an entry
+     * whose length is not a multiple of 8 shifts the next one in the batch
+     * and the log reads back corrupt. Pad with zeros; FlatBuffers ignore
+     * trailing bytes. */
+    size_t padded = (len + 7) & ~(size_t)7;
+    uint8_t *buf = raft_malloc(padded);
     memcpy(buf, data, len);
+    memset(buf + len, 0, padded - len);
     e->s = s;
     e->p.data = e;
-    int rv = tr_raft_propose(s->raft, &e->p, buf, len, propose_cb);
+    int rv = tr_raft_propose(s->raft, &e->p, buf, padded, propose_cb);
     if (rv != TR_OK) {
         raft_free(buf);
         return rv;
@@ -514,6 +532,8 @@ int tr_state_open(struct tr_ctx *ctx, const struct tr_state_opts *opts, struct t
         /* raft still references the FSM: close it first, then the rest,
          * asynchronously on this loop (raft_closed frees s). */
         s->closing = 1;
+        s->raft_closing = 1;
+        s->close_timer.data = s;
         tr_raft_close(s->raft, raft_closed, s);
         return rv;
     }
@@ -527,6 +547,16 @@ err_after_alloc:
     tr_fb_builder_free(&s->b);
     tr_free(s);
     return err->code;
+}
+
+static void state_freed(uv_handle_t *h)
+{
+    struct tr_state *s = h->data;
+    void (*cb)(void *) = s->close_cb;
+    void *cb_arg = s->close_arg;
+    tr_free(s);
+    if (cb != NULL)
+        cb(cb_arg);
 }
 
 static void raft_closed(void *arg)
@@ -548,13 +578,27 @@ static void raft_closed(void *arg)
     tr_fsm_free(s->fsm);
     tr_store_close(s->store);
     tr_fb_builder_free(&s->b);
-    void (*cb)(void *) = s->close_cb;
-    void *cb_arg = s->close_arg;
-    tr_free(s);
-    if (cb != NULL)
-        cb(cb_arg);
+    if (s->close_timer_on) {
+        uv_close((uv_handle_t *)&s->close_timer, state_freed);
+        return;
+    }
+    state_freed((uv_handle_t *)&s->close_timer);
 }
 
+static void close_timer_cb(uv_timer_t *t)
+{
+    struct tr_state *s = t->data;
+    if (s->raft_closing)
+        return;
+    if (s->inflight > 0)
+        tr_log(TR_LOG_WARN, "state: closing with %u raft entries still in flight", s->inflight);
+    s->raft_closing = 1;
+    uv_timer_stop(&s->close_timer);
+    tr_raft_close(s->raft, raft_closed, s);
+}
+
+/* Stop taking work; let the entries raft already has finish (at most
+ * CLOSE_DRAIN_MS), then close raft, then the store. */
 void tr_state_close(struct tr_state *s, void (*cb)(void *arg), void *arg)
 {
     if (s->closing)
@@ -562,7 +606,10 @@ void tr_state_close(struct tr_state *s, void (*cb)(void *arg), void *arg)
     s->closing = 1;
     s->close_cb = cb;
     s->close_arg = arg;
-    tr_raft_close(s->raft, raft_closed, s);
+    uv_timer_init(s->loop, &s->close_timer);
+    s->close_timer.data = s;
+    s->close_timer_on = 1;
+    uv_timer_start(&s->close_timer, close_timer_cb, s->inflight == 0 ? 0 : CLOSE_DRAIN_MS, 0);
 }
 
 tr_actor_id tr_state_actor(struct tr_state *s) { return s->actor; }

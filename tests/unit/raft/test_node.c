@@ -318,6 +318,21 @@ static void test_not_leader(void **state)
     close_node(f);
 }
 
+/* Entries must be 8-byte multiples (raft 0.15's segment writer corrupts the
+ * log otherwise): anything else is refused before it reaches raft. */
+static void test_unpadded_refused(void **state)
+{
+    struct fixture *f = *state;
+    struct prop p = { 0 };
+    open_node(f, 1);
+    void *buf = raft_malloc(5);
+    memset(buf, 1, 5);
+    p.p.data = &p;
+    assert_int_equal(tr_raft_propose(f->node, &p.p, buf, 5, prop_cb), TR_EINVAL);
+    raft_free(buf);
+    close_node(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -325,6 +340,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_propose_from_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_queued, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_leader, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unpadded_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
