@@ -12,6 +12,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <cmocka.h>
 #include <curl/curl.h>
 
@@ -707,6 +711,56 @@ static void test_cluster(void **st)
     expect(req_full("GET", "/v1/cluster", NULL, 0, 0, NULL, 30000), 401, "unauthorized");
 }
 
+/* Send a whole request on a raw socket and hang up at once: the node gets
+ * the request, proposes, and the client is gone before the answer. */
+static void send_and_leave(const char *request)
+{
+    int port = atoi(strrchr(base, ':') + 1);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    size_t n = strlen(request);
+    assert_int_equal(send(fd, request, n, MSG_NOSIGNAL), (ssize_t)n);
+    close(fd);
+}
+
+static size_t count_runs(void)
+{
+    struct resp r = req("GET", "/v1/runs?limit=500", NULL);
+    size_t n = json_array_size(json_object_get(r.json, "runs"));
+    resp_free(&r);
+    return n;
+}
+
+static void test_client_leaves_mid_write(void **st)
+{
+    size_t before = count_runs();
+    char request[512];
+    const char *body = "{\"goal\":\"nobody waits for me\"}";
+    snprintf(request, sizeof request,
+             "POST /v1/runs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+             "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(body), body);
+    for (int i = 0; i < 20; i++)
+        send_and_leave(request);
+    /* half a request, then gone */
+    for (int i = 0; i < 5; i++)
+        send_and_leave("POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"goal");
+    /* the writes still apply (persist, then acknowledge: nobody to acknowledge) */
+    size_t after = before;
+    for (int i = 0; i < 2000 && after < before + 20; i++) {
+        uv_sleep(5);
+        after = count_runs();
+    }
+    assert_int_equal(after, before + 20);
+    expect(req("GET", "/healthz", NULL), 200, NULL);
+    struct resp m = req_full("GET", "/metrics", NULL, 0, 0, NULL, 30000);
+    assert_non_null(strstr(m.body, "troupe_http_long_polls 0"));
+    resp_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -718,6 +772,7 @@ int main(void)
         cmocka_unit_test(test_tools),
         cmocka_unit_test(test_approvals),
         cmocka_unit_test(test_cluster),
+        cmocka_unit_test(test_client_leaves_mid_write),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
