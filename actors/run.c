@@ -610,6 +610,43 @@ static int run_init(struct tr_ctx *ctx, void *state, void *arg)
     return 0;
 }
 
+/* The runtime's timers run on the loop's clock, which lags the wall clock
+ * that decide compares deadlines with (the loop caches its time per
+ * iteration, and the two clocks may drift apart): a timer can fire a little
+ * before the wall-clock instant it was armed for, and decide then waits for
+ * an event that nothing would send. Arm the timer again for what is left. */
+static uint64_t ms_until(int64_t at_us, int64_t now_us)
+{
+    return at_us > now_us ? (uint64_t)(at_us - now_us + 999) / 1000 + 1 : 0;
+}
+
+static void rearm_early(struct tr_ctx *ctx, struct run_actor *r, const struct tr_run_timer *t)
+{
+    int64_t now = (int64_t)tr_wall_us(ctx);
+
+    if (r->stopping)
+        return;
+    switch (t->kind) {
+    case TR_RUN_TIMER_RETRY:
+        if (r->v.llm && !r->v.llm->ok && r->v.llm->retryable && now < r->v.retry_at_us)
+            arm(ctx, r, TR_RUN_TIMER_RETRY, r->v.step, 0, ms_until(r->v.retry_at_us, now));
+        break;
+    case TR_RUN_TIMER_WALL:
+        if (r->s.timeout_s && !r->s.terminal) {
+            int64_t end = r->s.created_us + (int64_t)r->s.timeout_s * 1000000;
+            if (now < end)
+                arm(ctx, r, TR_RUN_TIMER_WALL, 0, 0, ms_until(end, now));
+        }
+        break;
+    case TR_RUN_TIMER_KICK:
+        if (r->refold_wanted && now < r->resync_at_us)
+            arm(ctx, r, TR_RUN_TIMER_KICK, 0, 0, ms_until(r->resync_at_us, now));
+        break;
+    default:
+        break;
+    }
+}
+
 static int run_receive(struct tr_ctx *ctx, void *state, struct tr_msg *msg)
 {
     struct run_actor *r = state;
@@ -626,6 +663,13 @@ static int run_receive(struct tr_ctx *ctx, void *state, struct tr_msg *msg)
         const struct tr_run_timer *t = (const struct tr_run_timer *)msg->data;
         if (t->reserved_ >= 1 && t->reserved_ <= MAX_TIMERS)
             r->timers[t->reserved_ - 1] = 0;
+        /* A deadline timer lets decide look again: it proposes the expiry,
+         * or arms a new timer if the deadline is not reached yet. */
+        if (t->kind == TR_RUN_TIMER_DEADLINE && t->step == r->v.step && t->call_index < TR_RUN_MAX_CALLS)
+            r->v.calls[t->call_index].deadline_armed = false;
+        pump(ctx, r);
+        rearm_early(ctx, r, t);
+        return 0;
     }
     pump(ctx, r);
     return 0;
