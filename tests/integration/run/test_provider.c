@@ -85,8 +85,17 @@ static void down_then_up(void **state)
     mock_switch(&F, "up");
     for (int i = 0; i < RUNS; i++) {
         char *st = fx_wait_terminal(&F, ids[i]);
-        assert_non_null(st);
         json_t *ev = fx_events(&F, ids[i]);
+        if (st == NULL) {
+            char *t = json_dumps(ev, JSON_COMPACT);
+            json_t *ms = fx_mock_stats(&F);
+            char *m = json_dumps(ms, JSON_COMPACT);
+            fprintf(stderr, "run %s journal: %s\nmock: %s\n", ids[i], t, m);
+            free(t);
+            free(m);
+            json_decref(ms);
+        }
+        assert_non_null(st);
         if (strcmp(st, "succeeded") != 0) {
             json_t *run = fx_get_run(&F, ids[i]);
             char *t = fx_types(ev);
