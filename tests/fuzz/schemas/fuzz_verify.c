@@ -1,11 +1,12 @@
 /* libFuzzer target: one root type's verifier, then every reader on what it
  * accepts. Built once per root type with FUZZ_SCHEMA (journal, command, peer,
- * protocol) and FUZZ_ROOT (its root table). No input may crash, read outside
+ * protocol, state) and FUZZ_ROOT (its root table). No input may crash, read outside
  * the buffer (ASan) or take unbounded time. */
 #include "schemas/command_generated.h"
 #include "schemas/journal_generated.h"
 #include "schemas/peer_generated.h"
 #include "schemas/protocol_generated.h"
+#include "schemas/state_generated.h"
 #include "tests/unit/schemas/interop.h"
 
 #define CAT3(a, b, c) a##b##c

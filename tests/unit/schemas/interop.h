@@ -24,6 +24,7 @@ uint64_t interop_journal_walk(const void *root);
 uint64_t interop_command_walk(const void *root);
 uint64_t interop_peer_walk(const void *root);
 uint64_t interop_protocol_walk(const void *root);
+uint64_t interop_state_walk(const void *root);
 
 extern const struct interop_case interop_journal_cases[];
 extern const size_t interop_journal_ncases;
@@ -33,5 +34,7 @@ extern const struct interop_case interop_peer_cases[];
 extern const size_t interop_peer_ncases;
 extern const struct interop_case interop_protocol_cases[];
 extern const size_t interop_protocol_ncases;
+extern const struct interop_case interop_state_cases[];
+extern const size_t interop_state_ncases;
 
 #endif

@@ -12,7 +12,7 @@ that a correct C checker must fail (the `must fail` ctest)."""
 import os
 import sys
 
-SCHEMAS = ["journal", "command", "peer", "protocol"]
+SCHEMAS = ["journal", "command", "peer", "protocol", "state"]
 
 
 def load(gen):

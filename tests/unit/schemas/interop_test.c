@@ -24,6 +24,7 @@ static const struct schema_cases all[] = {
     {interop_command_cases, &interop_command_ncases},
     {interop_peer_cases, &interop_peer_ncases},
     {interop_protocol_cases, &interop_protocol_ncases},
+    {interop_state_cases, &interop_state_ncases},
 };
 
 static int mismatches;
