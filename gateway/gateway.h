@@ -2,7 +2,8 @@
  * API of API.md ("HTTP (JSON)") for runs, events, approvals, tools, cluster
  * status, health and metrics. The full gateway (tenants, API keys and roles,
  * SSE and WebSocket, the FlatBuffers TCP protocol, the dashboard) grows here
- * behind the same entry points.
+ * behind the same entry points. Run events are also served as Server-Sent
+ * Events (history, then live); WebSocket comes with the full gateway.
  *
  * Threads: the gateway lives on the loop of the state service (scheduler 0
  * by convention). Every function below must be called on that loop's thread.

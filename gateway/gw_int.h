@@ -43,6 +43,7 @@
 #define GW_EVENTS_BYTES (8u << 20)       /* event JSON in one response, roughly */
 #define GW_WAIT_MAX_S 60
 #define GW_CURSOR_MAX 600
+#define GW_SSE_HIGH_WATER (1u << 20)   /* queued bytes before a stream waits */
 
 /* ---- errors to the client --------------------------------------------------- */
 
@@ -248,7 +249,9 @@ struct gw_call {
     uint64_t deadline_ms;
     uint32_t version;
     int attempts;
-    int existed;
+    int sse;                     /* a Server-Sent Events stream (on g->waiters) */
+    int sse_blocked;             /* its write queue was over the mark: pump again */
+    uint64_t sse_seq;            /* last journal seq sent */
     struct gw_run_req run;
     char *text;
 };
@@ -291,6 +294,12 @@ struct gw_cmd_head gw_cmd_head(struct gw_call *c);
 /* Hold c until the run is terminal or deadline_ms (loop time) passes. */
 void gw_wait_run(struct gw_call *c, uint64_t run_id, uint64_t deadline_ms);
 uint64_t gw_loop_now_ms(struct gw_call *c);
+/* Server-Sent Events of a run's journal: history from c->sse_seq + 1, then
+ * live events from the long-poll tick until the run is terminal. */
+void gw_sse_start(struct gw_call *c, uint64_t run_id, uint64_t after);
+/* Write what the journal has past c->sse_seq; 1 when the stream is complete
+ * (the run is terminal and every event was written). */
+int gw_sse_pump(struct gw_call *c);
 /* Answer with the run object of `key` (404 when absent or not visible). */
 void gw_answer_run(struct gw_call *c, int status, uint64_t key);
 bool gw_run_terminal(int status);

@@ -237,6 +237,17 @@ static void tick_cb(uv_timer_t *t)
     struct gw_call *next;
     for (struct gw_call *c = g->waiters; c != NULL; c = next) {
         next = c->wnext;
+        if (c->sse) {
+            if ((changed || c->sse_blocked) && gw_sse_pump(c)) {
+                struct tr_httpd_req *req = c->req;
+                waiter_unlink(c);
+                c->req = NULL;
+                g->http_count[c->m.route][2]++;
+                (void)tr_httpd_stream_end(req);
+                call_release(c);
+            }
+            continue;
+        }
         bool done = now >= c->deadline_ms;
         if (!done && changed) {
             void *buf;
@@ -252,6 +263,20 @@ static void tick_cb(uv_timer_t *t)
     }
     if (g->waiters == NULL)
         uv_timer_stop(&g->tick);
+}
+
+void gw_sse_start(struct gw_call *c, uint64_t run_id, uint64_t after)
+{
+    static const char *const headers[] = { "Content-Type: text/event-stream", "Cache-Control: no-store",
+                                           "X-Accel-Buffering: no" };
+    if (tr_httpd_stream_start(c->req, 200, headers, 3, TR_HTTPD_RAW) != TR_OK) {
+        gw_respond_error(c, 500, "internal", "cannot start the event stream");
+        return;
+    }
+    c->sse = 1;
+    c->sse_seq = after;
+    c->sse_blocked = 1; /* the history goes out on the first tick */
+    gw_wait_run(c, run_id, UINT64_MAX);
 }
 
 void gw_wait_run(struct gw_call *c, uint64_t run_id, uint64_t deadline_ms)

@@ -219,14 +219,15 @@ void gw_h_run_events(struct gw_call *c)
     if (run_param(c, &key) != 0)
         return;
     const char *accept = tr_httpd_header(c->req, "Accept");
-    if (accept != NULL && strstr(accept, "text/event-stream") != NULL) {
-        gw_respond_error(c, 406, "not_acceptable",
-                         "Server-Sent Events are not available on this node yet; ask for application/json");
-        return;
-    }
+    bool sse = accept != NULL && strstr(accept, "text/event-stream") != NULL;
     if (query_uint(c, "after", 0, UINT64_MAX - 1, 0, &after) != 0 ||
         query_uint(c, "limit", 1, GW_EVENTS_MAX, GW_EVENTS_DEFAULT, &limit) != 0)
         return;
+    const char *last_id = tr_httpd_header(c->req, "Last-Event-ID");
+    if (sse && last_id != NULL && gw_parse_u64(last_id, &after) != TR_OK) {
+        gw_respond_error(c, 400, "invalid_header", "Last-Event-ID: must be an event's seq");
+        return;
+    }
     void *buf;
     const struct troupe_state_Run *r;
     int rv = gw_load_run(c->g->store, key, &buf, &r);
@@ -234,6 +235,10 @@ void gw_h_run_events(struct gw_call *c)
     tr_free(buf);
     if (!visible) {
         gw_respond_error(c, 404, "not_found", "no run %.64s", c->m.param);
+        return;
+    }
+    if (sse) {
+        gw_sse_start(c, key, after);
         return;
     }
     struct tr_journal_iter *it;
@@ -260,6 +265,63 @@ void gw_h_run_events(struct gw_call *c)
     }
     tr_journal_iter_close(it);
     gw_respond_json(c, 200, events);
+}
+
+/* ---- Server-Sent Events ------------------------------------------------------------------ */
+
+/* One event per journal entry: `id:` its seq, `event:` its type, `data:` the
+ * JSON of GET .../events (one line: compact JSON has no newlines). */
+int gw_sse_pump(struct gw_call *c)
+{
+    struct tr_store *s = c->g->store;
+    c->sse_blocked = 0;
+    if (tr_httpd_queued(c->req) > GW_SSE_HIGH_WATER) {
+        c->sse_blocked = 1; /* a slow reader: try again next tick */
+        return 0;
+    }
+    /* Read the status first: a terminal run has every event journaled. */
+    void *buf;
+    const struct troupe_state_Run *r;
+    int rv = gw_load_run(s, c->run_id, &buf, &r);
+    bool terminal = rv != TR_OK || gw_run_terminal(troupe_state_Run_status(r));
+    tr_free(buf);
+    struct tr_journal_iter *it;
+    if (tr_journal_iter_open(s, NULL, c->run_id, c->sse_seq + 1, &it, NULL) != TR_OK)
+        return 1;
+    uint64_t seq;
+    const void *ev;
+    size_t len;
+    bool more = false;
+    while ((rv = tr_journal_iter_next(it, &seq, &ev, &len, NULL)) > 0) {
+        if (tr_httpd_queued(c->req) > GW_SSE_HIGH_WATER) {
+            c->sse_blocked = 1;
+            more = true;
+            break;
+        }
+        const struct troupe_journal_Event *e = troupe_journal_Event_verify_as_root(ev, len, NULL);
+        c->sse_seq = seq;
+        if (e == NULL)
+            continue;
+        json_t *j = gw_render_event(e);
+        char *data = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(12));
+        json_decref(j);
+        size_t dlen = data != NULL ? strlen(data) : 0;
+        char head[128];
+        int hl = snprintf(head, sizeof head, "id: %llu\nevent: %s\ndata: ", (unsigned long long)seq,
+                          gw_event_type_name(troupe_journal_Event_data_type(e)));
+        int w = tr_httpd_stream_write(c->req, head, (size_t)hl);
+        if (w == TR_OK)
+            w = tr_httpd_stream_write(c->req, data != NULL ? data : "{}", data != NULL ? dlen : 2);
+        if (w == TR_OK)
+            w = tr_httpd_stream_write(c->req, "\n\n", 2);
+        free(data);
+        if (w != TR_OK) {
+            more = true; /* the connection is going: its close callback follows */
+            break;
+        }
+    }
+    tr_journal_iter_close(it);
+    return terminal && !more && rv == 0;
 }
 
 /* ---- POST /v1/runs/{id}/cancel ------------------------------------------------------------ */

@@ -160,8 +160,12 @@ static struct resp req_full(const char *method, const char *path, const char *bo
         h = curl_slist_append(h, "Authorization: Bearer " TOKEN);
     else if (auth < 0)
         h = curl_slist_append(h, "Authorization: Bearer nope");
-    if (extra_header != NULL)
-        h = curl_slist_append(h, extra_header);
+    if (extra_header != NULL) { /* several, separated by '\n' */
+        char *copy = strdup(extra_header), *save = NULL;
+        for (char *t = strtok_r(copy, "\n", &save); t != NULL; t = strtok_r(NULL, "\n", &save))
+            h = curl_slist_append(h, t);
+        free(copy);
+    }
     h = curl_slist_append(h, "Expect:");
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
@@ -343,7 +347,7 @@ static void test_runs(void **st)
     assert_int_equal(json_array_size(r.json), 0);
     resp_free(&r);
     snprintf(path, sizeof path, "/v1/runs/%s/events", id);
-    expect(req_full("GET", path, NULL, 0, 1, "Accept: text/event-stream", 30000), 406, "not_acceptable");
+    expect(req_full("GET", path, NULL, 0, 1, "Last-Event-ID: x", 30000), 200, NULL); /* ignored without SSE */
     snprintf(path, sizeof path, "/v1/runs/%s/events?after=x", id);
     expect(req("GET", path, NULL), 400, "invalid_query");
 
@@ -363,6 +367,16 @@ static void test_runs(void **st)
     r = req("GET", path, NULL);
     assert_int_equal(json_array_size(r.json), 2);
     assert_string_equal(jstr(json_array_get(r.json, 1), "type"), "run.cancelled");
+    resp_free(&r);
+    /* SSE of an ended run: the history, then the stream ends */
+    r = req_full("GET", path, NULL, 0, 1, "Accept: text/event-stream", 30000);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "id: 1\nevent: run.created\ndata: {"));
+    assert_non_null(strstr(r.body, "id: 2\nevent: run.cancelled\ndata: {"));
+    resp_free(&r);
+    struct curl_slist *unused = NULL;
+    (void)unused;
+    r = req_full("GET", path, NULL, 0, 1, "Accept: text/event-stream\r\nLast-Event-ID: 1", 30000);
     resp_free(&r);
     expect(req("POST", "/v1/runs/run_00000000000000ab/cancel", NULL), 404, "not_found");
     snprintf(path, sizeof path, "/v1/runs/%s/cancel", id);
@@ -469,11 +483,20 @@ struct poll_arg {
     uint64_t ms;
 };
 
+static void *sse_reader(void *p)
+{
+    struct poll_arg *a = p;
+    uint64_t t0 = uv_hrtime();
+    a->r = req_full("GET", a->path, NULL, 0, 1, "Accept: text/event-stream", 30000);
+    a->ms = (uv_hrtime() - t0) / 1000000;
+    return NULL;
+}
+
 static void *long_poll(void *p)
 {
     struct poll_arg *a = p;
     uint64_t t0 = uv_hrtime();
-    a->r = req(&"GET"[0], a->path, NULL);
+    a->r = req("GET", a->path, NULL);
     a->ms = (uv_hrtime() - t0) / 1000000;
     return NULL;
 }
@@ -491,13 +514,23 @@ static void test_long_poll(void **st)
     resp_free(&a.r);
     /* ended meanwhile: answered at once */
     snprintf(a.path, sizeof a.path, "/v1/runs/%s?wait=30", id);
-    pthread_t th;
+    pthread_t th, th2;
+    struct poll_arg sse = { 0 };
+    snprintf(sse.path, sizeof sse.path, "/v1/runs/%s/events", id);
     assert_int_equal(pthread_create(&th, NULL, long_poll, &a), 0);
+    assert_int_equal(pthread_create(&th2, NULL, sse_reader, &sse), 0);
     uv_sleep(200);
     char path[128];
     snprintf(path, sizeof path, "/v1/runs/%s/cancel", id);
     expect(req("POST", path, NULL), 200, NULL);
     pthread_join(th, NULL);
+    pthread_join(th2, NULL);
+    /* the stream: history, then the live cancel, then its end */
+    assert_int_equal(sse.r.status, 200);
+    assert_non_null(strstr(sse.r.body, "id: 1\nevent: run.created\n"));
+    assert_non_null(strstr(sse.r.body, "id: 2\nevent: run.cancelled\n"));
+    assert_true(sse.ms >= 150 && sse.ms < 10000);
+    resp_free(&sse.r);
     assert_int_equal(a.r.status, 200);
     assert_string_equal(jstr(a.r.json, "status"), "cancelled");
     assert_true(a.ms < 10000);
@@ -513,6 +546,14 @@ static void test_long_poll(void **st)
     snprintf(path, sizeof path, "/v1/runs/%s?wait=20", id2);
     struct resp r = req_full("GET", path, NULL, 0, 1, NULL, 200);
     assert_int_equal(r.curl_rc, CURLE_OPERATION_TIMEDOUT);
+    resp_free(&r);
+    expect(req("GET", "/healthz", NULL), 200, NULL);
+    /* ... and during a live event stream */
+    snprintf(path, sizeof path, "/v1/runs/%s/events", id2);
+    r = req_full("GET", path, NULL, 0, 1, "Accept: text/event-stream", 300);
+    assert_int_equal(r.curl_rc, CURLE_OPERATION_TIMEDOUT);
+    assert_non_null(r.body);
+    assert_non_null(strstr(r.body, "event: run.created")); /* the history came before */
     resp_free(&r);
     expect(req("GET", "/healthz", NULL), 200, NULL);
     free(id);
