@@ -249,9 +249,14 @@ static int setup(void **st)
     return 0;
 }
 
+static int held[8];
+static int n_held;
+
 static int teardown(void **st)
 {
     tr_rt_shutdown(rt);
+    for (int i = 0; i < n_held; i++)
+        close(held[i]);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
@@ -754,6 +759,20 @@ static void test_cluster(void **st)
 
 /* Send a whole request on a raw socket and hang up at once: the node gets
  * the request, proposes, and the client is gone before the answer. */
+/* Send a whole request on a raw socket; keep it open (fd returned). */
+static int send_and_stay(const char *request)
+{
+    int port = atoi(strrchr(base, ':') + 1);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    size_t n = strlen(request);
+    assert_int_equal(send(fd, request, n, MSG_NOSIGNAL), (ssize_t)n);
+    return fd;
+}
+
 static void send_and_leave(const char *request)
 {
     int port = atoi(strrchr(base, ':') + 1);
@@ -802,6 +821,29 @@ static void test_client_leaves_mid_write(void **st)
     resp_free(&m);
 }
 
+/* Runs last: the node shuts down (teardown) with writes, a long poll and an
+ * event stream still open; nothing may leak or be touched after free. */
+static void test_shutdown_with_work_in_flight(void **st)
+{
+    char *id = create("{\"goal\":\"still running at shutdown\"}", NULL, 201);
+    char request[512];
+    const char *body = "{\"goal\":\"in flight at shutdown\"}";
+    snprintf(request, sizeof request,
+             "POST /v1/runs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+             "\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(body), body);
+    for (int i = 0; i < 4; i++)
+        held[n_held++] = send_and_stay(request);
+    snprintf(request, sizeof request,
+             "GET /v1/runs/%s?wait=30 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN "\r\n\r\n", id);
+    held[n_held++] = send_and_stay(request);
+    snprintf(request, sizeof request,
+             "GET /v1/runs/%s/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"
+             "Authorization: Bearer " TOKEN "\r\n\r\n", id);
+    held[n_held++] = send_and_stay(request);
+    free(id);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -814,6 +856,7 @@ int main(void)
         cmocka_unit_test(test_approvals),
         cmocka_unit_test(test_cluster),
         cmocka_unit_test(test_client_leaves_mid_write),
+        cmocka_unit_test(test_shutdown_with_work_in_flight),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
