@@ -1,16 +1,17 @@
 /* The raft node: canonical raft with its libuv I/O and TCP transport on one loop.
  *
- * Happy path: tr_raft_propose queues a proposal; the next loop iteration's
- * check callback hands it to raft_apply; raft persists, replicates, commits
+ * Happy path: tr_raft_propose queues a proposal and starts an idle handle
+ * (so the loop does not block in poll); the idle callback, on the next loop
+ * iteration, hands the queue to raft_apply; raft persists, replicates, commits
  * and applies the entry through the FSM, then calls apply_cb, which calls the
  * proposer's callback with the FSM's result.
  *
  * Failure modes: raft_apply refusing synchronously (not leader, shutting down)
- * completes the proposal from the check callback; leadership lost while in
+ * completes the proposal from the idle callback; leadership lost while in
  * flight completes it from raft with RAFT_LEADERSHIPLOST -> TR_ENOTLEADER;
  * closing fails everything still queued with TR_ECLOSED after raft has
  * closed. Close order: raft first, then (in raft's close callback) its I/O
- * and transport, then our check handle, then the user's callback.
+ * and transport, then our idle handle, then the user's callback.
  */
 #include "raft/raft.h"
 
@@ -44,7 +45,8 @@ struct tr_raft {
     struct raft_uv_transport transport;
     struct raft_io io;
     struct raft raft;
-    uv_check_t check;
+    uv_idle_t idle;      /* started while something is queued */
+    int idle_on;
     struct tr_raft_propose *queue_head, *queue_tail; /* not yet given to raft */
     struct op *ops_head, *ops_tail;
     int closing;
@@ -98,6 +100,8 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
+static void kick(struct tr_raft *r);
+
 /* --- proposals --------------------------------------------------------------- */
 
 static void apply_cb(struct raft_apply *req, int status, void *result)
@@ -142,6 +146,7 @@ int tr_raft_propose(struct tr_raft *r, struct tr_raft_propose *p, void *buf, siz
     else
         r->queue_head = p;
     r->queue_tail = p;
+    kick(r);
     return TR_OK;
 }
 
@@ -234,6 +239,7 @@ static int op_queue(struct tr_raft *r, enum op_kind kind, uint64_t id, const cha
     else
         r->ops_head = op;
     r->ops_tail = op;
+    kick(r);
     return TR_OK;
 }
 
@@ -272,13 +278,25 @@ static void issue_ops(struct tr_raft *r)
     }
 }
 
-static void check_cb(uv_check_t *h)
+/* Issue everything queued, from the loop and never from a caller's stack
+ * (not even raft's own callbacks, which may queue more). */
+static void idle_cb(uv_idle_t *h)
 {
     struct tr_raft *r = h->data;
+    uv_idle_stop(&r->idle);
+    r->idle_on = 0;
     if (r->closing)
         return;
     issue_proposals(r);
     issue_ops(r);
+}
+
+static void kick(struct tr_raft *r)
+{
+    if (!r->idle_on && !r->closing) {
+        uv_idle_start(&r->idle, idle_cb);
+        r->idle_on = 1;
+    }
 }
 
 /* --- open and close ---------------------------------------------------------- */
@@ -334,10 +352,8 @@ int tr_raft_open(uv_loop_t *loop, const struct tr_raft_opts *opts, struct tr_raf
         }
     }
 
-    uv_check_init(loop, &r->check);
-    r->check.data = r;
-    uv_check_start(&r->check, check_cb);
-    uv_unref((uv_handle_t *)&r->check);
+    uv_idle_init(loop, &r->idle);
+    r->idle.data = r;
 
     if (opts->on_init != NULL)
         opts->on_init(&r->raft, opts->on_init_arg);
@@ -353,8 +369,8 @@ int tr_raft_open(uv_loop_t *loop, const struct tr_raft_opts *opts, struct tr_raf
 
 err_after_raft:
     /* raft_init done but not started: raft_close still has to run, async. */
-    uv_check_init(loop, &r->check);
-    r->check.data = r;
+    uv_idle_init(loop, &r->idle);
+    r->idle.data = r;
     tr_raft_close(r, NULL, NULL);
     return err->code;
 err_after_io:
@@ -366,7 +382,7 @@ err_after_alloc:
     return err->code;
 }
 
-static void check_closed_cb(uv_handle_t *h)
+static void idle_closed_cb(uv_handle_t *h)
 {
     struct tr_raft *r = h->data;
     void (*cb)(void *) = r->close_cb;
@@ -396,7 +412,7 @@ static void raft_closed_cb(struct raft *raft)
         op_finish(op, RAFT_SHUTDOWN, "closing");
     }
     r->ops_tail = NULL;
-    uv_close((uv_handle_t *)&r->check, check_closed_cb);
+    uv_close((uv_handle_t *)&r->idle, idle_closed_cb);
 }
 
 void tr_raft_close(struct tr_raft *r, void (*cb)(void *arg), void *arg)
@@ -406,7 +422,8 @@ void tr_raft_close(struct tr_raft *r, void (*cb)(void *arg), void *arg)
     r->closing = 1;
     r->close_cb = cb;
     r->close_arg = arg;
-    uv_check_stop(&r->check);
+    uv_idle_stop(&r->idle);
+    r->idle_on = 0;
     raft_close(&r->raft, raft_closed_cb);
 }
 

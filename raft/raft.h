@@ -6,7 +6,7 @@
  * be called there, and every callback runs there.
  *
  * Submissions are never handed to libraft from inside the caller's stack:
- * they are queued and issued from a uv_check_t. canonical raft 0.15 completes
+ * they are queued and issued from a uv_idle_t on the next loop turn. canonical raft 0.15 completes
  * an entry synchronously on a single-voter cluster, so calling raft_apply from
  * within an apply callback would re-enter it (a double free seen here).
  */
