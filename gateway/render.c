@@ -298,6 +298,7 @@ static void event_data(json_t *d, const struct troupe_journal_Event *ev)
                             json_string(NAME_OF(finish_names, troupe_journal_LlmCompleted_finish_reason(e), "unknown")));
         json_object_set_new(d, "usage", render_usage(troupe_journal_LlmCompleted_usage(e)));
         json_object_set_new(d, "latency_ms", juint(troupe_journal_LlmCompleted_latency_ms(e)));
+        json_object_set_new(d, "latency_us", juint(troupe_journal_LlmCompleted_latency_us(e)));
         json_object_set_new(d, "provider_request_id", jstr(troupe_journal_LlmCompleted_provider_request_id(e)));
         json_object_set_new(d, "attempt", juint(troupe_journal_LlmCompleted_attempt(e)));
         break;
@@ -338,6 +339,7 @@ static void event_data(json_t *d, const struct troupe_journal_Event *ev)
         json_object_set_new(d, "error", jstr(troupe_journal_ToolCompleted_error(e)));
         json_object_set_new(d, "is_error", json_boolean(troupe_journal_ToolCompleted_is_error(e)));
         json_object_set_new(d, "duration_ms", juint(troupe_journal_ToolCompleted_duration_ms(e)));
+        json_object_set_new(d, "duration_us", juint(troupe_journal_ToolCompleted_duration_us(e)));
         break;
     }
     case troupe_journal_Data_ApprovalRequested: {
