@@ -66,6 +66,7 @@ enum gw_route_id {
     GW_R_HEALTHZ,
     GW_R_METRICS,
     GW_R_CLUSTER,
+    GW_R_DIGEST,         /* /v1/cluster/digest */
     GW_R_RUNS,           /* /v1/runs */
     GW_R_RUN,            /* /v1/runs/{id} */
     GW_R_RUN_EVENTS,     /* /v1/runs/{id}/events */
@@ -330,6 +331,7 @@ void gw_h_tool_get(struct gw_call *c);
 void gw_h_tool_set_enabled(struct gw_call *c, bool enabled);
 void gw_h_healthz(struct gw_call *c);
 void gw_h_cluster(struct gw_call *c);
+void gw_h_digest(struct gw_call *c);
 void gw_h_metrics(struct gw_call *c);
 
 #endif /* TR_GATEWAY_INT_H */

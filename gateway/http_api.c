@@ -359,6 +359,7 @@ static void on_request(struct tr_httpd_req *req, void *ud)
     case GW_R_HEALTHZ: gw_h_healthz(c); return;
     case GW_R_METRICS: gw_h_metrics(c); return;
     case GW_R_CLUSTER: gw_h_cluster(c); return;
+    case GW_R_DIGEST: gw_h_digest(c); return;
     case GW_R_RUNS:
         if (post)
             gw_h_runs_create(c);

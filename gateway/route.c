@@ -73,6 +73,7 @@ struct route_def {
 static const struct route_def routes[] = {
     { GW_R_HEALTHZ, "/healthz", NULL, "GET" },
     { GW_R_METRICS, "/metrics", NULL, "GET" },
+    { GW_R_DIGEST, "/v1/cluster/digest", NULL, "GET" },
     { GW_R_CLUSTER, "/v1/cluster", NULL, "GET" },
     { GW_R_RUNS, "/v1/runs", NULL, "GET, POST" },
     { GW_R_RUN_EVENTS, "/v1/runs/", "/events", "GET" },
@@ -91,7 +92,7 @@ static const struct route_def routes[] = {
 
 static const char *const route_names[GW_R_COUNT] = {
     [GW_R_NONE] = "none",           [GW_R_HEALTHZ] = "healthz",
-    [GW_R_METRICS] = "metrics",     [GW_R_CLUSTER] = "cluster",
+    [GW_R_METRICS] = "metrics",     [GW_R_CLUSTER] = "cluster", [GW_R_DIGEST] = "digest",
     [GW_R_RUNS] = "runs",           [GW_R_RUN] = "run",
     [GW_R_RUN_EVENTS] = "run_events", [GW_R_RUN_CANCEL] = "run_cancel",
     [GW_R_RUN_WS] = "run_ws",       [GW_R_APPROVALS] = "approvals",

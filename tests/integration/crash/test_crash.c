@@ -1,10 +1,10 @@
 /* Crash recovery of one node: many runs in flight, the node SIGKILLed at
  * random moments and restarted, over and over.
  *
- * Each run takes four steps: an `add` call (write), a `sleep` call (a tool
+ * Each run takes five steps: an `add` call (write), a `sleep` call (a tool
  * in flight for a while), a `payment` (irreversible: waits for a human, whom
- * this test plays), then a final answer; every model reply comes after a
- * delay. So kills land while runs wait for the model, while tools run, while
+ * this test plays), another `add`, then a final answer; every model reply
+ * comes after a delay. So kills land while runs wait for the model, while tools run, while
  * approvals wait, and while the group-commit batcher has appends in flight.
  *
  * Oracle, after the last restart:
@@ -70,11 +70,14 @@ static void nap(int ms)
 
 static const char *script_json =
     "{\"model\": \"mock-gpt\", \"default\": \"crash\", \"scripts\": {\"crash\": ["
-    " {\"delay_ms\": 60, \"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 20, \"b\": 22}}]},"
-    " {\"delay_ms\": 60, \"tool_calls\": [{\"name\": \"sleep\", \"arguments\": {\"ms\": 150}}]},"
-    " {\"delay_ms\": 60, \"tool_calls\": [{\"name\": \"payment\", \"arguments\": {\"amount\": 7}}]},"
-    " {\"delay_ms\": 60, \"content\": \"done: {{last_tool_result}}\"}"
+    " {\"delay_ms\": 100, \"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 20, \"b\": 22}}]},"
+    " {\"delay_ms\": 100, \"tool_calls\": [{\"name\": \"sleep\", \"arguments\": {\"ms\": 300}}]},"
+    " {\"delay_ms\": 100, \"tool_calls\": [{\"name\": \"payment\", \"arguments\": {\"amount\": 7}}]},"
+    " {\"delay_ms\": 100, \"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}]},"
+    " {\"delay_ms\": 100, \"content\": \"done: {{last_tool_result}}\"}"
     "]}}";
+
+#define CALLS_PER_RUN 4
 
 static void register_tool(struct h_node *n, const char *name, const char *risk, const char *schema,
                           const char *toolbase, int timeout_ms)
@@ -198,29 +201,47 @@ static void test_crash_recovery(void **unused)
                   "{\"type\": \"object\", \"properties\": {\"amount\": {\"type\": \"integer\"}}, \"required\": [\"amount\"]}",
                   toolbase, 10000);
 
+    /* Runs are created in waves, one before each kill, so that every kill
+     * finds runs at every stage: waiting for the model, mid-tool, waiting
+     * for approval (the approver works only in some intervals), and in the
+     * group-commit batcher. Kill times are wall-clock µs, comparable with
+     * the tool server's receipt times (same machine, same clock). */
     char **ids = calloc((size_t)n_runs, sizeof *ids);
-    for (int i = 0; i < n_runs; i++) {
-        char body[256];
-        snprintf(body, sizeof body,
-                 "{\"goal\": \"crash test run %d\", \"agent\": {\"model\": \"mock-gpt\", "
-                 "\"tools\": [\"add\", \"sleep\", \"payment\"], \"max_steps\": 10}}",
-                 i);
-        ids[i] = h_create_run(&node, body, NULL);
-        assert_non_null(ids[i]);
-    }
-
-    /* The kill schedule. Kill times are wall-clock µs, comparable with the
-     * tool server's receipt times (same machine, same clock). */
     uint64_t *kills = calloc((size_t)n_kills, sizeof *kills);
+    int created = 0;
     for (int k = 0; k < n_kills; k++) {
-        int wait_ms = 100 + (int)(rnd() % 900);
+        int wave = (n_runs - created) / (n_kills - k);
+        for (int i = 0; i < wave; i++, created++) {
+            char body[256];
+            snprintf(body, sizeof body,
+                     "{\"goal\": \"crash test run %d\", \"agent\": {\"model\": \"mock-gpt\", "
+                     "\"tools\": [\"add\", \"sleep\", \"payment\"], \"max_steps\": 10}}",
+                     created);
+            ids[created] = h_create_run(&node, body, NULL);
+            assert_non_null(ids[created]);
+        }
+        int approving = (int)(rnd() % 2);
+        int wait_ms = 150 + (int)(rnd() % 550);
         uint64_t until = h_now_ms() + (uint64_t)wait_ms;
         while (h_now_ms() < until) {
-            approve_pending(&node);
+            if (approving)
+                approve_pending(&node);
             nap(20);
         }
         kills[k] = wall_us();
         h_proc_kill(&node.proc, SIGKILL, 1);
+        {
+            char su[256];
+            snprintf(su, sizeof su, "%s/_stats", toolbase);
+            struct h_resp sr;
+            h_http(&sr, "GET", su, NULL, NULL, 5000);
+            json_t *j = sr.json;
+            fprintf(stderr, "crash: kill %d after %d ms (%s): %d runs created, toolserver %lld effects, %lld resends\n",
+                    k + 1, wait_ms, approving ? "approving" : "not approving", created,
+                    j ? (long long)json_integer_value(json_object_get(j, "effects")) : -1,
+                    j ? (long long)json_integer_value(json_object_get(j, "resends")) : -1);
+            h_resp_free(&sr);
+        }
         if (h_node_restart(&node) != 0)
             fail_msg("restart after kill %d failed", k + 1);
     }
@@ -279,7 +300,7 @@ static void test_crash_recovery(void **unused)
         json_decref(run);
     }
     assert_int_equal(succeeded, n_runs);
-    assert_int_equal(tool_calls, 3 * n_runs);
+    assert_int_equal(tool_calls, CALLS_PER_RUN * n_runs);
 
     char url[256];
     snprintf(url, sizeof url, "%s/_stats", toolbase);
@@ -294,8 +315,8 @@ static void test_crash_recovery(void **unused)
     fprintf(stderr, "crash: toolserver: %lld keys, %lld effects, %lld resends, %lld duplicates\n", (long long)keys,
             (long long)effects, (long long)resends, (long long)dup);
     assert_int_equal(dup, 0);
-    assert_int_equal(keys, 3 * n_runs);
-    assert_int_equal(effects, 3 * n_runs);
+    assert_int_equal(keys, CALLS_PER_RUN * n_runs);
+    assert_int_equal(effects, CALLS_PER_RUN * n_runs);
     assert_int_equal(balance, (json_int_t)AMOUNT * n_runs);
     h_resp_free(&st);
 
