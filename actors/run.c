@@ -53,6 +53,8 @@ struct tool_entry {
     char schema_error[200];
     void *buf;                  /* the registry value the view points into */
     struct tr_run_tool view;
+    uint64_t gen;               /* the pump that read it (run_actor.gen) */
+    bool newest;                /* the newest version when read */
 };
 
 struct run_actor {
@@ -65,7 +67,7 @@ struct run_actor {
     uint64_t llm_corr;
     uint32_t llm_step;
     uint64_t tool_corr[TR_RUN_MAX_CALLS];
-    uint32_t tool_step;
+    uint32_t tool_step[TR_RUN_MAX_CALLS];
     uint64_t propose_corr[TR_RUN_MAX_CALLS];
     uint64_t timers[MAX_TIMERS];  /* 0: free slot */
     int64_t resync_at_us;
@@ -73,6 +75,7 @@ struct run_actor {
     bool stopping;
     struct tool_entry *tools;
     uint32_t n_tools;
+    uint64_t gen;                 /* bumped per pump: registry reads are reused within one */
 };
 
 /* ---- registry and blobs ---------------------------------------------------- */
@@ -90,6 +93,9 @@ static struct tool_entry *tool_entry_for(struct run_actor *r, const char *name, 
     return e;
 }
 
+/* The registry entry of (name, version): read from the store at most once
+ * per pump (one pass of decisions sees one registry; an operator's change
+ * is seen by the next message's pump). */
 static const struct tr_run_tool *registry_lookup(void *ud, const char *name, uint32_t version)
 {
     struct run_actor *r = ud;
@@ -98,17 +104,24 @@ static const struct tr_run_tool *registry_lookup(void *ud, const char *name, uin
     const struct troupe_state_ToolVersions *tv;
     const struct troupe_cmd_Tool *t = NULL;
     struct tool_entry *e;
+    uint32_t n, at = 0;
 
+    for (uint32_t i = 0; i < r->n_tools; i++) {
+        e = &r->tools[i];
+        if (e->gen == r->gen && e->buf && strcmp(e->name, name) == 0 && (version ? e->version == version : e->newest))
+            return &e->view;
+    }
     if (tr_store_get(r->env->store, NULL, TR_CF_TOOLS, name, strlen(name), &val, &vlen, NULL) != 0)
         return NULL;
     tv = troupe_state_ToolVersions_verify_as_root_opts(val, vlen, "TRT1", &tr_fb_default_limits, NULL);
     if (!tv)
         tv = troupe_state_ToolVersions_verify_as_root_opts(val, vlen, NULL, &tr_fb_default_limits, NULL);
-    uint32_t n = tv ? troupe_state_ToolVersions_versions_len(tv) : 0;
+    n = tv ? troupe_state_ToolVersions_versions_len(tv) : 0;
     for (uint32_t i = n; i-- > 0;) {
         const struct troupe_cmd_Tool *c = troupe_state_ToolVersions_versions_at(tv, i);
         if (version == 0 || troupe_cmd_Tool_version(c) == version) {
             t = c;
+            at = i;
             break;
         }
     }
@@ -119,6 +132,8 @@ static const struct tr_run_tool *registry_lookup(void *ud, const char *name, uin
     e = tool_entry_for(r, name, troupe_cmd_Tool_version(t));
     tr_free(e->buf);
     e->buf = val;
+    e->gen = r->gen;
+    e->newest = at + 1 == n;
     struct tr_fb_str schema = troupe_cmd_Tool_input_schema(t);
     if (schema.ptr && (!e->schema_text || strcmp(e->schema_text, schema.ptr) != 0)) {
         struct tr_err err;
@@ -366,6 +381,7 @@ static void pump(struct tr_ctx *ctx, struct run_actor *r)
 
     if (r->stopping)
         return;
+    r->gen++;
     if (r->refold_wanted && !r->v.appends_inflight && (int64_t)tr_wall_us(ctx) >= r->resync_at_us) {
         int why = load(r);
         r->refold_wanted = false;
@@ -404,7 +420,7 @@ static void pump(struct tr_ctx *ctx, struct run_actor *r)
             break;
         case TR_RUN_CALL_TOOL:
             rv = send_call(ctx, r->env->tool_actors, TR_MSG_TOOL_CALL, &a, &r->tool_corr[a.call_index]);
-            r->tool_step = a.step;
+            r->tool_step[a.call_index] = a.step;
             break;
         case TR_RUN_ARM_DEADLINE: {
             int64_t now = (int64_t)tr_wall_us(ctx);
@@ -519,22 +535,11 @@ static bool on_reply(struct tr_ctx *ctx, struct run_actor *r, struct tr_msg *msg
         } else {
             tr_run_llm_result_parse((const char *)msg->data, msg->len, res);
         }
-        if (r->llm_step == r->v.step && r->v.llm_inflight) {
-            r->v.llm_inflight = false;
-            if (r->v.llm) {
-                tr_run_llm_result_free(r->v.llm);
-                tr_free(r->v.llm);
-            }
-            r->v.llm = res;
-            if (!res->ok && res->retryable) {
-                uint64_t ms = res->retry_after_ms;
-                ms = ms < TR_RUN_RETRY_FLOOR_MS ? TR_RUN_RETRY_FLOOR_MS : ms > TR_RUN_RETRY_CAP_MS ? TR_RUN_RETRY_CAP_MS : ms;
-                r->v.retry_at_us = (int64_t)tr_wall_us(ctx) + (int64_t)ms * 1000;
-                arm(ctx, r, TR_RUN_TIMER_RETRY, r->v.step, 0, ms);
-            }
-        } else {
-            tr_run_llm_result_free(res);
-            tr_free(res);
+        if (tr_run_vol_llm_reply(&r->v, r->llm_step, res) && !res->ok && res->retryable) {
+            uint64_t ms = res->retry_after_ms;
+            ms = ms < TR_RUN_RETRY_FLOOR_MS ? TR_RUN_RETRY_FLOOR_MS : ms > TR_RUN_RETRY_CAP_MS ? TR_RUN_RETRY_CAP_MS : ms;
+            r->v.retry_at_us = (int64_t)tr_wall_us(ctx) + (int64_t)ms * 1000;
+            arm(ctx, r, TR_RUN_TIMER_RETRY, r->v.step, 0, ms);
         }
         return true;
     }
@@ -549,13 +554,7 @@ static bool on_reply(struct tr_ctx *ctx, struct run_actor *r, struct tr_msg *msg
             } else {
                 tr_run_tool_result_parse((const char *)msg->data, msg->len, res);
             }
-            if (r->tool_step == r->v.step && r->v.calls[i].inflight && !r->v.calls[i].res) {
-                r->v.calls[i].inflight = false;
-                r->v.calls[i].res = res;
-            } else {
-                tr_run_tool_result_free(res);
-                tr_free(res);
-            }
+            tr_run_vol_tool_reply(&r->v, r->tool_step[i], (uint32_t)i, res);
             return true;
         }
     }

@@ -19,7 +19,7 @@
  *                              v
  *      +-------------> [BETWEEN STEPS] ---- cap hit ----> budget.exceeded ---+
  *      |                       |                                             |
- *      |                 llm.requested(n, a)                                 |
+ *      |                 llm.requested(n, a)  + the llm call, pipelined      |
  *      |                       v                                             |
  *      |               [AWAIT_LLM n, a] --- retryable error, wait -----+     |
  *      |                       |       <--- llm.requested(n, a+1) -----+     |
@@ -37,9 +37,13 @@
  *      |                       |              deny/expired --> tool.completed(error)
  *      |                       |              approve --+                    |
  *      |                       |       tool.started(i, key) <---+            |
+ *      |                       |         read: execute at once               |
+ *      |                       |         write/irreversible: ** wait for its |
+ *      |                       |           ack (TR_FSM_OK) **, then execute  |
  *      |                       |            [EXECUTING i] --> tool.completed(i)
  *      |                       v                                             |
- *      |               [STEP n COMPLETE]                                     |
+ *      |               [STEP n COMPLETE]   (nothing waited for: the next     |
+ *      |                       |            prompt comes from memory)        |
  *      |                       |---- 5 invalid calls in a row ---------------+
  *      |                       |---- loop (1st) --> loop.detected --+        |
  *      +-----------------------+<-----------------------------------+        |
@@ -52,6 +56,19 @@
  *   (stop without touching anything); the wall-time cap -> budget.exceeded,
  *   run.failed.
  *
+ * What waits for what. Appends are pipelined: every event is sent (and
+ * folded) as soon as it is decided, in seq order, with nothing waiting for
+ * acknowledgements, except in three places:
+ *   - an external write/irreversible tool call waits for the ack of its
+ *     tool.started (invariant 2): the one durable wait of a step;
+ *   - EXIT waits for the ack of the terminal event;
+ *   - while an approval is open, one append at a time (invariant 6).
+ * So a step of a write tool costs one durable round trip (one group commit),
+ * a step of read tools none: llm.requested + the llm call go out together;
+ * llm.completed, tool.requested and tool.started go out together; then the
+ * ack; then the tool; then tool.completed, the next llm.requested and the
+ * next llm call go out together.
+ *
  * ---------------------------------------------------------------------------
  * Invariants
  * ---------------------------------------------------------------------------
@@ -59,32 +76,56 @@
  *     folded into it, in seq order, and of nothing else. Events built by this
  *     actor are folded when they are sent (optimistically); on any doubt
  *     (TR_FSM_BAD_SEQ, a transport error, a note from the FSM) the shell
- *     drops the state and refolds the store's journal.
- *  2. A side effect (an llm call, an external tool call) starts only after the
- *     event announcing it (llm.requested, tool.started) is acknowledged:
- *     reply TR_OK with verdict TR_FSM_OK (seq <= vol.acked_seq).
+ *     drops the state and refolds the store's journal once no append is in
+ *     flight.
+ *  2. An external side effect (a write or irreversible tool call) starts
+ *     only after its tool.started is acknowledged: reply TR_OK with verdict
+ *     TR_FSM_OK (seq <= vol.acked_seq). Why that covers everything before
+ *     it: the FSM applies an append only when its seq is the run's next one
+ *     (raft/fsm_runs.c), and the state service answers only after the raft
+ *     entry holding it is committed (raft/state.c; entries commit in log
+ *     order, appends of one entry apply in order). So an OK for tool.started
+ *     at seq k means seqs 1..k are durable: the llm.completed that named
+ *     the call (decide emits tool.started only after llm.completed is folded,
+ *     hence sent, at a lower seq), its tool.requested, and, for approved
+ *     calls, the decision. The llm call is not a side effect: it goes out
+ *     with its llm.requested, unacknowledged; if that append fails the
+ *     refold may call again (cost, not correctness). Read tools have no
+ *     side effect either: they run once tool.started is sent (it is still
+ *     journaled, so replay keeps its one rule below).
  *  3. Every external tool call carries the idempotency key H(run_id, step,
  *     call_index) (tr_run_idem_key); a re-execution after replay carries the
  *     same key. Every external call journals tool.started, read tools too:
  *     replay needs no other rule than "started without completed -> execute".
  *  4. An llm response is journaled whole (llm.completed) before anything is
- *     done with it, so replay never re-samples it. Each llm call attempt made
- *     on purpose (the first, or a retry after a retryable error) has its own
- *     llm.requested; a replay that finds llm.requested without llm.completed
+ *     done with it durably, so replay never re-samples it: tool.started (the
+ *     only event whose ack releases a side effect) follows llm.completed in
+ *     the pipeline (invariant 2). Each llm call attempt made on purpose (the
+ *     first, or a retry after a retryable error) has its own llm.requested,
+ *     which carries the prompt's digest; the call sends exactly that prompt
+ *     (built once). A replay that finds llm.requested without llm.completed
  *     calls again under that same attempt.
  *  5. Steps are sequential: step n+1 is requested only when every call of
- *     step n has its tool.completed. The calls of one step run concurrently.
+ *     step n has its tool.completed folded (sent; not necessarily
+ *     acknowledged). The calls of one step run concurrently.
  *  6. While an approval is open (requested, not decided), at most one append
  *     is in flight: the FSM may journal approval.decided at any moment, and a
  *     pipelined append behind a rejected one could otherwise land on top of
  *     a state its author never saw. Without an open approval only this actor
  *     writes the journal (cancel and reassignment make every later append
  *     fail), so appends are pipelined.
- *  7. Results that arrived but are not journaled yet (llm replies, tool
- *     replies) live in struct tr_run_vol until their event is acknowledged,
- *     so a refold loses nothing that was paid for.
+ *  7. Replies that arrived (llm and tool replies) stay in struct tr_run_vol
+ *     until the event that journals them is acknowledged, across step
+ *     changes and refolds: those of the current step in its slots, those of
+ *     other steps (an earlier step whose tool.completed is in flight, or a
+ *     later one after a refold went back) in vol.held, put back into the
+ *     slots when the fold reaches their step again. A refold therefore
+ *     re-emits the lost events from memory and loses nothing that was paid
+ *     for; since decide emits an event only when the fold lacks it, nothing
+ *     is journaled twice.
  *  8. Terminal means terminal: after run.succeeded/failed/cancelled is folded
- *     the only action is EXIT (once the event is acknowledged).
+ *     the only action is EXIT (once the event is acknowledged). A fenced or
+ *     stopped actor drops every reply that arrives later.
  */
 #ifndef TR_ACTORS_RUN_H
 #define TR_ACTORS_RUN_H
@@ -163,6 +204,7 @@ struct tr_run_step {
     uint32_t n;                         /* 1-based */
     uint32_t attempt;                   /* of the last llm.requested */
     uint64_t llm_req_seq;
+    unsigned char prompt_digest[TR_RUN_DIGEST]; /* of the last llm.requested */
     uint64_t llm_done_seq;              /* llm.completed (0: not yet) */
     char *content;
     uint8_t finish_reason;
@@ -318,18 +360,44 @@ struct tr_run_vol_call {
     struct tr_run_tool_result *res;     /* reply waiting for tool.completed */
 };
 
+#define TR_RUN_VOL_LLM UINT32_MAX       /* call_index of a held llm reply */
+
+/* A reply of a step other than vol.step, kept until its event is acked. */
+struct tr_run_vol_held {
+    uint32_t step;
+    uint32_t call_index;                /* TR_RUN_VOL_LLM: llm, else tool */
+    struct tr_run_llm_result *llm;
+    struct tr_run_tool_result *tool;
+};
+
 struct tr_run_vol {
     uint64_t acked_seq;                 /* every seq <= this is in the journal */
     uint32_t appends_inflight;
     bool resync;                        /* refold wanted: send nothing */
     uint32_t step;                      /* the step the slots below belong to */
-    bool llm_inflight;
+    uint32_t llm_out;                   /* step of the llm call that is out (0: none) */
     struct tr_run_llm_result *llm;      /* reply waiting to be journaled */
     int64_t retry_at_us;                /* retryable llm error: not before */
     struct tr_run_vol_call calls[TR_RUN_MAX_CALLS];
+    struct tr_run_vol_held *held;       /* replies of other steps (invariant 7) */
+    uint32_t n_held, cap_held;
+    /* The body of the last llm call decided with its llm.requested, named
+     * by that event's prompt digest: the call sends it, not a rebuild. */
+    char *prompt;
+    size_t prompt_len;
+    unsigned char prompt_digest[TR_RUN_DIGEST];
 };
-/* Drop the slots of steps other than `step`. */
+/* Make `step` the slots' step: the replies of the old step go to held, those
+ * of `step` come back from held. */
 void tr_run_vol_sync(struct tr_run_vol *v, uint32_t step);
+/* Free the held replies whose event is in s and acknowledged. */
+void tr_run_vol_gc(const struct tr_run_state *s, struct tr_run_vol *v);
+/* A reply of the llm call for `step` arrived (res: tr_malloc'd, taken).
+ * Returns true when it went to the current slot (the caller may arm the
+ * retry timer of an error); false when held or dropped. */
+bool tr_run_vol_llm_reply(struct tr_run_vol *v, uint32_t step, struct tr_run_llm_result *res);
+/* A reply of tool call (step, idx) arrived (res taken). */
+void tr_run_vol_tool_reply(struct tr_run_vol *v, uint32_t step, uint32_t idx, struct tr_run_tool_result *res);
 void tr_run_vol_free(struct tr_run_vol *v);
 
 /* ---- the decision -------------------------------------------------------- */
@@ -363,10 +431,13 @@ struct tr_run_action {
 void tr_run_action_free(struct tr_run_action *a);
 
 /* The next action for state s with in-flight state v at time now_us. Pure:
- * the same inputs give the same action (bytes included). For APPEND the
- * caller sends the event, folds it (tr_run_fold) and counts it in
- * v->appends_inflight; for CALL_* it sets the in-flight flag; for
- * ARM_DEADLINE and PROPOSE_EXPIRE the matching flag of v->calls. */
+ * the same inputs give the same action (bytes included). It writes only the
+ * bookkeeping of v (slots moved to and from held, held replies freed, the
+ * prompt of an llm.requested kept for its call). For APPEND the caller
+ * sends the event, folds it (tr_run_fold) and counts it in
+ * v->appends_inflight; for CALL_LLM it sets v->llm_out, for CALL_TOOL the
+ * in-flight flag of v->calls; for ARM_DEADLINE and PROPOSE_EXPIRE the
+ * matching flag of v->calls. */
 void tr_run_decide(const struct tr_run_state *s, struct tr_run_vol *v, const struct tr_run_env *env,
                    int64_t now_us, struct tr_run_action *out);
 

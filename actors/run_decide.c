@@ -69,8 +69,10 @@ static size_t utf8_cut(const char *s, size_t n, size_t max)
     return max;
 }
 
-static void ev_llm_requested(const struct tr_run_state *s, const struct tr_run_env *env, int64_t now,
-                             uint32_t step, uint32_t attempt, struct tr_run_action *out)
+/* llm.requested names its prompt by digest; the body is kept in v for the
+ * call that follows (invariant 4), so the prompt is assembled once. */
+static void ev_llm_requested(const struct tr_run_state *s, struct tr_run_vol *v, const struct tr_run_env *env,
+                             int64_t now, uint32_t step, uint32_t attempt, struct tr_run_action *out)
 {
     struct tr_fb_builder b;
     struct tr_context_stats st;
@@ -78,7 +80,10 @@ static void ev_llm_requested(const struct tr_run_state *s, const struct tr_run_e
     size_t len;
     char *body = tr_run_llm_request(s, env, step, &len, digest, &st);
 
-    tr_free(body);
+    tr_free(v->prompt);
+    v->prompt = body;
+    v->prompt_len = len;
+    memcpy(v->prompt_digest, digest, TR_RUN_DIGEST);
     tr_fb_builder_init(&b);
     tr_fb_ref model = str_or_0(&b, s->model), prov = str_or_0(&b, s->provider);
     tr_fb_ref dg = tr_fb_create_bytes(&b, digest, sizeof digest);
@@ -562,9 +567,8 @@ static void between_steps(const struct tr_run_state *s, struct tr_run_vol *v, co
     uint32_t n = st ? st->n : 0;
     char detail[320];
 
-    /* Invariant 7: the step changes only once all its results are durable. */
-    if (v->appends_inflight)
-        return;
+    /* Nothing waits here (invariant 5): the results of step n are folded,
+     * and vol keeps them until they are acknowledged (invariant 7). */
     if (st) {
         char *answer = NULL;
 
@@ -609,7 +613,7 @@ static void between_steps(const struct tr_run_state *s, struct tr_run_vol *v, co
         ev_budget(s, now, J(Cap_Cost), s->max_cost_usd, (double)s->cost_micro_usd / 1e6, out);
         return;
     }
-    ev_llm_requested(s, env, now, n + 1, 1, out);
+    ev_llm_requested(s, v, env, now, n + 1, 1, out);
 }
 
 static void await_llm(const struct tr_run_state *s, struct tr_run_vol *v, const struct tr_run_env *env,
@@ -631,14 +635,22 @@ static void await_llm(const struct tr_run_state *s, struct tr_run_vol *v, const 
             snprintf(m2, sizeof m2, "gave up after %u attempts: %s", st->attempt, msg);
             ev_failed(s, now, "llm_error", m2, out);
         } else if (now >= v->retry_at_us && !v->appends_inflight) {
-            ev_llm_requested(s, env, now, st->n, st->attempt + 1, out);
+            ev_llm_requested(s, v, env, now, st->n, st->attempt + 1, out);
         }
         return;
     }
-    if (v->llm_inflight || st->llm_req_seq > v->acked_seq)
+    /* Invariant 2: the call is not a side effect; it does not wait for the
+     * ack of its llm.requested. */
+    if (v->llm_out == st->n)
         return;
     out->kind = TR_RUN_CALL_LLM;
-    out->json = tr_run_llm_request(s, env, st->n, &out->json_len, (unsigned char[TR_RUN_DIGEST]){ 0 }, NULL);
+    if (v->prompt && memcmp(v->prompt_digest, st->prompt_digest, TR_RUN_DIGEST) == 0) {
+        out->json = v->prompt;
+        out->json_len = v->prompt_len;
+        v->prompt = NULL;
+    } else { /* replay, or the llm.requested of another incarnation */
+        out->json = tr_run_llm_request(s, env, st->n, &out->json_len, (unsigned char[TR_RUN_DIGEST]){ 0 }, NULL);
+    }
     out->step = st->n;
     out->attempt = st->attempt;
     /* A safety net only: the llm actor always answers, after up to four
@@ -744,16 +756,22 @@ static bool advance_call(const struct tr_run_state *s, struct tr_run_vol *v, con
         ev_tool_started(s, now, st->n, i, c, t->version, out);
         return true;
     }
-    /* Started (invariant 2: execute only once tool.started is acknowledged). */
+    /* Started. Invariant 2: a write or irreversible tool executes only once
+     * tool.started is acknowledged; a read tool (as journaled in
+     * tool.requested and as registered in the version started) at once. */
     if (vc->res) {
         ev_tool_completed(s, now, st->n, i, c, vc->res->result, vc->res->result_len, vc->res->error,
                           vc->res->is_error, vc->res->duration_ms, vc->res->duration_us, out);
         return true;
     }
     *busy = true;
-    if (vc->inflight || c->start_seq > v->acked_seq)
+    if (vc->inflight)
+        return false;
+    if (c->start_seq > v->acked_seq && c->risk != J(Risk_Read))
         return false;
     t = env->tool_lookup ? env->tool_lookup(env->tool_ud, c->name, c->version) : NULL;
+    if (t && t->risk != J(Risk_Read) && c->start_seq > v->acked_seq)
+        return false;
     if (!t || !t->enabled) {
         snprintf(buf, sizeof buf, "tool \"%.100s\" (version %u) is %s", c->name, c->version,
                  t ? "disabled by an operator" : "no longer registered");
@@ -777,6 +795,7 @@ void tr_run_decide(const struct tr_run_state *s, struct tr_run_vol *v, const str
     }
     if (v->resync)
         return;
+    tr_run_vol_gc(s, v);
     if (s->terminal) {
         if (s->terminal_seq <= v->acked_seq) {
             out->kind = TR_RUN_EXIT;
@@ -810,7 +829,7 @@ void tr_run_decide(const struct tr_run_state *s, struct tr_run_vol *v, const str
         await_llm(s, v, env, now, st, out);
         return;
     }
-    bool busy = v->appends_inflight || v->llm_inflight, waiting = false;
+    bool busy = v->appends_inflight || v->llm_out, waiting = false;
     for (uint32_t i = 0; i < st->n_calls; i++)
         if (advance_call(s, v, env, now, st, i, &busy, &waiting, out))
             return;
@@ -834,7 +853,7 @@ void tr_run_performed(struct tr_run_state *s, struct tr_run_vol *v, const struct
         }
         break;
     case TR_RUN_CALL_LLM:
-        v->llm_inflight = true;
+        v->llm_out = a->step;
         break;
     case TR_RUN_CALL_TOOL:
         if (vc)

@@ -213,6 +213,16 @@ static void fold_created(struct tr_run_state *s, const struct J(Event) *e, const
     s->temperature = J(AgentConfig_temperature)(a);
 }
 
+static void prompt_digest(struct tr_run_step *st, const struct J(LlmRequested) *d)
+{
+    struct tr_fb_vec dg = J(LlmRequested_prompt_digest)(d);
+
+    if (dg.len == TR_RUN_DIGEST)
+        memcpy(st->prompt_digest, dg.data, TR_RUN_DIGEST);
+    else
+        memset(st->prompt_digest, 0, TR_RUN_DIGEST);
+}
+
 static int fold_llm_requested(struct tr_run_state *s, uint64_t seq, const struct J(LlmRequested) *d)
 {
     uint32_t step = J(LlmRequested_step)(d);
@@ -221,6 +231,7 @@ static int fold_llm_requested(struct tr_run_state *s, uint64_t seq, const struct
     if (last && last->n == step && !last->llm_done_seq) {
         last->attempt = J(LlmRequested_attempt)(d);
         last->llm_req_seq = seq;
+        prompt_digest(last, d);
         return TR_OK;
     }
     if (step != s->n_steps + 1 || (last && !tr_run_step_complete(last)))
@@ -234,6 +245,7 @@ static int fold_llm_requested(struct tr_run_state *s, uint64_t seq, const struct
     st->n = step;
     st->attempt = J(LlmRequested_attempt)(d);
     st->llm_req_seq = seq;
+    prompt_digest(st, d);
     return TR_OK;
 }
 

@@ -384,29 +384,147 @@ void tr_run_tool_result_free(struct tr_run_tool_result *r)
     memset(r, 0, sizeof *r);
 }
 
+/* ---- replies waiting for their events (run.h invariant 7) ----------------- */
+
+static void llm_drop(struct tr_run_llm_result **r)
+{
+    if (*r) {
+        tr_run_llm_result_free(*r);
+        tr_free(*r);
+        *r = NULL;
+    }
+}
+
+static void tool_drop(struct tr_run_tool_result **r)
+{
+    if (*r) {
+        tr_run_tool_result_free(*r);
+        tr_free(*r);
+        *r = NULL;
+    }
+}
+
+static void hold(struct tr_run_vol *v, uint32_t step, uint32_t idx, struct tr_run_llm_result *llm,
+                 struct tr_run_tool_result *tool)
+{
+    for (uint32_t i = 0; i < v->n_held; i++) {
+        struct tr_run_vol_held *h = &v->held[i];
+        if (h->step == step && h->call_index == idx) { /* the first reply wins */
+            llm_drop(&llm);
+            tool_drop(&tool);
+            return;
+        }
+    }
+    if (v->n_held == v->cap_held) {
+        v->cap_held = v->cap_held ? 2 * v->cap_held : 8;
+        v->held = tr_realloc(v->held, v->cap_held * sizeof *v->held);
+    }
+    v->held[v->n_held++] = (struct tr_run_vol_held){ .step = step, .call_index = idx, .llm = llm, .tool = tool };
+}
+
+static void unhold(struct tr_run_vol *v, uint32_t i)
+{
+    v->held[i] = v->held[--v->n_held];
+}
+
 void tr_run_vol_sync(struct tr_run_vol *v, uint32_t step)
 {
     if (v->step == step)
         return;
-    v->step = step;
-    if (v->llm) {
-        tr_run_llm_result_free(v->llm);
-        tr_free(v->llm);
-        v->llm = NULL;
-    }
-    v->llm_inflight = false;
+    /* The old step's replies: an llm error is not kept (the retry it asks
+     * for is decided again from the fold); everything else was paid for. */
+    if (v->llm && v->llm->ok)
+        hold(v, v->step, TR_RUN_VOL_LLM, v->llm, NULL);
+    else
+        llm_drop(&v->llm);
+    v->llm = NULL;
     v->retry_at_us = 0;
     for (int i = 0; i < TR_RUN_MAX_CALLS; i++) {
-        if (v->calls[i].res) {
-            tr_run_tool_result_free(v->calls[i].res);
-            tr_free(v->calls[i].res);
-        }
+        if (v->calls[i].res)
+            hold(v, v->step, (uint32_t)i, NULL, v->calls[i].res);
         memset(&v->calls[i], 0, sizeof v->calls[i]);
     }
+    v->step = step;
+    for (uint32_t i = 0; i < v->n_held;) {
+        struct tr_run_vol_held *h = &v->held[i];
+        if (h->step != step) {
+            i++;
+            continue;
+        }
+        if (h->call_index == TR_RUN_VOL_LLM && !v->llm)
+            v->llm = h->llm;
+        else if (h->call_index < TR_RUN_MAX_CALLS && !v->calls[h->call_index].res)
+            v->calls[h->call_index].res = h->tool;
+        else {
+            llm_drop(&h->llm);
+            tool_drop(&h->tool);
+        }
+        unhold(v, i);
+    }
+}
+
+void tr_run_vol_gc(const struct tr_run_state *s, struct tr_run_vol *v)
+{
+    for (uint32_t i = 0; i < v->n_held;) {
+        struct tr_run_vol_held *h = &v->held[i];
+        const struct tr_run_step *st = h->step >= 1 && h->step <= s->n_steps ? &s->steps[h->step - 1] : NULL;
+        uint64_t done = 0;
+
+        if (st)
+            done = h->call_index == TR_RUN_VOL_LLM ? st->llm_done_seq
+                   : h->call_index < st->n_calls   ? st->calls[h->call_index].done_seq
+                                                   : 0;
+        if (done && done <= v->acked_seq) {
+            llm_drop(&h->llm);
+            tool_drop(&h->tool);
+            unhold(v, i);
+        } else {
+            i++;
+        }
+    }
+}
+
+bool tr_run_vol_llm_reply(struct tr_run_vol *v, uint32_t step, struct tr_run_llm_result *res)
+{
+    bool out = v->llm_out == step;
+
+    if (out)
+        v->llm_out = 0;
+    if (out && step == v->step) {
+        llm_drop(&v->llm);
+        v->llm = res;
+        return true;
+    }
+    if (out && res->ok && step > v->step) /* a refold went back: keep it for later */
+        hold(v, step, TR_RUN_VOL_LLM, res, NULL);
+    else
+        llm_drop(&res);
+    return false;
+}
+
+void tr_run_vol_tool_reply(struct tr_run_vol *v, uint32_t step, uint32_t idx, struct tr_run_tool_result *res)
+{
+    if (idx < TR_RUN_MAX_CALLS && step == v->step && v->calls[idx].inflight && !v->calls[idx].res) {
+        v->calls[idx].inflight = false;
+        v->calls[idx].res = res;
+        return;
+    }
+    if (idx < TR_RUN_MAX_CALLS && step > v->step) /* a refold went back: keep it for later */
+        hold(v, step, idx, NULL, res);
+    else
+        tool_drop(&res);
 }
 
 void tr_run_vol_free(struct tr_run_vol *v)
 {
-    tr_run_vol_sync(v, UINT32_MAX);
+    llm_drop(&v->llm);
+    for (int i = 0; i < TR_RUN_MAX_CALLS; i++)
+        tool_drop(&v->calls[i].res);
+    for (uint32_t i = 0; i < v->n_held; i++) {
+        llm_drop(&v->held[i].llm);
+        tool_drop(&v->held[i].tool);
+    }
+    tr_free(v->held);
+    tr_free(v->prompt);
     memset(v, 0, sizeof *v);
 }

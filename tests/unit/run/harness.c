@@ -174,12 +174,26 @@ void h_ack_all(struct harness *h)
     h->v.appends_inflight = 0;
 }
 
+void h_refold(struct harness *h, uint32_t keep)
+{
+    assert_true(keep >= 1 && keep <= h->n);
+    for (uint32_t i = keep; i < h->n; i++)
+        tr_free(h->ev[i]);
+    h->n = keep;
+    tr_run_state_free(&h->s);
+    for (uint32_t i = 0; i < keep; i++)
+        assert_int_equal(tr_run_fold(&h->s, h->ev[i], h->len[i]), 0);
+    h->v.acked_seq = h->s.next_seq - 1;
+    h->v.appends_inflight = 0;
+    h->v.resync = false;
+}
+
 void h_llm_reply(struct harness *h, const char *json)
 {
     struct tr_run_llm_result *r = tr_calloc(1, sizeof *r);
 
     tr_run_llm_result_parse(json, strlen(json), r);
-    h->v.llm_inflight = false;
+    h->v.llm_out = 0;
     if (h->v.llm) {
         tr_run_llm_result_free(h->v.llm);
         tr_free(h->v.llm);

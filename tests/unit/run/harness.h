@@ -69,6 +69,10 @@ void h_ack_all(struct harness *h);
  * be NULL) gets it (the caller frees it). */
 int h_drive(struct harness *h, int max, struct tr_run_action *last);
 
+/* The store kept only the first `keep` events (a failed append and all
+ * behind it): drop the rest and refold, as the shell does; vol survives. */
+void h_refold(struct harness *h, uint32_t keep);
+
 /* Answer an outstanding call of the current step. */
 void h_llm_reply(struct harness *h, const char *json);
 void h_tool_reply(struct harness *h, uint32_t idx, const char *json);

@@ -460,10 +460,9 @@ static void test_open_approval_serializes(void **st)
     setup_wire(&h);
     h.manual_llm = true;
     h.no_ack = true;
-    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_WAIT); /* llm.requested not acked: no call yet */
-    tr_run_action_free(&a);
-    h_ack_all(&h);
+    /* The llm call does not wait for llm.requested's ack (invariant 2). */
     assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    assert_int_equal(h.v.appends_inflight, 1);
     tr_run_action_free(&a);
     h_llm_reply(&h, reply);
     tr_free(reply);
@@ -785,15 +784,17 @@ static void test_parallel_any_order(void **st)
     h_free(&h);
 }
 
-/* Appends are pipelined; nothing executes before its tool.started is acked. */
+/* Appends are pipelined; no write tool executes before its tool.started is
+ * acked. */
 static void test_pipelined_appends(void **st)
 {
     struct harness h;
     struct tr_run_action a;
-    static const char *const names[] = { "search", "search" };
+    static const char *const names[] = { "wire", "wire" };
     static const char *const args[] = { "{\"q\":\"a\"}", "{\"q\":\"b\"}" };
 
     setup_ten(&h);
+    h_add_tool(&h, "wire", "{\"type\":\"object\"}", J(Risk_Write));
     h.manual_llm = true;
     assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
     tr_run_action_free(&a);
@@ -810,6 +811,167 @@ static void test_pipelined_appends(void **st)
     h_ack_all(&h);
     assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_TOOL);
     tr_run_action_free(&a);
+    h_free(&h);
+}
+
+
+/* The llm call goes out with its llm.requested, before the ack, and sends
+ * exactly the prompt that event names (invariants 2 and 4). */
+static void test_llm_call_before_ack(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+    unsigned char d[TR_RUN_DIGEST];
+
+    setup_ten(&h);
+    h.manual_llm = true;
+    h.no_ack = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    assert_int_equal(a.step, 1);
+    assert_int_equal(h.v.appends_inflight, 1);
+    assert_int_equal(h_type(&h, h.n - 1), J(Data_LlmRequested));
+    assert_true(tr_run_last_step(&h.s)->llm_req_seq > h.v.acked_seq);
+    crypto_generichash(d, sizeof d, (const unsigned char *)a.json, a.json_len, NULL, 0);
+    assert_memory_equal(d, tr_run_last_step(&h.s)->prompt_digest, TR_RUN_DIGEST);
+    assert_memory_equal(d, J(LlmRequested_prompt_digest)(J(Event_data_as_LlmRequested)(last_ev(&h))).data,
+                        TR_RUN_DIGEST);
+    tr_run_action_free(&a);
+    /* One call at a time. */
+    h_decide(&h, &a);
+    assert_int_equal(a.kind, TR_RUN_WAIT);
+    assert_false(a.idle);
+    tr_run_action_free(&a);
+    h_free(&h);
+}
+
+/* A read tool runs once its tool.started is sent; it is still journaled. */
+static void test_read_tool_at_once(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+
+    setup_ten(&h);
+    h.manual_llm = true;
+    h.manual_tools = true;
+    h.no_ack = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    tr_run_action_free(&a);
+    char *reply = llm_ten(&h, 1, 1);
+    h_llm_reply(&h, reply);
+    tr_free(reply);
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_TOOL);
+    tr_run_action_free(&a);
+    /* llm.requested, llm.completed, tool.requested, tool.started: none acked. */
+    assert_int_equal(h.v.appends_inflight, 4);
+    assert_int_equal(h_type(&h, h.n - 1), J(Data_ToolStarted));
+    assert_int_equal(h.tool_calls, 1);
+    h_free(&h);
+}
+
+static void setup_write(struct harness *h)
+{
+    h_init(h, &agent_search, llm_wire, tool_echo);
+    h_add_tool(h, "wire", "{\"type\":\"object\"}", J(Risk_Write));
+}
+
+/* llm.requested fails after its call went out: the refold journals the
+ * reply that arrived, without a second call or a second llm.completed; the
+ * write tool waits for the ack of the tool.started written again. */
+static void test_refold_after_call(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+
+    setup_write(&h);
+    h.manual_llm = true;
+    h.no_ack = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    tr_run_action_free(&a);
+    uint32_t keep = h.n - 1; /* the store has run.created only */
+    char *reply = llm_wire(&h, 1, 1);
+    h_llm_reply(&h, reply);
+    tr_free(reply);
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_WAIT);
+    tr_run_action_free(&a);
+    assert_int_equal(h_type(&h, h.n - 1), J(Data_ToolStarted));
+    assert_int_equal(h.tool_calls, 0);
+    /* BAD_SEQ for llm.requested, and so for everything behind it. */
+    h_refold(&h, keep);
+    assert_int_equal(h.s.n_steps, 0);
+    h.no_ack = false;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    assert_int_equal(a.step, 2);
+    tr_run_action_free(&a);
+    assert_int_equal(h.llm_calls, 2); /* step 1 once, step 2 */
+    assert_int_equal(h.tool_calls, 1);
+    assert_int_equal(h_count(&h, J(Data_LlmRequested)), 2);
+    assert_int_equal(h_count(&h, J(Data_LlmCompleted)), 1);
+    assert_int_equal(h_count(&h, J(Data_ToolStarted)), 1);
+    assert_int_equal(h_count(&h, J(Data_ToolCompleted)), 1);
+    reply = llm_wire(&h, 2, 1);
+    h_llm_reply(&h, reply);
+    tr_free(reply);
+    assert_int_equal(h_drive(&h, 100, NULL), TR_RUN_EXIT);
+    assert_int_equal(h_count(&h, J(Data_LlmCompleted)), 2);
+    assert_non_null(J(Event_data_as_RunSucceeded)(last_ev(&h)));
+    h_free(&h);
+}
+
+/* After tool.completed the next llm call goes out at once. Then
+ * tool.completed fails: the refold goes back a step; the tool's result and
+ * the next step's llm reply (arriving meanwhile) are kept and journaled
+ * again, neither repeated. */
+static void test_refold_across_steps(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+
+    setup_write(&h);
+    h.manual_llm = true;
+    h.manual_tools = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    tr_run_action_free(&a);
+    char *reply = llm_wire(&h, 1, 1);
+    h_llm_reply(&h, reply);
+    tr_free(reply);
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_TOOL);
+    tr_run_action_free(&a);
+    uint32_t keep = h.n; /* up to tool.started, acked */
+    h.no_ack = true;
+    reply = h_tool_ok("wired");
+    h_tool_reply(&h, 0, reply);
+    tr_free(reply);
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    assert_int_equal(a.step, 2);
+    assert_non_null(strstr(a.json, "wired"));
+    tr_run_action_free(&a);
+    assert_int_equal(h.v.appends_inflight, 2); /* tool.completed, llm.requested */
+    /* tool.completed is refused: back to step 1. */
+    h_refold(&h, keep);
+    assert_int_equal(h.s.n_steps, 1);
+    h_decide(&h, &a);
+    assert_int_equal(a.kind, TR_RUN_APPEND);
+    assert_int_equal(a.event_type, J(Data_ToolCompleted));
+    h_apply(&h, &a);
+    tr_run_action_free(&a);
+    /* The step-2 reply arrives while the fold is at step 1: held. */
+    struct tr_run_llm_result *res = tr_calloc(1, sizeof *res);
+    reply = llm_wire(&h, 2, 1);
+    tr_run_llm_result_parse(reply, strlen(reply), res);
+    tr_free(reply);
+    assert_false(tr_run_vol_llm_reply(&h.v, 2, res));
+    assert_int_equal(h.v.n_held, 1);
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_WAIT); /* run.succeeded, waiting for its ack */
+    tr_run_action_free(&a);
+    h_ack_all(&h);
+    assert_int_equal(h_drive(&h, 100, NULL), TR_RUN_EXIT);
+    assert_int_equal(h.tool_calls, 1);
+    assert_int_equal(h.llm_calls, 2);
+    assert_int_equal(h_count(&h, J(Data_ToolCompleted)), 1);
+    assert_int_equal(h_count(&h, J(Data_LlmRequested)), 2);
+    assert_int_equal(h_count(&h, J(Data_LlmCompleted)), 2);
+    assert_non_null(J(Event_data_as_RunSucceeded)(last_ev(&h)));
+    assert_int_equal(h.v.n_held, 0);
     h_free(&h);
 }
 
@@ -1038,6 +1200,10 @@ int main(void)
         cmocka_unit_test(test_disabled_and_unlisted),
         cmocka_unit_test(test_parallel_any_order),
         cmocka_unit_test(test_pipelined_appends),
+        cmocka_unit_test(test_llm_call_before_ack),
+        cmocka_unit_test(test_read_tool_at_once),
+        cmocka_unit_test(test_refold_after_call),
+        cmocka_unit_test(test_refold_across_steps),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_llm_errors),
         cmocka_unit_test(test_builtins),
