@@ -373,6 +373,16 @@ static void record_breaker(struct tr_ctx *ctx, struct llm_state *st, struct llm_
     c->probe = 0;
 }
 
+/* The endpoint answered, but with something unusable for this call (a bad
+ * body, a body over the cap, a 1xx/3xx): not a sign of the provider's
+ * health, since one prompt can provoke it. It does not move the breaker;
+ * a probe that got it reports the endpoint up (invariant 3). */
+static void record_answered(struct tr_ctx *ctx, struct llm_state *st, struct llm_call *c)
+{
+    if (c->probe)
+        record_breaker(ctx, st, c, 1);
+}
+
 static void attempt(struct tr_ctx *ctx, struct llm_state *st, struct llm_call *c);
 
 /* One attempt failed: wait and try again, or answer. */
@@ -495,7 +505,10 @@ static void on_http_done(struct tr_ctx *ctx, struct llm_state *st, const struct 
     c->http_active = 0;
     if (r.error != TR_OK) {
         enum fail_kind kind = r.error == TR_ETIMEDOUT ? F_TIMEOUT : r.error == TR_ETOOBIG ? F_GARBAGE : F_UNAVAILABLE;
-        record_breaker(ctx, st, c, 0);
+        if (kind == F_GARBAGE)
+            record_answered(ctx, st, c);
+        else
+            record_breaker(ctx, st, c, 0);
         snprintf(c->last_error, sizeof c->last_error, "%s: %.200s", tr_strerror(r.error), r.errmsg);
         retry_or_finish(ctx, st, c, kind);
         return;
@@ -509,7 +522,7 @@ static void on_http_done(struct tr_ctx *ctx, struct llm_state *st, const struct 
             tr_llm_response_free(&resp);
             return;
         }
-        record_breaker(ctx, st, c, 0);
+        record_answered(ctx, st, c);
         snprintf(c->last_error, sizeof c->last_error, "HTTP %d with a bad body: %.200s", r.status, err.msg);
         retry_or_finish(ctx, st, c, F_GARBAGE);
         return;
@@ -531,7 +544,7 @@ static void on_http_done(struct tr_ctx *ctx, struct llm_state *st, const struct 
         call_free(st, c);
         return;
     }
-    record_breaker(ctx, st, c, 0);
+    record_answered(ctx, st, c);
     snprintf(c->last_error, sizeof c->last_error, "unexpected HTTP status %d", r.status);
     retry_or_finish(ctx, st, c, F_GARBAGE);
 }

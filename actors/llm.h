@@ -24,17 +24,24 @@
  * than max_retry_wait_ms is not taken in place: the call is answered
  * retryable with that retry_after_ms, so the durable run waits instead.
  * After max_attempts the last failure is answered: "bad_response" with
- * retryable false (the provider keeps answering garbage: the run fails),
- * anything else retryable true.
+ * retryable false (the provider keeps answering garbage to this request:
+ * the run fails), anything else retryable true.
  *
  * Circuit breaker: one per endpoint (base URL), shared by every llm actor of
  * the process. closed --threshold consecutive failures--> open --cool-down-->
  * half-open: one probe passes, others are refused --probe ok--> closed;
  * --probe failed--> open with the cool-down doubled (up to its max). A call
  * refused by the breaker is answered at once: "breaker_open", retryable,
- * retry_after_ms = time left until half-open. Failures for the breaker are
- * transport errors, timeouts, 5xx and invalid bodies; 429 and other 4xx show
- * the endpoint is up and count as successes.
+ * retry_after_ms = time left until half-open. Only signals of the
+ * provider's health count as failures for the breaker: transport errors
+ * (connect failures, resets, a body cut short), timeouts and 5xx. 429 and
+ * other 4xx show the endpoint is up and count as successes. An answer that
+ * is unusable for this call (a 2xx whose body is not a valid completion, a
+ * body over max_response, a 1xx/3xx) is a per-call failure: retried and
+ * answered "bad_response" as above, but it does not count for the breaker,
+ * which every run on the node shares (one run's prompt that makes the
+ * provider answer garbage must not refuse the endpoint to all the others);
+ * a half-open probe that gets one reports the endpoint up.
  */
 #ifndef TR_ACTORS_LLM_H
 #define TR_ACTORS_LLM_H

@@ -229,31 +229,13 @@ static void tool_timeout_is_an_error_the_model_sees(void **state)
 }
 
 /* A provider answering garbage on every attempt: retried by the llm actor,
- * then the run fails with llm_error and says why. Each of these tests has a
- * node of its own: invalid bodies count as failures for the llm circuit
- * breaker, which is per endpoint and process-wide, and a breaker opened by
- * one test would hold up the next (see the report of issue 4). */
-static struct fx G;
-
-static int own_node_setup(void **state)
-{
-    (void)state;
-    if (fx_start(&G, "it-run-garbage", NULL) != 0) {
-        fx_stop(&G);
-        return -1;
-    }
-    return 0;
-}
-
-static int own_node_teardown(void **state)
-{
-    (void)state;
-    return fx_stop(&G);
-}
-
+ * then the run fails with llm_error and says why. Invalid bodies are
+ * per-call failures that do not count for the llm circuit breaker (per
+ * endpoint, shared by every run of the node, actors/llm.h), so these runs
+ * share the node with the others: the runs after them are not held up. */
 static void garbage_fails_with_llm_error(const char *script)
 {
-    struct fx *f = &G;
+    struct fx *f = &F;
     json_t *ms = fx_mock_stats(f);
     long long before = fx_int(ms, "malformed");
     json_decref(ms);
@@ -349,8 +331,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(ten_step_journal),
         cmocka_unit_test(tool_timeout_is_an_error_the_model_sees),
-        cmocka_unit_test_setup_teardown(bad_json_fails_with_llm_error, own_node_setup, own_node_teardown),
-        cmocka_unit_test_setup_teardown(empty_choices_fails_with_llm_error, own_node_setup, own_node_teardown),
+        cmocka_unit_test(bad_json_fails_with_llm_error),
+        cmocka_unit_test(empty_choices_fails_with_llm_error),
         cmocka_unit_test(unknown_tool_goes_back_to_the_model),
         cmocka_unit_test(bad_arguments_go_back_to_the_model),
     };

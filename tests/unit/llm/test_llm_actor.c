@@ -572,18 +572,26 @@ static void test_garbage(void **state)
     json_decref(r);
     assert_int_equal(mock_requests(), 4);
 
-    tr_llm_endpoint_reset(endpoint());
+    /* Bad bodies are per-call failures: twelve attempts in a row, over the
+     * threshold of five, and the breaker every run shares stays closed. */
     r = call_sync(llm, make_call("mock-gpt", "empty_choices", "x", 0));
     assert_contains(str(assert_error(r, "bad_response", 0), "message"), "no choices");
     json_decref(r);
-    tr_llm_endpoint_reset(endpoint());
     r = call_sync(llm, make_call("mock-gpt", "no_content", "x", 0));
     assert_contains(str(assert_error(r, "bad_response", 0), "message"), "no content");
     json_decref(r);
     assert_int_equal(mock_requests(), 12);
+    struct tr_llm_breaker b;
+    assert_int_equal(breaker_state(&b), TR_LLM_BREAKER_CLOSED);
+    assert_int_equal(b.failures, 0);
+    assert_int_equal(b.opens, 0);
+    /* Another run's call goes through at once. */
+    r = call_sync(llm2, make_call("mock-gpt", NULL, "Gus", 0));
+    assert_ok(r);
+    json_decref(r);
+    assert_int_equal(mock_requests(), 13);
 
     /* A body cut short is a transport failure: the provider may be fine later. */
-    tr_llm_endpoint_reset(endpoint());
     r = call_sync(llm, make_call("mock-gpt", "truncated", "x", 0));
     assert_error(r, "unavailable", 1);
     json_decref(r);
@@ -720,6 +728,34 @@ static void test_breaker(void **state)
     assert_int_equal(mock_requests(), 8);
 }
 
+/* A half-open probe that gets a bad body: the endpoint answered, so the
+ * breaker closes; the call itself fails per call (bad_response). */
+static void test_breaker_probe_gets_garbage(void **state)
+{
+    struct tr_llm_breaker b;
+    json_t *r;
+
+    mock_post("/_mock/down", NULL);
+    r = call_sync(llm, make_call("mock-gpt", NULL, "a", 0));
+    assert_error(r, "unavailable", 1);
+    json_decref(r);
+    r = call_sync(llm, make_call("mock-gpt", NULL, "b", 0));
+    assert_error(r, "breaker_open", 1);
+    json_decref(r);
+    assert_int_equal(breaker_state(&b), TR_LLM_BREAKER_OPEN);
+    mock_post("/_mock/up", NULL);
+    assert_int_equal(tr_llm_endpoint_end_cooldown(endpoint()), 0);
+    r = call_sync(llm, make_call("mock-gpt", "bad_json", "x", 0));
+    assert_error(r, "bad_response", 0);
+    json_decref(r);
+    assert_int_equal(mock_requests(), 5 + 4);
+    assert_int_equal(breaker_state(&b), TR_LLM_BREAKER_CLOSED);
+    assert_int_equal(b.consecutive_failures, 0);
+    r = call_sync(llm2, make_call("mock-gpt", NULL, "Hal", 0));
+    assert_ok(r);
+    json_decref(r);
+}
+
 /* Prices from a models file (cfg.models_path) or from the node's table
  * (env->models, which wins); a models file that cannot be loaded fails the
  * spawn. Process-wide totals count every call. */
@@ -820,6 +856,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_retry_after_too_long, test_setup),
         cmocka_unit_test_setup(test_timeout, test_setup),
         cmocka_unit_test_setup(test_breaker, test_setup),
+        cmocka_unit_test_setup(test_breaker_probe_gets_garbage, test_setup),
         cmocka_unit_test_setup(test_models_and_totals, test_setup),
         cmocka_unit_test_setup(test_concurrent, test_setup),
     };
