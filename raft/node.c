@@ -335,8 +335,8 @@ int tr_raft_open(uv_loop_t *loop, const struct tr_raft_opts *opts, struct tr_raf
     r->raft.data = r;
     raft_set_election_timeout(&r->raft, opts->election_timeout_ms ? opts->election_timeout_ms : 1000);
     raft_set_heartbeat_timeout(&r->raft, opts->heartbeat_timeout_ms ? opts->heartbeat_timeout_ms : 100);
-    raft_set_snapshot_threshold(&r->raft, opts->snapshot_threshold ? opts->snapshot_threshold : 4096);
-    raft_set_snapshot_trailing(&r->raft, opts->snapshot_trailing ? opts->snapshot_trailing : 2048);
+    raft_set_snapshot_threshold(&r->raft, opts->snapshot_threshold ? opts->snapshot_threshold : 65536);
+    raft_set_snapshot_trailing(&r->raft, opts->snapshot_trailing ? opts->snapshot_trailing : 8192);
     raft_set_pre_vote(&r->raft, true);
 
     if (opts->bootstrap) {

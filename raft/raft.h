@@ -28,8 +28,8 @@ struct tr_raft_opts {
     int bootstrap;                  /* make a one-voter cluster if dir is pristine */
     unsigned election_timeout_ms;   /* 0 = 1000 */
     unsigned heartbeat_timeout_ms;  /* 0 = 100 */
-    unsigned snapshot_threshold;    /* entries between snapshots; 0 = 4096 */
-    unsigned snapshot_trailing;     /* entries kept after a snapshot; 0 = 2048 */
+    unsigned snapshot_threshold;    /* entries between snapshots; 0 = 65536 */
+    unsigned snapshot_trailing;     /* entries kept after a snapshot; 0 = 8192 */
     struct raft_fsm *fsm;           /* the state machine; outlives the node */
     /* Called after raft_init and before raft_start, which may already apply
      * entries from the log: the FSM learns its raft instance here. */
@@ -214,7 +214,7 @@ struct tr_state_opts {
     unsigned snapshot_trailing;
     uint32_t max_batch_appends;     /* appends per raft entry; 0 = 4096 */
     uint32_t max_batch_bytes;       /* bytes per raft entry; 0 = 4 MiB */
-    uint32_t max_inflight;          /* raft entries in flight; 0 = 16 */
+    uint32_t max_inflight;          /* raft entries in flight; 0 = 2 */
     /* Called when the store fails: the node must stop. NULL: log and abort. */
     void (*on_fatal)(void *ud, const char *msg);
     void *fatal_ud;

@@ -32,8 +32,16 @@ struct appender {
     uint64_t run_id;
     uint64_t next_seq;     /* next seq to send */
     uint32_t inflight;
+    uint64_t sent_us[64];  /* send time by seq % 64 (window <= 64) */
+    uint64_t acked_seq;
     struct tr_fb_builder b;
 };
+
+/* Round-trip latencies (µs) of appends, sampled while measuring. */
+#define LAT_MAX 2000000
+static uint32_t *lat;
+static atomic_uint_fast64_t n_lat;
+static atomic_int measuring;
 
 static void build_event(struct appender *a, uint64_t seq, uint8_t **out, size_t *len)
 {
@@ -88,6 +96,7 @@ static int send_append(struct tr_ctx *ctx, struct appender *a)
         tr_msg_free(m);
         return rv;
     }
+    a->sent_us[a->next_seq % 64] = tr_wall_us(ctx);
     a->next_seq++;
     a->inflight++;
     return TR_OK;
@@ -153,6 +162,11 @@ static int appender_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
         return 0;
     }
     a->inflight--;
+    if (atomic_load(&measuring) && r->status == TR_OK) {
+        uint64_t i = atomic_fetch_add(&n_lat, 1);
+        if (i < LAT_MAX)
+            lat[i] = (uint32_t)(tr_wall_us(ctx) - a->sent_us[r->seq % 64]);
+    }
     if (r->status == TR_OK && r->verdict == TR_FSM_OK)
         atomic_fetch_add(&ok_appends, 1);
     else
@@ -195,13 +209,20 @@ static void open_cb(struct tr_ctx *ctx, void *arg)
 {
     struct tr_err err = { 0 };
     struct tr_state_opts o = { .node_id = 1, .data_dir = dir, .raft_address = raft_addr, .bootstrap = 1,
-                               .listener = listener, .snapshot_threshold = getenv("BJ_SNAP") ? (unsigned)atoi(getenv("BJ_SNAP")) : 0 };
+                               .listener = listener, .snapshot_threshold = getenv("BJ_SNAP") ? (unsigned)atoi(getenv("BJ_SNAP")) : 0,
+                               .max_inflight = getenv("BJ_INFLIGHT") ? (uint32_t)atoi(getenv("BJ_INFLIGHT")) : 0 };
     int rv = tr_state_open(ctx, &o, &state, &err);
     if (rv == TR_OK)
         tr_rt_on_shutdown(ctx, close_hook, NULL);
     else
         fprintf(stderr, "bench_journal: %s\n", err.msg);
     atomic_store(&opened, rv == TR_OK ? 1 : -1);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
 }
 
 static int free_port(void)
@@ -239,6 +260,8 @@ int main(int argc, char **argv)
     dir = argv[1];
     int runs = argc > 2 ? atoi(argv[2]) : 256;
     window = argc > 3 ? (uint32_t)atoi(argv[3]) : 16;
+    if (window == 0 || window > 64)
+        window = 16;
     double seconds = argc > 4 ? atof(argv[4]) : 3.0;
     snprintf(raft_addr, sizeof raft_addr, "127.0.0.1:%d", free_port());
 
@@ -268,9 +291,12 @@ int main(int argc, char **argv)
     uv_sleep(1000); /* warm-up */
     struct tr_state_stats s0, s1;
     tr_state_stats(state, &s0);
+    lat = calloc(LAT_MAX, sizeof *lat);
     uint64_t a0 = atomic_load(&ok_appends);
     double t0 = now_s();
+    atomic_store(&measuring, 1);
     uv_sleep((unsigned)(seconds * 1000));
+    atomic_store(&measuring, 0);
     uint64_t a1 = atomic_load(&ok_appends);
     double t1 = now_s();
     tr_state_stats(state, &s1);
@@ -283,9 +309,17 @@ int main(int argc, char **argv)
            runs, window, t1 - t0, (unsigned long long)(a1 - a0), entries,
            entries > 0 ? (double)(a1 - a0) / entries : 0.0, (unsigned long long)s1.max_batch,
            (unsigned long long)atomic_load(&bad_appends));
+    uint64_t nl = atomic_load(&n_lat);
+    if (nl > LAT_MAX)
+        nl = LAT_MAX;
+    qsort(lat, nl, sizeof *lat, cmp_u32);
+    if (nl > 0)
+        printf("journal: append round trip (send to verdict): p50 %.3f ms, p99 %.3f ms, max %.3f ms\n",
+               lat[nl / 2] / 1000.0, lat[(nl * 99) / 100] / 1000.0, lat[nl - 1] / 1000.0);
     printf("bench: run.durable_events_per_s %.0f events/s\n", rate);
     fflush(stdout);
     tr_rt_shutdown(rt);
     free(ids);
+    free(lat);
     return atomic_load(&bad_appends) == 0 ? 0 : 1;
 }
