@@ -20,10 +20,18 @@ struct tr_store;
 
 enum tr_actors_msg {
     /* --- llm actor ----------------------------------------------------------
-     * TR_MSG_LLM_CALL (tr_request to an llm actor), JSON:
+     * TR_MSG_LLM_CALL (tr_request to an llm actor): a struct tr_llm_call
+     * header (below), then model_len bytes of model name, tenant_len of
+     * tenant, run_id_len of run id (none NUL-terminated), then body_len bytes
+     * of body: the exact OpenAI Chat Completions request body, JSON
      *   {"model": str, "messages": [OpenAI chat messages], "tools": [OpenAI
-     *    tool definitions] (optional), "temperature": num (optional),
-     *    "tenant": str, "run_id": str, "step": int}
+     *    tool definitions], "tool_choice": "auto", "temperature": num,
+     *    "stream": false}
+     * ("tools" and "tool_choice" only when there are tools; "temperature"
+     * optional). The llm actor checks the header and POSTs the body bytes
+     * unchanged, without parsing them: the sender vouches for the body (the
+     * run actor builds it, and journals its digest with llm.requested). The
+     * header's model names the price of the call.
      * The llm actor calls the provider (OpenAI-compatible Chat Completions),
      * retrying 429/5xx/timeouts/unparseable bodies with jittered backoff
      * (honouring Retry-After) up to its attempt limit, behind a circuit
@@ -40,7 +48,8 @@ enum tr_actors_msg {
      *    "retryable": bool, "retry_after_ms": int}}
      * "retryable" true means: the run should wait retry_after_ms and ask again
      * (the provider is down or overloaded); false means the request itself is
-     * wrong (4xx other than 429) or the provider kept answering garbage. */
+     * wrong (a malformed header, 4xx other than 429) or the provider kept
+     * answering garbage. */
     TR_MSG_LLM_CALL = TR_MSG_USER + 200,
     TR_MSG_LLM_RESULT,
 
@@ -71,6 +80,20 @@ enum tr_actors_msg {
     TR_MSG_RUN_TIMER,
     /* TR_MSG_RUN_EXITED: run actor -> run manager, struct tr_run_exit. */
     TR_MSG_RUN_EXITED,
+};
+
+/* The fixed header of a TR_MSG_LLM_CALL payload (see above). Native byte
+ * order: the message never leaves the process. Read it with memcpy (the
+ * payload need not be aligned). */
+#define TR_LLM_CALL_MAGIC 0x314c4c54u /* "TLL1" */
+struct tr_llm_call {
+    uint32_t magic;       /* TR_LLM_CALL_MAGIC */
+    uint32_t step;        /* of the run, for logs */
+    uint32_t body_len;
+    uint16_t model_len;   /* 1..256 */
+    uint16_t tenant_len;  /* 0..256 */
+    uint16_t run_id_len;  /* 0..64 */
+    uint16_t reserved_;   /* 0 */
 };
 
 /* What every actor of a node shares. Owned by the node; outlives every actor.

@@ -14,6 +14,13 @@
  * and the blob digest.
  *
  * Tokens are estimated as ceil(bytes / 4) of the compact JSON of each part.
+ *
+ * The prompt is built as text, once per llm.requested: the request body the
+ * llm actor sends as is. A step's block is encoded once and kept in the
+ * run's vol (struct tr_run_vol_block), named by the seqs of the events it
+ * comes from; so are the head (model, system message, goal) and the tool
+ * definitions (named by the registry entries they come from). The text is
+ * the same with the cache as without it.
  */
 #include <stdio.h>
 #include <string.h>
@@ -28,15 +35,6 @@
 static const char tool_note[] =
     "Use the tools offered when they help. When you are done, call finish with your final "
     "answer (a reply without tool calls also ends the run, with that reply as the answer).";
-
-static uint32_t json_tokens(const json_t *j)
-{
-    char *t = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
-    uint32_t n = t ? tr_context_tokens(strlen(t)) : 0;
-
-    free(t); /* jansson's allocator */
-    return n;
-}
 
 /* A JSON string; text that is not UTF-8 is replaced, never dropped. */
 static json_t *jstr(const char *s)
@@ -188,41 +186,245 @@ static json_t *summary(const struct tr_run_state *s, uint32_t dropped)
     return message("system", buf);
 }
 
-json_t *tr_context_messages(const struct tr_run_state *s, uint32_t upto, const json_t *tools, uint32_t budget,
-                            const struct tr_run_env *env, struct tr_context_stats *st)
+/* ---- text ------------------------------------------------------------------ */
+
+struct sbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static void sb_put(struct sbuf *b, const void *s, size_t n)
 {
-    json_t *msgs = json_array();
-    json_t **blocks;
-    uint32_t *cost, fixed, total, dropped = 0, truncated = 0;
-    char *sys;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        b->p = tr_realloc(b->p, cap);
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_lit(struct sbuf *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
+
+/* Compact JSON text of j (tr_malloc'd); aborts if it does not encode. */
+static char *dump(const json_t *j, size_t *len)
+{
+    char *t = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *out;
+
+    if (!t) {
+        tr_log(TR_LOG_ERROR, "context: a prompt part does not encode as JSON");
+        abort();
+    }
+    *len = strlen(t);
+    out = tr_memdup(t, *len + 1);
+    free(t); /* jansson's allocator */
+    return out;
+}
+
+/* The messages of step st without the enclosing brackets (block text). */
+static char *block_text(const struct tr_run_step *st, const struct tr_run_env *env, size_t cap,
+                        uint32_t *truncated, uint32_t *messages, size_t *len)
+{
+    json_t *block = step_block(st, env, cap, truncated);
+    size_t n;
+    char *t = dump(block, &n);
+
+    *messages = (uint32_t)json_array_size(block);
+    json_decref(block);
+    memmove(t, t + 1, n - 2); /* "[...]" -> "..." */
+    t[n - 2] = '\0';
+    *len = n - 2;
+    return t;
+}
+
+static uint64_t mix(uint64_t h, uint64_t x)
+{
+    h ^= x + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    h ^= h >> 31;
+    return h * 0xbf58476d1ce4e5b9ull;
+}
+
+/* Names the step's content within one fold of the journal: every part of a
+ * block comes from the events at these seqs (llm.completed, tool.completed,
+ * loop.detected), and one fold holds one event per seq. */
+static uint64_t block_key(const struct tr_run_step *st)
+{
+    uint64_t h = mix(mix(mix(0, st->n), st->llm_done_seq), st->loop_seq);
+
+    h = mix(mix(h, st->loops), st->n_calls);
+    for (uint32_t i = 0; i < st->n_calls; i++) {
+        const struct tr_run_call *c = &st->calls[i];
+        h = mix(mix(mix(h, c->done_seq), c->result_size), (uint64_t)c->is_error << 1 | c->has_digest);
+    }
+    return h | 1;
+}
+
+/* Block i of s at the full result cap: from v's cache when it holds it. The
+ * returned text belongs to v when v is given, else to the caller (*own). It
+ * may be NULL when !need_text (the cache keeps only the sizes of blocks
+ * that were left out of the prompt). */
+static const char *block_get(const struct tr_run_state *s, struct tr_run_vol *v, const struct tr_run_env *env,
+                             uint32_t i, bool need_text, uint32_t *truncated, uint32_t *messages, size_t *len,
+                             char **own)
+{
+    const struct tr_run_step *st = &s->steps[i];
+    uint64_t key = v ? block_key(st) : 0;
+    struct tr_run_vol_block *b;
+    char *t;
+
+    *own = NULL;
+    if (v && i < v->n_blocks && v->blocks[i].key == key && (v->blocks[i].text || !need_text)) {
+        b = &v->blocks[i];
+        *truncated = b->truncated;
+        *messages = b->messages;
+        *len = b->len;
+        return b->text;
+    }
+    t = block_text(st, env, TR_RUN_PROMPT_RESULT_MAX, truncated, messages, len);
+    if (!v) {
+        *own = t;
+        return t;
+    }
+    if (i >= v->n_blocks) {
+        uint32_t n = s->n_steps > i + 1 ? s->n_steps : i + 1;
+        v->blocks = tr_realloc(v->blocks, n * sizeof *v->blocks);
+        memset(v->blocks + v->n_blocks, 0, (n - v->n_blocks) * sizeof *v->blocks);
+        v->n_blocks = n;
+    }
+    b = &v->blocks[i];
+    tr_free(b->text);
+    *b = (struct tr_run_vol_block){ .key = key, .text = t, .len = *len, .truncated = *truncated,
+                                    .messages = *messages };
+    return t;
+}
+
+void tr_run_vol_forget_prompt(struct tr_run_vol *v)
+{
+    for (uint32_t i = 0; i < v->n_blocks; i++)
+        tr_free(v->blocks[i].text);
+    tr_free(v->blocks);
+    v->blocks = NULL;
+    v->n_blocks = 0;
+    tr_free(v->head);
+    v->head = NULL;
+    v->head_len = 0;
+    tr_free(v->tools);
+    v->tools = NULL;
+    v->tools_len = 0;
+    v->tools_key = 0;
+}
+
+/* The start of the body, {"model":M,"messages":[SYSTEM,GOAL, into out;
+ * *tokens: of "[SYSTEM,GOAL]". Returns the length of the part before
+ * SYSTEM. A function of run.created alone. */
+static size_t head_put(const struct tr_run_state *s, struct tr_run_vol *v, struct sbuf *out, uint32_t *tokens)
+{
+    struct sbuf h = { 0 };
+    json_t *j;
+    size_t n, at;
+    char *sys, *t;
+
+    if (v && v->head) {
+        sb_put(out, v->head, v->head_len);
+        *tokens = v->head_tokens;
+        return v->head_len - v->head_msgs_len;
+    }
+    sb_lit(&h, "{\"model\":");
+    j = jstr(s->model);
+    t = dump(j, &n);
+    json_decref(j);
+    sb_put(&h, t, n);
+    tr_free(t);
+    sb_lit(&h, ",\"messages\":[");
+    at = h.len;
+    sys = tr_malloc(strlen(s->system ? s->system : "") + sizeof tool_note + 4);
+    sprintf(sys, "%s%s%s", s->system ? s->system : "", s->system && s->system[0] ? "\n\n" : "", tool_note);
+    j = message("system", sys);
+    tr_free(sys);
+    t = dump(j, &n);
+    json_decref(j);
+    sb_put(&h, t, n);
+    tr_free(t);
+    sb_lit(&h, ",");
+    j = message("user", s->goal);
+    t = dump(j, &n);
+    json_decref(j);
+    sb_put(&h, t, n);
+    tr_free(t);
+    *tokens = tr_context_tokens(h.len - at + 2);
+    sb_put(out, h.p, h.len);
+    if (v) {
+        v->head = h.p;
+        v->head_len = h.len;
+        v->head_tokens = *tokens;
+        v->head_msgs_len = (uint32_t)(h.len - at);
+    } else {
+        tr_free(h.p);
+    }
+    return at;
+}
+
+static uint32_t summary_len(const struct tr_run_state *s, uint32_t dropped, char **text)
+{
+    json_t *sm = summary(s, dropped);
+    size_t n;
+    char *t = dump(sm, &n);
+
+    json_decref(sm);
+    if (text)
+        *text = t;
+    else
+        tr_free(t);
+    return (uint32_t)n;
+}
+
+/* Append to out the messages of the prompt after the first `upto` steps,
+ * after the head (head_put) and without the closing bracket; tools_tokens
+ * counts the tool definitions. */
+static void messages_put(const struct tr_run_state *s, struct tr_run_vol *v, uint32_t upto, uint32_t tools_tokens,
+                         uint32_t budget, const struct tr_run_env *env, struct sbuf *out,
+                         struct tr_context_stats *st)
+{
+    const char **text;
+    char **own;
+    size_t *len, msgs_start;
+    uint32_t *cost, *nmsg, head_tokens, fixed, total, dropped = 0, truncated = 0, messages = 2;
+    char *shrunk = NULL, *sm_text = NULL;
 
     if (!budget)
         budget = DEFAULT_BUDGET;
     if (upto > s->n_steps)
         upto = s->n_steps;
-    sys = tr_malloc(strlen(s->system ? s->system : "") + sizeof tool_note + 4);
-    sprintf(sys, "%s%s%s", s->system ? s->system : "", s->system && s->system[0] ? "\n\n" : "", tool_note);
-    json_array_append_new(msgs, message("system", sys));
-    tr_free(sys);
-    json_array_append_new(msgs, message("user", s->goal));
-    fixed = json_tokens(msgs) + (tools ? json_tokens(tools) : 0);
+    msgs_start = out->len;
+    msgs_start += head_put(s, v, out, &head_tokens);
+    fixed = head_tokens + tools_tokens;
 
-    blocks = tr_calloc(upto ? upto : 1, sizeof *blocks);
+    text = tr_calloc(upto ? upto : 1, sizeof *text);
+    own = tr_calloc(upto ? upto : 1, sizeof *own);
+    len = tr_calloc(upto ? upto : 1, sizeof *len);
     cost = tr_calloc(upto ? upto : 1, sizeof *cost);
+    nmsg = tr_calloc(upto ? upto : 1, sizeof *nmsg);
     total = fixed;
     for (uint32_t i = 0; i < upto; i++) {
-        blocks[i] = step_block(&s->steps[i], env, TR_RUN_PROMPT_RESULT_MAX, &truncated);
-        cost[i] = json_tokens(blocks[i]);
+        uint32_t tr = 0;
+        text[i] = block_get(s, v, env, i, false, &tr, &nmsg[i], &len[i], &own[i]);
+        truncated += tr;
+        cost[i] = tr_context_tokens(len[i] + 2);
         total += cost[i];
     }
     if (total > budget && upto > 1) {
         /* Drop the fewest oldest blocks that bring the prompt within budget. */
         uint32_t rest = total - fixed;
         for (dropped = 1; dropped < upto; dropped++) {
-            json_t *sm = summary(s, dropped);
             rest -= cost[dropped - 1];
-            uint32_t t = fixed + json_tokens(sm) + rest;
-            json_decref(sm);
+            uint32_t t = fixed + tr_context_tokens(summary_len(s, dropped, NULL)) + rest;
             if (t <= budget)
                 break;
         }
@@ -231,60 +433,138 @@ json_t *tr_context_messages(const struct tr_run_state *s, uint32_t upto, const j
     }
     if (upto && total > budget) {
         /* Does the newest block fit now? If not, cut its results shorter. */
-        json_t *sm = dropped ? summary(s, dropped) : NULL;
-        uint32_t t = fixed + (sm ? json_tokens(sm) : 0) + cost[upto - 1];
-        json_decref(sm);
+        uint32_t t = fixed + (dropped ? tr_context_tokens(summary_len(s, dropped, NULL)) : 0) + cost[upto - 1];
         for (uint32_t i = dropped; i + 1 < upto; i++)
             t += cost[i];
         if (t > budget) {
-            json_decref(blocks[upto - 1]);
-            blocks[upto - 1] = step_block(&s->steps[upto - 1], env, SHRUNK_RESULT_MAX, &truncated);
+            uint32_t tr = 0, m = 0;
+            shrunk = block_text(&s->steps[upto - 1], env, SHRUNK_RESULT_MAX, &tr, &m, &len[upto - 1]);
+            truncated += tr;
+            text[upto - 1] = shrunk;
+            nmsg[upto - 1] = m;
         }
     }
-    if (dropped)
-        json_array_append_new(msgs, summary(s, dropped));
-    for (uint32_t i = 0; i < upto; i++) {
-        if (i >= dropped)
-            json_array_extend(msgs, blocks[i]);
-        json_decref(blocks[i]);
+    if (dropped) {
+        size_t n = summary_len(s, dropped, &sm_text);
+        sb_lit(out, ",");
+        sb_put(out, sm_text, n);
+        messages++;
     }
-    tr_free(blocks);
-    tr_free(cost);
+    for (uint32_t i = dropped; i < upto; i++) {
+        if (!text[i]) {
+            uint32_t tr = 0, m = 0;
+            text[i] = block_get(s, v, env, i, true, &tr, &m, &len[i], &own[i]);
+        }
+        sb_lit(out, ",");
+        sb_put(out, text[i], len[i]);
+        messages += nmsg[i];
+    }
     if (st) {
-        st->tokens = json_tokens(msgs) + (tools ? json_tokens(tools) : 0);
+        st->tokens = tr_context_tokens(out->len - msgs_start + 2) + tools_tokens; /* "[" ... "]" */
         st->dropped_steps = dropped;
         st->truncated = truncated;
-        st->messages = (uint32_t)json_array_size(msgs);
+        st->messages = messages;
     }
+    for (uint32_t i = 0; v && i < dropped; i++) {
+        /* Summarised: keep its sizes (the budget counts them), not its text. */
+        tr_free(v->blocks[i].text);
+        v->blocks[i].text = NULL;
+    }
+    for (uint32_t i = 0; i < upto; i++)
+        tr_free(own[i]);
+    tr_free(shrunk);
+    tr_free(sm_text);
+    tr_free(text);
+    tr_free(own);
+    tr_free(len);
+    tr_free(cost);
+    tr_free(nmsg);
+}
+
+/* The tool definitions' JSON text: from v's cache while the registry
+ * entries they come from are the same. Borrowed from v, or *own. */
+static const char *tools_get(const struct tr_run_state *s, struct tr_run_vol *v, const struct tr_run_env *env,
+                             size_t *len, char **own)
+{
+    uint64_t key = tr_run_tool_defs_key(s, env);
+    json_t *tools;
+    char *t;
+
+    *own = NULL;
+    if (v && v->tools && v->tools_key == key) {
+        *len = v->tools_len;
+        return v->tools;
+    }
+    tools = tr_run_tool_defs(s, env);
+    t = dump(tools, len);
+    json_decref(tools);
+    if (!v) {
+        *own = t;
+        return t;
+    }
+    tr_free(v->tools);
+    v->tools = t;
+    v->tools_len = *len;
+    v->tools_key = key;
+    return t;
+}
+
+json_t *tr_context_messages(const struct tr_run_state *s, uint32_t upto, const json_t *tools, uint32_t budget,
+                            const struct tr_run_env *env, struct tr_context_stats *st)
+{
+    struct sbuf b = { 0 };
+    size_t at, tools_len = 0;
+    uint32_t head_tokens;
+    json_error_t jerr;
+    json_t *msgs;
+
+    if (tools) {
+        char *t = dump(tools, &tools_len);
+        tr_free(t);
+    }
+    /* messages_put writes after a head; measure where the head's messages
+     * start to give back only the array. */
+    at = head_put(s, NULL, &b, &head_tokens);
+    b.len = 0;
+    messages_put(s, NULL, upto, tr_context_tokens(tools_len), budget, env, &b, st);
+    sb_lit(&b, "]");
+    b.p[at - 1] = '[';
+    msgs = json_loadb(b.p + at - 1, b.len - (at - 1), 0, &jerr);
+    if (!msgs) {
+        tr_log(TR_LOG_ERROR, "context: the messages do not parse back: %s", jerr.text);
+        abort();
+    }
+    tr_free(b.p);
     return msgs;
 }
 
-char *tr_run_llm_request(const struct tr_run_state *s, const struct tr_run_env *env, uint32_t step, size_t *len,
-                         unsigned char digest[TR_RUN_DIGEST], struct tr_context_stats *st)
+char *tr_run_llm_request(const struct tr_run_state *s, struct tr_run_vol *v, const struct tr_run_env *env,
+                         uint32_t step, size_t *len, unsigned char digest[TR_RUN_DIGEST],
+                         struct tr_context_stats *st)
 {
-    json_t *tools = tr_run_tool_defs(s, env);
-    json_t *msgs = tr_context_messages(s, step ? step - 1 : 0, tools, env->context_tokens, env, st);
-    json_t *body = json_object();
-    char *text, *out;
+    struct sbuf b = { 0 };
+    size_t tools_len;
+    char *tools_own, temp[64];
+    const char *tools = tools_get(s, v, env, &tools_len, &tools_own);
+    json_t *t;
 
-    json_object_set_new(body, "model", jstr(s->model));
-    json_object_set_new(body, "messages", msgs);
-    if (json_array_size(tools))
-        json_object_set(body, "tools", tools);
-    json_object_set_new(body, "temperature", json_real(s->temperature));
-    json_object_set_new(body, "tenant", jstr(s->tenant));
-    json_object_set_new(body, "run_id", json_string(s->run_text));
-    json_object_set_new(body, "step", json_integer(step));
-    text = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(body);
-    json_decref(tools);
-    if (!text) {
-        tr_log(TR_LOG_ERROR, "run %s: the prompt does not encode as JSON", s->run_text);
-        abort();
+    messages_put(s, v, step ? step - 1 : 0, tr_context_tokens(tools_len), env->context_tokens, env, &b, st);
+    sb_lit(&b, "]");
+    if (tools_len > 2) { /* not "[]" */
+        sb_lit(&b, ",\"tools\":");
+        sb_put(&b, tools, tools_len);
+        sb_lit(&b, ",\"tool_choice\":\"auto\"");
     }
-    *len = strlen(text);
-    out = tr_memdup(text, *len + 1);
-    free(text);
-    crypto_generichash(digest, TR_RUN_DIGEST, (const unsigned char *)out, *len, NULL, 0);
-    return out;
+    tr_free(tools_own);
+    t = json_real(s->temperature);
+    if (t && json_dumpb(t, temp, sizeof temp, JSON_ENCODE_ANY) < sizeof temp) {
+        size_t n = json_dumpb(t, temp, sizeof temp, JSON_ENCODE_ANY);
+        sb_lit(&b, ",\"temperature\":");
+        sb_put(&b, temp, n);
+    }
+    json_decref(t);
+    sb_lit(&b, ",\"stream\":false}");
+    *len = b.len;
+    crypto_generichash(digest, TR_RUN_DIGEST, (const unsigned char *)b.p, b.len, NULL, 0);
+    return b.p;
 }

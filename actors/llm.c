@@ -567,11 +567,10 @@ static void on_timer(struct tr_ctx *ctx, struct llm_state *st, const struct tr_m
 static void on_call(struct tr_ctx *ctx, struct llm_state *st, const struct tr_msg *msg)
 {
     const struct llm_profile *p = st->p;
+    struct tr_llm_call_view cv;
     struct tr_err err;
     struct llm_call *c;
-    const char *model;
-    json_t *body;
-    char *text, run_id[40];
+    char run_id[40];
 
     count(&tot_calls, 1);
     if (!(msg->flags & TR_MSGF_REQUEST)) {
@@ -584,9 +583,9 @@ static void on_call(struct tr_ctx *ctx, struct llm_state *st, const struct tr_ms
                     p->cfg.backoff_cap_ms);
         return;
     }
-    if (tr_llm_build_request((const char *)msg->data, msg->len, &body, &model, run_id, sizeof run_id, &err) !=
-        0) {
+    if (tr_llm_call_parse(msg->data, msg->len, &cv, &err) != 0) {
         char m[600];
+        snprintf(run_id, sizeof run_id, "%.*s", (int)cv.run_id_len, cv.run_id);
         snprintf(m, sizeof m, "bad llm call: %.500s", err.msg);
         tr_log(TR_LOG_WARN, "llm: run %s: %s", run_id, m);
         reply_error(ctx, msg, run_id, "rejected", m, 0, 0);
@@ -598,17 +597,10 @@ static void on_call(struct tr_ctx *ctx, struct llm_state *st, const struct tr_ms
     c->req->from = msg->from;
     c->req->corr = msg->corr;
     c->req->flags = msg->flags;
-    c->model = tr_strdup(model);
-    text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    if (text == NULL) {
-        tr_log(TR_LOG_ERROR, "llm: cannot serialise a request body");
-        abort();
-    }
-    c->body_len = strlen(text);
-    c->body = tr_memdup(text, c->body_len);
-    free(text);
-    memcpy(c->run_id, run_id, sizeof c->run_id);
+    c->model = tr_strndup(cv.model, cv.model_len);
+    c->body_len = cv.body_len;
+    c->body = tr_memdup(cv.body, cv.body_len);
+    snprintf(c->run_id, sizeof c->run_id, "%.*s", (int)cv.run_id_len, cv.run_id);
     c->started_ms = tr_now_ms(ctx);
     c->started_us = tr_wall_us(ctx);
     c->next = st->buckets[c->tag % BUCKETS];

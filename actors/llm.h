@@ -7,7 +7,7 @@
  * table and models file, the per-endpoint circuit breaker, and the pure
  * helpers (request body, response parsing, Retry-After, backoff, cost).
  *
- * Happy path: LLM_CALL -> validate and build the body once -> breaker allows
+ * Happy path: LLM_CALL -> check its header (the body is sent as is) -> breaker allows
  * -> POST base_url/chat/completions -> 2xx with a well-formed body -> reply
  * {"ok": true, ...} with usage and cost.
  *
@@ -229,14 +229,42 @@ void tr_llm_endpoint_foreach(uint64_t now_ms, void (*fn)(const char *base_url, c
 #define TR_LLM_MAX_CALL_BYTES (16u << 20)  /* a TR_MSG_LLM_CALL payload */
 #define TR_LLM_MAX_TOOL_CALLS 256          /* per response */
 
-/* Validate a TR_MSG_LLM_CALL payload and build the Chat Completions body:
+#define TR_LLM_CALL_MODEL_MAX 256
+#define TR_LLM_CALL_TENANT_MAX 256
+#define TR_LLM_CALL_RUN_ID_MAX 64
+
+/* A checked TR_MSG_LLM_CALL payload (actors.h); pointers into it, not
+ * NUL-terminated. */
+struct tr_llm_call_view {
+    uint32_t step;
+    const char *model, *tenant, *run_id, *body;
+    size_t model_len, tenant_len, run_id_len, body_len;
+};
+
+/* Check a TR_MSG_LLM_CALL payload: the header, that the lengths add up to
+ * len (at most TR_LLM_MAX_CALL_BYTES), a model of 1 to
+ * TR_LLM_CALL_MODEL_MAX bytes without control characters, and a body that
+ * looks like a JSON object ('{' ... '}'). The body is not parsed: its
+ * sender built it. TR_EINVAL with err saying what is wrong; out->run_id is
+ * set as soon as it can be read (for logs), else points to "?". */
+int tr_llm_call_parse(const void *data, size_t len, struct tr_llm_call_view *out, struct tr_err *err);
+
+/* A TR_MSG_LLM_CALL message (tr_msg_new'd; the caller sends or frees it)
+ * carrying body (body_len bytes, the Chat Completions request body) as is.
+ * tenant and run_id may be NULL; longer than their maximum they are cut
+ * (they only name the call in logs). A model longer than
+ * TR_LLM_CALL_MODEL_MAX makes a payload that tr_llm_call_parse refuses. */
+struct tr_msg *tr_llm_call_msg(const char *model, const char *tenant, const char *run_id, uint32_t step,
+                               const char *body, size_t body_len);
+
+/* A call in JSON, {"model", "messages", "tools", "temperature", "tenant",
+ * "run_id", "step"} (the shape TR_MSG_LLM_CALL had before it carried the
+ * body as is; for tests and tools), validated and turned into a
+ * TR_MSG_LLM_CALL message (*out, as tr_llm_call_msg) whose body is
  * {"model", "messages", "tools"+"tool_choice":"auto" when tools is a
- * non-empty array, "temperature" when given, "stream": false}. On success
- * *body is a new reference and *model points into it. run_id (may be NULL)
- * receives the call's "run_id" for logs ("?" when absent), truncated to
- * run_id_cap. TR_EINVAL with err saying what is wrong. */
-int tr_llm_build_request(const char *call, size_t len, json_t **body, const char **model, char *run_id,
-                         size_t run_id_cap, struct tr_err *err);
+ * non-empty array, "temperature" when given, "stream": false}. TR_EINVAL
+ * with err saying what is wrong. */
+int tr_llm_call_from_json(const char *call, size_t len, struct tr_msg **out, struct tr_err *err);
 
 /* A parsed, valid completion. Strings point into root (a reference held). */
 struct tr_llm_response {

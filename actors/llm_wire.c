@@ -14,18 +14,93 @@
 
 /* ---- request -------------------------------------------------------------- */
 
-int tr_llm_build_request(const char *call, size_t len, json_t **body, const char **model, char *run_id,
-                         size_t run_id_cap, struct tr_err *err)
+static size_t min_len(const char *s, size_t max)
+{
+    return s ? strnlen(s, max) : 0;
+}
+
+struct tr_msg *tr_llm_call_msg(const char *model, const char *tenant, const char *run_id, uint32_t step,
+                               const char *body, size_t body_len)
+{
+    struct tr_llm_call h = {.magic = TR_LLM_CALL_MAGIC, .step = step};
+    size_t ml = min_len(model, UINT16_MAX), tl = min_len(tenant, TR_LLM_CALL_TENANT_MAX),
+           rl = min_len(run_id, TR_LLM_CALL_RUN_ID_MAX);
+    struct tr_msg *m;
+    char *p;
+
+    h.body_len = (uint32_t)(body_len > UINT32_MAX ? UINT32_MAX : body_len);
+    h.model_len = (uint16_t)ml;
+    h.tenant_len = (uint16_t)tl;
+    h.run_id_len = (uint16_t)rl;
+    m = tr_msg_new(TR_MSG_LLM_CALL, (uint32_t)(sizeof h + ml + tl + rl + h.body_len));
+    p = (char *)m->data;
+    memcpy(p, &h, sizeof h);
+    p += sizeof h;
+    memcpy(p, model, ml);
+    p += ml;
+    if (tl)
+        memcpy(p, tenant, tl);
+    p += tl;
+    if (rl)
+        memcpy(p, run_id, rl);
+    p += rl;
+    if (h.body_len)
+        memcpy(p, body, h.body_len);
+    return m;
+}
+
+int tr_llm_call_parse(const void *data, size_t len, struct tr_llm_call_view *out, struct tr_err *err)
+{
+    const char *p = data;
+    struct tr_llm_call h;
+
+    memset(out, 0, sizeof *out);
+    out->run_id = "?";
+    out->run_id_len = 1;
+    if (len > TR_LLM_MAX_CALL_BYTES)
+        return tr_err_set(err, TR_EINVAL, "call of %zu bytes is over the %u byte limit", len, TR_LLM_MAX_CALL_BYTES);
+    if (len < sizeof h)
+        return tr_err_set(err, TR_EINVAL, "call of %zu bytes is shorter than its header", len);
+    memcpy(&h, p, sizeof h);
+    if (h.magic != TR_LLM_CALL_MAGIC)
+        return tr_err_set(err, TR_EINVAL, "call does not start with the TR_MSG_LLM_CALL header");
+    if ((uint64_t)sizeof h + h.model_len + h.tenant_len + h.run_id_len + h.body_len != len)
+        return tr_err_set(err, TR_EINVAL, "call header's lengths do not add up to the %zu byte payload", len);
+    p += sizeof h;
+    if (h.run_id_len > 0 && h.run_id_len <= TR_LLM_CALL_RUN_ID_MAX) {
+        out->run_id = p + h.model_len + h.tenant_len;
+        out->run_id_len = h.run_id_len;
+    }
+    if (h.model_len == 0 || h.model_len > TR_LLM_CALL_MODEL_MAX)
+        return tr_err_set(err, TR_EINVAL, "\"model\" must be a string of 1 to %d bytes", TR_LLM_CALL_MODEL_MAX);
+    for (size_t i = 0; i < h.model_len; i++) {
+        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+            return tr_err_set(err, TR_EINVAL, "\"model\" holds a control character");
+    }
+    if (h.tenant_len > TR_LLM_CALL_TENANT_MAX || h.run_id_len > TR_LLM_CALL_RUN_ID_MAX)
+        return tr_err_set(err, TR_EINVAL, "tenant or run id over its limit");
+    out->step = h.step;
+    out->model = p;
+    out->model_len = h.model_len;
+    out->tenant = p + h.model_len;
+    out->tenant_len = h.tenant_len;
+    out->body = p + h.model_len + h.tenant_len + h.run_id_len;
+    out->body_len = h.body_len;
+    if (h.body_len < 2 || out->body[0] != '{' || out->body[h.body_len - 1] != '}')
+        return tr_err_set(err, TR_EINVAL, "the body is not a JSON object");
+    return 0;
+}
+
+int tr_llm_call_from_json(const char *call, size_t len, struct tr_msg **msg, struct tr_err *err)
 {
     json_error_t jerr;
     json_t *in, *out, *v, *messages, *tools;
+    const char *tenant, *run_id;
+    char *text;
     size_t i;
     int rv;
 
-    *body = NULL;
-    *model = NULL;
-    if (run_id != NULL && run_id_cap > 0)
-        snprintf(run_id, run_id_cap, "?");
+    *msg = NULL;
     if (len > TR_LLM_MAX_CALL_BYTES)
         return tr_err_set(err, TR_EINVAL, "call of %zu bytes is over the %u byte limit", len, TR_LLM_MAX_CALL_BYTES);
     in = json_loadb(call, len, 0, &jerr);
@@ -34,10 +109,6 @@ int tr_llm_build_request(const char *call, size_t len, json_t **body, const char
     if (!json_is_object(in)) {
         rv = tr_err_set(err, TR_EINVAL, "call must be a JSON object");
         goto err_after_in;
-    }
-    if (run_id != NULL && run_id_cap > 0) {
-        const char *r = json_string_value(json_object_get(in, "run_id"));
-        snprintf(run_id, run_id_cap, "%s", r ? r : "?");
     }
     v = json_object_get(in, "model");
     if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > MODEL_MAX) {
@@ -85,9 +156,20 @@ int tr_llm_build_request(const char *call, size_t len, json_t **body, const char
     if (json_is_number(v))
         json_object_set(out, "temperature", v);
     json_object_set_new(out, "stream", json_false());
+    text = json_dumps(out, JSON_COMPACT);
+    if (text == NULL) {
+        json_decref(out);
+        rv = tr_err_set(err, TR_EINVAL, "call does not encode as JSON");
+        goto err_after_in;
+    }
+    tenant = json_string_value(json_object_get(in, "tenant"));
+    run_id = json_string_value(json_object_get(in, "run_id"));
+    v = json_object_get(in, "step");
+    *msg = tr_llm_call_msg(json_string_value(json_object_get(out, "model")), tenant, run_id,
+                           json_is_integer(v) ? (uint32_t)json_integer_value(v) : 0, text, strlen(text));
+    free(text); /* jansson's allocator */
+    json_decref(out);
     json_decref(in);
-    *body = out;
-    *model = json_string_value(json_object_get(out, "model"));
     return 0;
 
 err_after_in:

@@ -27,6 +27,7 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "actors/llm.h"
 #include "actors/run.h"
 #include "raft/raft.h"
 #include "schemas/journal_generated.h"
@@ -247,6 +248,7 @@ static int load(struct run_actor *r)
 
     tr_run_state_free(&r->s);
     tr_run_state_init(&r->s, r->run_id, epoch);
+    tr_run_vol_forget_prompt(&r->v);
     if ((rv = tr_journal_iter_open(r->env->store, NULL, r->run_id, 1, &it, &err)) != 0) {
         tr_log(TR_LOG_ERROR, "run %s: journal: %s", r->s.run_text, err.msg);
         return 3;
@@ -375,6 +377,23 @@ static int send_call(struct tr_ctx *ctx, const tr_actor_id *actors, uint32_t typ
     return rv;
 }
 
+/* The llm call of action a: its body as is behind the TR_MSG_LLM_CALL
+ * header (actors.h). */
+static int send_llm_call(struct tr_ctx *ctx, struct run_actor *r, const struct tr_run_action *a)
+{
+    const tr_actor_id *actors = r->env->llm_actors;
+    int sched = tr_ctx_sched(ctx);
+    struct tr_msg *m;
+    int rv;
+
+    if (!actors || !actors[sched])
+        return TR_ENOACTOR;
+    m = tr_llm_call_msg(r->s.model, r->s.tenant, r->s.run_text, a->step, a->json, a->json_len);
+    if ((rv = tr_request(ctx, actors[sched], m, a->timeout_ms, &r->llm_corr)) != 0)
+        tr_msg_free(m);
+    return rv;
+}
+
 static void pump(struct tr_ctx *ctx, struct run_actor *r)
 {
     struct tr_run_action a;
@@ -415,7 +434,7 @@ static void pump(struct tr_ctx *ctx, struct run_actor *r)
             rv = send_append(ctx, r, &a);
             break;
         case TR_RUN_CALL_LLM:
-            rv = send_call(ctx, r->env->llm_actors, TR_MSG_LLM_CALL, &a, &r->llm_corr);
+            rv = send_llm_call(ctx, r, &a);
             r->llm_step = a.step;
             break;
         case TR_RUN_CALL_TOOL:

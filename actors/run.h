@@ -386,7 +386,29 @@ struct tr_run_vol {
     char *prompt;
     size_t prompt_len;
     unsigned char prompt_digest[TR_RUN_DIGEST];
+    /* Context assembly's cache (context.c): parts of the prompt that are a
+     * function of the folded state alone, so that a step does not encode
+     * every earlier step again. Dropped with tr_run_vol_forget_prompt
+     * whenever the state is refolded. */
+    struct tr_run_vol_block *blocks;    /* by step index */
+    uint32_t n_blocks;
+    char *head;                         /* {"model":..,"messages":[system,goal */
+    size_t head_len;
+    uint32_t head_tokens;               /* of "[system,goal]" */
+    uint32_t head_msgs_len;             /* bytes of "system,goal" in head */
+    char *tools;                        /* the tool definitions' JSON */
+    size_t tools_len;
+    uint64_t tools_key;                 /* of the registry entries they came from */
 };
+/* One step's messages as JSON text, without the enclosing brackets. */
+struct tr_run_vol_block {
+    uint64_t key;                       /* of the step's events (0: empty slot) */
+    char *text;
+    size_t len;
+    uint32_t truncated, messages;
+};
+/* Drop what context assembly cached (the state was refolded). */
+void tr_run_vol_forget_prompt(struct tr_run_vol *v);
 /* Make `step` the slots' step: the replies of the old step go to held, those
  * of `step` come back from held. */
 void tr_run_vol_sync(struct tr_run_vol *v, uint32_t step);
@@ -405,7 +427,7 @@ void tr_run_vol_free(struct tr_run_vol *v);
 enum tr_run_act {
     TR_RUN_WAIT = 0,        /* nothing to do until a reply, note or timer */
     TR_RUN_APPEND,          /* append buf (a TRJ1 event for seq s->next_seq) */
-    TR_RUN_CALL_LLM,        /* send json to the llm actor (step, attempt) */
+    TR_RUN_CALL_LLM,        /* send json (the request body) to the llm actor (step, attempt) */
     TR_RUN_CALL_TOOL,       /* send json to the tool actor (step, call_index) */
     TR_RUN_ARM_DEADLINE,    /* arm a timer for at_us (approval of call_index) */
     TR_RUN_PROPOSE_EXPIRE,  /* propose buf (a TRC1 ApprovalDecide{Expired}) */
@@ -433,7 +455,7 @@ void tr_run_action_free(struct tr_run_action *a);
 /* The next action for state s with in-flight state v at time now_us. Pure:
  * the same inputs give the same action (bytes included). It writes only the
  * bookkeeping of v (slots moved to and from held, held replies freed, the
- * prompt of an llm.requested kept for its call). For APPEND the caller
+ * prompt of an llm.requested kept for its call, context assembly's cache). For APPEND the caller
  * sends the event, folds it (tr_run_fold) and counts it in
  * v->appends_inflight; for CALL_LLM it sets v->llm_out, for CALL_TOOL the
  * in-flight flag of v->calls; for ARM_DEADLINE and PROPOSE_EXPIRE the
@@ -467,6 +489,9 @@ const char *tr_run_validate_call(const struct tr_run_state *s, const struct tr_r
 /* The OpenAI tool definitions offered to the model: the agent's tools found
  * (and enabled) in the registry, then the builtins. New reference. */
 json_t *tr_run_tool_defs(const struct tr_run_state *s, const struct tr_run_env *env);
+/* A digest of what tr_run_tool_defs would build from (the registry entries
+ * offered): equal keys, equal definitions. Never 0. */
+uint64_t tr_run_tool_defs_key(const struct tr_run_state *s, const struct tr_run_env *env);
 
 /* ---- context assembly (context.c) ---------------------------------------- */
 
@@ -487,10 +512,13 @@ json_t *tr_context_messages(const struct tr_run_state *s, uint32_t upto, const j
                             uint32_t budget, const struct tr_run_env *env,
                             struct tr_context_stats *st);
 
-/* The whole TR_MSG_LLM_CALL body for step `step` (canonical JSON text,
- * tr_malloc'd) and its BLAKE2b digest; stats as above. */
-char *tr_run_llm_request(const struct tr_run_state *s, const struct tr_run_env *env, uint32_t step,
-                         size_t *len, unsigned char digest[TR_RUN_DIGEST],
+/* The Chat Completions request body of the llm call for step `step` (JSON
+ * text, tr_malloc'd, NUL-terminated; the bytes the llm actor POSTs as is,
+ * see TR_MSG_LLM_CALL in actors.h) and its BLAKE2b digest; stats as above.
+ * v (may be NULL) caches the parts of earlier steps across calls: the text
+ * is the same with or without it. */
+char *tr_run_llm_request(const struct tr_run_state *s, struct tr_run_vol *v, const struct tr_run_env *env,
+                         uint32_t step, size_t *len, unsigned char digest[TR_RUN_DIGEST],
                          struct tr_context_stats *st);
 
 /* ---- the actor (run.c) --------------------------------------------------- */

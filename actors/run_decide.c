@@ -78,7 +78,7 @@ static void ev_llm_requested(const struct tr_run_state *s, struct tr_run_vol *v,
     struct tr_context_stats st;
     unsigned char digest[TR_RUN_DIGEST];
     size_t len;
-    char *body = tr_run_llm_request(s, env, step, &len, digest, &st);
+    char *body = tr_run_llm_request(s, v, env, step, &len, digest, &st);
 
     tr_free(v->prompt);
     v->prompt = body;
@@ -649,7 +649,7 @@ static void await_llm(const struct tr_run_state *s, struct tr_run_vol *v, const 
         out->json_len = v->prompt_len;
         v->prompt = NULL;
     } else { /* replay, or the llm.requested of another incarnation */
-        out->json = tr_run_llm_request(s, env, st->n, &out->json_len, (unsigned char[TR_RUN_DIGEST]){ 0 }, NULL);
+        out->json = tr_run_llm_request(s, v, env, st->n, &out->json_len, (unsigned char[TR_RUN_DIGEST]){ 0 }, NULL);
     }
     out->step = st->n;
     out->attempt = st->attempt;

@@ -219,29 +219,60 @@ static json_t *function_def(const char *name, const char *description, const cha
     return def;
 }
 
+/* The registry entry of the i-th tool of the agent that is offered to the
+ * model, or NULL (a builtin, a duplicate, unknown or disabled). */
+static const struct tr_run_tool *offered(const struct tr_run_state *s, const struct tr_run_env *env, uint32_t i)
+{
+    const char *name = s->tools[i];
+    const struct tr_run_tool *t;
+
+    if (!name || tr_run_builtin(name) || !env->tool_lookup)
+        return NULL;
+    for (uint32_t j = 0; j < i; j++)
+        if (s->tools[j] && strcmp(s->tools[j], name) == 0)
+            return NULL;
+    t = env->tool_lookup(env->tool_ud, name, 0);
+    if (!t || !t->enabled || t->kind == troupe_cmd_ToolKind_Builtin)
+        return NULL;
+    return t;
+}
+
 json_t *tr_run_tool_defs(const struct tr_run_state *s, const struct tr_run_env *env)
 {
     json_t *defs = json_array();
 
     for (uint32_t i = 0; i < s->n_tools; i++) {
-        const char *name = s->tools[i];
-        const struct tr_run_tool *t;
-        bool dup = false;
-
-        if (!name || tr_run_builtin(name) || !env->tool_lookup)
-            continue;
-        for (uint32_t j = 0; j < i; j++)
-            dup = dup || (s->tools[j] && strcmp(s->tools[j], name) == 0);
-        if (dup)
-            continue;
-        t = env->tool_lookup(env->tool_ud, name, 0);
-        if (!t || !t->enabled || t->kind == troupe_cmd_ToolKind_Builtin)
-            continue;
-        json_array_append_new(defs, function_def(t->name, t->description, t->input_schema));
+        const struct tr_run_tool *t = offered(s, env, i);
+        if (t)
+            json_array_append_new(defs, function_def(t->name, t->description, t->input_schema));
     }
     for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++)
         json_array_append_new(defs, function_def(builtins[i].name, builtins[i].description, builtins[i].schema));
     return defs;
+}
+
+static uint64_t fnv(uint64_t h, const char *p)
+{
+    if (!p)
+        return (h ^ 0x100) * 0x100000001b3ull;
+    for (; *p; p++)
+        h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+    return (h ^ 0x1ff) * 0x100000001b3ull; /* end of string, never a byte */
+}
+
+uint64_t tr_run_tool_defs_key(const struct tr_run_state *s, const struct tr_run_env *env)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+
+    for (uint32_t i = 0; i < s->n_tools; i++) {
+        const struct tr_run_tool *t = offered(s, env, i);
+        if (t) {
+            h = fnv(h, t->name);
+            h = fnv(h, t->description);
+            h = fnv(h, t->input_schema);
+        }
+    }
+    return h | 1;
 }
 
 /* ---- replies -------------------------------------------------------------- */
@@ -526,5 +557,6 @@ void tr_run_vol_free(struct tr_run_vol *v)
     }
     tr_free(v->held);
     tr_free(v->prompt);
+    tr_run_vol_forget_prompt(v);
     memset(v, 0, sizeof *v);
 }

@@ -235,7 +235,11 @@ static int client_init(struct tr_ctx *ctx, void *state, void *arg)
     struct call *c = arg;
     uint64_t corr;
     *(struct call **)state = c;
-    struct tr_msg *m = tr_msg_make(TR_MSG_LLM_CALL, c->req, (uint32_t)c->req_len);
+    /* The JSON shape of a call, as the wire carries it; one that does not
+     * convert goes as is, for the actor to refuse. */
+    struct tr_msg *m = NULL;
+    if (tr_llm_call_from_json(c->req, c->req_len, &m, NULL) != 0)
+        m = tr_msg_make(TR_MSG_LLM_CALL, c->req, (uint32_t)c->req_len);
     c->send_rv = tr_request(ctx, c->to, m, CALL_DEADLINE_MS, &corr);
     if (c->send_rv != 0) {
         tr_msg_free(m);
@@ -630,10 +634,11 @@ static void test_rejected(void **state)
     json_decref(r);
     assert_int_equal(mock_requests(), 2);
 
-    /* A malformed call never reaches the provider. */
+    /* A malformed call never reaches the provider (this one cannot be put
+     * in the wire form: it goes as JSON text, without the header). */
     r = call_sync(llm, json_pack("{s:s, s:[]}", "model", "mock-gpt", "messages"));
     e = assert_error(r, "rejected", 0);
-    assert_contains(str(e, "message"), "messages");
+    assert_contains(str(e, "message"), "header");
     json_decref(r);
     r = call_sync(llm, json_pack("{s:s}", "model", "mock-gpt"));
     assert_error(r, "rejected", 0);

@@ -19,52 +19,70 @@
 
 /* ---- request -------------------------------------------------------------- */
 
+/* A JSON call through tr_llm_call_from_json, then back through the checks
+ * the llm actor makes: the body it would send, parsed. */
+static json_t *wire_body(struct tr_msg *m, struct tr_llm_call_view *cv)
+{
+    struct tr_err err = {0};
+    if (tr_llm_call_parse(m->data, m->len, cv, &err) != 0)
+        fail_msg("parse failed: %s", err.msg);
+    json_t *body = json_loadb(cv->body, cv->body_len, 0, NULL);
+    assert_non_null(body);
+    return body;
+}
+
 static json_t *build_ok(const char *call)
 {
-    json_t *body = NULL;
-    const char *model = NULL;
+    struct tr_msg *m = NULL;
+    struct tr_llm_call_view cv;
     struct tr_err err = {0};
-    char run_id[40];
-    int rv = tr_llm_build_request(call, strlen(call), &body, &model, run_id, sizeof run_id, &err);
+    int rv = tr_llm_call_from_json(call, strlen(call), &m, &err);
     if (rv != 0)
         fail_msg("build failed: %s", err.msg);
-    assert_non_null(model);
-    assert_string_equal(model, json_string_value(json_object_get(body, "model")));
+    assert_int_equal(m->type, TR_MSG_LLM_CALL);
+    json_t *body = wire_body(m, &cv);
+    assert_int_equal(cv.model_len, json_string_length(json_object_get(body, "model")));
+    assert_memory_equal(cv.model, json_string_value(json_object_get(body, "model")), cv.model_len);
+    tr_msg_free(m);
     return body;
 }
 
 static void build_fails(const char *call, const char *needle)
 {
-    json_t *body = (json_t *)1;
-    const char *model = "x";
+    struct tr_msg *m = (struct tr_msg *)1;
     struct tr_err err = {0};
-    int rv = tr_llm_build_request(call, strlen(call), &body, &model, NULL, 0, &err);
+    int rv = tr_llm_call_from_json(call, strlen(call), &m, &err);
     assert_int_equal(rv, TR_EINVAL);
-    assert_null(body);
-    assert_null(model);
+    assert_null(m);
     if (strstr(err.msg, needle) == NULL)
         fail_msg("error \"%s\" does not mention \"%s\"", err.msg, needle);
 }
 
 static void test_build_minimal(void **state)
 {
-    char run_id[40];
-    json_t *body = NULL;
-    const char *model;
+    struct tr_msg *m = NULL;
+    struct tr_llm_call_view cv;
     const char *call = "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
                        "\"tenant\":\"t1\",\"run_id\":\"run_00000000000000ab\",\"step\":3}";
-    assert_int_equal(tr_llm_build_request(call, strlen(call), &body, &model, run_id, sizeof run_id, NULL), 0);
-    assert_string_equal(run_id, "run_00000000000000ab");
-    assert_string_equal(model, "gpt-4o-mini");
+    assert_int_equal(tr_llm_call_from_json(call, strlen(call), &m, NULL), 0);
+    json_t *body = wire_body(m, &cv);
+    assert_int_equal(cv.run_id_len, strlen("run_00000000000000ab"));
+    assert_memory_equal(cv.run_id, "run_00000000000000ab", cv.run_id_len);
+    assert_int_equal(cv.tenant_len, 2);
+    assert_memory_equal(cv.tenant, "t1", 2);
+    assert_int_equal(cv.step, 3);
+    assert_int_equal(cv.model_len, strlen("gpt-4o-mini"));
+    assert_memory_equal(cv.model, "gpt-4o-mini", cv.model_len);
     assert_int_equal(json_object_size(body), 3); /* model, messages, stream */
     assert_true(json_is_false(json_object_get(body, "stream")));
     assert_null(json_object_get(body, "tools"));
     assert_null(json_object_get(body, "tool_choice"));
     assert_null(json_object_get(body, "temperature"));
     assert_null(json_object_get(body, "tenant"));
-    json_t *m = json_array_get(json_object_get(body, "messages"), 0);
-    assert_string_equal(json_string_value(json_object_get(m, "content")), "hi");
+    json_t *msg = json_array_get(json_object_get(body, "messages"), 0);
+    assert_string_equal(json_string_value(json_object_get(msg, "content")), "hi");
     json_decref(body);
+    tr_msg_free(m);
 }
 
 static void test_build_tools_and_temperature(void **state)
@@ -117,12 +135,66 @@ static void test_build_errors(void **state)
     build_fails(call, "model");
 
     /* Over the size limit: refused before parsing. */
-    json_t *body;
-    const char *m;
+    struct tr_msg *m;
     struct tr_err err;
-    assert_int_equal(tr_llm_build_request("{}", (size_t)TR_LLM_MAX_CALL_BYTES + 1, &body, &m, NULL, 0, &err),
-                     TR_EINVAL);
+    assert_int_equal(tr_llm_call_from_json("{}", (size_t)TR_LLM_MAX_CALL_BYTES + 1, &m, &err), TR_EINVAL);
     assert_non_null(strstr(err.msg, "limit"));
+}
+
+static void call_parse_fails(const void *data, size_t len, const char *needle)
+{
+    struct tr_llm_call_view cv;
+    struct tr_err err = {0};
+    assert_int_equal(tr_llm_call_parse(data, len, &cv, &err), TR_EINVAL);
+    if (strstr(err.msg, needle) == NULL)
+        fail_msg("error \"%s\" does not mention \"%s\"", err.msg, needle);
+}
+
+/* The header the llm actor checks; the body is sent as is. */
+static void test_call_header(void **state)
+{
+    const char body[] = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":false}";
+    struct tr_msg *m = tr_llm_call_msg("m", "acme", "run_0000000000000001", 7, body, strlen(body));
+    struct tr_llm_call_view cv;
+    struct tr_llm_call h;
+
+    assert_int_equal(m->type, TR_MSG_LLM_CALL);
+    assert_int_equal(tr_llm_call_parse(m->data, m->len, &cv, NULL), 0);
+    assert_int_equal(cv.step, 7);
+    assert_int_equal(cv.body_len, strlen(body));
+    assert_memory_equal(cv.body, body, cv.body_len); /* byte for byte */
+    assert_memory_equal(cv.tenant, "acme", 4);
+    assert_memory_equal(cv.run_id, "run_0000000000000001", cv.run_id_len);
+
+    /* Not a header, short, lengths that do not add up, not an object. */
+    call_parse_fails(body, strlen(body), "header");
+    call_parse_fails(m->data, 10, "header");
+    call_parse_fails(m->data, m->len - 1, "add up");
+    memcpy(&h, m->data, sizeof h);
+    h.body_len += 1;
+    memcpy(m->data, &h, sizeof h);
+    call_parse_fails(m->data, m->len, "add up");
+    tr_msg_free(m);
+    m = tr_llm_call_msg("m", NULL, NULL, 1, "[1]", 3);
+    call_parse_fails(m->data, m->len, "object");
+    tr_msg_free(m);
+    /* The model: present, short, no control characters; the run id is
+     * known for the log even then. */
+    m = tr_llm_call_msg("", NULL, "run_x", 1, body, strlen(body));
+    assert_int_equal(tr_llm_call_parse(m->data, m->len, &cv, NULL), TR_EINVAL);
+    assert_memory_equal(cv.run_id, "run_x", 5);
+    tr_msg_free(m);
+    char model[400];
+    memset(model, 'a', 300);
+    model[300] = '\0';
+    m = tr_llm_call_msg(model, NULL, NULL, 1, body, strlen(body));
+    call_parse_fails(m->data, m->len, "model");
+    tr_msg_free(m);
+    m = tr_llm_call_msg("a\nb", NULL, NULL, 1, body, strlen(body));
+    call_parse_fails(m->data, m->len, "control");
+    tr_msg_free(m);
+    /* Over the size limit: refused before anything else. */
+    call_parse_fails(body, (size_t)TR_LLM_MAX_CALL_BYTES + 1, "limit");
 }
 
 /* ---- response ------------------------------------------------------------- */
@@ -722,10 +794,13 @@ static int det_client_init(struct tr_ctx *ctx, void *state, void *arg)
     struct det_call *c = arg;
     uint64_t corr;
     *(struct det_call **)state = c;
-    struct tr_msg *m = tr_msg_make(TR_MSG_LLM_CALL, c->req, (uint32_t)strlen(c->req));
+    struct tr_msg *m = NULL;
+    if (tr_llm_call_from_json(c->req, strlen(c->req), &m, NULL) != 0) /* a malformed call, sent as is */
+        m = tr_msg_make(TR_MSG_LLM_CALL, c->req, (uint32_t)strlen(c->req));
+    assert_int_equal(tr_tell(ctx, c->llm, TR_MSG_LLM_CALL, m->data, m->len), 0);
+    /* A one-way LLM_CALL cannot be answered: it is dropped (above); a
+     * request is answered. */
     assert_int_equal(tr_request(ctx, c->llm, m, 0, &corr), 0);
-    /* A one-way LLM_CALL cannot be answered: it is dropped. */
-    assert_int_equal(tr_tell(ctx, c->llm, TR_MSG_LLM_CALL, c->req, (uint32_t)strlen(c->req)), 0);
     return 0;
 }
 
@@ -830,6 +905,7 @@ int main(void)
         cmocka_unit_test(test_build_minimal),
         cmocka_unit_test(test_build_tools_and_temperature),
         cmocka_unit_test(test_build_errors),
+        cmocka_unit_test(test_call_header),
         cmocka_unit_test(test_parse_content),
         cmocka_unit_test(test_parse_tool_calls),
         cmocka_unit_test(test_parse_lenient_shapes),

@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "actors/llm.h"
 #include "actors/run.h"
 #include "raft/fsm.h"
 #include "schemas/command_generated.h"
@@ -340,12 +341,13 @@ static int llm_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
 {
     if (msg->type != TR_MSG_LLM_CALL)
         return 0;
-    json_t *req = json_loadb((const char *)msg->data, msg->len, 0, NULL);
+    struct tr_llm_call_view cv;
+    assert_int_equal(tr_llm_call_parse(msg->data, msg->len, &cv, NULL), 0);
+    json_t *req = json_loadb(cv.body, cv.body_len, 0, NULL);
     assert_non_null(req);
     uint64_t id = 0;
-    const char *rid = json_string_value(json_object_get(req, "run_id"));
-    assert_int_equal(tr_run_id_from_text(rid, strlen(rid), &id), 0);
-    uint32_t step = (uint32_t)json_integer_value(json_object_get(req, "step"));
+    assert_int_equal(tr_run_id_from_text(cv.run_id, cv.run_id_len, &id), 0);
+    uint32_t step = cv.step;
     const char *goal = json_string_value(json_object_get(json_array_get(json_object_get(req, "messages"), 1), "content"));
     assert_non_null(goal);
     W.llm_calls++;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <sodium.h>
 
 #include "harness.h"
 #include "schemas/journal_generated.h"
@@ -184,24 +185,64 @@ static void test_truncation(void **st)
 static void test_request_is_canonical(void **st)
 {
     struct harness h;
-    size_t l1, l2;
-    unsigned char d1[TR_RUN_DIGEST], d2[TR_RUN_DIGEST];
+    struct tr_run_vol v = { 0 };
+    size_t l1, l2, l3;
+    unsigned char d1[TR_RUN_DIGEST], d2[TR_RUN_DIGEST], d3[TR_RUN_DIGEST], d[TR_RUN_DIGEST];
 
     build(&h, 2, 10);
-    char *a = tr_run_llm_request(&h.s, &h.env, 3, &l1, d1, NULL);
-    char *b = tr_run_llm_request(&h.s, &h.env, 3, &l2, d2, NULL);
+    /* The same bytes without the cache, with a cold one and a warm one. */
+    char *a = tr_run_llm_request(&h.s, NULL, &h.env, 3, &l1, d1, NULL);
+    char *b = tr_run_llm_request(&h.s, &v, &h.env, 3, &l2, d2, NULL);
+    char *c = tr_run_llm_request(&h.s, &v, &h.env, 3, &l3, d3, NULL);
     assert_int_equal(l1, l2);
+    assert_int_equal(l1, l3);
     assert_memory_equal(a, b, l1);
+    assert_memory_equal(a, c, l1);
     assert_memory_equal(d1, d2, sizeof d1);
+    assert_memory_equal(d1, d3, sizeof d1);
+    assert_int_equal(strlen(a), l1);
+    crypto_generichash(d, sizeof d, (const unsigned char *)a, l1, NULL, 0); /* of the bytes sent */
+    assert_memory_equal(d, d1, sizeof d);
+    /* The Chat Completions body itself; the run's id, step and tenant go in
+     * the TR_MSG_LLM_CALL header (actors.h). */
     json_t *j = json_loads(a, 0, NULL);
+    assert_non_null(j);
     assert_string_equal(json_string_value(json_object_get(j, "model")), "gpt-test");
-    assert_string_equal(json_string_value(json_object_get(j, "run_id")), h.s.run_text);
-    assert_int_equal(json_integer_value(json_object_get(j, "step")), 3);
-    assert_string_equal(json_string_value(json_object_get(j, "tenant")), "acme");
+    assert_true(json_is_false(json_object_get(j, "stream")));
+    assert_string_equal(json_string_value(json_object_get(j, "tool_choice")), "auto");
+    assert_true(json_array_size(json_object_get(j, "tools")) > 0);
+    assert_true(json_is_number(json_object_get(j, "temperature")));
+    assert_null(json_object_get(j, "run_id"));
+    assert_null(json_object_get(j, "tenant"));
     assert_int_equal(json_array_size(json_object_get(j, "messages")), 2 + 2 * 2);
     json_decref(j);
     tr_free(a);
     tr_free(b);
+    tr_free(c);
+
+    /* Over budget (oldest steps summarised, the newest cut shorter): still
+     * the same bytes and stats with the cache as without. */
+    tr_run_vol_forget_prompt(&v);
+    h_free(&h);
+    build(&h, 12, 3000);
+    for (uint32_t budget = 100000; budget >= 200; budget /= 2) {
+        struct tr_context_stats s1, s2;
+        h.env.context_tokens = budget;
+        for (uint32_t step = 1; step <= 13; step++) {
+            a = tr_run_llm_request(&h.s, NULL, &h.env, step, &l1, d1, &s1);
+            b = tr_run_llm_request(&h.s, &v, &h.env, step, &l2, d2, &s2);
+            assert_int_equal(l1, l2);
+            assert_memory_equal(a, b, l1);
+            assert_memory_equal(&s1, &s2, sizeof s1);
+            j = json_loads(a, 0, NULL);
+            assert_non_null(j);
+            assert_int_equal(json_array_size(json_object_get(j, "messages")), s1.messages);
+            json_decref(j);
+            tr_free(a);
+            tr_free(b);
+        }
+    }
+    tr_run_vol_free(&v);
     h_free(&h);
 }
 
