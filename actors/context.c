@@ -188,30 +188,6 @@ static json_t *summary(const struct tr_run_state *s, uint32_t dropped)
 
 /* ---- text ------------------------------------------------------------------ */
 
-struct sbuf {
-    char *p;
-    size_t len, cap;
-};
-
-static void sb_put(struct sbuf *b, const void *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        b->p = tr_realloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_lit(struct sbuf *b, const char *s)
-{
-    sb_put(b, s, strlen(s));
-}
-
 /* Compact JSON text of j (tr_malloc'd); aborts if it does not encode. */
 static char *dump(const json_t *j, size_t *len)
 {
@@ -324,25 +300,25 @@ void tr_run_vol_forget_prompt(struct tr_run_vol *v)
 /* The start of the body, {"model":M,"messages":[SYSTEM,GOAL, into out;
  * *tokens: of "[SYSTEM,GOAL]". Returns the length of the part before
  * SYSTEM. A function of run.created alone. */
-static size_t head_put(const struct tr_run_state *s, struct tr_run_vol *v, struct sbuf *out, uint32_t *tokens)
+static size_t head_put(const struct tr_run_state *s, struct tr_run_vol *v, struct tr_buf *out, uint32_t *tokens)
 {
-    struct sbuf h = { 0 };
+    struct tr_buf h = { 0 };
     json_t *j;
     size_t n, at;
     char *sys, *t;
 
     if (v && v->head) {
-        sb_put(out, v->head, v->head_len);
+        tr_buf_add(out, v->head, v->head_len);
         *tokens = v->head_tokens;
         return v->head_len - v->head_msgs_len;
     }
-    sb_lit(&h, "{\"model\":");
+    tr_buf_adds(&h, "{\"model\":");
     j = jstr(s->model);
     t = dump(j, &n);
     json_decref(j);
-    sb_put(&h, t, n);
+    tr_buf_add(&h, t, n);
     tr_free(t);
-    sb_lit(&h, ",\"messages\":[");
+    tr_buf_adds(&h, ",\"messages\":[");
     at = h.len;
     sys = tr_malloc(strlen(s->system ? s->system : "") + sizeof tool_note + 4);
     sprintf(sys, "%s%s%s", s->system ? s->system : "", s->system && s->system[0] ? "\n\n" : "", tool_note);
@@ -350,16 +326,16 @@ static size_t head_put(const struct tr_run_state *s, struct tr_run_vol *v, struc
     tr_free(sys);
     t = dump(j, &n);
     json_decref(j);
-    sb_put(&h, t, n);
+    tr_buf_add(&h, t, n);
     tr_free(t);
-    sb_lit(&h, ",");
+    tr_buf_adds(&h, ",");
     j = message("user", s->goal);
     t = dump(j, &n);
     json_decref(j);
-    sb_put(&h, t, n);
+    tr_buf_add(&h, t, n);
     tr_free(t);
     *tokens = tr_context_tokens(h.len - at + 2);
-    sb_put(out, h.p, h.len);
+    tr_buf_add(out, h.p, h.len);
     if (v) {
         v->head = h.p;
         v->head_len = h.len;
@@ -389,7 +365,7 @@ static uint32_t summary_len(const struct tr_run_state *s, uint32_t dropped, char
  * after the head (head_put) and without the closing bracket; tools_tokens
  * counts the tool definitions. */
 static void messages_put(const struct tr_run_state *s, struct tr_run_vol *v, uint32_t upto, uint32_t tools_tokens,
-                         uint32_t budget, const struct tr_run_env *env, struct sbuf *out,
+                         uint32_t budget, const struct tr_run_env *env, struct tr_buf *out,
                          struct tr_context_stats *st)
 {
     const char **text;
@@ -446,8 +422,8 @@ static void messages_put(const struct tr_run_state *s, struct tr_run_vol *v, uin
     }
     if (dropped) {
         size_t n = summary_len(s, dropped, &sm_text);
-        sb_lit(out, ",");
-        sb_put(out, sm_text, n);
+        tr_buf_adds(out, ",");
+        tr_buf_add(out, sm_text, n);
         messages++;
     }
     for (uint32_t i = dropped; i < upto; i++) {
@@ -455,8 +431,8 @@ static void messages_put(const struct tr_run_state *s, struct tr_run_vol *v, uin
             uint32_t tr = 0, m = 0;
             text[i] = block_get(s, v, env, i, true, &tr, &m, &len[i], &own[i]);
         }
-        sb_lit(out, ",");
-        sb_put(out, text[i], len[i]);
+        tr_buf_adds(out, ",");
+        tr_buf_add(out, text[i], len[i]);
         messages += nmsg[i];
     }
     if (st) {
@@ -512,7 +488,7 @@ static const char *tools_get(const struct tr_run_state *s, struct tr_run_vol *v,
 json_t *tr_context_messages(const struct tr_run_state *s, uint32_t upto, const json_t *tools, uint32_t budget,
                             const struct tr_run_env *env, struct tr_context_stats *st)
 {
-    struct sbuf b = { 0 };
+    struct tr_buf b = { 0 };
     size_t at, tools_len = 0;
     uint32_t head_tokens;
     json_error_t jerr;
@@ -527,7 +503,7 @@ json_t *tr_context_messages(const struct tr_run_state *s, uint32_t upto, const j
     at = head_put(s, NULL, &b, &head_tokens);
     b.len = 0;
     messages_put(s, NULL, upto, tr_context_tokens(tools_len), budget, env, &b, st);
-    sb_lit(&b, "]");
+    tr_buf_adds(&b, "]");
     b.p[at - 1] = '[';
     msgs = json_loadb(b.p + at - 1, b.len - (at - 1), 0, &jerr);
     if (!msgs) {
@@ -542,28 +518,28 @@ char *tr_run_llm_request(const struct tr_run_state *s, struct tr_run_vol *v, con
                          uint32_t step, size_t *len, unsigned char digest[TR_RUN_DIGEST],
                          struct tr_context_stats *st)
 {
-    struct sbuf b = { 0 };
+    struct tr_buf b = { 0 };
     size_t tools_len;
     char *tools_own, temp[64];
     const char *tools = tools_get(s, v, env, &tools_len, &tools_own);
     json_t *t;
 
     messages_put(s, v, step ? step - 1 : 0, tr_context_tokens(tools_len), env->context_tokens, env, &b, st);
-    sb_lit(&b, "]");
+    tr_buf_adds(&b, "]");
     if (tools_len > 2) { /* not "[]" */
-        sb_lit(&b, ",\"tools\":");
-        sb_put(&b, tools, tools_len);
-        sb_lit(&b, ",\"tool_choice\":\"auto\"");
+        tr_buf_adds(&b, ",\"tools\":");
+        tr_buf_add(&b, tools, tools_len);
+        tr_buf_adds(&b, ",\"tool_choice\":\"auto\"");
     }
     tr_free(tools_own);
     t = json_real(s->temperature);
     if (t && json_dumpb(t, temp, sizeof temp, JSON_ENCODE_ANY) < sizeof temp) {
         size_t n = json_dumpb(t, temp, sizeof temp, JSON_ENCODE_ANY);
-        sb_lit(&b, ",\"temperature\":");
-        sb_put(&b, temp, n);
+        tr_buf_adds(&b, ",\"temperature\":");
+        tr_buf_add(&b, temp, n);
     }
     json_decref(t);
-    sb_lit(&b, ",\"stream\":false}");
+    tr_buf_adds(&b, ",\"stream\":false}");
     *len = b.len;
     crypto_generichash(digest, TR_RUN_DIGEST, (const unsigned char *)b.p, b.len, NULL, 0);
     return b.p;

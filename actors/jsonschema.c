@@ -147,19 +147,19 @@ static const char *type_name(const json_t *v)
 /* loc + "/" + escaped key; a new string. */
 static char *loc_child(const char *loc, const char *key, size_t len)
 {
-    struct sbuf b = {0};
-    js_sb_adds(&b, loc);
-    js_sb_add(&b, "/", 1);
+    struct tr_buf b = {0};
+    tr_buf_adds(&b, loc);
+    tr_buf_add(&b, "/", 1);
     for (size_t i = 0; i < len; i++) {
         if (key[i] == '~') {
-            js_sb_add(&b, "~0", 2);
+            tr_buf_add(&b, "~0", 2);
         } else if (key[i] == '/') {
-            js_sb_add(&b, "~1", 2);
+            tr_buf_add(&b, "~1", 2);
         } else {
-            js_sb_add(&b, key + i, 1);
+            tr_buf_add(&b, key + i, 1);
         }
     }
-    return b.s;
+    return b.p;
 }
 
 static char *loc_index(const char *loc, size_t i)
@@ -780,25 +780,25 @@ static const json_t *follow_pointer(struct cc *c, const json_t *doc, const char 
             return NULL;
         }
         i++;
-        struct sbuf tok = {0};
-        js_sb_add(&tok, "", 0);
+        struct tr_buf tok = {0};
+        tr_buf_add(&tok, "", 0);
         while (i < len && p[i] != '/') {
             if (p[i] == '~' && i + 1 < len && (p[i + 1] == '0' || p[i + 1] == '1')) {
-                js_sb_add(&tok, p[i + 1] == '0' ? "~" : "/", 1);
+                tr_buf_add(&tok, p[i + 1] == '0' ? "~" : "/", 1);
                 i += 2;
             } else {
-                js_sb_add(&tok, p + i, 1);
+                tr_buf_add(&tok, p + i, 1);
                 i++;
             }
         }
         const json_t *prev = cur;
         if (json_is_object(cur)) {
-            cur = json_object_getn(cur, tok.s, tok.len);
+            cur = json_object_getn(cur, tok.p, tok.len);
         } else if (json_is_array(cur)) {
             char *end;
-            unsigned long idx = strtoul(tok.s, &end, 10);
-            bool digits = tok.len > 0 && *end == '\0' && tok.s[0] >= '0' && tok.s[0] <= '9' &&
-                          (tok.len == 1 || tok.s[0] != '0');
+            unsigned long idx = strtoul(tok.p, &end, 10);
+            bool digits = tok.len > 0 && *end == '\0' && tok.p[0] >= '0' && tok.p[0] <= '9' &&
+                          (tok.len == 1 || tok.p[0] != '0');
             cur = digits ? json_array_get(cur, idx) : NULL;
         } else {
             cur = NULL;
@@ -806,12 +806,12 @@ static const json_t *follow_pointer(struct cc *c, const json_t *doc, const char 
         if (cur) {
             ptrmap_put(&c->reached, cur, (void *)1);
             if (json_is_boolean(cur) || json_is_null(cur)) {
-                char *k = member_key(prev, tok.s);
+                char *k = member_key(prev, tok.p);
                 json_object_set_new(c->reached_members, k, json_true());
                 tr_free(k);
             }
         }
-        tr_free(tok.s);
+        tr_free(tok.p);
         if (!cur) {
             return NULL;
         }
@@ -861,12 +861,12 @@ static int resolve_ref(struct cc *c, size_t ri)
     }
     struct js_node *t = ptrmap_get(&c->nodes, target);
     if (!t) {
-        struct sbuf loc = {0};
-        js_sb_adds(&loc, strcmp(doc_uri, c->root_base) == 0 ? "" : doc_uri);
-        js_sb_add(&loc, "#", 1);
-        js_sb_adds(&loc, f);
-        t = compile(c, target, doc_uri, loc.s);
-        tr_free(loc.s);
+        struct tr_buf loc = {0};
+        tr_buf_adds(&loc, strcmp(doc_uri, c->root_base) == 0 ? "" : doc_uri);
+        tr_buf_add(&loc, "#", 1);
+        tr_buf_adds(&loc, f);
+        t = compile(c, target, doc_uri, loc.p);
+        tr_free(loc.p);
     }
     tr_free(f);
     if (!t) {

@@ -168,13 +168,7 @@ void js_num_str(const json_t *v, char *buf, size_t cap);
 void js_bufcat(char *buf, size_t cap, size_t *len, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* A growing string; free s with tr_free. */
-struct sbuf {
-    char *s;
-    size_t len, cap;
-};
-void js_sb_add(struct sbuf *b, const char *s, size_t n);
-void js_sb_adds(struct sbuf *b, const char *s);
+/* Growing strings: struct tr_buf (runtime/runtime.h). */
 
 /* jsonschema_uri.c: RFC 3986 reference resolution; results are new strings. */
 /* Resolve ref against an absolute base URI. */

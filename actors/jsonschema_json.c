@@ -273,22 +273,3 @@ void js_bufcat(char *buf, size_t cap, size_t *len, const char *fmt, ...)
     *len += (size_t)n;
 }
 
-void js_sb_add(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1) {
-            cap *= 2;
-        }
-        b->s = tr_realloc(b->s, cap);
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-void js_sb_adds(struct sbuf *b, const char *s)
-{
-    js_sb_add(b, s, strlen(s));
-}

@@ -33,8 +33,7 @@ static void utf8_init(void)
 struct rx {
     const char *p, *end;
     const char *src;
-    char *out;
-    size_t len, cap;
+    struct tr_buf out; /* the POSIX ERE */
     int depth;
     struct tr_err *err;
     int rv;
@@ -42,17 +41,7 @@ struct rx {
 
 static void emit(struct rx *x, const char *s, size_t n)
 {
-    if (x->len + n + 1 > x->cap) {
-        size_t cap = x->cap ? x->cap : 64;
-        while (cap < x->len + n + 1) {
-            cap *= 2;
-        }
-        x->out = tr_realloc(x->out, cap);
-        x->cap = cap;
-    }
-    memcpy(x->out + x->len, s, n);
-    x->len += n;
-    x->out[x->len] = '\0';
+    tr_buf_add(&x->out, s, n);
 }
 
 static void emits(struct rx *x, const char *s)
@@ -678,24 +667,24 @@ int js_regex_compile(const char *src, size_t len, struct js_regex **out, struct 
         fail(&x, TR_EINVAL, "unmatched )");
     }
     if (x.rv != 0) {
-        tr_free(x.out);
+        tr_buf_free(&x.out);
         return x.rv;
     }
 
     struct js_regex *re = tr_calloc(1, sizeof *re);
     locale_t old = utf8_locale ? uselocale(utf8_locale) : (locale_t)0;
-    int rc = regcomp(&re->re, x.out, REG_EXTENDED | REG_NOSUB);
+    int rc = regcomp(&re->re, x.out.p, REG_EXTENDED | REG_NOSUB);
     if (utf8_locale) {
         uselocale(old);
     }
     if (rc != 0) {
         char msg[128];
         regerror(rc, &re->re, msg, sizeof msg);
-        tr_free(x.out);
+        tr_buf_free(&x.out);
         tr_free(re);
         return tr_err_set(err, rc == REG_ESPACE ? TR_ELIMIT : TR_EINVAL, "regcomp: %s", msg);
     }
-    tr_free(x.out);
+    tr_buf_free(&x.out);
     re->src = tr_strndup(src, len);
     *out = re;
     return 0;

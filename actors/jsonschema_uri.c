@@ -57,7 +57,7 @@ static void uri_parse(const char *s, struct uri *u)
 }
 
 /* RFC 3986 5.2.4, appending the result to out. */
-static void remove_dots(const char *in, size_t len, struct sbuf *out)
+static void remove_dots(const char *in, size_t len, struct tr_buf *out)
 {
     size_t start = out->len;
     size_t i = 0;
@@ -72,19 +72,19 @@ static void remove_dots(const char *in, size_t len, struct sbuf *out)
             i += 2;
         } else if (rest == 2 && memcmp(p, "/.", 2) == 0) {
             i += 1;
-            js_sb_add(out, "/", 1);
+            tr_buf_add(out, "/", 1);
             break;
         } else if ((rest >= 4 && memcmp(p, "/../", 4) == 0) || (rest == 3 && memcmp(p, "/..", 3) == 0)) {
             i += 3;
-            while (out->len > start && out->s[out->len - 1] != '/') {
+            while (out->len > start && out->p[out->len - 1] != '/') {
                 out->len--;
             }
             if (out->len > start) {
                 out->len--;
             }
-            out->s[out->len] = '\0';
+            out->p[out->len] = '\0';
             if (rest == 3) {
-                js_sb_add(out, "/", 1);
+                tr_buf_add(out, "/", 1);
                 break;
             }
         } else if ((rest == 1 && p[0] == '.') || (rest == 2 && memcmp(p, "..", 2) == 0)) {
@@ -100,12 +100,12 @@ static void remove_dots(const char *in, size_t len, struct sbuf *out)
                     k++;
                 }
             }
-            js_sb_add(out, p, k);
+            tr_buf_add(out, p, k);
             i += k;
         }
     }
-    if (!out->s) {
-        js_sb_add(out, "", 0);
+    if (!out->p) {
+        tr_buf_add(out, "", 0);
     }
 }
 
@@ -115,33 +115,33 @@ char *js_uri_resolve(const char *base, const char *ref)
     struct uri b, r;
     uri_parse(base, &b);
     uri_parse(ref, &r);
-    struct sbuf out = {0};
+    struct tr_buf out = {0};
     const struct uri *query_from;
-    js_sb_add(&out, r.scheme_len ? r.s : b.s, r.scheme_len ? r.scheme_len : b.scheme_len);
-    js_sb_add(&out, ":", 1);
+    tr_buf_add(&out, r.scheme_len ? r.s : b.s, r.scheme_len ? r.scheme_len : b.scheme_len);
+    tr_buf_add(&out, ":", 1);
     if (r.scheme_len || r.auth) {
         query_from = &r;
         if (r.auth) {
-            js_sb_add(&out, "//", 2);
-            js_sb_add(&out, r.auth, r.auth_len);
+            tr_buf_add(&out, "//", 2);
+            tr_buf_add(&out, r.auth, r.auth_len);
         }
         remove_dots(r.path, r.path_len, &out);
     } else {
         if (b.auth) {
-            js_sb_add(&out, "//", 2);
-            js_sb_add(&out, b.auth, b.auth_len);
+            tr_buf_add(&out, "//", 2);
+            tr_buf_add(&out, b.auth, b.auth_len);
         }
         if (r.path_len == 0) {
-            js_sb_add(&out, b.path, b.path_len);
+            tr_buf_add(&out, b.path, b.path_len);
             query_from = r.query ? &r : &b;
         } else {
             query_from = &r;
             if (r.path[0] == '/') {
                 remove_dots(r.path, r.path_len, &out);
             } else {
-                struct sbuf merged = {0};
+                struct tr_buf merged = {0};
                 if (b.auth && b.path_len == 0) {
-                    js_sb_add(&merged, "/", 1);
+                    tr_buf_add(&merged, "/", 1);
                 } else {
                     const char *slash = NULL;
                     for (size_t i = b.path_len; i > 0; i--) {
@@ -151,24 +151,24 @@ char *js_uri_resolve(const char *base, const char *ref)
                         }
                     }
                     if (slash) {
-                        js_sb_add(&merged, b.path, (size_t)(slash - b.path) + 1);
+                        tr_buf_add(&merged, b.path, (size_t)(slash - b.path) + 1);
                     }
                 }
-                js_sb_add(&merged, r.path, r.path_len);
-                remove_dots(merged.s, merged.len, &out);
-                tr_free(merged.s);
+                tr_buf_add(&merged, r.path, r.path_len);
+                remove_dots(merged.p, merged.len, &out);
+                tr_free(merged.p);
             }
         }
     }
     if (query_from->query) {
-        js_sb_add(&out, "?", 1);
-        js_sb_add(&out, query_from->query, query_from->query_len);
+        tr_buf_add(&out, "?", 1);
+        tr_buf_add(&out, query_from->query, query_from->query_len);
     }
     if (r.frag) {
-        js_sb_add(&out, "#", 1);
-        js_sb_add(&out, r.frag, r.frag_len);
+        tr_buf_add(&out, "#", 1);
+        tr_buf_add(&out, r.frag, r.frag_len);
     }
-    return out.s;
+    return out.p;
 }
 
 /* The URI without its fragment; a new string. */

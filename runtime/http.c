@@ -43,25 +43,6 @@
 #define MAX_TOTAL_CONNS 256
 #define MAX_HOST_CONNS 64
 
-struct dbuf {
-    char *p;
-    size_t len;
-    size_t cap;
-};
-
-static void dbuf_add(struct dbuf *b, const void *p, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        b->p = tr_realloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
 
 struct http_sched;
 
@@ -87,8 +68,8 @@ struct http_req {
     int headers_too_big;
     int canceled;
     uint64_t start_ns;
-    struct dbuf head;
-    struct dbuf body;
+    struct tr_buf head;
+    struct tr_buf body;
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -377,7 +358,7 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
     }
     r->received += n;
     if (!r->stream) {
-        dbuf_add(&r->body, ptr, n);
+        tr_buf_add(&r->body, ptr, n);
         return n;
     }
     struct tr_msg *m = tr_msg_new(TR_MSG_HTTP_CHUNK, (uint32_t)(sizeof(struct http_chunk_wire) + n));
@@ -400,7 +381,7 @@ static size_t header_cb(char *ptr, size_t size, size_t nmemb, void *ud)
         r->headers_too_big = 1;
         return 0;
     }
-    dbuf_add(&r->head, ptr, n);
+    tr_buf_add(&r->head, ptr, n);
     return n;
 }
 

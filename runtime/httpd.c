@@ -51,64 +51,12 @@
 /* Input buffered while a request is with the app, beyond the header cap. */
 #define INBUF_SLACK 65536
 
-struct buf {
-    char *p;
-    size_t len;
-    size_t cap;
-};
-
-static void buf_reserve(struct buf *b, size_t extra)
-{
-    size_t want = b->len + extra + 1;
-    if (want <= b->cap)
-        return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < want)
-        cap *= 2;
-    b->p = tr_realloc(b->p, cap);
-    b->cap = cap;
-}
-
-static void buf_add(struct buf *b, const void *p, size_t n)
-{
-    buf_reserve(b, n);
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void buf_printf(struct buf *b, const char *fmt, ...)
-{
-    char tmp[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n < sizeof(tmp)) {
-        buf_add(b, tmp, (size_t)n);
-        return;
-    }
-    buf_reserve(b, (size_t)n);
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
-static void buf_consume(struct buf *b, size_t n)
+static void buf_consume(struct tr_buf *b, size_t n)
 {
     memmove(b->p, b->p + n, b->len - n);
     b->len -= n;
 }
 
-static void buf_free(struct buf *b)
-{
-    tr_free(b->p);
-    memset(b, 0, sizeof(*b));
-}
 
 enum tmode { T_NONE, T_IDLE, T_REQUEST, T_RESUME, T_LINGER, T_HANDOVER };
 
@@ -132,15 +80,15 @@ struct tr_httpd_conn {
     enum tmode tmode;
     int open_handles;
     http_parser parser;
-    struct buf in; /* read, not yet parsed */
+    struct tr_buf in; /* read, not yet parsed */
 
     /* The request being parsed. */
-    struct buf hbuf;  /* url, then header names and values, unterminated */
+    struct tr_buf hbuf;  /* url, then header names and values, unterminated */
     size_t url_len;
     struct hspan hdrs[MAX_HEADERS];
     size_t n_hdrs;
     int last_was_value;
-    struct buf body;
+    struct tr_buf body;
     int in_message;
     int completed;
     int err_status; /* set by a parser callback that refused the request */
@@ -280,9 +228,9 @@ static void conn_free(struct tr_httpd_conn *c)
 {
     struct tr_httpd *s = c->srv;
     conn_unlink(c);
-    buf_free(&c->in);
-    buf_free(&c->hbuf);
-    buf_free(&c->body);
+    tr_buf_free(&c->in);
+    tr_buf_free(&c->hbuf);
+    tr_buf_free(&c->body);
     tr_free(c);
     srv_maybe_free(s);
 }
@@ -468,7 +416,7 @@ static void handover(struct tr_httpd_conn *c)
     uv_tcp_t *tcp = c->tcp;
     tr_httpd_upgrade_cb cb = c->upgrade_cb;
     void *arg = c->upgrade_arg;
-    struct buf rest = c->in;
+    struct tr_buf rest = c->in;
     memset(&c->in, 0, sizeof(c->in));
     c->upgrade_cb = NULL;
     c->upgrading = 0;
@@ -482,7 +430,7 @@ static void handover(struct tr_httpd_conn *c)
     uv_close((uv_handle_t *)&c->timer, timer_close_cb);
     c->open_handles--; /* the socket is the app's now */
     cb(tcp, rest.p ? rest.p : "", rest.len, arg);
-    buf_free(&rest);
+    tr_buf_free(&rest);
 }
 
 /* Every queued write has completed. */
@@ -513,12 +461,12 @@ static int keep_alive_for(const struct tr_httpd_conn *c)
     return c->req_keep_alive && !c->srv->closing && !c->stop_parsing && !c->close_after_write;
 }
 
-static void build_head(struct buf *h, int status, const char *const *headers, size_t n)
+static void build_head(struct tr_buf *h, int status, const char *const *headers, size_t n)
 {
-    buf_printf(h, "HTTP/1.1 %d %s\r\n", status, tr_httpd_reason(status));
+    tr_buf_printf(h, "HTTP/1.1 %d %s\r\n", status, tr_httpd_reason(status));
     for (size_t i = 0; i < n; i++) {
-        buf_add(h, headers[i], strlen(headers[i]));
-        buf_add(h, "\r\n", 2);
+        tr_buf_add(h, headers[i], strlen(headers[i]));
+        tr_buf_add(h, "\r\n", 2);
     }
 }
 
@@ -552,15 +500,15 @@ int tr_httpd_respond(struct tr_httpd_req *req, int status, const char *const *he
         return TR_EINVAL;
     int keep = keep_alive_for(c);
     int no_body = (status >= 100 && status < 200) || status == 204 || status == 304;
-    struct buf h = {0};
+    struct tr_buf h = {0};
     build_head(&h, status, headers, n_headers);
     if (!no_body)
-        buf_printf(&h, "Content-Length: %zu\r\n", len);
-    buf_printf(&h, "Connection: %s\r\n\r\n", keep ? "keep-alive" : "close");
+        tr_buf_printf(&h, "Content-Length: %zu\r\n", len);
+    tr_buf_printf(&h, "Connection: %s\r\n\r\n", keep ? "keep-alive" : "close");
     uv_buf_t bufs[2] = {uv_buf_init(h.p, (unsigned)h.len), uv_buf_init((char *)body, (unsigned)len)};
     unsigned nb = (no_body || c->head_only || len == 0) ? 1 : 2;
     int rv = conn_writev(c, bufs, nb);
-    buf_free(&h);
+    tr_buf_free(&h);
     conn_after_response(c, keep);
     return rv;
 }
@@ -577,15 +525,15 @@ int tr_httpd_stream_start(struct tr_httpd_req *req, int status, const char *cons
         mode = TR_HTTPD_RAW; /* HTTP/1.0 has no chunked encoding */
     c->streaming = 1;
     c->smode = mode;
-    struct buf h = {0};
+    struct tr_buf h = {0};
     build_head(&h, status, headers, n_headers);
     if (mode == TR_HTTPD_CHUNKED)
-        buf_printf(&h, "Transfer-Encoding: chunked\r\nConnection: %s\r\n\r\n",
+        tr_buf_printf(&h, "Transfer-Encoding: chunked\r\nConnection: %s\r\n\r\n",
                    keep_alive_for(c) ? "keep-alive" : "close");
     else
-        buf_printf(&h, "Connection: close\r\n\r\n");
+        tr_buf_printf(&h, "Connection: close\r\n\r\n");
     int rv = conn_write(c, h.p, h.len);
-    buf_free(&h);
+    tr_buf_free(&h);
     return rv;
 }
 
@@ -681,7 +629,7 @@ static void send_error(struct tr_httpd_conn *c, int status)
     static const char *codes[] = {"bad_request", "request_timeout", "payload_too_large",
                                   "header_fields_too_large"};
     const char *code = status == 408 ? codes[1] : status == 413 ? codes[2] : status == 431 ? codes[3] : codes[0];
-    struct buf b = {0};
+    struct tr_buf b = {0};
     char body[160];
     int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}\n", code,
                      tr_httpd_reason(status));
@@ -690,12 +638,12 @@ static void send_error(struct tr_httpd_conn *c, int status)
     c->close_after_write = 1;
     c->in_message = 0;
     stop_timer(c);
-    buf_printf(&b,
+    tr_buf_printf(&b,
                "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                "Connection: close\r\n\r\n%s",
                status, tr_httpd_reason(status), n, body);
     int rv = conn_write(c, b.p, b.len);
-    buf_free(&b);
+    tr_buf_free(&b);
     if (rv == 0 && c->writes == 0)
         begin_linger(c);
 }
@@ -733,7 +681,7 @@ static int on_url(http_parser *p, const char *at, size_t n)
     struct tr_httpd_conn *c = pconn(p);
     if (!header_room(c, n))
         return -1;
-    buf_add(&c->hbuf, at, n);
+    tr_buf_add(&c->hbuf, at, n);
     c->url_len += n;
     return 0;
 }
@@ -755,7 +703,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
         h->value_len = 0;
         c->last_was_value = 0;
     }
-    buf_add(&c->hbuf, at, n);
+    tr_buf_add(&c->hbuf, at, n);
     c->hdrs[c->n_hdrs - 1].name_len += n;
     return 0;
 }
@@ -771,7 +719,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
         h->value_len = 0;
         c->last_was_value = 1;
     }
-    buf_add(&c->hbuf, at, n);
+    tr_buf_add(&c->hbuf, at, n);
     h->value_len += n;
     return 0;
 }
@@ -792,7 +740,7 @@ static int on_headers_complete(http_parser *p)
             c->err_status = 413;
             return -1;
         }
-        buf_reserve(&c->body, (size_t)p->content_length);
+        tr_buf_reserve(&c->body, (size_t)p->content_length);
     }
     for (size_t i = 0; i < c->n_hdrs; i++) {
         if (span_is(c, &c->hdrs[i], "expect", "100-continue")) {
@@ -811,7 +759,7 @@ static int on_body(http_parser *p, const char *at, size_t n)
         c->err_status = 413;
         return -1;
     }
-    buf_add(&c->body, at, n);
+    tr_buf_add(&c->body, at, n);
     return 0;
 }
 
@@ -993,7 +941,7 @@ static void timer_cb(uv_timer_t *t)
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
     struct tr_httpd_conn *c = h->data;
-    buf_reserve(&c->in, READ_CHUNK);
+    tr_buf_reserve(&c->in, READ_CHUNK);
     b->base = c->in.p + c->in.len;
     b->len = READ_CHUNK;
 }

@@ -103,6 +103,20 @@ TR_API int tr_log_enabled(enum tr_log_level level);
 TR_API void tr_log(enum tr_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* A growable byte buffer, NUL-terminated whenever p is not NULL (so text
+ * built in it is a C string). Zero-initialise it; tr_buf_free releases it. */
+struct tr_buf {
+    char *p;
+    size_t len;
+    size_t cap;
+};
+TR_API void tr_buf_reserve(struct tr_buf *b, size_t extra); /* room for extra more bytes */
+TR_API void tr_buf_add(struct tr_buf *b, const void *data, size_t n);
+TR_API void tr_buf_adds(struct tr_buf *b, const char *s);
+TR_API void tr_buf_addc(struct tr_buf *b, char c);
+TR_API void tr_buf_printf(struct tr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+TR_API void tr_buf_free(struct tr_buf *b);
+
 /* ------------------------------------------------------------------------ */
 /* Messages.                                                                  */
 
