@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "harness.h"
 #include "raft/raft.h"
 #include "runtime/runtime.h"
 #include "schemas/command_generated.h"
@@ -225,24 +226,6 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static int free_port(void)
-{
-    uv_loop_t loop;
-    uv_tcp_t tcp;
-    struct sockaddr_in a;
-    struct sockaddr_storage got;
-    int len = sizeof got, port = 0;
-    uv_loop_init(&loop);
-    uv_tcp_init(&loop, &tcp);
-    uv_ip4_addr("127.0.0.1", 0, &a);
-    if (uv_tcp_bind(&tcp, (const struct sockaddr *)&a, 0) == 0 &&
-        uv_tcp_getsockname(&tcp, (struct sockaddr *)&got, &len) == 0)
-        port = ntohs(((struct sockaddr_in *)&got)->sin_port);
-    uv_close((uv_handle_t *)&tcp, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-    return port;
-}
 
 static double now_s(void)
 {
@@ -263,7 +246,7 @@ int main(int argc, char **argv)
     if (window == 0 || window > 64)
         window = 16;
     double seconds = argc > 4 ? atof(argv[4]) : 3.0;
-    snprintf(raft_addr, sizeof raft_addr, "127.0.0.1:%d", free_port());
+    snprintf(raft_addr, sizeof raft_addr, "127.0.0.1:%d", h_free_port());
 
     struct tr_rt_opts ro = { 0 };
     if (tr_rt_new(&ro, &rt) != TR_OK || tr_rt_start(rt) != TR_OK)

@@ -17,6 +17,8 @@
 #include <sys/socket.h>
 
 #include <cmocka.h>
+
+#include "harness.h"
 #include <curl/curl.h>
 
 #include "gateway/gateway.h"
@@ -92,24 +94,6 @@ static void open_cb(struct tr_ctx *ctx, void *arg)
     atomic_store(&phase, 1);
 }
 
-static int free_port(void)
-{
-    uv_loop_t loop;
-    uv_tcp_t tcp;
-    struct sockaddr_in a;
-    struct sockaddr_storage got;
-    int len = sizeof got;
-    uv_loop_init(&loop);
-    uv_tcp_init(&loop, &tcp);
-    uv_ip4_addr("127.0.0.1", 0, &a);
-    uv_tcp_bind(&tcp, (const struct sockaddr *)&a, 0);
-    uv_tcp_getsockname(&tcp, (struct sockaddr *)&got, &len);
-    int port = ntohs(((struct sockaddr_in *)&got)->sin_port);
-    uv_close((uv_handle_t *)&tcp, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-    return port;
-}
 
 /* ---- HTTP ------------------------------------------------------------------------ */
 
@@ -224,7 +208,7 @@ static int setup(void **st)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     snprintf(dir, sizeof dir, "/tmp/troupe-gw-XXXXXX");
     assert_non_null(mkdtemp(dir));
-    snprintf(raft_addr, sizeof raft_addr, "127.0.0.1:%d", free_port());
+    snprintf(raft_addr, sizeof raft_addr, "127.0.0.1:%d", h_free_port());
     struct tr_rt_opts ro = { .schedulers = 2 };
     assert_int_equal(tr_rt_new(&ro, &rt), TR_OK);
     assert_int_equal(tr_rt_start(rt), TR_OK);

@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include "harness.h"
+
 #include "raft/raft.h"
 
 /* --- a tiny FSM: sum of uint64 entries, count of entries ---------------------- */
@@ -70,26 +72,6 @@ struct fixture {
     int closed;
 };
 
-static int free_port(void)
-{
-    /* Bind to port 0 to learn a free one; the small race with other
-     * processes is acceptable in a test. */
-    uv_loop_t loop;
-    uv_tcp_t tcp;
-    struct sockaddr_in a;
-    struct sockaddr_storage got;
-    int len = sizeof got;
-    uv_loop_init(&loop);
-    uv_tcp_init(&loop, &tcp);
-    uv_ip4_addr("127.0.0.1", 0, &a);
-    assert_int_equal(uv_tcp_bind(&tcp, (const struct sockaddr *)&a, 0), 0);
-    assert_int_equal(uv_tcp_getsockname(&tcp, (struct sockaddr *)&got, &len), 0);
-    int port = ntohs(((struct sockaddr_in *)&got)->sin_port);
-    uv_close((uv_handle_t *)&tcp, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-    return port;
-}
 
 static void open_node(struct fixture *f, int bootstrap)
 {
@@ -144,7 +126,7 @@ static int setup(void **state)
     struct fixture *f = calloc(1, sizeof *f);
     snprintf(f->dir, sizeof f->dir, "/tmp/tr-raft-test-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
-    snprintf(f->address, sizeof f->address, "127.0.0.1:%d", free_port());
+    snprintf(f->address, sizeof f->address, "127.0.0.1:%d", h_free_port());
     uv_loop_init(&f->loop);
     *state = f;
     return 0;

@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "harness.h"
+
 #include "raft/fsm.h"
 #include "raft/raft.h"
 #include "schemas/command_generated.h"
@@ -359,30 +361,12 @@ static uint64_t journal_len(uint64_t id)
     return n;
 }
 
-static int free_port(void)
-{
-    uv_loop_t loop;
-    uv_tcp_t tcp;
-    struct sockaddr_in a;
-    struct sockaddr_storage got;
-    int len = sizeof got;
-    uv_loop_init(&loop);
-    uv_tcp_init(&loop, &tcp);
-    uv_ip4_addr("127.0.0.1", 0, &a);
-    uv_tcp_bind(&tcp, (const struct sockaddr *)&a, 0);
-    uv_tcp_getsockname(&tcp, (struct sockaddr *)&got, &len);
-    int port = ntohs(((struct sockaddr_in *)&got)->sin_port);
-    uv_close((uv_handle_t *)&tcp, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-    return port;
-}
 
 static int setup(void **unused)
 {
     snprintf(dir, sizeof dir, "/tmp/tr-state-test-XXXXXX");
     assert_non_null(mkdtemp(dir));
-    snprintf(raft_addr, sizeof raft_addr, "127.0.0.1:%d", free_port());
+    snprintf(raft_addr, sizeof raft_addr, "127.0.0.1:%d", h_free_port());
     n_replies = 0;
     n_notes = 0;
     snapshot_threshold = 0;
