@@ -26,7 +26,12 @@ void tr_run_key(uint64_t id, unsigned char out[8])
 
 void tr_run_id_text(uint64_t id, char out[TR_RUN_ID_TEXT_LEN])
 {
-    snprintf(out, TR_RUN_ID_TEXT_LEN, "run_%016llx", (unsigned long long)id);
+    /* On the append path for every event: no printf. */
+    static const char hex[] = "0123456789abcdef";
+    memcpy(out, "run_", 4);
+    for (int i = 0; i < 16; i++)
+        out[4 + i] = hex[(id >> (60 - 4 * i)) & 0xf];
+    out[20] = '\0';
 }
 
 int tr_run_id_from_text(const char *s, size_t len, uint64_t *out)
