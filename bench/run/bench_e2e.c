@@ -41,6 +41,18 @@ static const char *script =
     "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 9, \"b\": 10}}]},"
     "  {\"content\": \"The last sum was {{last_tool_result}}\"}"
     " ],"
+    " \"tenread\": ["
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 1, \"b\": 2}}]},"
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 2, \"b\": 3}}]},"
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 3, \"b\": 4}}]},"
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 4, \"b\": 5}}]},"
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 5, \"b\": 6}}]},"
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 6, \"b\": 7}}]},"
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 7, \"b\": 8}}]},"
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 8, \"b\": 9}}]},"
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 9, \"b\": 10}}]},"
+    "  {\"content\": \"The last sum was {{last_tool_result}}\"}"
+    " ],"
     " \"long\": ["
     "  {\"tool_calls\": [{\"name\": \"echo\", \"arguments\": {\"note\": \"step {{step}}\"}}], \"repeat\": true}"
     " ]}}";
@@ -97,14 +109,16 @@ static long status_kib(pid_t pid, const char *field)
     return v;
 }
 
-static void register_tool(struct h_node *n, const char *name, const char *toolbase)
+/* name: the tool's name; endpoint: the tool server's tool it calls. */
+static void register_tool(struct h_node *n, const char *name, const char *endpoint, const char *risk,
+                          const char *toolbase)
 {
     char body[1024], url[256];
     snprintf(body, sizeof body,
              "{\"name\": \"%s\", \"description\": \"%s\", \"input_schema\": {\"type\": \"object\"},"
-             " \"risk\": \"write\", \"kind\": \"http\", \"config\": {\"url\": \"%s/tools/%s\","
+             " \"risk\": \"%s\", \"kind\": \"http\", \"config\": {\"url\": \"%s/tools/%s\","
              " \"allow\": [\"127.0.0.1\"]}, \"timeout_ms\": 30000}",
-             name, name, toolbase, name);
+             name, name, risk, toolbase, endpoint);
     snprintf(url, sizeof url, "%s/v1/tools", n->base);
     struct h_resp r;
     h_http(&r, "POST", url, body, NULL, 10000);
@@ -195,7 +209,7 @@ static char *create(struct h_node *n, const char *script_name, int max_steps)
     char body[512];
     snprintf(body, sizeof body,
              "{\"goal\": \"benchmark\", \"agent\": {\"model\": \"mock-gpt\", \"system\": \"[mock:%s]\","
-             " \"tools\": [\"add\", \"echo\"], \"max_steps\": %d}}",
+             " \"tools\": [\"add\", \"lookup\", \"echo\"], \"max_steps\": %d}}",
              script_name, max_steps);
     return h_create_run(n, body, NULL);
 }
@@ -234,8 +248,9 @@ int main(int argc, char **argv)
     char *args[] = { "--max-active-runs", "2000", NULL };
     if (h_node_start(&node, data, args, env) != 0)
         return 1;
-    register_tool(&node, "add", toolbase);
-    register_tool(&node, "echo", toolbase);
+    register_tool(&node, "add", "add", "write", toolbase);
+    register_tool(&node, "lookup", "add", "read", toolbase);
+    register_tool(&node, "echo", "echo", "write", toolbase);
     pid_t pid = node.proc.pid;
 
     /* ---- 1. step overhead ------------------------------------------------------
@@ -244,7 +259,9 @@ int main(int argc, char **argv)
      * the mock model, the tool server and this driver share the cores, so
      * the extra figures include queueing behind other runs' work. */
     uint64_t p50_1 = 0, p99_1 = 0;
-    for (int conc = 1; conc <= 10; conc += 9) {
+    for (int pass = 0; pass < 3; pass++) {
+        int conc = pass == 1 ? 10 : 1;
+        const char *which = pass == 2 ? "tenread" : "ten";
         int total = conc == 1 ? 50 : 100;
         char **a_ids = calloc((size_t)total, sizeof *a_ids);
         int next = 0, finished = 0;
@@ -269,7 +286,7 @@ int main(int argc, char **argv)
                     active[i] = -1;
                 }
                 if (next < total) {
-                    a_ids[next] = create(&node, "ten", 20);
+                    a_ids[next] = create(&node, which, 20);
                     if (a_ids[next] == NULL)
                         return 1;
                     active[i] = next++;
@@ -284,14 +301,18 @@ int main(int argc, char **argv)
         }
         free(a_ids);
         qsort(ov, nov, sizeof *ov, cmp_u64);
-        printf("step overhead, %d run%s at a time: %zu steps of %d runs: p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, "
+        printf("step overhead, %d run%s at a time%s: %zu steps of %d runs: p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, "
                "max %.3f ms\n",
-               conc, conc == 1 ? "" : "s", nov, total, (double)pct(ov, nov, 0.5) / 1000,
+               conc, conc == 1 ? "" : "s", pass == 2 ? ", a read tool" : ", a write tool", nov, total, (double)pct(ov, nov, 0.5) / 1000,
                (double)pct(ov, nov, 0.9) / 1000, (double)pct(ov, nov, 0.99) / 1000,
                nov ? (double)ov[nov - 1] / 1000 : 0.0);
-        if (conc == 1) {
+        if (pass == 0) {
             p50_1 = pct(ov, nov, 0.5);
             p99_1 = pct(ov, nov, 0.99);
+        } else if (pass == 2) {
+            /* Read tools run without waiting for tool.started's ack. */
+            printf("bench: run.step_overhead_p50_ms.read_tool %.3f ms\n", (double)pct(ov, nov, 0.5) / 1000);
+            printf("bench: run.step_overhead_p99_ms.read_tool %.3f ms\n", (double)pct(ov, nov, 0.99) / 1000);
         } else {
             printf("bench: run.step_overhead_p50_ms.10_runs %.3f ms\n", (double)pct(ov, nov, 0.5) / 1000);
             printf("bench: run.step_overhead_p99_ms.10_runs %.3f ms\n", (double)pct(ov, nov, 0.99) / 1000);
