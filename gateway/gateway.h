@@ -1,7 +1,7 @@
 /* gateway/: the client-facing servers of a Troupe node. Today: the HTTP JSON
- * API of API.md ("HTTP (JSON)") for runs, events, approvals, tools, cluster
+ * API of API.md ("HTTP (JSON)") and the FlatBuffers TCP client protocol for runs, events, approvals, tools, cluster
  * status, health and metrics. The full gateway (tenants, API keys and roles,
- * SSE and WebSocket, the FlatBuffers TCP protocol, the dashboard) grows here
+ * SSE and WebSocket, the dashboard) grows here
  * behind the same entry points. Run events are also served as Server-Sent
  * Events (history, then live); WebSocket comes with the full gateway.
  *
@@ -42,6 +42,12 @@ struct tr_gateway_opts {
     const char *admin_token;         /* TROUPE_ADMIN_TOKEN; NULL or "": no auth (copied) */
     uint64_t node_id;                /* owner_node of the runs created here */
     size_t max_body_bytes;           /* request body cap (413 beyond); 0 = 1 MiB */
+    /* The FlatBuffers TCP protocol (API.md "FlatBuffers client protocol"):
+     * served on client_host:client_port when client_host is not NULL
+     * (client_port 0: ephemeral, see tr_gateway_client_port). Same
+     * handlers, validation and authentication as HTTP. */
+    const char *client_host;
+    int client_port;
 };
 
 /* Start the HTTP server on tr_ctx_loop(ctx). Call from a callback on the
@@ -60,5 +66,7 @@ void tr_gateway_close(struct tr_gateway *g, void (*cb)(void *), void *arg);
 
 /* The bound HTTP port. */
 int tr_gateway_port(struct tr_gateway *g);
+/* The bound client-protocol port; 0 when it is not served. */
+int tr_gateway_client_port(struct tr_gateway *g);
 
 #endif /* TR_GATEWAY_H */

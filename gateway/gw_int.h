@@ -255,6 +255,10 @@ struct gw_call {
     uint64_t sse_seq;            /* last journal seq sent */
     struct gw_run_req run;
     char *text;
+    /* Set by a non-HTTP front end (proto_server.c): the answer goes to
+     * sink instead of the HTTP server; req is then that front end's. */
+    void (*sink)(struct gw_call *c, int status, const char *body, size_t len);
+    void *sink_arg;
 };
 
 /* The gateway. Lives on one loop; see gateway.h. */
@@ -265,6 +269,7 @@ struct tr_gateway {
     const struct tr_node_env *env;
     uv_loop_t *loop;
     struct tr_httpd *httpd;
+    struct gw_proto *proto;        /* the FlatBuffers TCP server, or NULL */
     uv_timer_t tick;               /* long polls: re-check waiting runs */
     bool auth;                     /* an admin token is configured */
     unsigned char token_hash[32];  /* BLAKE2b of "Bearer <token>" */
@@ -279,6 +284,14 @@ struct tr_gateway {
     uint64_t http_count[GW_R_COUNT][6]; /* by route and status class (1xx..5xx) */
     uint64_t created, conflicts, not_leader;
 };
+
+/* A call for req (owned by the caller until answered or abandoned), on
+ * g->calls. gw_call_dispatch routes, authenticates and runs its handler,
+ * exactly as for an HTTP request. gw_call_abandon: the client left; the
+ * call is freed once no proposal of it is in flight, and never answered. */
+struct gw_call *gw_call_new(struct tr_gateway *g, struct tr_httpd_req *req);
+void gw_call_dispatch(struct gw_call *c);
+void gw_call_abandon(struct gw_call *c);
 
 /* Answers: each finishes the request and may free c: return right after. */
 void gw_respond_json(struct gw_call *c, int status, json_t *body /* stolen */);
@@ -304,6 +317,27 @@ int gw_sse_pump(struct gw_call *c);
 /* Answer with the run object of `key` (404 when absent or not visible). */
 void gw_answer_run(struct gw_call *c, int status, uint64_t key);
 bool gw_run_terminal(int status);
+
+/* ---- the FlatBuffers TCP server (proto_server.c) ----------------------------------- */
+
+#define GW_PROTO_FRAME_MAX (16u << 20)   /* inbound and outbound frame cap */
+#define GW_PROTO_SENDQ_MAX (8u << 20)    /* unsent bytes per connection before it is dropped */
+#define GW_PROTO_CONN_MAX 1024
+
+struct gw_proto;
+/* Listen on host:port on g->loop; requests become gw_calls of g. */
+int gw_proto_start(struct tr_gateway *g, const char *host, int port, struct tr_err *err);
+/* Stop listening, drop every connection (abandoning their calls), then
+ * free the server, set g->proto = NULL and call cb(arg) (never from
+ * inside this call). */
+void gw_proto_close(struct tr_gateway *g, void (*cb)(void *), void *arg);
+int gw_proto_port(struct tr_gateway *g);
+/* The Result of operation op (troupe_proto_Op) answered 2xx with JSON j by
+ * c's handler, built in b from the store: *rtype its union tag. after: the
+ * GetEvents after_seq; skip_disabled: ListTools without disabled tools.
+ * 0 when the records cannot be read back (proto_result.c). */
+tr_fb_ref gw_proto_result(struct tr_fb_builder *b, const struct gw_call *c, uint8_t op, json_t *j, uint64_t after,
+                          bool skip_disabled, uint8_t *rtype);
 
 /* ---- reads (store.c) --------------------------------------------------------------- */
 

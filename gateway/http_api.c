@@ -70,12 +70,17 @@ static void call_release(struct gw_call *c)
     tr_free(c);
 }
 
-static void on_client_gone(struct tr_httpd_req *req, void *arg)
+void gw_call_abandon(struct gw_call *c)
 {
-    struct gw_call *c = arg;
     c->req = NULL;
+    c->sink = NULL;
     waiter_unlink(c);
     call_release(c);
+}
+
+static void on_client_gone(struct tr_httpd_req *req, void *arg)
+{
+    gw_call_abandon(arg);
 }
 
 /* ---- answers ----------------------------------------------------------------------- */
@@ -104,6 +109,11 @@ static void respond_raw(struct gw_call *c, int status, const char *ctype, const 
     if (c->g != NULL && status >= 100 && status < 600)
         c->g->http_count[c->m.route][status / 100]++;
     c->req = NULL;
+    if (c->sink != NULL) {
+        c->sink(c, status, body, len);
+        call_release(c);
+        return;
+    }
     (void)tr_httpd_respond(req, status, headers, n, body, len); /* req is finished either way */
     call_release(c);
 }
@@ -324,9 +334,8 @@ static int authenticate(struct tr_gateway *g, struct tr_httpd_req *req, struct g
 
 /* ---- dispatch ------------------------------------------------------------------------- */
 
-static void on_request(struct tr_httpd_req *req, void *ud)
+struct gw_call *gw_call_new(struct tr_gateway *g, struct tr_httpd_req *req)
 {
-    struct tr_gateway *g = ud;
     struct gw_call *c = tr_calloc(1, sizeof *c);
     c->g = g;
     c->req = req;
@@ -334,8 +343,20 @@ static void on_request(struct tr_httpd_req *req, void *ud)
     if (g->calls != NULL)
         g->calls->prev = c;
     g->calls = c;
-    tr_httpd_on_close(req, on_client_gone, c);
+    return c;
+}
 
+static void on_request(struct tr_httpd_req *req, void *ud)
+{
+    struct gw_call *c = gw_call_new(ud, req);
+    tr_httpd_on_close(req, on_client_gone, c);
+    gw_call_dispatch(c);
+}
+
+void gw_call_dispatch(struct gw_call *c)
+{
+    struct tr_gateway *g = c->g;
+    struct tr_httpd_req *req = c->req;
     int st = gw_route(req->method, req->path, &c->m);
     if (st == 404) {
         c->m.route = GW_R_NONE;
@@ -391,6 +412,8 @@ static void on_request(struct tr_httpd_req *req, void *ud)
 
 /* ---- lifecycle ----------------------------------------------------------------------- */
 
+static void httpd_closed(void *arg);
+
 int tr_gateway_start(struct tr_ctx *ctx, const struct tr_gateway_opts *o, struct tr_gateway **out,
                      struct tr_err *err)
 {
@@ -436,6 +459,15 @@ int tr_gateway_start(struct tr_ctx *ctx, const struct tr_gateway_opts *o, struct
     uv_timer_init(loop, &g->tick);
     g->tick.data = g;
     tr_fb_builder_init(&g->b);
+    if (o->client_host != NULL) {
+        rv = gw_proto_start(g, o->client_host, o->client_port, err);
+        if (rv != TR_OK) {
+            tr_err_wrap(err, "gateway");
+            g->closing = 1;
+            tr_httpd_close(g->httpd, httpd_closed, g); /* frees g, no callback */
+            return rv;
+        }
+    }
     tr_log(TR_LOG_INFO, "gateway: HTTP API on %s:%d%s", o->host ? o->host : "127.0.0.1", tr_httpd_port(g->httpd),
            g->auth ? " (admin token required)" : "");
     *out = g;
@@ -469,6 +501,12 @@ static void httpd_closed(void *arg)
     uv_close((uv_handle_t *)&g->tick, tick_closed);
 }
 
+static void proto_closed(void *arg)
+{
+    struct tr_gateway *g = arg;
+    tr_httpd_close(g->httpd, httpd_closed, g);
+}
+
 void tr_gateway_close(struct tr_gateway *g, void (*cb)(void *), void *arg)
 {
     if (g->closing)
@@ -477,10 +515,18 @@ void tr_gateway_close(struct tr_gateway *g, void (*cb)(void *), void *arg)
     g->close_cb = cb;
     g->close_arg = arg;
     uv_timer_stop(&g->tick);
-    tr_httpd_close(g->httpd, httpd_closed, g);
+    if (g->proto != NULL)
+        gw_proto_close(g, proto_closed, g); /* its calls first: they live on g */
+    else
+        tr_httpd_close(g->httpd, httpd_closed, g);
 }
 
 int tr_gateway_port(struct tr_gateway *g)
 {
     return tr_httpd_port(g->httpd);
+}
+
+int tr_gateway_client_port(struct tr_gateway *g)
+{
+    return g->proto != NULL ? gw_proto_port(g) : 0;
 }

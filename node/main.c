@@ -54,6 +54,8 @@ struct node {
     struct tr_gateway *gateway;
     char http_host[64];
     int http_port;
+    char client_host[64];
+    int client_port;
     atomic_int step_done;   /* a tr_rt_call finished: 1 ok, -1 failed */
     struct tr_err err;
 };
@@ -237,6 +239,7 @@ static void listen_cb(struct tr_ctx *ctx, void *arg)
     struct tr_gateway_opts go = {
         .rt = n->rt, .state = n->state, .env = &n->env, .host = n->http_host, .port = n->http_port,
         .admin_token = getenv("TROUPE_ADMIN_TOKEN"), .node_id = n->o.id,
+        .client_host = n->o.client != NULL ? n->client_host : NULL, .client_port = n->client_port,
     };
     int rv = tr_gateway_start(ctx, &go, &n->gateway, &n->err);
     atomic_store(&n->step_done, rv == TR_OK ? 1 : -1);
@@ -262,6 +265,8 @@ static int write_ports_file(struct node *n)
     if (f == NULL)
         return -1;
     fprintf(f, "http %d\n", tr_gateway_port(n->gateway));
+    if (n->o.client != NULL)
+        fprintf(f, "client %d\n", tr_gateway_client_port(n->gateway));
     if (fclose(f) != 0 || rename(tmp, n->o.ports_file) != 0)
         return -1;
     return 0;
@@ -288,6 +293,11 @@ int main(int argc, char **argv)
         return 2;
     if (split_hostport(n->o.http, n->http_host, sizeof n->http_host, &n->http_port) != 0) {
         fprintf(stderr, "troupe: --http: expected HOST:PORT, got %s\n", n->o.http);
+        return 2;
+    }
+    if (n->o.client != NULL &&
+        split_hostport(n->o.client, n->client_host, sizeof n->client_host, &n->client_port) != 0) {
+        fprintf(stderr, "troupe: --client: expected HOST:PORT, got %s\n", n->o.client);
         return 2;
     }
     if (mkdir(n->o.data, 0755) != 0 && errno != EEXIST) {
