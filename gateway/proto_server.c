@@ -22,8 +22,12 @@
  *   - the client leaves with calls in flight: each is abandoned
  *     (gw_call_abandon): its proposal still completes, its answer is dropped;
  *   - an answer that would make a frame over 16 MiB: an error TooLarge.
- * Subscriptions (Subscribe/Unsubscribe) and tenants/cluster management are
- * answered Unsupported in this version.
+ * Subscriptions: Subscribe goes through the HTTP handler of GET
+ * /v1/runs/{id} (authentication, visibility); then a 25 ms tick pushes the
+ * journal past after_seq as EventPush frames (history, then live), holding
+ * back while more than 1 MiB is unsent, and ends with SubscriptionEnd once
+ * the run is terminal and fully pushed. Tenants and cluster management
+ * answer Unsupported in this version.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,6 +39,16 @@
 #define READ_CHUNK (64u << 10)
 #define CALLS_MAX 1024      /* requests in flight on one connection */
 #define API_KEY_MAX 1024
+#define SUBS_MAX 256        /* subscriptions of one connection */
+#define SUB_HIGH_WATER (1u << 20) /* unsent bytes before pushes wait */
+#define TICK_MS 25
+
+/* A live event subscription: journal entries of run_key past seq. */
+struct psub {
+    struct psub *next;           /* conn->subs */
+    uint64_t id, run_key, seq;
+    int blocked;                 /* the send queue was over the mark: pump again */
+};
 
 struct pconn;
 
@@ -62,6 +76,9 @@ struct pconn {
     unsigned n_calls;
     struct pcall *calls;
     char *api_key;               /* from an Auth request */
+    struct psub *subs;
+    unsigned n_subs;
+    uint64_t last_sub_id;
     int closing;
     int close_after_write;       /* framing lost: close once the error is out */
 };
@@ -71,7 +88,10 @@ struct gw_proto {
     uv_tcp_t listener;
     struct pconn *conns;
     unsigned n_conns;
-    unsigned open_handles;       /* the listener and every connection */
+    unsigned open_handles;       /* the listener, the tick and every connection */
+    uv_timer_t tick;             /* subscriptions: look for new entries */
+    uint64_t tick_applied;       /* store's last_applied at the last tick */
+    unsigned n_subs;             /* over all connections */
     int closing;
     void (*close_cb)(void *);
     void *close_arg;
@@ -195,6 +215,154 @@ static uint16_t error_code(int status, const char *code)
     }
 }
 
+/* ---- subscriptions ---------------------------------------------------------------------- */
+
+static void send_sub_end(struct pconn *conn, uint64_t sub_id, const char *reason)
+{
+    struct tr_fb_builder *b = &conn->p->b;
+    tr_fb_builder_reset(b);
+    tr_fb_ref r = tr_fb_create_str(b, reason);
+    troupe_proto_SubscriptionEnd_start(b);
+    troupe_proto_SubscriptionEnd_add_subscription_id(b, sub_id);
+    troupe_proto_SubscriptionEnd_add_reason(b, r);
+    tr_fb_ref e = troupe_proto_SubscriptionEnd_end(b);
+    troupe_proto_Frame_start(b);
+    troupe_proto_Frame_add_body_SubscriptionEnd(b, e);
+    troupe_proto_Frame_finish_sized(b, troupe_proto_Frame_end(b));
+    send_built(conn, b);
+}
+
+/* Push what the journal has past sub->seq. 1 when the subscription is
+ * complete (the run is terminal, or gone, and every entry was pushed). */
+static int sub_pump(struct pconn *conn, struct psub *sub)
+{
+    struct tr_store *s = conn->p->g->store;
+    sub->blocked = 0;
+    if (conn->queued > SUB_HIGH_WATER) {
+        sub->blocked = 1;
+        return 0;
+    }
+    /* The status first: a terminal run has every event journaled. */
+    void *buf;
+    const struct troupe_state_Run *r;
+    int rv = gw_load_run(s, sub->run_key, &buf, &r);
+    bool terminal = rv != TR_OK || gw_run_terminal(troupe_state_Run_status(r));
+    tr_free(buf);
+    struct tr_journal_iter *it;
+    if (tr_journal_iter_open(s, NULL, sub->run_key, sub->seq + 1, &it, NULL) != TR_OK)
+        return 1;
+    char run_text[TR_RUN_ID_TEXT_LEN];
+    tr_run_id_text(sub->run_key, run_text);
+    struct tr_fb_builder *b = &conn->p->b;
+    uint64_t seq;
+    const void *ev;
+    size_t len;
+    bool more = false;
+    while ((rv = tr_journal_iter_next(it, &seq, &ev, &len, NULL)) > 0) {
+        if (conn->closing || conn->queued > SUB_HIGH_WATER) {
+            sub->blocked = 1;
+            more = true;
+            break;
+        }
+        sub->seq = seq;
+        if (troupe_journal_Event_verify_as_root(ev, len, NULL) == NULL)
+            continue;
+        tr_fb_builder_reset(b);
+        tr_fb_ref run = tr_fb_create_str(b, run_text);
+        tr_fb_ref bytes = tr_fb_create_bytes(b, ev, len);
+        troupe_proto_EventPush_start(b);
+        troupe_proto_EventPush_add_subscription_id(b, sub->id);
+        troupe_proto_EventPush_add_run_id(b, run);
+        troupe_proto_EventPush_add_event(b, bytes);
+        tr_fb_ref push = troupe_proto_EventPush_end(b);
+        troupe_proto_Frame_start(b);
+        troupe_proto_Frame_add_body_EventPush(b, push);
+        troupe_proto_Frame_finish_sized(b, troupe_proto_Frame_end(b));
+        send_built(conn, b);
+    }
+    tr_journal_iter_close(it);
+    return terminal && !more && rv == 0;
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    struct gw_proto *p = t->data;
+    uint64_t applied = tr_store_last_applied(p->g->store);
+    bool changed = applied != p->tick_applied;
+    p->tick_applied = applied;
+    struct pconn *next;
+    for (struct pconn *conn = p->conns; conn != NULL; conn = next) {
+        next = conn->next;
+        for (struct psub **sp = &conn->subs; *sp != NULL && !conn->closing;) {
+            struct psub *sub = *sp;
+            if (!(changed || sub->blocked) || !sub_pump(conn, sub)) {
+                sp = &sub->next;
+                continue;
+            }
+            *sp = sub->next;
+            conn->n_subs--;
+            p->n_subs--;
+            send_sub_end(conn, sub->id, "run finished");
+            tr_free(sub);
+        }
+    }
+    if (p->n_subs == 0)
+        uv_timer_stop(&p->tick);
+}
+
+/* The run of c was found visible: answer Subscribed, then the history
+ * and live entries go out from the tick. */
+static void subscribe(struct pconn *conn, struct gw_call *c, uint64_t id, uint64_t after)
+{
+    struct gw_proto *p = conn->p;
+    uint64_t key;
+    if (tr_run_id_from_text(c->m.param, c->m.param_len, &key) != TR_OK) {
+        send_error(conn, id, troupe_proto_ErrorCode_NotFound, "not_found: no run %.64s", c->m.param);
+        return;
+    }
+    if (conn->n_subs >= SUBS_MAX) {
+        send_error(conn, id, troupe_proto_ErrorCode_RateLimited, "rate_limited: %u subscriptions on this connection",
+                   conn->n_subs);
+        return;
+    }
+    struct psub *sub = tr_calloc(1, sizeof *sub);
+    sub->id = ++conn->last_sub_id;
+    sub->run_key = key;
+    sub->seq = after;
+    sub->blocked = 1; /* the history goes out on the first tick */
+    sub->next = conn->subs;
+    conn->subs = sub;
+    conn->n_subs++;
+    p->n_subs++;
+    struct tr_fb_builder *b = &p->b;
+    tr_fb_builder_reset(b);
+    troupe_proto_Subscribed_start(b);
+    troupe_proto_Subscribed_add_subscription_id(b, sub->id);
+    send_response(conn, b, id, troupe_proto_Result_Subscribed, troupe_proto_Subscribed_end(b), 0);
+    if (!uv_is_active((uv_handle_t *)&p->tick)) {
+        p->tick_applied = tr_store_last_applied(p->g->store);
+        uv_timer_start(&p->tick, tick_cb, 0, TICK_MS);
+    }
+}
+
+static void unsubscribe(struct pconn *conn, uint64_t id, uint64_t sub_id)
+{
+    for (struct psub **sp = &conn->subs; *sp != NULL; sp = &(*sp)->next) {
+        if ((*sp)->id != sub_id)
+            continue;
+        struct psub *sub = *sp;
+        *sp = sub->next;
+        conn->n_subs--;
+        conn->p->n_subs--;
+        tr_free(sub);
+        tr_fb_builder_reset(&conn->p->b);
+        send_response(conn, &conn->p->b, id, troupe_proto_Result_NONE, 0, 0);
+        return;
+    }
+    send_error(conn, id, troupe_proto_ErrorCode_NotFound, "not_found: no subscription %llu",
+               (unsigned long long)sub_id);
+}
+
 /* Take pc off its connection's list. */
 static void pcall_unlink(struct pcall *pc)
 {
@@ -238,6 +406,10 @@ static void call_sink(struct gw_call *c, int status, const char *body, size_t le
         const char *code = json_string_value(json_object_get(e, "code"));
         const char *msg = json_string_value(json_object_get(e, "message"));
         send_error(conn, id, error_code(status, code), "%s: %s", code ? code : "error", msg ? msg : "");
+        goto done;
+    }
+    if (op == troupe_proto_Op_Subscribe) {
+        subscribe(conn, c, id, pc->after);
         goto done;
     }
     struct tr_fb_builder *b = &conn->p->b;
@@ -546,6 +718,17 @@ static int translate(struct pcall *pc, const struct troupe_proto_Request *rq, co
     case troupe_proto_Op_ClusterStatus:
         pc->path = tr_strdup("/v1/cluster");
         return 0;
+    case troupe_proto_Op_Subscribe: {
+        /* GET the run: authentication and visibility as for HTTP. */
+        const struct troupe_proto_Subscribe *o = troupe_proto_Request_op_as_Subscribe(rq);
+        pc->after = troupe_proto_Subscribe_after_seq(o);
+        if (pc->after == UINT64_MAX) {
+            *why = "after_seq: out of range";
+            return -1;
+        }
+        pc->path = path_with("runs/", troupe_proto_Subscribe_run_id(o), "");
+        return 0;
+    }
     case troupe_proto_Op_NONE:
         *why = "a Request needs an op";
         return -1;
@@ -570,6 +753,10 @@ static void on_request(struct pconn *conn, const struct troupe_proto_Request *rq
         conn->api_key = tr_strdup(k.ptr);
         tr_fb_builder_reset(&conn->p->b);
         send_response(conn, &conn->p->b, id, troupe_proto_Result_NONE, 0, 0);
+        return;
+    }
+    if (op == troupe_proto_Op_Unsubscribe) {
+        unsubscribe(conn, id, troupe_proto_Unsubscribe_subscription_id(troupe_proto_Request_op_as_Unsubscribe(rq)));
         return;
     }
     if (conn->n_calls >= CALLS_MAX) {
@@ -661,6 +848,12 @@ static void conn_closed_cb(uv_handle_t *h)
 {
     struct pconn *conn = h->data;
     struct gw_proto *p = conn->p;
+    while (conn->subs != NULL) {
+        struct psub *sub = conn->subs;
+        conn->subs = sub->next;
+        p->n_subs--;
+        tr_free(sub);
+    }
     tr_free(conn->rbuf);
     tr_free(conn->api_key);
     tr_free(conn);
@@ -795,15 +988,18 @@ int gw_proto_start(struct tr_gateway *g, const char *host, int port, struct tr_e
     struct gw_proto *p = tr_calloc(1, sizeof *p);
     p->g = g;
     tr_fb_builder_init(&p->b);
+    uv_timer_init(g->loop, &p->tick);
+    p->tick.data = p;
     uv_tcp_init(g->loop, &p->listener);
     p->listener.data = p;
-    p->open_handles = 1;
+    p->open_handles = 2;
     int rv = uv_tcp_bind(&p->listener, (const struct sockaddr *)&ss, 0);
     if (rv == 0)
         rv = uv_listen((uv_stream_t *)&p->listener, 511, on_connection);
     if (rv != 0) {
         tr_err_set(err, TR_ESYS, "client protocol: listen %s:%d: %s", host, port, uv_strerror(rv));
         p->closing = 1;
+        uv_close((uv_handle_t *)&p->tick, listener_closed_cb);
         uv_close((uv_handle_t *)&p->listener, listener_closed_cb); /* frees p; g->proto stays NULL */
         p->g = NULL;
         return TR_ESYS;
@@ -823,6 +1019,7 @@ void gw_proto_close(struct tr_gateway *g, void (*cb)(void *), void *arg)
     p->close_arg = arg;
     while (p->conns != NULL)
         conn_close(p->conns);
+    uv_close((uv_handle_t *)&p->tick, listener_closed_cb);
     uv_close((uv_handle_t *)&p->listener, listener_closed_cb);
 }
 

@@ -104,7 +104,8 @@ static const char help_run[] =
     "  list [--status S] [--limit N] [--cursor C]         runs (S: queued, running, waiting_approval,\n"
     "                                                     succeeded, failed, cancelled)\n"
     "  cancel ID [--reason R]                             cancel (idempotent)\n"
-    "  events ID [--after SEQ] [--limit N]                the run's journal\n";
+    "  events ID [--after SEQ] [--limit N] [--follow]     the run's journal; --follow: then live\n"
+    "                                                     events until the run ends\n";
 
 static const char help_approval[] =
     "usage: troupectl approval <command> ...\n"
@@ -188,6 +189,41 @@ static int read_all(int fd, uint8_t *p, size_t n)
     return 0;
 }
 
+/* Read one frame into cli->frame and verify it; NULL after printing why. */
+static const struct troupe_proto_Frame *read_frame(struct cli *cli)
+{
+    uint8_t head[4];
+    if (read_all(cli->fd, head, 4) != 0) {
+        failed("%s: the server closed the connection", cli->server);
+        return NULL;
+    }
+    uint32_t n;
+    memcpy(&n, head, 4);
+    if (n > FRAME_MAX) {
+        failed("%s: a frame of %u bytes is over the 16 MiB limit", cli->server, n);
+        return NULL;
+    }
+    free(cli->frame);
+    cli->frame = malloc(4 + (size_t)n);
+    if (cli->frame == NULL) {
+        failed("out of memory");
+        return NULL;
+    }
+    memcpy(cli->frame, head, 4);
+    if (read_all(cli->fd, cli->frame + 4, n) != 0) {
+        failed("%s: the server closed the connection", cli->server);
+        return NULL;
+    }
+    struct tr_fb_error fe;
+    const struct troupe_proto_Frame *f = troupe_proto_Frame_verify_as_root_sized(cli->frame, 4 + (size_t)n, &fe);
+    if (f == NULL) {
+        char m[256];
+        failed("%s: a bad frame: %s", cli->server, tr_fb_error_format(&fe, m, sizeof m));
+        return NULL;
+    }
+    return f;
+}
+
 /* Send the op just built (op_type, op) as a Request; wait for its Response.
  * Returns the verified Response, or NULL after printing why (exit 1). */
 static const struct troupe_proto_Response *call(struct cli *cli, uint8_t op_type, tr_fb_ref op)
@@ -211,35 +247,9 @@ static const struct troupe_proto_Response *call(struct cli *cli, uint8_t op_type
         return NULL;
     }
     for (;;) {
-        uint8_t head[4];
-        if (read_all(cli->fd, head, 4) != 0) {
-            failed("%s: the server closed the connection", cli->server);
+        const struct troupe_proto_Frame *f = read_frame(cli);
+        if (f == NULL)
             return NULL;
-        }
-        uint32_t n;
-        memcpy(&n, head, 4);
-        if (n > FRAME_MAX) {
-            failed("%s: a frame of %u bytes is over the 16 MiB limit", cli->server, n);
-            return NULL;
-        }
-        free(cli->frame);
-        cli->frame = malloc(4 + (size_t)n);
-        if (cli->frame == NULL) {
-            failed("out of memory");
-            return NULL;
-        }
-        memcpy(cli->frame, head, 4);
-        if (read_all(cli->fd, cli->frame + 4, n) != 0) {
-            failed("%s: the server closed the connection", cli->server);
-            return NULL;
-        }
-        struct tr_fb_error fe;
-        const struct troupe_proto_Frame *f = troupe_proto_Frame_verify_as_root_sized(cli->frame, 4 + (size_t)n, &fe);
-        if (f == NULL) {
-            char m[256];
-            failed("%s: a bad frame: %s", cli->server, tr_fb_error_format(&fe, m, sizeof m));
-            return NULL;
-        }
         const struct troupe_proto_Response *r = troupe_proto_Frame_body_as_Response(f);
         if (r == NULL)
             continue; /* pushes of subscriptions: none asked for */
@@ -660,17 +670,80 @@ static int run_cancel(struct cli *cli, int argc, char **argv)
     return 0;
 }
 
+/* One journal event: a line, or an element of all (--json). */
+static void show_event(const struct troupe_journal_Event *ev, json_t *all)
+{
+    char type[64], t[40];
+    event_type(troupe_journal_Event_data_type(ev), type);
+    time_text(troupe_journal_Event_time_us(ev), t);
+    if (all != NULL)
+        json_array_append_new(all, json_pack("{s:I, s:s, s:s, s:o, s:I}", "seq", (json_int_t)troupe_journal_Event_seq(ev),
+                                             "type", type, "time", t, "run_id", jstr(troupe_journal_Event_run_id(ev)),
+                                             "epoch", (json_int_t)troupe_journal_Event_epoch(ev)));
+    else
+        printf("%-6llu %-28s %-20s %s\n", (unsigned long long)troupe_journal_Event_seq(ev), t, type,
+               troupe_journal_Event_run_id(ev).ptr);
+}
+
+/* --follow: history then live events until the run ends; with --json one
+ * compact JSON object per line. */
+static int follow_events(struct cli *cli, const char *run, uint64_t after)
+{
+    struct tr_fb_builder *b = &cli->b;
+    tr_fb_ref id = tr_fb_create_str(b, run);
+    troupe_proto_Subscribe_start(b);
+    troupe_proto_Subscribe_add_run_id(b, id);
+    troupe_proto_Subscribe_add_after_seq(b, after);
+    const struct troupe_proto_Response *r = call(cli, troupe_proto_Op_Subscribe, troupe_proto_Subscribe_end(b));
+    const struct troupe_proto_Subscribed *sub = r ? troupe_proto_Response_result_as_Subscribed(r) : NULL;
+    if (sub == NULL)
+        return r != NULL ? failed("the server answered without a subscription") : EXIT_FAILED;
+    uint64_t sub_id = troupe_proto_Subscribed_subscription_id(sub);
+    for (;;) {
+        const struct troupe_proto_Frame *f = read_frame(cli);
+        if (f == NULL)
+            return EXIT_FAILED;
+        const struct troupe_proto_SubscriptionEnd *end = troupe_proto_Frame_body_as_SubscriptionEnd(f);
+        if (end != NULL && troupe_proto_SubscriptionEnd_subscription_id(end) == sub_id)
+            return 0;
+        const struct troupe_proto_EventPush *push = troupe_proto_Frame_body_as_EventPush(f);
+        if (push == NULL || troupe_proto_EventPush_subscription_id(push) != sub_id ||
+            troupe_proto_EventPush_event(push).data == NULL)
+            continue;
+        const struct troupe_journal_Event *ev = troupe_journal_Event_as_root(troupe_proto_EventPush_event(push).data);
+        if (cli->json) {
+            json_t *one = json_array();
+            show_event(ev, one);
+            char *line = json_dumps(json_array_get(one, 0), JSON_COMPACT);
+            printf("%s\n", line ? line : "{}");
+            free(line);
+            json_decref(one);
+        } else {
+            show_event(ev, NULL);
+        }
+        fflush(stdout);
+    }
+}
+
 static int run_events(struct cli *cli, int argc, char **argv)
 {
     static const char *const known[] = { "after", "limit", NULL };
     struct args a;
     unsigned long long after = 0, limit = 1000;
-    int rv = args_parse(&a, argc, argv, known, 1);
+    int follow = 0, k = 0;
+    for (int i = 0; i < argc; i++) /* the one flag without a value */
+        if (strcmp(argv[i], "--follow") == 0)
+            follow = 1;
+        else
+            argv[k++] = argv[i];
+    int rv = args_parse(&a, k, argv, known, 1);
     if (rv != 0 || (rv = opt_uint(&a, "after", UINT64_MAX - 1, &after)) != 0 ||
         (rv = opt_uint(&a, "limit", 10000, &limit)) != 0)
         return rv;
     if (a.n_pos != 1)
         return usage_error("run events: expected a run id");
+    if (follow)
+        return follow_events(cli, a.pos[0], after);
     struct tr_fb_builder *b = &cli->b;
     tr_fb_ref id = tr_fb_create_str(b, a.pos[0]);
     troupe_proto_GetEvents_start(b);
@@ -687,18 +760,7 @@ static int run_events(struct cli *cli, int argc, char **argv)
     json_t *all = cli->json ? json_array() : NULL;
     for (uint32_t i = 0; i < n; i++) {
         struct tr_fb_vec v = troupe_proto_EventBytes_event(troupe_proto_EventPage_events_at(p, i));
-        const struct troupe_journal_Event *ev = troupe_journal_Event_as_root(v.data); /* verified with the frame */
-        char type[64], t[40];
-        event_type(troupe_journal_Event_data_type(ev), type);
-        time_text(troupe_journal_Event_time_us(ev), t);
-        if (all != NULL)
-            json_array_append_new(all, json_pack("{s:I, s:s, s:s, s:o, s:I}", "seq",
-                                                 (json_int_t)troupe_journal_Event_seq(ev), "type", type, "time", t,
-                                                 "run_id", jstr(troupe_journal_Event_run_id(ev)), "epoch",
-                                                 (json_int_t)troupe_journal_Event_epoch(ev)));
-        else
-            printf("%-6llu %-28s %-20s %s\n", (unsigned long long)troupe_journal_Event_seq(ev), t, type,
-                   troupe_journal_Event_run_id(ev).ptr);
+        show_event(troupe_journal_Event_as_root(v.data), all); /* verified with the frame */
     }
     if (all != NULL)
         print_json(all);

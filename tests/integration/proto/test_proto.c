@@ -2,7 +2,9 @@
  * troupectl binary (runs, tools, approvals, cluster; exit statuses) and by
  * raw sockets sending bad frames: a truncated buffer, an oversized length
  * prefix, a wrong file identifier, an unknown union tag, garbage. Each gets
- * an error Response or a close, and the node keeps serving. */
+ * an error Response or a close, and the node keeps serving. The LLM
+ * endpoint accepts connections and never answers, so runs stay live until
+ * cancelled. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,6 +29,7 @@
 static struct h_node node;
 static char *dir;
 static int client_port;
+static int llm_fd = -1;      /* listens, never accepts: LLM calls hang */
 static char server[64];
 
 /* ---- troupectl ----------------------------------------------------------------- */
@@ -207,7 +210,15 @@ static int setup(void **st)
     snprintf(client, sizeof client, "127.0.0.1:%d", client_port);
     snprintf(server, sizeof server, "127.0.0.1:%d", client_port);
     char *const args[] = { "--client", client, NULL };
-    char *const env[] = { "TROUPE_ADMIN_TOKEN=" TOKEN, NULL };
+    int llm_port = h_free_port();
+    llm_fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in la = { .sin_family = AF_INET, .sin_port = htons((uint16_t)llm_port) };
+    inet_pton(AF_INET, "127.0.0.1", &la.sin_addr);
+    if (bind(llm_fd, (struct sockaddr *)&la, sizeof la) != 0 || listen(llm_fd, 64) != 0)
+        return -1;
+    char llm[96];
+    snprintf(llm, sizeof llm, "OPENAI_BASE_URL=http://127.0.0.1:%d/v1", llm_port);
+    char *const env[] = { "TROUPE_ADMIN_TOKEN=" TOKEN, llm, "OPENAI_API_KEY=test", NULL };
     return h_node_start(&node, data, args, env);
 }
 
@@ -218,6 +229,8 @@ static int teardown(void **st)
         h_node_free(&node);
         h_tmpdir_remove(dir);
     }
+    if (llm_fd >= 0)
+        close(llm_fd);
     return 0;
 }
 
@@ -236,13 +249,13 @@ static void test_cli_runs(void **st)
     assert_non_null(strstr(out, "--goal"));
     free(out);
 
-    json_t *run = ctl_json("run create --goal 'talk over flatbuffers' --model m1 --tool t1 --idempotency-key k1");
+    json_t *run = ctl_json("run create --goal 'talk over flatbuffers' --model m1 --idempotency-key k1");
     assert_string_equal(jstr(run, "status"), "queued");
     assert_string_equal(jstr(run, "goal"), "talk over flatbuffers");
     char *id = strdup(jstr(run, "id"));
     json_decref(run);
     /* the same idempotency key and body: the same run */
-    run = ctl_json("run create --goal 'talk over flatbuffers' --model m1 --tool t1 --idempotency-key k1");
+    run = ctl_json("run create --goal 'talk over flatbuffers' --model m1 --idempotency-key k1");
     assert_string_equal(jstr(run, "id"), id);
     json_decref(run);
     assert_int_equal(ctl(NULL, 1, "run create --goal other --idempotency-key k1 2>/dev/null"), 1);
@@ -336,6 +349,49 @@ static void test_cli_tools_approvals_cluster(void **st)
     assert_int_equal(json_integer_value(json_object_get(c, "leader")), 1);
     assert_int_equal(json_array_size(json_object_get(c, "nodes")), 1);
     json_decref(c);
+}
+
+/* run events --follow: the history, then live events (Subscribe and
+ * EventPush), ending when the run does. */
+static void test_follow(void **st)
+{
+    (void)st;
+    if (dir == NULL)
+        skip();
+    json_t *run = ctl_json("run create --goal 'follow me' --model m1");
+    char *id = strdup(jstr(run, "id"));
+    json_decref(run);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s --server %s --token " TOKEN " --json run events %s --follow", getenv("TROUPECTL_BIN"),
+             server, id);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    char line[4096], last[4096] = "";
+    assert_non_null(fgets(line, sizeof line, f)); /* history: run.created */
+    json_t *ev = json_loads(line, 0, NULL);
+    assert_non_null(ev);
+    assert_string_equal(jstr(ev, "type"), "run.created");
+    json_decref(ev);
+    assert_int_equal(ctl(NULL, 1, "run cancel %s >/dev/null", id), 0);
+    int lines = 1;
+    while (fgets(line, sizeof line, f) != NULL) {
+        snprintf(last, sizeof last, "%s", line);
+        lines++;
+    }
+    int st2 = pclose(f);
+    assert_true(WIFEXITED(st2) && WEXITSTATUS(st2) == 0);
+    assert_true(lines >= 2);
+    ev = json_loads(last, 0, NULL);
+    assert_non_null(ev);
+    assert_string_equal(jstr(ev, "type"), "run.cancelled");
+    json_decref(ev);
+    /* a subscription to a run that is over: its history, then the end */
+    char *out;
+    assert_int_equal(ctl(&out, 1, "run events %s --follow", id), 0);
+    assert_non_null(strstr(out, "run.cancelled"));
+    free(out);
+    assert_int_equal(ctl(NULL, 1, "run events run_0000000000000001 --follow 2>/dev/null"), 1);
+    free(id);
 }
 
 static void test_bad_frames(void **st)
@@ -486,6 +542,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cli_runs),
         cmocka_unit_test(test_cli_tools_approvals_cluster),
+        cmocka_unit_test(test_follow),
         cmocka_unit_test(test_bad_frames),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
