@@ -1,5 +1,5 @@
 /* Internals of the FSM shared by fsm.c (apply loop, commit, snapshots) and
- * the command handlers (fsm_runs.c, fsm_registry.c). */
+ * the command handlers (fsm_runs.c, fsm_registry.c, fsm_nodes.c). */
 #ifndef TR_RAFT_FSM_INT_H
 #define TR_RAFT_FSM_INT_H
 
