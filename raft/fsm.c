@@ -145,10 +145,18 @@ struct run_slot *fsm_run_new(struct tr_fsm *f, uint64_t key)
 
 static void runs_flush(struct tr_fsm *f)
 {
+    f->n_touched = 0;
     for (uint32_t i = 0; i < f->n_runs; i++) {
         struct run_slot *s = &f->runs[i];
         if (!s->dirty)
             continue;
+        if (f->on_applied != NULL) {
+            if (f->n_touched == f->cap_touched) {
+                f->cap_touched = f->cap_touched ? 2 * f->cap_touched : 16;
+                f->touched = tr_realloc(f->touched, f->cap_touched * sizeof *f->touched);
+            }
+            f->touched[f->n_touched++] = s->rec.key;
+        }
         unsigned char k[8];
         size_t len;
         tr_run_key(s->rec.key, k);
@@ -343,7 +351,15 @@ int tr_fsm_apply_at(struct tr_fsm *f, uint64_t index, const void *buf, size_t le
         return rv;
     }
     notes_send(f, index);
+    if (f->on_applied != NULL && f->n_touched > 0)
+        f->on_applied(f->applied_ud, index, f->touched, f->n_touched);
     return TR_OK;
+}
+
+void tr_fsm_on_applied(struct tr_fsm *f, tr_fsm_applied_fn cb, void *ud)
+{
+    f->on_applied = cb;
+    f->applied_ud = ud;
 }
 
 static int fsm_apply(struct raft_fsm *rf, const struct raft_buffer *buf, void **result)
@@ -487,6 +503,7 @@ void tr_fsm_free(struct tr_fsm *f)
     tr_free(f->runs);
     tr_free(f->index);
     tr_free(f->notes);
+    tr_free(f->touched);
     for (int i = 0; i < TR_FSM_RESULT_RING; i++)
         tr_free(f->ring[i].appends);
     tr_fb_builder_free(&f->b);

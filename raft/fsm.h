@@ -112,6 +112,9 @@ struct raft_fsm *tr_fsm_new(const struct tr_fsm_opts *opts, struct tr_fsm **out)
 /* The raft instance whose entries it applies (for entry indexes). */
 void tr_fsm_set_raft(struct tr_fsm *f, struct raft *raft);
 void tr_fsm_set_listener(struct tr_fsm *f, tr_actor_id listener);
+/* After each committed entry: the runs it changed (tr_state_on_applied). */
+typedef void (*tr_fsm_applied_fn)(void *ud, uint64_t index, const uint64_t *run_ids, size_t n);
+void tr_fsm_on_applied(struct tr_fsm *f, tr_fsm_applied_fn cb, void *ud);
 void tr_fsm_free(struct tr_fsm *f);
 /* Entries applied through this FSM since it was created (skipped ones too). */
 uint64_t tr_fsm_applied(struct tr_fsm *f);

@@ -38,6 +38,12 @@ struct tr_fsm {
     struct tr_state_note *notes;
     uint32_t n_notes, cap_notes;
 
+    /* Live updates: the runs the entry changed, for on_applied. */
+    void (*on_applied)(void *ud, uint64_t index, const uint64_t *run_ids, size_t n);
+    void *applied_ud;
+    uint64_t *touched;
+    uint32_t n_touched, cap_touched;
+
     struct tr_fsm_result ring[TR_FSM_RESULT_RING];
     uint64_t applied;
     int64_t now_us;            /* the command's time: the only clock the FSM reads */

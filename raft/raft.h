@@ -233,6 +233,15 @@ tr_actor_id tr_state_actor(struct tr_state *s);
 struct tr_store *tr_state_store(struct tr_state *s);
 struct tr_raft *tr_state_raft(struct tr_state *s);
 void tr_state_set_listener(struct tr_state *s, tr_actor_id listener);
+/* Live updates (the gateway's streams): cb(ud, index, run_ids, n) runs on the
+ * service's loop right after entry `index` is committed to the store, with
+ * the runs whose record the entry changed (every journal append changes
+ * next_seq), each once however many events the entry added to it. Their
+ * journal and record are readable when cb runs. cb must not propose or
+ * re-enter the service; it should only note the runs and return. One
+ * callback per service; cb NULL removes it. Loop thread only. */
+typedef void (*tr_state_applied_fn)(void *ud, uint64_t index, const uint64_t *run_ids, size_t n);
+void tr_state_on_applied(struct tr_state *s, tr_state_applied_fn cb, void *ud);
 /* 1 once startup replay is done and this node leads (TR_NOTE_READY sent). */
 int tr_state_ready(struct tr_state *s);
 

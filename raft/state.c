@@ -620,6 +620,11 @@ struct tr_store *tr_state_store(struct tr_state *s) { return s->store; }
 struct tr_raft *tr_state_raft(struct tr_state *s) { return s->raft; }
 int tr_state_ready(struct tr_state *s) { return s->ready; }
 
+void tr_state_on_applied(struct tr_state *s, tr_state_applied_fn cb, void *ud)
+{
+    tr_fsm_on_applied(s->fsm, cb, ud);
+}
+
 void tr_state_set_listener(struct tr_state *s, tr_actor_id listener)
 {
     s->listener = listener;
