@@ -45,6 +45,7 @@ struct manager {
     uint64_t *queue;    /* FIFO ring of run ids */
     uint32_t q_cap, q_head, q_len;
     uint32_t active;
+    bool fenced;        /* TR_NOTE_FENCED until the next TR_NOTE_READY */
 };
 
 /* ---- the run_id -> entry table ------------------------------------------- */
@@ -296,6 +297,35 @@ static void scan(struct tr_ctx *ctx, struct manager *m)
            m->active, m->q_len);
 }
 
+/* Fenced (no live leader for the fence time): stop every run actor now and
+ * forget the queue; nothing starts until TR_NOTE_READY, which rescans. A
+ * stopped actor's in-flight LLM or tool call may still complete at its
+ * server: the next owner re-sends it with the same idempotency key. */
+static void fence(struct tr_ctx *ctx, struct manager *m)
+{
+    uint32_t stopped = 0;
+
+    m->fenced = true;
+    for (uint32_t i = 0; i < m->cap; i++) {
+        struct entry *e = &m->tab[i];
+        if (e->state == E_QUEUED) {
+            erase(e);
+        } else if (e->state == E_RUNNING || e->state == E_PASSIVE) {
+            if (e->state == E_RUNNING)
+                m->active--;
+            e->state = E_EXITING;
+            e->restart = false;
+            if (tr_stop(ctx, e->actor) == TR_OK)
+                stopped++;
+        } else if (e->state == E_EXITING) {
+            e->restart = false;
+        }
+    }
+    m->q_len = 0;
+    m->q_head = 0;
+    tr_log(TR_LOG_WARN, "manager: node %" PRIu64 ": fenced, %u run actors stopped", m->env->node_id, stopped);
+}
+
 /* ---- messages ----------------------------------------------------------------- */
 
 static void forward(struct tr_ctx *ctx, struct manager *m, struct entry *e, const struct tr_state_note *n)
@@ -315,6 +345,14 @@ static void on_note(struct tr_ctx *ctx, struct manager *m, const struct tr_state
 {
     struct entry *e;
 
+    if (n->kind == TR_NOTE_FENCED) {
+        fence(ctx, m);
+        return;
+    }
+    if (n->kind == TR_NOTE_READY)
+        m->fenced = false;
+    else if (m->fenced)
+        return; /* READY rescans the store */
     switch (n->kind) {
     case TR_NOTE_READY:
         scan(ctx, m);

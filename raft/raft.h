@@ -114,12 +114,12 @@ int tr_raft_errno(int raft_rv);
  * every append that arrives within one loop turn into one raft entry (an
  * AppendBatch command: group commit); the reply comes after the entry is
  * committed AND applied here, with the FSM's verdict for that append. A
- * follower forwards to the leader (cluster issue). Appends from one actor are
+ * follower forwards to the leader (below). Appends from one actor are
  * applied in the order it sent them.
  *
  * Reads. tr_state_store() gives the store; reads are thread-safe and see
  * every entry applied so far on this node (read-your-writes for the actor
- * that got a reply).
+ * that got a reply; see "the cluster's seams" for a follower).
  *
  * Notifications. After each applied entry the FSM tells the listener actor
  * (opts.listener) what changed that owners must act on, with
@@ -182,6 +182,7 @@ enum tr_state_note_kind {
     TR_NOTE_RUN_ENDED,       /* the run reached a terminal status */
     TR_NOTE_TOOLS_CHANGED,   /* the tool registry changed */
     TR_NOTE_NODES_CHANGED,   /* the node table changed */
+    TR_NOTE_FENCED,          /* no live leader for the fence time: stop every run actor now */
 };
 
 struct tr_state_note {
@@ -242,7 +243,7 @@ void tr_state_set_listener(struct tr_state *s, tr_actor_id listener);
  * callback per service; cb NULL removes it. Loop thread only. */
 typedef void (*tr_state_applied_fn)(void *ud, uint64_t index, const uint64_t *run_ids, size_t n);
 void tr_state_on_applied(struct tr_state *s, tr_state_applied_fn cb, void *ud);
-/* 1 once startup replay is done and this node leads (TR_NOTE_READY sent). */
+/* 1 while this node may act on its runs (TR_NOTE_READY sent; not fenced since). */
 int tr_state_ready(struct tr_state *s);
 
 /* Propose a troupe.cmd.Command (TRC1) from the service's own thread outside
@@ -257,7 +258,55 @@ struct tr_state_stats {
     uint64_t appends;       /* journal appends proposed */
     uint64_t commands;      /* other commands proposed */
     uint64_t max_batch;     /* largest number of appends in one entry */
+    uint64_t forwarded;     /* entries forwarded to the leader */
 };
+
+/* ---- the cluster's seams ----------------------------------------------------------
+ *
+ * Followers. A follower cannot propose: with a forwarder set (cluster/), the
+ * service hands each entry it would have proposed (an AppendBatch of the
+ * appends queued in one loop turn, or one command) to the forwarder, which
+ * sends it to the leader and completes it with tr_state_forward_done. The
+ * requesters are answered as if the entry were proposed here, with one
+ * difference: an answer that makes its requester re-read the store (a
+ * command; an append refused with BAD_SEQ or STALE_EPOCH) is held until this
+ * node has applied the entry. An OK append is answered at once.
+ *
+ * Liveness. With a forwarder set the node is "clustered": the forwarder
+ * reports each sign of a live leader with tr_state_leader_contact; a node
+ * that is not the leader and has had none for fence_ms is fenced
+ * (TR_NOTE_FENCED to the listener) and later ready again (TR_NOTE_READY). */
+
+struct tr_state_verdict {
+    uint64_t seq;
+    int32_t verdict;        /* enum tr_fsm_verdict */
+};
+
+/* The whole outcome of one entry. status as in struct tr_state_reply. */
+struct tr_state_result {
+    int32_t status;
+    int32_t verdict;
+    uint64_t raft_index;
+    uint64_t run_id;
+    uint64_t seq;
+    uint32_t n_appends;                     /* AppendBatch: one verdict per append */
+    const struct tr_state_verdict *appends; /* valid during the callback */
+};
+
+struct tr_state_fwd; /* one forwarded entry; completed exactly once */
+/* Take cmd[0..len) (a verified Command; copy it) to the leader. TR_OK: f will
+ * be completed later (never from inside this call); else the entry fails
+ * with the returned status. */
+typedef int (*tr_state_forward_fn)(void *ud, const void *cmd, size_t len, struct tr_state_fwd *f);
+void tr_state_set_forwarder(struct tr_state *s, tr_state_forward_fn fn, void *ud, unsigned fence_ms);
+void tr_state_forward_done(struct tr_state_fwd *f, const struct tr_state_result *res);
+void tr_state_leader_contact(struct tr_state *s, uint64_t commit_index);
+uint64_t tr_state_applied(struct tr_state *s);
+
+/* Leader only (TR_ENOTLEADER otherwise; never forwarded): propose cmd and get
+ * the whole outcome — the leader's half of forwarding. */
+typedef void (*tr_state_result_cb)(void *ud, const struct tr_state_result *res);
+int tr_state_propose_full(struct tr_state *s, const void *cmd, size_t len, tr_state_result_cb cb, void *ud);
 void tr_state_stats(struct tr_state *s, struct tr_state_stats *out);
 
 /* Text form of a run id: "run_" + 16 lowercase hex digits (API.md "id"). */

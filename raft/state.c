@@ -36,18 +36,23 @@ enum {
 
 enum entry_kind { ENTRY_APPENDS, ENTRY_COMMAND };
 
-/* One raft entry in flight. */
+/* One raft entry in flight: proposed here (leader) or forwarded to the
+ * leader (follower; then it is the struct tr_state_fwd the forwarder
+ * completes). */
 struct entry {
     struct tr_raft_propose p;
     struct tr_state *s;
     enum entry_kind kind;
+    int forwarded;
     struct tr_msg **reqs;        /* kept requests, in order (appends), or one */
     uint32_t n_reqs;
     tr_state_cb cb;              /* ENTRY_COMMAND from tr_state_propose */
+    tr_state_result_cb rcb;      /* ENTRY_COMMAND from tr_state_propose_full */
     void *ud;
     int status;
     struct tr_state_reply reply; /* ENTRY_COMMAND */
-    struct tr_fsm_append_result *verdicts; /* ENTRY_APPENDS, n_reqs of them */
+    struct tr_fsm_append_result *verdicts; /* ENTRY_APPENDS: n_reqs; full: n_verdicts */
+    uint32_t n_verdicts;
     struct entry *next;
 };
 
@@ -74,6 +79,16 @@ struct tr_state {
     int closing;
     struct tr_fb_builder b;
     struct tr_state_stats stats;
+
+    /* Cluster (see "Followers" below). */
+    tr_state_forward_fn fwd;
+    void *fwd_ud;
+    int clustered;                /* a forwarder is set: liveness rules apply */
+    uint64_t contact_ms;          /* last sign of a live leader (0: never) */
+    uint64_t contact_index;       /* the leader's commit index then */
+    unsigned fence_ms;
+    struct entry *held_head, *held_tail; /* forwarded replies waiting for apply */
+    int fenced_noted;
     void (*close_cb)(void *);
     void *close_arg;
     uv_timer_t close_timer;       /* closing: wait for in-flight entries, bounded */
@@ -142,6 +157,8 @@ static void signal_done(struct tr_state *s)
         tr_msg_free(m); /* the actor drains the done list at every message anyway */
 }
 
+static void entry_done(struct tr_state *s, struct entry *e);
+
 static void propose_cb(struct tr_raft_propose *p, int status, void *result)
 {
     struct entry *e = p->data;
@@ -165,15 +182,82 @@ static void propose_cb(struct tr_raft_propose *p, int status, void *result)
             e->reply.verdict = res->verdict;
             e->reply.run_id = res->run_id;
             e->reply.seq = res->seq;
+            if (e->rcb != NULL && res->n_appends > 0) {
+                e->verdicts = tr_malloc(res->n_appends * sizeof *e->verdicts);
+                memcpy(e->verdicts, res->appends, res->n_appends * sizeof *e->verdicts);
+                e->n_verdicts = res->n_appends;
+            }
         }
         e->reply.raft_index = res->index;
     }
+    entry_done(s, e);
+}
+
+static void entry_done(struct tr_state *s, struct entry *e)
+{
     if (s->done_tail != NULL)
         s->done_tail->next = e;
     else
         s->done_head = e;
     s->done_tail = e;
     signal_done(s);
+}
+
+/* ---- forwarding (followers) ----------------------------------------------------------- */
+
+void tr_state_forward_done(struct tr_state_fwd *f, const struct tr_state_result *res)
+{
+    struct entry *e = (struct entry *)f;
+    struct tr_state *s = e->s;
+    s->inflight--;
+    e->status = res->status;
+    if (res->status == TR_OK) {
+        e->reply.verdict = res->verdict;
+        e->reply.run_id = res->run_id;
+        e->reply.seq = res->seq;
+        e->reply.raft_index = res->raft_index;
+        if (e->kind == ENTRY_APPENDS) {
+            for (uint32_t i = 0; i < e->n_reqs; i++) {
+                if (i < res->n_appends)
+                    e->verdicts[i] = (struct tr_fsm_append_result){ res->appends[i].verdict, res->appends[i].seq };
+                else
+                    e->verdicts[i].verdict = TR_FSM_INVALID;
+            }
+        }
+    }
+    if (s->closing && s->inflight == 0 && s->close_timer_on && !s->raft_closing)
+        uv_timer_start(&s->close_timer, close_timer_cb, 0, 0);
+    entry_done(s, e);
+}
+
+/* Hand an entry's command to the forwarder instead of raft. */
+static int forward_entry(struct tr_state *s, struct entry *e, const uint8_t *data, size_t len)
+{
+    e->s = s;
+    e->forwarded = 1;
+    int rv = s->fwd(s->fwd_ud, data, len, (struct tr_state_fwd *)e);
+    if (rv != TR_OK)
+        return rv;
+    s->inflight++;
+    s->stats.forwarded++;
+    return TR_OK;
+}
+
+/* A forwarded write's reply whose verdict makes the requester re-read the
+ * store (BAD_SEQ: refold; STALE_EPOCH: who owns the run now?) waits until
+ * this node has applied the entry (so also everything before it, which is
+ * what the re-read needs to see). Replies with TR_FSM_OK go at once: the run actor keeps
+ * its own state and the leader's verdict is final. */
+static int must_hold(const struct tr_state *s, const struct entry *e)
+{
+    if (!e->forwarded || e->status != TR_OK || tr_store_last_applied(s->store) >= e->reply.raft_index)
+        return 0;
+    if (e->kind == ENTRY_COMMAND)
+        return 1; /* commands are rare, and their proposers read what they wrote */
+    for (uint32_t i = 0; i < e->n_reqs; i++)
+        if (e->verdicts[i].verdict != TR_FSM_OK)
+            return 1;
+    return 0;
 }
 
 static void reply_to(struct tr_ctx *ctx, struct tr_msg *req, const struct tr_state_reply *r)
@@ -186,13 +270,48 @@ static void reply_to(struct tr_ctx *ctx, struct tr_msg *req, const struct tr_sta
 
 static void flush(struct tr_ctx *ctx, struct tr_state *s);
 
+static void answer(struct tr_ctx *ctx, struct tr_state *s, struct entry *e);
+
+/* Answer held replies whose wait is over (in order: they were held in order). */
+static void release_held(struct tr_ctx *ctx, struct tr_state *s)
+{
+    while (s->held_head != NULL && tr_store_last_applied(s->store) >= s->held_head->reply.raft_index) {
+        struct entry *e = s->held_head;
+        s->held_head = e->next;
+        if (s->held_head == NULL)
+            s->held_tail = NULL;
+        e->next = NULL;
+        e->forwarded = 0; /* answer now */
+        answer(ctx, s, e);
+    }
+}
+
 static void drain_done(struct tr_ctx *ctx, struct tr_state *s)
 {
+    release_held(ctx, s);
     while (s->done_head != NULL) {
         struct entry *e = s->done_head;
         s->done_head = e->next;
         if (s->done_head == NULL)
             s->done_tail = NULL;
+        e->next = NULL;
+        if (must_hold(s, e)) {
+            if (s->held_tail != NULL)
+                s->held_tail->next = e;
+            else
+                s->held_head = e;
+            s->held_tail = e;
+            continue;
+        }
+        answer(ctx, s, e);
+    }
+    if (s->q_len > 0)
+        flush(ctx, s);
+}
+
+static void answer(struct tr_ctx *ctx, struct tr_state *s, struct entry *e)
+{
+    {
         if (e->kind == ENTRY_APPENDS) {
             for (uint32_t i = 0; i < e->n_reqs; i++) {
                 struct tr_state_reply r = { .status = e->status };
@@ -207,15 +326,26 @@ static void drain_done(struct tr_ctx *ctx, struct tr_state *s)
             }
         } else {
             e->reply.status = e->status;
-            if (e->cb != NULL)
+            if (e->rcb != NULL) {
+                struct tr_state_verdict v[64];
+                struct tr_state_result r = { .status = e->status, .verdict = e->reply.verdict,
+                                             .raft_index = e->reply.raft_index, .run_id = e->reply.run_id,
+                                             .seq = e->reply.seq, .n_appends = e->n_verdicts };
+                struct tr_state_verdict *vs = e->n_verdicts <= 64 ? v : tr_malloc(e->n_verdicts * sizeof *vs);
+                for (uint32_t i = 0; i < e->n_verdicts; i++)
+                    vs[i] = (struct tr_state_verdict){ e->verdicts[i].seq, e->verdicts[i].verdict };
+                r.appends = vs;
+                e->rcb(e->ud, &r);
+                if (vs != v)
+                    tr_free(vs);
+            } else if (e->cb != NULL) {
                 e->cb(e->ud, &e->reply);
-            else if (e->n_reqs == 1)
+            } else if (e->n_reqs == 1) {
                 reply_to(ctx, e->reqs[0], &e->reply);
+            }
         }
         entry_free(e);
     }
-    if (s->q_len > 0)
-        flush(ctx, s);
 }
 
 /* ---- proposing ------------------------------------------------------------------------- */
@@ -298,7 +428,7 @@ static void flush_one(struct tr_ctx *ctx, struct tr_state *s)
     s->stats.appends += n;
     if (n > s->stats.max_batch)
         s->stats.max_batch = n;
-    int rv = propose_entry(s, e, data, len);
+    int rv = tr_raft_is_leader(s->raft) ? propose_entry(s, e, data, len) : forward_entry(s, e, data, len);
     if (rv != TR_OK) {
         for (uint32_t i = 0; i < n; i++) {
             struct tr_state_reply r = { .status = rv };
@@ -311,8 +441,8 @@ static void flush_one(struct tr_ctx *ctx, struct tr_state *s)
 static void flush(struct tr_ctx *ctx, struct tr_state *s)
 {
     while (s->q_len > 0 && s->inflight < s->max_inflight) {
-        if (!tr_raft_is_leader(s->raft)) {
-            /* Followers forward (cluster issue); until then: refuse. */
+        if (!tr_raft_is_leader(s->raft) && s->fwd == NULL) {
+            /* Not the leader and nobody to forward to: refuse. */
             while (s->q_len > 0) {
                 struct tr_state_reply r = { .status = TR_ENOTLEADER };
                 reply_to(ctx, queue_peek(s), &r);
@@ -339,10 +469,14 @@ static int command_entry(struct tr_state *s, const void *cmd, size_t len, struct
     struct tr_fb_error ferr;
     if (troupe_cmd_Command_verify_as_root(cmd, len, &ferr) == NULL)
         return TR_EINVAL;
-    if (!tr_raft_is_leader(s->raft))
-        return TR_ENOTLEADER;
     e->kind = ENTRY_COMMAND;
-    int rv = propose_entry(s, e, cmd, len);
+    int rv;
+    if (tr_raft_is_leader(s->raft))
+        rv = propose_entry(s, e, cmd, len);
+    else if (s->fwd != NULL)
+        rv = forward_entry(s, e, cmd, len);
+    else
+        rv = TR_ENOTLEADER;
     if (rv == TR_OK)
         s->stats.commands++;
     return rv;
@@ -361,13 +495,48 @@ int tr_state_propose(struct tr_state *s, const void *cmd, size_t len, tr_state_c
     return rv;
 }
 
+int tr_state_propose_full(struct tr_state *s, const void *cmd, size_t len, tr_state_result_cb cb, void *ud)
+{
+    if (s->closing)
+        return TR_ECLOSED;
+    if (!tr_raft_is_leader(s->raft))
+        return TR_ENOTLEADER; /* never forwarded twice */
+    struct entry *e = tr_calloc(1, sizeof *e);
+    e->rcb = cb;
+    e->ud = ud;
+    int rv = command_entry(s, cmd, len, e);
+    if (rv != TR_OK)
+        entry_free(e);
+    return rv;
+}
+
+void tr_state_set_forwarder(struct tr_state *s, tr_state_forward_fn fn, void *ud, unsigned fence_ms)
+{
+    s->fwd = fn;
+    s->fwd_ud = ud;
+    s->clustered = fn != NULL;
+    s->fence_ms = fence_ms ? fence_ms : 750;
+}
+
+void tr_state_leader_contact(struct tr_state *s, uint64_t commit_index)
+{
+    s->contact_ms = uv_now(s->loop);
+    if (commit_index > s->contact_index)
+        s->contact_index = commit_index;
+}
+
+uint64_t tr_state_applied(struct tr_state *s)
+{
+    return tr_store_last_applied(s->store);
+}
+
 /* ---- the service actor ----------------------------------------------------------------- */
 
 static void barrier_cb(void *arg, int status, const char *msg)
 {
     struct tr_state *s = arg;
     s->barrier_pending = 0;
-    if (status != TR_OK || s->closing || s->listener == 0)
+    if (status != TR_OK || s->closing || s->listener == 0 || s->ready)
         return; /* the poll timer tries again (with a listener to tell) */
     s->ready = 1;
     {
@@ -383,16 +552,55 @@ static void barrier_cb(void *arg, int status, const char *msg)
     }
 }
 
+static void note_listener(struct tr_state *s, int kind)
+{
+    struct tr_state_note n = { .kind = kind, .raft_index = tr_store_last_applied(s->store) };
+    struct tr_msg *m = tr_msg_make(TR_MSG_STATE_NOTE, &n, sizeof n);
+    if (tr_rt_send(s->rt, s->listener, m) != TR_OK)
+        tr_msg_free(m);
+}
+
+/* Every POLL_MS: readiness and fencing.
+ *
+ *  - A leader becomes ready after a barrier (everything before its term is
+ *    applied here), then tells the listener (TR_NOTE_READY).
+ *  - In a cluster (a forwarder is set), a follower becomes ready once it has
+ *    heard from a live leader (tr_state_leader_contact) and applied that
+ *    leader's commit index.
+ *  - A clustered node that has not heard from a leader for fence_ms, and is
+ *    not the leader itself, is fenced: it stops being ready and tells the
+ *    listener (TR_NOTE_FENCED), which stops every run actor before the leader
+ *    can declare this node down and give its runs to others (the leader
+ *    waits twice as long). It becomes ready again as above. */
+#define POLL_MS 10
 static int poll_ready(struct tr_ctx *ctx, struct tr_state *s)
 {
-    if (s->ready || s->closing)
+    if (s->closing)
         return TR_OK;
-    if (tr_raft_is_leader(s->raft) && !s->barrier_pending) {
-        if (tr_raft_barrier(s->raft, barrier_cb, s) == TR_OK)
-            s->barrier_pending = 1;
+    release_held(ctx, s);
+    uint64_t now = uv_now(s->loop);
+    int leader = tr_raft_is_leader(s->raft);
+    if (leader)
+        s->contact_ms = now;
+    int fresh = !s->clustered || leader || (s->contact_ms != 0 && now - s->contact_ms <= s->fence_ms);
+    if (s->ready && !fresh) {
+        s->ready = 0;
+        tr_log(TR_LOG_WARN, "state: node %llu: no leader for %llu ms: fenced (run actors stop)",
+               (unsigned long long)s->node_id, (unsigned long long)(now - s->contact_ms));
+        note_listener(s, TR_NOTE_FENCED);
+    } else if (!s->ready && fresh && s->listener != 0) {
+        if (leader && !s->barrier_pending) {
+            if (tr_raft_barrier(s->raft, barrier_cb, s) == TR_OK)
+                s->barrier_pending = 1;
+        } else if (!leader && s->clustered && tr_store_last_applied(s->store) >= s->contact_index) {
+            s->ready = 1;
+            tr_log(TR_LOG_INFO, "state: node %llu: following, applied %llu: ready", (unsigned long long)s->node_id,
+                   (unsigned long long)tr_store_last_applied(s->store));
+            note_listener(s, TR_NOTE_READY);
+        }
     }
     uint64_t t;
-    return tr_timer_start(ctx, 10, tr_msg_new(MSG_POLL, 0), &t);
+    return tr_timer_start(ctx, POLL_MS, tr_msg_new(MSG_POLL, 0), &t);
 }
 
 static int service_init(struct tr_ctx *ctx, void *state, void *arg)
