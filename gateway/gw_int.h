@@ -80,6 +80,8 @@ enum gw_route_id {
     GW_R_TOOL_ENABLE,
     GW_R_TENANTS,        /* issue 6 */
     GW_R_KEYS,           /* issue 6 */
+    GW_R_WEB_INDEX,      /* / : the dashboard (routes_web.c) */
+    GW_R_WEB,            /* /ui/{file} */
     GW_R_COUNT
 };
 
@@ -367,5 +369,6 @@ void gw_h_healthz(struct gw_call *c);
 void gw_h_cluster(struct gw_call *c);
 void gw_h_digest(struct gw_call *c);
 void gw_h_metrics(struct gw_call *c);
+void gw_h_web(struct gw_call *c); /* GW_R_WEB_INDEX, GW_R_WEB */
 
 #endif /* TR_GATEWAY_INT_H */

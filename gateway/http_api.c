@@ -401,6 +401,8 @@ void gw_call_dispatch(struct gw_call *c)
     case GW_R_TOOL: gw_h_tool_get(c); return;
     case GW_R_TOOL_DISABLE: gw_h_tool_set_enabled(c, false); return;
     case GW_R_TOOL_ENABLE: gw_h_tool_set_enabled(c, true); return;
+    case GW_R_WEB_INDEX:
+    case GW_R_WEB: gw_h_web(c); return;
     case GW_R_RUN_WS:
     case GW_R_TENANTS:
     case GW_R_KEYS:

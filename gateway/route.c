@@ -88,6 +88,8 @@ static const struct route_def routes[] = {
     { GW_R_TOOL, "/v1/tools/", "", "GET" },
     { GW_R_TENANTS, "/v1/tenants", NULL, "GET, POST" },
     { GW_R_KEYS, "/v1/keys", NULL, "POST" },
+    { GW_R_WEB_INDEX, "/", NULL, "GET" },
+    { GW_R_WEB, "/ui/", "", "GET" },
 };
 
 static const char *const route_names[GW_R_COUNT] = {
@@ -99,7 +101,7 @@ static const char *const route_names[GW_R_COUNT] = {
     [GW_R_APPROVAL] = "approval",   [GW_R_TOOLS] = "tools",
     [GW_R_TOOL] = "tool",           [GW_R_TOOL_DISABLE] = "tool_disable",
     [GW_R_TOOL_ENABLE] = "tool_enable", [GW_R_TENANTS] = "tenants",
-    [GW_R_KEYS] = "keys",
+    [GW_R_KEYS] = "keys",           [GW_R_WEB_INDEX] = "web_index", [GW_R_WEB] = "web_file",
 };
 
 const char *gw_route_name(enum gw_route_id r)

@@ -280,7 +280,8 @@ static void test_health_auth_and_routes(void **st)
     expect(req_full("GET", "/v1/runs", NULL, 0, 0, "Authorization: Bearer " TOKEN "x", 30000), 401, "unauthorized");
     expect(req_full("GET", "/v1/runs", NULL, 0, 0, "Authorization: " TOKEN, 30000), 401, "unauthorized");
     expect(req("GET", "/v1/nothing", NULL), 404, "not_found");
-    expect(req("GET", "/", NULL), 404, "not_found");
+    expect(req("GET", "/nope", NULL), 404, "not_found");
+    expect(req("GET", "/ui/nope.js", NULL), 404, "not_found");
     expect(req("DELETE", "/v1/runs", NULL), 405, "method_not_allowed");
     expect(req("PUT", "/v1/tools/x", "{}"), 405, "method_not_allowed");
     expect(req("GET", "/v1/tenants", NULL), 501, "not_implemented");

@@ -57,7 +57,12 @@ static void test_routes(void **st)
     assert_int_equal(m.route, GW_R_TOOL_ENABLE);
     assert_int_equal(gw_route("GET", "/v1/tools/search/enable", &m), 405);
     assert_int_equal(gw_route("GET", "/v1/nope", &m), 404);
-    assert_int_equal(gw_route("GET", "/", &m), 404);
+    assert_int_equal(gw_route("GET", "/", &m), 200); /* the dashboard */
+    assert_int_equal(m.route, GW_R_WEB_INDEX);
+    assert_int_equal(gw_route("GET", "/ui/app.js", &m), 200);
+    assert_int_equal(m.route, GW_R_WEB);
+    assert_int_equal(gw_route("GET", "/ui/a/b.js", &m), 404);
+    assert_int_equal(gw_route("GET", "/nope", &m), 404);
     assert_int_equal(gw_route("GET", "/v1/runsx", &m), 404);
     assert_int_equal(gw_route("POS", "/v1/runs", &m), 405);   /* a method that is a prefix of one */
     assert_int_equal(gw_route("", "/v1/runs", &m), 405);
