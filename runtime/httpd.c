@@ -69,6 +69,8 @@ struct req_impl {
     struct tr_httpd_req pub;
     void (*close_cb)(struct tr_httpd_req *req, void *arg);
     void *close_arg;
+    void (*drain_cb)(struct tr_httpd_req *req, void *arg); /* streamed responses */
+    void *drain_arg;
     char *body; /* owned */
 };
 
@@ -440,6 +442,10 @@ static void conn_drained(struct tr_httpd_conn *c)
         handover(c);
         return;
     }
+    if (c->req && c->streaming && c->req->drain_cb) {
+        c->req->drain_cb(&c->req->pub, c->req->drain_arg); /* may finish req */
+        return;
+    }
     if (c->close_after_write && !c->req)
         begin_linger(c);
 }
@@ -578,6 +584,20 @@ int tr_httpd_stream_end(struct tr_httpd_req *req)
     }
     conn_after_response(c, keep);
     return rv;
+}
+
+void tr_httpd_on_drain(struct tr_httpd_req *req, void (*cb)(struct tr_httpd_req *req, void *arg), void *arg)
+{
+    struct req_impl *r = (struct req_impl *)req;
+    r->drain_cb = cb;
+    r->drain_arg = arg;
+}
+
+void tr_httpd_abort(struct tr_httpd_req *req)
+{
+    struct tr_httpd_conn *c = req_conn(req);
+    if (c && c->req == (struct req_impl *)req)
+        conn_abort(c); /* the close callback follows from the socket's close */
 }
 
 void tr_httpd_on_close(struct tr_httpd_req *req, void (*cb)(struct tr_httpd_req *req, void *arg), void *arg)

@@ -543,6 +543,14 @@ TR_API int tr_httpd_stream_write(struct tr_httpd_req *req, const void *data, siz
 TR_API size_t tr_httpd_queued(const struct tr_httpd_req *req);
 /* Finish the streamed response; req is finished. */
 TR_API int tr_httpd_stream_end(struct tr_httpd_req *req);
+/* Called (from a write callback, never from inside the app's calls) each
+ * time every byte queued on a streaming req's connection has been written:
+ * for app-side pacing without polling. cb may write or end req. */
+TR_API void tr_httpd_on_drain(struct tr_httpd_req *req, void (*cb)(struct tr_httpd_req *req, void *arg),
+                              void *arg);
+/* Close req's connection now, dropping unsent output (a reader too slow for
+ * a stream). The close callback runs later, as when the client leaves. */
+TR_API void tr_httpd_abort(struct tr_httpd_req *req);
 
 /* Take the connection over for another protocol (WebSocket). head (copied,
  * may be empty) is written first, typically the "101 Switching Protocols"
