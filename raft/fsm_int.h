@@ -81,6 +81,9 @@ int fsm_tenant_create(struct tr_fsm *f, const struct troupe_cmd_TenantCreate *c)
 int fsm_tenant_update(struct tr_fsm *f, const struct troupe_cmd_TenantUpdate *c);
 int fsm_key_create(struct tr_fsm *f, const struct troupe_cmd_KeyCreate *c);
 int fsm_key_revoke(struct tr_fsm *f, const struct troupe_cmd_KeyRevoke *c);
+/* Add the usage of the batch's accepted llm.completed events to their
+ * tenants' spend (fsm_registry.c); called once at the end of an AppendBatch. */
+void fsm_tenants_account(struct tr_fsm *f, const struct troupe_cmd_AppendBatch *c, const struct tr_fsm_result *res);
 int fsm_node_add(struct tr_fsm *f, const struct troupe_cmd_NodeAdd *c);
 int fsm_node_state(struct tr_fsm *f, uint64_t node_id, int8_t state);
 int fsm_node_down(struct tr_fsm *f, const struct troupe_cmd_NodeDown *c);

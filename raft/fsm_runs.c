@@ -403,6 +403,7 @@ void fsm_append_batch(struct tr_fsm *f, const struct troupe_cmd_AppendBatch *c, 
         res->appends[i].verdict = append_one(f, troupe_cmd_AppendBatch_appends_at(c, i), &seq);
         res->appends[i].seq = seq;
     }
+    fsm_tenants_account(f, c, res); /* tenants' spend (fsm_registry.c) */
 }
 
 /* ---- approvals decided -------------------------------------------------------------- */
