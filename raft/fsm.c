@@ -150,6 +150,9 @@ static void runs_flush(struct tr_fsm *f)
         struct run_slot *s = &f->runs[i];
         if (!s->dirty)
             continue;
+        /* Every status and owner change of the entry reaches the load index
+         * here, whichever handler made it (appends ending a run, cancel). */
+        fsm_load_sync_run(f, &s->rec);
         if (f->on_applied != NULL) {
             if (f->n_touched == f->cap_touched) {
                 f->cap_touched = f->cap_touched ? 2 * f->cap_touched : 16;
@@ -193,6 +196,11 @@ void fsm_put(struct tr_fsm *f, enum tr_cf cf, const void *key, size_t klen, cons
 {
     /* A refused put is recorded in the batch and fails its commit (fatal). */
     (void)tr_batch_put(f->batch, cf, key, klen, val, vlen);
+}
+
+void fsm_delete(struct tr_fsm *f, enum tr_cf cf, const void *key, size_t klen)
+{
+    (void)tr_batch_delete(f->batch, cf, key, klen);
 }
 
 /* ---- notes ------------------------------------------------------------------------ */
@@ -279,6 +287,9 @@ static struct tr_fsm_result *result_slot(struct tr_fsm *f, uint64_t index)
 static int apply_command(struct tr_fsm *f, const struct troupe_cmd_Command *cmd, struct tr_fsm_result *res)
 {
     f->now_us = troupe_cmd_Command_time_us(cmd);
+    f->origin_node = troupe_cmd_Command_origin_node(cmd);
+    if (f->origin_node == 0)
+        f->origin_node = troupe_cmd_Command_leader_node(cmd);
     switch (troupe_cmd_Command_op_type(cmd)) {
     case troupe_cmd_Op_RunCreate:
         return fsm_run_create(f, troupe_cmd_Command_op_as_RunCreate(cmd), res);
@@ -302,11 +313,9 @@ static int apply_command(struct tr_fsm *f, const struct troupe_cmd_Command *cmd,
     case troupe_cmd_Op_NodeAdd:
         return fsm_node_add(f, troupe_cmd_Command_op_as_NodeAdd(cmd));
     case troupe_cmd_Op_NodeRemove:
-        return fsm_node_state(f, troupe_cmd_NodeRemove_node_id(troupe_cmd_Command_op_as_NodeRemove(cmd)),
-                              troupe_state_NodeState_Removed);
+        return fsm_node_remove(f, troupe_cmd_Command_op_as_NodeRemove(cmd));
     case troupe_cmd_Op_NodeUp:
-        return fsm_node_state(f, troupe_cmd_NodeUp_node_id(troupe_cmd_Command_op_as_NodeUp(cmd)),
-                              troupe_state_NodeState_Up);
+        return fsm_node_up(f, troupe_cmd_Command_op_as_NodeUp(cmd));
     case troupe_cmd_Op_NodeDown:
         return fsm_node_down(f, troupe_cmd_Command_op_as_NodeDown(cmd));
     case troupe_cmd_Op_NodeDrain:
@@ -346,6 +355,7 @@ int tr_fsm_apply_at(struct tr_fsm *f, uint64_t index, const void *buf, size_t le
     runs_reset(f);
     if (rv != TR_OK) {
         f->n_notes = 0;
+        fsm_load_invalidate(f); /* it holds this entry's changes; the store does not */
         tr_err_wrap(&err, "fsm: commit entry %llu", (unsigned long long)index);
         f->on_fatal(f->ud, err.msg);
         return rv;
@@ -444,6 +454,8 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
             tr_log(TR_LOG_ERROR, "fsm: restore: %s", err.msg);
             return RAFT_IOERR;
         }
+        /* The load index describes the state before the snapshot. */
+        fsm_load_invalidate(f);
         tr_log(TR_LOG_INFO, "fsm: restored snapshot at index %llu", (unsigned long long)snap_index);
     }
     raft_free(buf->base); /* ours on success */
@@ -503,6 +515,7 @@ void tr_fsm_free(struct tr_fsm *f)
     tr_free(f->runs);
     tr_free(f->index);
     tr_free(f->notes);
+    fsm_load_free(f);
     tr_free(f->touched);
     for (int i = 0; i < TR_FSM_RESULT_RING; i++)
         tr_free(f->ring[i].appends);

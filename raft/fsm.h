@@ -119,6 +119,20 @@ void tr_fsm_free(struct tr_fsm *f);
 /* Entries applied through this FSM since it was created (skipped ones too). */
 uint64_t tr_fsm_applied(struct tr_fsm *f);
 
+/* ---- placement, read-only (raft's thread, between entries) ----
+ * The FSM places runs created with owner_node 0 and moves the runs of Down
+ * and Draining nodes itself (rules at the top of raft/fsm_nodes.c), from an
+ * in-memory load index it builds from the store on first use.
+ *
+ * tr_fsm_node_load: node id's state (troupe_state_NodeState_*), capacity
+ * (0 = unlimited) and active runs (non-terminal runs it owns). TR_OK;
+ * TR_ENOTFOUND when id is not in the node table (then *state is -1 and
+ * *active the runs it still owns, e.g. before it registered); or a store
+ * error building the index (already reported through on_fatal). */
+int tr_fsm_node_load(struct tr_fsm *f, uint64_t id, uint32_t *active, uint32_t *capacity, int8_t *state);
+/* The smallest registered node id above `after` (0 to start); 0 at the end. */
+uint64_t tr_fsm_node_next(struct tr_fsm *f, uint64_t after);
+
 /* Apply one Command buffer at raft index `index` (what fsm->apply does; also
  * the seam for tests without raft). */
 int tr_fsm_apply_at(struct tr_fsm *f, uint64_t index, const void *buf, size_t len,

@@ -16,6 +16,29 @@ struct run_slot {
     bool is_new;
 };
 
+/* The load index (fsm_nodes.c): derived from the store, kept in memory,
+ * identical on every replica. Nodes are kept sorted by id; an entry exists
+ * for every registered node and for every unregistered id that still owns
+ * active runs. Active runs (non-terminal) map run key -> owner in an
+ * open-addressing table (linear probing, key 0 = empty: run ids are > 0). */
+struct fsm_node_load {
+    uint64_t id;
+    uint32_t capacity;          /* 0 = unlimited */
+    uint32_t active;            /* non-terminal runs it owns */
+    int8_t state;               /* troupe_state_NodeState_*; FSM_NODE_UNREGISTERED */
+};
+#define FSM_NODE_UNREGISTERED ((int8_t)-1)
+
+struct fsm_load {
+    bool valid;                 /* false: rebuild from the store before use */
+    struct fsm_node_load *nodes;
+    uint32_t n_nodes, cap_nodes;
+    uint64_t *run_keys;         /* run_cap slots; 0 = empty */
+    uint64_t *run_owners;
+    uint32_t run_cap;           /* power of two, or 0 */
+    uint32_t n_active;
+};
+
 struct tr_fsm {
     struct raft_fsm fsm;
     struct tr_store *store;
@@ -47,6 +70,9 @@ struct tr_fsm {
     struct tr_fsm_result ring[TR_FSM_RESULT_RING];
     uint64_t applied;
     int64_t now_us;            /* the command's time: the only clock the FSM reads */
+    uint64_t origin_node;      /* the command's origin_node, else its leader_node */
+
+    struct fsm_load load;      /* placement (fsm_nodes.c) */
 
     /* Snapshot in progress (raft calls snapshot, snapshot_async, finalize). */
     struct tr_store_view *snap_view;
@@ -85,15 +111,43 @@ int fsm_key_revoke(struct tr_fsm *f, const struct troupe_cmd_KeyRevoke *c);
  * tenants' spend (fsm_registry.c); called once at the end of an AppendBatch. */
 void fsm_tenants_account(struct tr_fsm *f, const struct troupe_cmd_AppendBatch *c, const struct tr_fsm_result *res);
 int fsm_node_add(struct tr_fsm *f, const struct troupe_cmd_NodeAdd *c);
-int fsm_node_state(struct tr_fsm *f, uint64_t node_id, int8_t state);
+int fsm_node_up(struct tr_fsm *f, const struct troupe_cmd_NodeUp *c);
 int fsm_node_down(struct tr_fsm *f, const struct troupe_cmd_NodeDown *c);
 int fsm_node_drain(struct tr_fsm *f, const struct troupe_cmd_NodeDrain *c);
+int fsm_node_remove(struct tr_fsm *f, const struct troupe_cmd_NodeRemove *c);
+
+/* An explicit RunReassign (also inside NodeDown/NodeDrain), journaled with
+ * reason `why`; res may be NULL. */
+int fsm_reassign_cmd(struct tr_fsm *f, const struct troupe_cmd_RunReassign *c, const char *why,
+                     struct tr_fsm_result *res);
+/* Move the active run in slot s to node `to` at epoch + 1: journal
+ * run.assigned (reason `why`), note TR_NOTE_RUN_ASSIGNED, update the load
+ * index. Returns the event's seq. */
+uint64_t fsm_run_move(struct tr_fsm *f, struct run_slot *s, uint64_t to, const char *why);
+
+/* ---- the load index (fsm_nodes.c) ----
+ * Build it from the store if it is not valid (then fold in the runs this
+ * entry already changed); TR_OK or a store error (already reported fatal). */
+int fsm_load_ensure(struct tr_fsm *f);
+/* Forget it: rebuilt on next use (after a snapshot restore, a failed commit). */
+void fsm_load_invalidate(struct tr_fsm *f);
+void fsm_load_free(struct tr_fsm *f);
+/* Bring the index in line with run record r (active or not, its owner). A
+ * no-op while the index is not valid. Idempotent. */
+void fsm_load_sync_run(struct tr_fsm *f, const struct run_rec *r);
+/* Placement: the Up node with the lowest load, `exclude` left out; 0 when no
+ * node is Up. The index must be valid. */
+uint64_t fsm_load_pick(struct tr_fsm *f, uint64_t exclude);
+/* Number of registered nodes (any state). The index must be valid. */
+uint32_t fsm_load_registered(struct tr_fsm *f);
 
 /* Read a record from the store into a tr_malloc'd buffer; TR_ENOTFOUND. */
 int fsm_get(struct tr_fsm *f, enum tr_cf cf, const void *key, size_t klen, void **val, size_t *vlen);
 /* Queue a put into the entry's batch; a refused put is fatal for the entry. */
 void fsm_put(struct tr_fsm *f, enum tr_cf cf, const void *key, size_t klen, const void *val,
              size_t vlen);
+/* Queue a delete into the entry's batch. */
+void fsm_delete(struct tr_fsm *f, enum tr_cf cf, const void *key, size_t klen);
 
 /* The approvals key is the approval id itself. */
 #define FSM_NODE_PREFIX "node/"

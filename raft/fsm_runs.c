@@ -162,6 +162,23 @@ static void approval_close_pending(struct tr_fsm *f, struct run_slot *s, int8_t 
 
 /* ---- RunCreate -------------------------------------------------------------------- */
 
+/* The owner of a run created with owner_node 0 (placement rules at the top of
+ * fsm_nodes.c); 0 when there is nobody to give it to. */
+static uint64_t place(struct tr_fsm *f)
+{
+    if (fsm_load_ensure(f) != TR_OK)
+        return 0;
+    uint64_t owner = fsm_load_pick(f, 0);
+    if (owner == 0) {
+        /* An empty node table (a lone node before it registered) or no node
+         * Up: the node that took the request runs it. */
+        owner = f->origin_node;
+        if (fsm_load_registered(f) > 0)
+            tr_log(TR_LOG_WARN, "fsm: no node is up; run placed on origin node %llu", (unsigned long long)owner);
+    }
+    return owner;
+}
+
 int fsm_run_create(struct tr_fsm *f, const struct troupe_cmd_RunCreate *c, struct tr_fsm_result *res)
 {
     uint64_t key;
@@ -198,6 +215,9 @@ int fsm_run_create(struct tr_fsm *f, const struct troupe_cmd_RunCreate *c, struc
         res->run_id = key;
         return TR_FSM_EXISTS;
     }
+    uint64_t owner = troupe_cmd_RunCreate_owner_node(c);
+    if (owner == 0 && (owner = place(f)) == 0)
+        return TR_FSM_INVALID;
 
     struct run_slot *s = fsm_run_new(f, key);
     struct run_rec *r = &s->rec;
@@ -209,7 +229,7 @@ int fsm_run_create(struct tr_fsm *f, const struct troupe_cmd_RunCreate *c, struc
     r->created_by = dup_str(troupe_cmd_RunCreate_created_by(c));
     tr_agent_rec_from(&r->agent, troupe_cmd_RunCreate_agent(c));
     r->status = troupe_journal_RunStatus_Queued;
-    r->owner_node = troupe_cmd_RunCreate_owner_node(c);
+    r->owner_node = owner;
     r->epoch = troupe_cmd_RunCreate_epoch(c);
     r->next_seq = 1;
     r->created_at_us = f->now_us;
@@ -238,6 +258,7 @@ int fsm_run_create(struct tr_fsm *f, const struct troupe_cmd_RunCreate *c, struc
 
     if (idem.len > 0)
         (void)tr_batch_idem_put(f->batch, tenant.ptr, tenant.len, idem.ptr, idem.len, key, req_hash);
+    fsm_load_sync_run(f, r);
     fsm_note(f, TR_NOTE_RUN_CREATED, r, troupe_journal_Data_RunCreated, res->seq);
     return TR_FSM_OK;
 }
@@ -512,8 +533,29 @@ int fsm_run_cancel(struct tr_fsm *f, const struct troupe_cmd_RunCancel *c, struc
 
 /* ---- reassignment (failover, drain) ----------------------------------------------------- */
 
-static int reassign(struct tr_fsm *f, const struct troupe_cmd_RunReassign *c, const char *why,
-                    struct tr_fsm_result *res)
+uint64_t fsm_run_move(struct tr_fsm *f, struct run_slot *s, uint64_t to, const char *why)
+{
+    struct run_rec *r = &s->rec;
+    uint64_t from = r->owner_node;
+    r->owner_node = to;
+    r->epoch++;
+
+    fsm_event_begin(f);
+    struct tr_fb_builder *b = &f->eb;
+    tr_fb_ref reason = tr_fb_create_str(b, why);
+    troupe_journal_RunAssigned_start(b);
+    troupe_journal_RunAssigned_add_owner_node(b, r->owner_node);
+    troupe_journal_RunAssigned_add_previous_owner(b, from);
+    troupe_journal_RunAssigned_add_reason(b, reason);
+    tr_fb_ref data = troupe_journal_RunAssigned_end(b);
+    uint64_t seq = fsm_event_commit(f, s, troupe_journal_Data_RunAssigned, data);
+    fsm_load_sync_run(f, r);
+    fsm_note(f, TR_NOTE_RUN_ASSIGNED, r, troupe_journal_Data_RunAssigned, seq);
+    return seq;
+}
+
+int fsm_reassign_cmd(struct tr_fsm *f, const struct troupe_cmd_RunReassign *c, const char *why,
+                     struct tr_fsm_result *res)
 {
     uint64_t key;
     if (parse_run_id(troupe_cmd_RunReassign_run_id(c), &key) != TR_OK)
@@ -529,48 +571,18 @@ static int reassign(struct tr_fsm *f, const struct troupe_cmd_RunReassign *c, co
     uint64_t epoch = troupe_cmd_RunReassign_epoch(c);
     if (epoch != r->epoch + 1 || troupe_cmd_RunReassign_from_node(c) != r->owner_node)
         return TR_FSM_STALE_EPOCH;
-    uint64_t from = r->owner_node;
-    r->owner_node = troupe_cmd_RunReassign_to_node(c);
-    r->epoch = epoch;
-
-    fsm_event_begin(f);
-    struct tr_fb_builder *b = &f->eb;
-    tr_fb_ref reason = tr_fb_create_str(b, why);
-    troupe_journal_RunAssigned_start(b);
-    troupe_journal_RunAssigned_add_owner_node(b, r->owner_node);
-    troupe_journal_RunAssigned_add_previous_owner(b, from);
-    troupe_journal_RunAssigned_add_reason(b, reason);
-    tr_fb_ref data = troupe_journal_RunAssigned_end(b);
-    uint64_t seq = fsm_event_commit(f, s, troupe_journal_Data_RunAssigned, data);
+    uint64_t to = troupe_cmd_RunReassign_to_node(c);
+    if (to == 0)
+        return TR_FSM_INVALID;
+    uint64_t seq = fsm_run_move(f, s, to, why);
     if (res != NULL) {
         res->run_id = key;
         res->seq = seq;
     }
-    fsm_note(f, TR_NOTE_RUN_ASSIGNED, r, troupe_journal_Data_RunAssigned, seq);
     return TR_FSM_OK;
 }
 
 int fsm_run_reassign(struct tr_fsm *f, const struct troupe_cmd_RunReassign *c, struct tr_fsm_result *res)
 {
-    return reassign(f, c, "reassigned", res);
-}
-
-int fsm_node_down(struct tr_fsm *f, const struct troupe_cmd_NodeDown *c)
-{
-    int rv = fsm_node_state(f, troupe_cmd_NodeDown_node_id(c), troupe_state_NodeState_Down);
-    if (rv != TR_FSM_OK)
-        return rv;
-    for (uint32_t i = 0; i < troupe_cmd_NodeDown_reassignments_len(c); i++)
-        (void)reassign(f, troupe_cmd_NodeDown_reassignments_at(c, i), "owner node down", NULL);
-    return TR_FSM_OK;
-}
-
-int fsm_node_drain(struct tr_fsm *f, const struct troupe_cmd_NodeDrain *c)
-{
-    int rv = fsm_node_state(f, troupe_cmd_NodeDrain_node_id(c), troupe_state_NodeState_Draining);
-    if (rv != TR_FSM_OK)
-        return rv;
-    for (uint32_t i = 0; i < troupe_cmd_NodeDrain_reassignments_len(c); i++)
-        (void)reassign(f, troupe_cmd_NodeDrain_reassignments_at(c, i), "owner node draining", NULL);
-    return TR_FSM_OK;
+    return fsm_reassign_cmd(f, c, "reassigned", res);
 }
