@@ -68,7 +68,7 @@ static void create_propose(struct gw_call *c)
     c->run_id = id;
     struct gw_cmd_head h = gw_cmd_head(c);
     struct gw_run_create_args a = { .run_id = id, .tenant = c->who.tenant, .idempotency_key = c->text,
-                                    .owner_node = c->g->node_id, .created_by = c->who.name };
+                                    .owner_node = 0 /* placed by the FSM */, .created_by = c->who.name };
     gw_build_run_create(&c->g->b, &h, &c->run, &a);
     gw_propose(c, &c->g->b, create_done);
 }
