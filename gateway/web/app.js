@@ -34,7 +34,7 @@ function el(tag, attrs, ...children) {
     else if (k === 'dataset') Object.assign(e.dataset, v);
     else e.setAttribute(k, v === true ? '' : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -219,8 +219,8 @@ function viewRuns(main, q) {
       el('th', { scope: 'col', class: 'num' }, 'Cost'), el('th', { scope: 'col' }, 'Updated'))),
     tbody);
   const msg = el('div');
-  main.append(title, el('div', { class: 'toolbar' }, chips, el('span', { class: 'spacer' }), prev, where, next),
-    msg, table);
+  main.append(title, el('div', { class: 'toolbar' }, chips, el('span', { class: 'spacer' }),
+    el('div', { class: 'pager', role: 'group', 'aria-label': 'Pages' }, prev, where, next)), msg, table);
 
   async function load(i) {
     if (i < 0 || i >= cursors.length) return;
@@ -280,6 +280,7 @@ async function decide(id, decision, reason) {
   try {
     await api('POST', '/v1/approvals/' + encodeURIComponent(id), body);
     toast((decision === 'approve' ? 'Approved ' : 'Denied ') + id);
+    refreshHeader();
     return true;
   } catch (e) {
     if (e.status !== 401) toast('Could not ' + decision + ' ' + id + ': ' + e.message);
@@ -385,7 +386,8 @@ function eventClass(type) {
 /* Read a run's events as Server-Sent Events over fetch (so that the
  * Authorization header goes along), calling onEvent for each, resuming
  * after the last seq when the connection drops, until the server ends the
- * stream for a terminal run or stop() is called. */
+ * stream for a terminal run or stop() is called. onState('live' | 'ended' |
+ * 'reconnecting' | 'off') follows the connection. */
 function streamEvents(runId, onEvent, onState) {
   let after = 0, stopped = false, ctrl = null, delay = 500;
   async function once() {
@@ -394,7 +396,7 @@ function streamEvents(runId, onEvent, onState) {
       { headers: authHeaders({ Accept: 'text/event-stream' }), signal: ctrl.signal });
     if (r.status === 401) { showLogin('unauthorized'); stopped = true; return true; }
     if (!r.ok) throw new Error('events: HTTP ' + r.status);
-    onState(true);
+    onState('live');
     delay = 500;
     const reader = r.body.getReader();
     const dec = new TextDecoder();
@@ -426,13 +428,13 @@ function streamEvents(runId, onEvent, onState) {
     while (!stopped) {
       try {
         const stop = await once();
-        onState(false);
-        if (stop || stopped) return;
+        if (stop || stopped) { onState('off'); return; }
         const done = await onEnded();
+        onState(done ? 'ended' : 'reconnecting');
         if (done) return;
       } catch (e) {
-        onState(false);
         if (stopped) return;
+        onState('reconnecting');
       }
       await new Promise((res) => setTimeout(res, delay));
       delay = Math.min(delay * 2, 8000);
@@ -494,7 +496,7 @@ function viewRun(main, id) {
       el('dt', {}, 'Updated'), el('dd', {}, fmtTime(r.updated_at)),
       r.output ? el('dt', {}, 'Output') : null, r.output ? el('dd', { class: 'message' }, r.output) : null,
       r.error ? el('dt', {}, 'Error') : null, r.error ? el('dd', { class: 'bad' }, (r.error_code ? r.error_code + ': ' : '') + r.error) : null),
-    TERMINAL.has(r.status) ? null : el('div', { class: 'actions' }, cancel));
+    el('div', { class: 'actions' }, TERMINAL.has(r.status) ? null : cancel));
   }
 
   function item(ev) {
@@ -518,9 +520,11 @@ function viewRun(main, id) {
     refresh();
   }
   refresh();
-  const stop = streamEvents(id, onEvent, (on) => {
-    live.textContent = on ? 'live' : (ctx.run && TERMINAL.has(ctx.run.status) ? 'ended' : 'reconnecting…');
-    live.classList.toggle('on', on);
+  const stop = streamEvents(id, onEvent, (state) => {
+    live.textContent = { live: 'live', ended: 'ended', reconnecting: 'reconnecting…', off: '' }[state];
+    live.classList.toggle('on', state === 'live');
+    live.dataset.state = state;
+    if (state === 'ended') refresh();
   });
   onStop(stop);
 }
