@@ -1,0 +1,885 @@
+/* Placement and failover in the FSM (raft/fsm_nodes.c), driven through
+ * tr_fsm_apply_at on a real RocksDB store in a temporary directory. The
+ * FSM's notes go to a real listener actor on a deterministic runtime.
+ *
+ * What is checked: runs created with owner 0 spread by load and capacity;
+ * Draining and Down nodes get no new runs; NodeDown/NodeDrain move every
+ * active run (epoch + 1, run.assigned journaled, TR_NOTE_RUN_ASSIGNED) and
+ * leave terminal ones; the old owner is fenced (STALE_EPOCH); runs of Down
+ * nodes come back when a node comes Up; NodeRemove's rules; the load index
+ * rebuilt from the store (reopen, snapshot restore) decides as the live one
+ * did, and FSMs fed the same commands end with the same state digest. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+#include "raft/fsm.h"
+#include "raft/raft.h"
+#include "schemas/command_generated.h"
+#include "schemas/journal_generated.h"
+#include "schemas/state_generated.h"
+#include "storage/storage.h"
+
+/* ---- the listener: a real actor on a deterministic runtime -------------------- */
+
+#define MAX_NOTES 8192
+static struct tr_state_note notes[MAX_NOTES];
+static int n_notes;
+static struct tr_rt *rt;
+static tr_actor_id listener;
+
+static int listener_receive(struct tr_ctx *ctx, void *state, struct tr_msg *m)
+{
+    (void)ctx;
+    (void)state;
+    if (m->type == TR_MSG_STATE_NOTE && m->len == sizeof(struct tr_state_note) && n_notes < MAX_NOTES)
+        memcpy(&notes[n_notes++], m->data, sizeof(struct tr_state_note));
+    return 0;
+}
+
+static const struct tr_behavior listener_behavior = { .name = "notes", .receive = listener_receive };
+
+static int count_notes(int kind, uint64_t run_id, uint64_t owner)
+{
+    int n = 0;
+    for (int i = 0; i < n_notes; i++)
+        if (notes[i].kind == kind && (run_id == 0 || notes[i].run_id == run_id) &&
+            (owner == 0 || notes[i].owner == owner))
+            n++;
+    return n;
+}
+
+/* ---- an FSM over a store ---------------------------------------------------------- */
+
+struct env {
+    char *dir;
+    char path[160];
+    struct tr_store *store;
+    struct tr_fsm *fsm;
+    struct raft_fsm *rf;        /* what raft would drive (restore) */
+    uint64_t index;
+};
+
+static void on_fatal(void *ud, const char *msg)
+{
+    (void)ud;
+    fail_msg("fsm fatal: %s", msg);
+}
+
+static void fsm_open(struct env *e, tr_actor_id to)
+{
+    struct tr_fsm_opts o = { .store = e->store, .rt = rt, .listener = to, .on_fatal = on_fatal };
+    e->rf = tr_fsm_new(&o, &e->fsm);
+    assert_non_null(e->rf);
+}
+
+static void env_open(struct env *e, const char *tag, tr_actor_id to)
+{
+    memset(e, 0, sizeof *e);
+    if (to != 0)
+        n_notes = 0;
+    e->dir = h_tmpdir(tag);
+    assert_non_null(e->dir);
+    snprintf(e->path, sizeof e->path, "%s/db", e->dir);
+    assert_int_equal(tr_store_open(e->path, NULL, &e->store, NULL), TR_OK);
+    e->index = tr_store_last_applied(e->store);
+    fsm_open(e, to);
+}
+
+static void env_close(struct env *e)
+{
+    tr_fsm_free(e->fsm);
+    tr_store_close(e->store);
+    h_tmpdir_remove(e->dir);
+}
+
+/* Close the FSM and the store, open both again: the index must be rebuilt. */
+static void env_reopen(struct env *e, tr_actor_id to)
+{
+    tr_fsm_free(e->fsm);
+    tr_store_close(e->store);
+    assert_int_equal(tr_store_open(e->path, NULL, &e->store, NULL), TR_OK);
+    assert_int_equal(tr_store_last_applied(e->store), e->index);
+    fsm_open(e, to);
+}
+
+/* Apply the Command in b at the next index; the result's verdict. */
+static struct tr_fsm_result apply_b(struct env *e, struct tr_fb_builder *b)
+{
+    size_t len;
+    const uint8_t *buf = tr_fb_builder_data(b, &len);
+    struct tr_fsm_result *res;
+    assert_int_equal(tr_fsm_apply_at(e->fsm, ++e->index, buf, len, &res), TR_OK);
+    struct tr_fsm_result copy = *res;
+    copy.appends = NULL;
+    if (res->n_appends > 0)
+        copy.verdict = res->appends[0].verdict;
+    tr_rt_run_until_idle(rt, 0);
+    return copy;
+}
+
+static void finish(struct tr_fb_builder *b, uint8_t type, tr_fb_ref op, uint64_t origin, uint64_t leader)
+{
+    troupe_cmd_Command_start(b);
+    troupe_cmd_Command_add_time_us(b, 1700000000000000LL);
+    troupe_cmd_Command_add_leader_node(b, leader);
+    troupe_cmd_Command_add_origin_node(b, origin);
+    troupe_cmd_Command_add_op_type(b, type);
+    troupe_cmd_Command_add_op(b, op);
+    troupe_cmd_Command_finish(b, troupe_cmd_Command_end(b));
+}
+
+/* ---- commands ------------------------------------------------------------------------ */
+
+static int node_add(struct env *e, uint64_t id, uint32_t capacity)
+{
+    struct tr_fb_builder b;
+    tr_fb_builder_init(&b);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%llu", (unsigned long long)(9000 + id));
+    tr_fb_ref a = tr_fb_create_str(&b, addr);
+    troupe_cmd_NodeAdd_start(&b);
+    troupe_cmd_NodeAdd_add_node_id(&b, id);
+    troupe_cmd_NodeAdd_add_raft_address(&b, a);
+    troupe_cmd_NodeAdd_add_capacity(&b, capacity);
+    finish(&b, troupe_cmd_Op_NodeAdd, troupe_cmd_NodeAdd_end(&b), 1, 1);
+    int v = apply_b(e, &b).verdict;
+    tr_fb_builder_free(&b);
+    return v;
+}
+
+static int node_up(struct env *e, uint64_t id)
+{
+    struct tr_fb_builder b;
+    tr_fb_builder_init(&b);
+    troupe_cmd_NodeUp_start(&b);
+    troupe_cmd_NodeUp_add_node_id(&b, id);
+    finish(&b, troupe_cmd_Op_NodeUp, troupe_cmd_NodeUp_end(&b), 1, 1);
+    int v = apply_b(e, &b).verdict;
+    tr_fb_builder_free(&b);
+    return v;
+}
+
+static int node_remove(struct env *e, uint64_t id)
+{
+    struct tr_fb_builder b;
+    tr_fb_builder_init(&b);
+    troupe_cmd_NodeRemove_start(&b);
+    troupe_cmd_NodeRemove_add_node_id(&b, id);
+    finish(&b, troupe_cmd_Op_NodeRemove, troupe_cmd_NodeRemove_end(&b), 1, 1);
+    int v = apply_b(e, &b).verdict;
+    tr_fb_builder_free(&b);
+    return v;
+}
+
+static tr_fb_ref reassign_ref(struct tr_fb_builder *b, uint64_t run, uint64_t from, uint64_t to, uint64_t epoch)
+{
+    char text[TR_RUN_ID_TEXT_LEN];
+    tr_run_id_text(run, text);
+    tr_fb_ref rid = tr_fb_create_str(b, text);
+    troupe_cmd_RunReassign_start(b);
+    troupe_cmd_RunReassign_add_run_id(b, rid);
+    troupe_cmd_RunReassign_add_from_node(b, from);
+    troupe_cmd_RunReassign_add_to_node(b, to);
+    troupe_cmd_RunReassign_add_epoch(b, epoch);
+    return troupe_cmd_RunReassign_end(b);
+}
+
+/* NodeDown (drain = false) or NodeDrain of id, with at most one explicit
+ * reassignment (run 0: none). */
+static int node_down_drain(struct env *e, uint64_t id, bool drain, uint64_t run, uint64_t to, uint64_t epoch)
+{
+    struct tr_fb_builder b;
+    tr_fb_builder_init(&b);
+    tr_fb_ref vec = 0;
+    if (run != 0) {
+        tr_fb_ref r = reassign_ref(&b, run, id, to, epoch);
+        vec = troupe_cmd_NodeDown_create_reassignments(&b, &r, 1);
+    }
+    if (drain) {
+        troupe_cmd_NodeDrain_start(&b);
+        troupe_cmd_NodeDrain_add_node_id(&b, id);
+        troupe_cmd_NodeDrain_add_reassignments(&b, vec);
+        finish(&b, troupe_cmd_Op_NodeDrain, troupe_cmd_NodeDrain_end(&b), 1, 1);
+    } else {
+        tr_fb_ref why = tr_fb_create_str(&b, "silent");
+        troupe_cmd_NodeDown_start(&b);
+        troupe_cmd_NodeDown_add_node_id(&b, id);
+        troupe_cmd_NodeDown_add_reason(&b, why);
+        troupe_cmd_NodeDown_add_reassignments(&b, vec);
+        finish(&b, troupe_cmd_Op_NodeDown, troupe_cmd_NodeDown_end(&b), 1, 1);
+    }
+    int v = apply_b(e, &b).verdict;
+    tr_fb_builder_free(&b);
+    return v;
+}
+
+static int node_down(struct env *e, uint64_t id)
+{
+    return node_down_drain(e, id, false, 0, 0, 0);
+}
+
+static int node_drain(struct env *e, uint64_t id)
+{
+    return node_down_drain(e, id, true, 0, 0, 0);
+}
+
+static int run_reassign(struct env *e, uint64_t run, uint64_t from, uint64_t to, uint64_t epoch)
+{
+    struct tr_fb_builder b;
+    tr_fb_builder_init(&b);
+    tr_fb_ref r = reassign_ref(&b, run, from, to, epoch);
+    finish(&b, troupe_cmd_Op_RunReassign, r, 1, 1);
+    int v = apply_b(e, &b).verdict;
+    tr_fb_builder_free(&b);
+    return v;
+}
+
+/* RunCreate of run `id` with owner_node `owner` (0: place it). */
+static int run_create_from(struct env *e, uint64_t id, uint64_t owner, uint64_t origin, uint64_t leader)
+{
+    struct tr_fb_builder b;
+    char text[TR_RUN_ID_TEXT_LEN];
+    tr_fb_builder_init(&b);
+    tr_run_id_text(id, text);
+    tr_fb_ref rid = tr_fb_create_str(&b, text);
+    tr_fb_ref tenant = tr_fb_create_str(&b, "acme");
+    tr_fb_ref goal = tr_fb_create_str(&b, "count the sheep");
+    troupe_cmd_RunCreate_start(&b);
+    troupe_cmd_RunCreate_add_run_id(&b, rid);
+    troupe_cmd_RunCreate_add_tenant(&b, tenant);
+    troupe_cmd_RunCreate_add_goal(&b, goal);
+    troupe_cmd_RunCreate_add_owner_node(&b, owner);
+    finish(&b, troupe_cmd_Op_RunCreate, troupe_cmd_RunCreate_end(&b), origin, leader);
+    struct tr_fsm_result r = apply_b(e, &b);
+    tr_fb_builder_free(&b);
+    if (r.verdict == TR_FSM_OK)
+        assert_int_equal(r.run_id, id);
+    return r.verdict;
+}
+
+static int run_create(struct env *e, uint64_t id, uint64_t owner)
+{
+    return run_create_from(e, id, owner, 1, 1);
+}
+
+static int run_cancel(struct env *e, uint64_t id)
+{
+    struct tr_fb_builder b;
+    char text[TR_RUN_ID_TEXT_LEN];
+    tr_fb_builder_init(&b);
+    tr_run_id_text(id, text);
+    tr_fb_ref rid = tr_fb_create_str(&b, text);
+    troupe_cmd_RunCancel_start(&b);
+    troupe_cmd_RunCancel_add_run_id(&b, rid);
+    finish(&b, troupe_cmd_Op_RunCancel, troupe_cmd_RunCancel_end(&b), 1, 1);
+    int v = apply_b(e, &b).verdict;
+    tr_fb_builder_free(&b);
+    return v;
+}
+
+/* One owner append (llm.requested, or run.succeeded when `end`) at
+ * (epoch, seq); the append's verdict. */
+static int run_append(struct env *e, uint64_t id, uint64_t epoch, uint64_t seq, bool end)
+{
+    struct tr_fb_builder eb, b;
+    char text[TR_RUN_ID_TEXT_LEN];
+    tr_run_id_text(id, text);
+    tr_fb_builder_init(&eb);
+    tr_fb_ref data;
+    uint8_t type;
+    if (end) {
+        tr_fb_ref o = tr_fb_create_str(&eb, "42 sheep");
+        troupe_journal_RunSucceeded_start(&eb);
+        troupe_journal_RunSucceeded_add_output(&eb, o);
+        data = troupe_journal_RunSucceeded_end(&eb);
+        type = troupe_journal_Data_RunSucceeded;
+    } else {
+        troupe_journal_LlmRequested_start(&eb);
+        troupe_journal_LlmRequested_add_step(&eb, 1);
+        data = troupe_journal_LlmRequested_end(&eb);
+        type = troupe_journal_Data_LlmRequested;
+    }
+    tr_fb_ref erid = tr_fb_create_str(&eb, text);
+    troupe_journal_Event_start(&eb);
+    troupe_journal_Event_add_seq(&eb, seq);
+    troupe_journal_Event_add_time_us(&eb, 1700000000000001LL);
+    troupe_journal_Event_add_run_id(&eb, erid);
+    troupe_journal_Event_add_epoch(&eb, epoch);
+    troupe_journal_Event_add_data_type(&eb, type);
+    troupe_journal_Event_add_data(&eb, data);
+    troupe_journal_Event_finish(&eb, troupe_journal_Event_end(&eb));
+    size_t elen;
+    const uint8_t *ev = tr_fb_builder_data(&eb, &elen);
+
+    tr_fb_builder_init(&b);
+    tr_fb_ref rid = tr_fb_create_str(&b, text);
+    tr_fb_ref evr = tr_fb_create_bytes(&b, ev, elen);
+    troupe_cmd_Append_start(&b);
+    troupe_cmd_Append_add_run_id(&b, rid);
+    troupe_cmd_Append_add_epoch(&b, epoch);
+    troupe_cmd_Append_add_seq(&b, seq);
+    troupe_cmd_Append_add_event(&b, evr);
+    tr_fb_ref a = troupe_cmd_Append_end(&b);
+    tr_fb_ref vec = troupe_cmd_AppendBatch_create_appends(&b, &a, 1);
+    troupe_cmd_AppendBatch_start(&b);
+    troupe_cmd_AppendBatch_add_appends(&b, vec);
+    finish(&b, troupe_cmd_Op_AppendBatch, troupe_cmd_AppendBatch_end(&b), 1, 1);
+    struct tr_fsm_result r = apply_b(e, &b);
+    tr_fb_builder_free(&b);
+    tr_fb_builder_free(&eb);
+    assert_int_equal(r.n_appends, 1);
+    return r.verdict;
+}
+
+/* ---- reading the store ----------------------------------------------------------------- */
+
+static void read_run(struct env *e, uint64_t id, struct run_rec *out)
+{
+    unsigned char k[8];
+    void *val;
+    size_t vlen;
+    tr_run_key(id, k);
+    assert_int_equal(tr_store_get(e->store, NULL, TR_CF_RUNS, k, 8, &val, &vlen, NULL), TR_OK);
+    assert_int_equal(tr_run_rec_decode(val, vlen, out), TR_OK);
+    tr_free(val);
+}
+
+static uint64_t owner_of(struct env *e, uint64_t id)
+{
+    struct run_rec r;
+    read_run(e, id, &r);
+    uint64_t o = r.owner_node;
+    tr_run_rec_free(&r);
+    return o;
+}
+
+static uint64_t epoch_of(struct env *e, uint64_t id)
+{
+    struct run_rec r;
+    read_run(e, id, &r);
+    uint64_t ep = r.epoch;
+    tr_run_rec_free(&r);
+    return ep;
+}
+
+/* Journal event `seq` of run id: its type, and the owner it names
+ * (RunCreated.owner_node, RunAssigned.owner_node / previous_owner). */
+struct ev_info {
+    uint8_t type;
+    uint64_t epoch;
+    uint64_t owner;
+    uint64_t previous;
+    char reason[64];
+};
+
+static struct ev_info read_event(struct env *e, uint64_t id, uint64_t seq)
+{
+    struct tr_journal_iter *it;
+    struct ev_info out = { 0 };
+    assert_int_equal(tr_journal_iter_open(e->store, NULL, id, seq, &it, NULL), TR_OK);
+    uint64_t got;
+    const void *ev;
+    size_t len;
+    assert_int_equal(tr_journal_iter_next(it, &got, &ev, &len, NULL), 1);
+    assert_int_equal(got, seq);
+    const struct troupe_journal_Event *E = troupe_journal_Event_verify_as_root(ev, len, NULL);
+    assert_non_null(E);
+    out.type = troupe_journal_Event_data_type(E);
+    out.epoch = troupe_journal_Event_epoch(E);
+    if (out.type == troupe_journal_Data_RunCreated) {
+        out.owner = troupe_journal_RunCreated_owner_node(troupe_journal_Event_data_as_RunCreated(E));
+    } else if (out.type == troupe_journal_Data_RunAssigned) {
+        const struct troupe_journal_RunAssigned *ra = troupe_journal_Event_data_as_RunAssigned(E);
+        out.owner = troupe_journal_RunAssigned_owner_node(ra);
+        out.previous = troupe_journal_RunAssigned_previous_owner(ra);
+        struct tr_fb_str why = troupe_journal_RunAssigned_reason(ra);
+        snprintf(out.reason, sizeof out.reason, "%.*s", (int)why.len, why.ptr ? why.ptr : "");
+    }
+    tr_journal_iter_close(it);
+    return out;
+}
+
+static uint64_t last_seq(struct env *e, uint64_t id)
+{
+    uint64_t seq = 0;
+    assert_int_equal(tr_journal_last_seq(e->store, NULL, id, &seq, NULL), TR_OK);
+    return seq;
+}
+
+static bool node_record_exists(struct env *e, uint64_t id)
+{
+    unsigned char k[13];
+    memcpy(k, "node/", 5);
+    tr_run_key(id, k + 5);
+    void *val = NULL;
+    size_t vlen;
+    int rv = tr_store_get(e->store, NULL, TR_CF_META, k, sizeof k, &val, &vlen, NULL);
+    tr_free(val);
+    assert_true(rv == TR_OK || rv == TR_ENOTFOUND);
+    return rv == TR_OK;
+}
+
+static uint32_t active_of(struct env *e, uint64_t node)
+{
+    uint32_t active, cap;
+    int8_t state;
+    int rv = tr_fsm_node_load(e->fsm, node, &active, &cap, &state);
+    assert_true(rv == TR_OK || rv == TR_ENOTFOUND);
+    return active;
+}
+
+static void digest(struct env *e, unsigned char out[TR_STATE_DIGEST_LEN])
+{
+    assert_int_equal(tr_store_digest(e->store, NULL, out, NULL, NULL), TR_OK);
+}
+
+/* The run created with owner 0 shows its owner in the record, in run.created
+ * and in TR_NOTE_RUN_CREATED; returns it. */
+static uint64_t placed(struct env *e, uint64_t id)
+{
+    uint64_t o = owner_of(e, id);
+    assert_true(o != 0);
+    struct ev_info ev = read_event(e, id, 1);
+    assert_int_equal(ev.type, troupe_journal_Data_RunCreated);
+    assert_int_equal(ev.owner, o);
+    assert_int_equal(count_notes(TR_NOTE_RUN_CREATED, id, o), 1);
+    return o;
+}
+
+/* ---- tests ------------------------------------------------------------------------------------ */
+
+static int setup(void **st)
+{
+    (void)st;
+    struct tr_rt_opts o = { .deterministic = 1, .seed = 7 };
+    if (tr_rt_new(&o, &rt) != TR_OK)
+        return -1;
+    struct tr_spawn_opts so = { .behavior = &listener_behavior };
+    if (tr_spawn(rt, &so, &listener) != TR_OK)
+        return -1;
+    tr_rt_run_until_idle(rt, 0);
+    n_notes = 0;
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    (void)st;
+    tr_rt_shutdown(rt);
+    rt = NULL;
+    return 0;
+}
+
+/* Equal capacities: round robin by load; capacities 10 and 30: 1:3; all
+ * full: the least loaded still gets the run. */
+static void test_placement_spreads_by_load(void **st)
+{
+    (void)st;
+    struct env e;
+    env_open(&e, "fsmnodes-spread", listener);
+    for (uint64_t n = 1; n <= 3; n++)
+        assert_int_equal(node_add(&e, n, 0), TR_FSM_OK);
+    uint32_t per[4] = { 0 };
+    for (uint64_t id = 1; id <= 9; id++) {
+        assert_int_equal(run_create(&e, id, 0), TR_FSM_OK);
+        uint64_t o = placed(&e, id);
+        assert_true(o >= 1 && o <= 3);
+        per[o]++;
+        /* Ties go to the lowest id: 1, 2, 3, 1, 2, 3, ... */
+        assert_int_equal(o, (id - 1) % 3 + 1);
+    }
+    assert_int_equal(per[1], 3);
+    assert_int_equal(per[2], 3);
+    assert_int_equal(per[3], 3);
+    for (uint64_t n = 1; n <= 3; n++)
+        assert_int_equal(active_of(&e, n), 3);
+
+    /* An explicit owner is kept as given and counted. */
+    assert_int_equal(run_create(&e, 50, 2), TR_FSM_OK);
+    assert_int_equal(owner_of(&e, 50), 2);
+    assert_int_equal(active_of(&e, 2), 4);
+    env_close(&e);
+
+    env_open(&e, "fsmnodes-cap", listener);
+    assert_int_equal(node_add(&e, 1, 10), TR_FSM_OK);
+    assert_int_equal(node_add(&e, 2, 30), TR_FSM_OK);
+    uint32_t c1 = 0, c2 = 0;
+    for (uint64_t id = 1; id <= 40; id++) {
+        assert_int_equal(run_create(&e, id, 0), TR_FSM_OK);
+        if (placed(&e, id) == 1)
+            c1++;
+        else
+            c2++;
+        /* Never more than its share: node 1 holds at most a quarter (+1). */
+        assert_true(c1 * 4 <= (uint32_t)id + 3);
+    }
+    assert_int_equal(c1, 10);
+    assert_int_equal(c2, 30);
+    uint32_t active, cap;
+    int8_t state;
+    assert_int_equal(tr_fsm_node_load(e.fsm, 2, &active, &cap, &state), TR_OK);
+    assert_int_equal(active, 30);
+    assert_int_equal(cap, 30);
+    assert_int_equal(state, troupe_state_NodeState_Up);
+    /* Both full (ratio 1): fewer active runs wins, so node 1 takes it; the
+     * run is created all the same (queued until the owner has room). */
+    assert_int_equal(run_create(&e, 41, 0), TR_FSM_OK);
+    assert_int_equal(placed(&e, 41), 1);
+    /* A node with room beats full ones whatever its ratio weight. */
+    assert_int_equal(node_add(&e, 3, 0), TR_FSM_OK);
+    assert_int_equal(run_create(&e, 42, 0), TR_FSM_OK);
+    assert_int_equal(placed(&e, 42), 3);
+    env_close(&e);
+}
+
+/* Draining and Down nodes get no new runs; with none Up, the origin does. */
+static void test_no_runs_on_draining_or_down(void **st)
+{
+    (void)st;
+    struct env e;
+    env_open(&e, "fsmnodes-skip", listener);
+    for (uint64_t n = 1; n <= 3; n++)
+        assert_int_equal(node_add(&e, n, 0), TR_FSM_OK);
+    assert_int_equal(node_drain(&e, 2), TR_FSM_OK);
+    assert_int_equal(node_down(&e, 3), TR_FSM_OK);
+    for (uint64_t id = 1; id <= 6; id++) {
+        assert_int_equal(run_create(&e, id, 0), TR_FSM_OK);
+        assert_int_equal(placed(&e, id), 1);
+    }
+    uint32_t active, cap;
+    int8_t state;
+    assert_int_equal(tr_fsm_node_load(e.fsm, 2, &active, &cap, &state), TR_OK);
+    assert_int_equal(state, troupe_state_NodeState_Draining);
+    assert_int_equal(active, 0);
+    assert_int_equal(tr_fsm_node_load(e.fsm, 3, &active, &cap, &state), TR_OK);
+    assert_int_equal(state, troupe_state_NodeState_Down);
+    assert_int_equal(tr_fsm_node_load(e.fsm, 99, &active, &cap, &state), TR_ENOTFOUND);
+    assert_int_equal(tr_fsm_node_next(e.fsm, 0), 1);
+    assert_int_equal(tr_fsm_node_next(e.fsm, 1), 2);
+    assert_int_equal(tr_fsm_node_next(e.fsm, 3), 0);
+
+    /* NodeUp of the drained node: it takes new runs again. */
+    assert_int_equal(node_up(&e, 2), TR_FSM_OK);
+    assert_int_equal(run_create(&e, 7, 0), TR_FSM_OK);
+    assert_int_equal(placed(&e, 7), 2);
+
+    /* Nobody Up: the node that took the request (origin, else leader). */
+    assert_int_equal(node_down(&e, 1), TR_FSM_OK);
+    assert_int_equal(node_down(&e, 2), TR_FSM_OK);
+    assert_int_equal(run_create_from(&e, 8, 0, 5, 4), TR_FSM_OK);
+    assert_int_equal(placed(&e, 8), 5);
+    env_close(&e);
+
+    /* An empty node table: origin, else leader; neither: refused. */
+    env_open(&e, "fsmnodes-empty", listener);
+    assert_int_equal(run_create_from(&e, 1, 0, 7, 3), TR_FSM_OK);
+    assert_int_equal(placed(&e, 1), 7);
+    assert_int_equal(run_create_from(&e, 2, 0, 0, 3), TR_FSM_OK);
+    assert_int_equal(placed(&e, 2), 3);
+    assert_int_equal(run_create_from(&e, 3, 0, 0, 0), TR_FSM_INVALID);
+    /* A lone node registering after it created runs finds them its own. */
+    assert_int_equal(node_add(&e, 7, 0), TR_FSM_OK);
+    assert_int_equal(active_of(&e, 7), 1);
+    assert_int_equal(owner_of(&e, 1), 7);
+    /* Bad input: node id 0, reassignment to node 0. */
+    assert_int_equal(node_add(&e, 0, 0), TR_FSM_INVALID);
+    assert_int_equal(run_reassign(&e, 1, 7, 0, 2), TR_FSM_INVALID);
+    assert_int_equal(node_up(&e, 42), TR_FSM_NOT_FOUND);
+    assert_int_equal(node_down(&e, 42), TR_FSM_NOT_FOUND);
+    env_close(&e);
+}
+
+/* NodeDown moves every active run of the node (explicit reassignments
+ * first), leaves terminal ones, and fences the old owner. */
+static void test_node_down_reassigns(void **st)
+{
+    (void)st;
+    struct env e;
+    env_open(&e, "fsmnodes-down", listener);
+    for (uint64_t n = 1; n <= 3; n++)
+        assert_int_equal(node_add(&e, n, 0), TR_FSM_OK);
+    for (uint64_t id = 1; id <= 12; id++)
+        assert_int_equal(run_create(&e, id, 0), TR_FSM_OK);
+    /* Node 2 owns 2, 5, 8, 11. Run 5 succeeds, run 8 is cancelled. */
+    assert_int_equal(owner_of(&e, 5), 2);
+    assert_int_equal(run_append(&e, 5, 1, 2, false), TR_FSM_OK);
+    assert_int_equal(run_append(&e, 5, 1, 3, true), TR_FSM_OK);
+    assert_int_equal(run_cancel(&e, 8), TR_FSM_OK);
+    assert_int_equal(active_of(&e, 2), 2);
+    assert_int_equal(run_append(&e, 2, 1, 2, false), TR_FSM_OK);
+    int before = count_notes(TR_NOTE_RUN_ASSIGNED, 0, 0);
+
+    /* Down, with run 11 explicitly sent to node 3. */
+    assert_int_equal(node_down_drain(&e, 2, false, 11, 3, 2), TR_FSM_OK);
+    assert_int_equal(owner_of(&e, 11), 3);
+    assert_int_equal(epoch_of(&e, 11), 2);
+    /* Run 2 goes to the least-loaded Up node: 1 (4 runs) vs 3 (5 now). */
+    assert_int_equal(owner_of(&e, 2), 1);
+    assert_int_equal(epoch_of(&e, 2), 2);
+    struct ev_info ev = read_event(&e, 2, last_seq(&e, 2));
+    assert_int_equal(ev.type, troupe_journal_Data_RunAssigned);
+    assert_int_equal(ev.owner, 1);
+    assert_int_equal(ev.previous, 2);
+    assert_int_equal(ev.epoch, 2);
+    assert_string_equal(ev.reason, "owner node down");
+    assert_int_equal(last_seq(&e, 2), 3);
+    assert_int_equal(count_notes(TR_NOTE_RUN_ASSIGNED, 2, 1), 1);
+    assert_int_equal(count_notes(TR_NOTE_RUN_ASSIGNED, 0, 0) - before, 2);
+
+    /* Terminal runs stay where they ended. */
+    assert_int_equal(owner_of(&e, 5), 2);
+    assert_int_equal(epoch_of(&e, 5), 1);
+    assert_int_equal(owner_of(&e, 8), 2);
+    assert_int_equal(epoch_of(&e, 8), 1);
+    assert_int_equal(active_of(&e, 2), 0);
+    assert_int_equal(active_of(&e, 1), 5);
+    assert_int_equal(active_of(&e, 3), 5);
+
+    /* The old owner is fenced; the new one appends at epoch 2. */
+    assert_int_equal(run_append(&e, 2, 1, 4, false), TR_FSM_STALE_EPOCH);
+    assert_int_equal(run_append(&e, 2, 2, 4, false), TR_FSM_OK);
+    /* A stale explicit reassignment (made against epoch 1) is refused. */
+    assert_int_equal(run_reassign(&e, 2, 2, 3, 2), TR_FSM_STALE_EPOCH);
+
+    /* Spreading: node 3 goes down too; its 5 runs all go to node 1. */
+    assert_int_equal(node_down(&e, 3), TR_FSM_OK);
+    assert_int_equal(active_of(&e, 1), 10);
+    assert_int_equal(active_of(&e, 3), 0);
+    assert_int_equal(owner_of(&e, 11), 1);
+    assert_int_equal(epoch_of(&e, 11), 3);
+    env_close(&e);
+}
+
+/* Drain spreads runs over the others in run-id order by load. */
+static void test_node_drain_spreads(void **st)
+{
+    (void)st;
+    struct env e;
+    env_open(&e, "fsmnodes-drain", listener);
+    assert_int_equal(node_add(&e, 1, 0), TR_FSM_OK);
+    for (uint64_t id = 1; id <= 6; id++)
+        assert_int_equal(run_create(&e, id, 0), TR_FSM_OK);
+    assert_int_equal(node_add(&e, 2, 0), TR_FSM_OK);
+    assert_int_equal(node_add(&e, 3, 0), TR_FSM_OK);
+    /* Nothing moved on its own. */
+    assert_int_equal(active_of(&e, 1), 6);
+    assert_int_equal(node_drain(&e, 1), TR_FSM_OK);
+    /* 1 -> 2, 2 -> 3, 3 -> 2, ... */
+    for (uint64_t id = 1; id <= 6; id++) {
+        assert_int_equal(owner_of(&e, id), (id - 1) % 2 + 2);
+        struct ev_info ev = read_event(&e, id, 2);
+        assert_int_equal(ev.type, troupe_journal_Data_RunAssigned);
+        assert_string_equal(ev.reason, "owner node draining");
+    }
+    assert_int_equal(active_of(&e, 1), 0);
+    env_close(&e);
+}
+
+/* With no other node Up the runs stay; a node coming Up takes the runs of
+ * Down nodes (not of Draining ones). */
+static void test_recovery_when_a_node_comes_up(void **st)
+{
+    (void)st;
+    struct env e;
+    env_open(&e, "fsmnodes-recover", listener);
+    assert_int_equal(node_add(&e, 1, 0), TR_FSM_OK);
+    assert_int_equal(node_add(&e, 2, 0), TR_FSM_OK);
+    for (uint64_t id = 1; id <= 4; id++)
+        assert_int_equal(run_create(&e, id, 0), TR_FSM_OK);
+    assert_int_equal(node_down(&e, 1), TR_FSM_OK);
+    assert_int_equal(active_of(&e, 2), 4);
+    assert_int_equal(node_down(&e, 2), TR_FSM_OK);
+    /* Nobody to take them. */
+    assert_int_equal(active_of(&e, 2), 4);
+    assert_int_equal(owner_of(&e, 1), 2);
+    assert_int_equal(epoch_of(&e, 1), 2);
+    /* Node 1 comes back: node 2's runs move to it. */
+    assert_int_equal(node_up(&e, 1), TR_FSM_OK);
+    assert_int_equal(active_of(&e, 1), 4);
+    assert_int_equal(active_of(&e, 2), 0);
+    for (uint64_t id = 1; id <= 4; id++)
+        assert_int_equal(owner_of(&e, id), 1);
+    assert_int_equal(epoch_of(&e, 1), 3); /* 1 -> 2 -> 1 */
+    assert_int_equal(epoch_of(&e, 2), 2); /* 2 -> 1 */
+
+    /* Drain 1 with nobody Up: its runs stay; a new node does not take them. */
+    assert_int_equal(node_drain(&e, 1), TR_FSM_OK);
+    assert_int_equal(active_of(&e, 1), 4);
+    assert_int_equal(node_add(&e, 3, 0), TR_FSM_OK);
+    assert_int_equal(active_of(&e, 1), 4);
+    assert_int_equal(active_of(&e, 3), 0);
+    /* Node 2 comes up: still nothing moves (no Down node owns runs). */
+    assert_int_equal(node_up(&e, 2), TR_FSM_OK);
+    assert_int_equal(active_of(&e, 2), 0);
+    env_close(&e);
+}
+
+static void test_node_remove_rules(void **st)
+{
+    (void)st;
+    struct env e;
+    env_open(&e, "fsmnodes-remove", listener);
+    assert_int_equal(node_remove(&e, 9), TR_FSM_NOT_FOUND);
+    assert_int_equal(node_add(&e, 1, 0), TR_FSM_OK);
+    for (uint64_t id = 1; id <= 3; id++)
+        assert_int_equal(run_create(&e, id, 0), TR_FSM_OK);
+    /* Up with active runs: refused, nothing changes. */
+    assert_int_equal(node_remove(&e, 1), TR_FSM_INVALID);
+    assert_true(node_record_exists(&e, 1));
+    /* Draining, nobody to take them: refused. */
+    assert_int_equal(node_drain(&e, 1), TR_FSM_OK);
+    assert_int_equal(node_remove(&e, 1), TR_FSM_INVALID);
+    assert_true(node_record_exists(&e, 1));
+    assert_int_equal(active_of(&e, 1), 3);
+    /* A node joins (it does not take a Draining node's runs by itself);
+     * removing node 1 now moves them first, then deletes the record. */
+    assert_int_equal(node_add(&e, 2, 0), TR_FSM_OK);
+    assert_int_equal(active_of(&e, 1), 3);
+    assert_int_equal(node_remove(&e, 1), TR_FSM_OK);
+    assert_false(node_record_exists(&e, 1));
+    for (uint64_t id = 1; id <= 3; id++) {
+        assert_int_equal(owner_of(&e, id), 2);
+        assert_int_equal(epoch_of(&e, id), 2);
+    }
+    uint32_t active, cap;
+    int8_t state;
+    assert_int_equal(tr_fsm_node_load(e.fsm, 1, &active, &cap, &state), TR_ENOTFOUND);
+    assert_int_equal(tr_fsm_node_next(e.fsm, 0), 2);
+    /* Down with runs and nobody Up: refused; an idle Up node goes. */
+    assert_int_equal(node_down(&e, 2), TR_FSM_OK);
+    assert_int_equal(node_remove(&e, 2), TR_FSM_INVALID);
+    assert_int_equal(node_add(&e, 3, 0), TR_FSM_OK); /* takes node 2's runs */
+    assert_int_equal(active_of(&e, 3), 3);
+    assert_int_equal(node_remove(&e, 2), TR_FSM_OK);
+    assert_int_equal(node_add(&e, 4, 0), TR_FSM_OK);
+    assert_int_equal(node_remove(&e, 4), TR_FSM_OK);
+    assert_int_equal(node_remove(&e, 4), TR_FSM_NOT_FOUND);
+    /* A removed node may register again. */
+    assert_int_equal(node_add(&e, 1, 5), TR_FSM_OK);
+    assert_int_equal(tr_fsm_node_load(e.fsm, 1, &active, &cap, &state), TR_OK);
+    assert_int_equal(cap, 5);
+    env_close(&e);
+}
+
+/* The same mixed command sequence, with a step counter to vary it. */
+static void workload(struct env *e, uint64_t first_run, int phase)
+{
+    uint64_t id = first_run;
+    if (phase == 0) {
+        assert_int_equal(node_add(e, 1, 4), TR_FSM_OK);
+        assert_int_equal(node_add(e, 2, 8), TR_FSM_OK);
+        assert_int_equal(node_add(e, 3, 0), TR_FSM_OK);
+    }
+    for (int i = 0; i < 20; i++, id++) {
+        assert_int_equal(run_create(e, id, 0), TR_FSM_OK);
+        if (i % 5 == 1)
+            assert_int_equal(run_cancel(e, id), TR_FSM_OK);
+        else if (i % 7 == 2)
+            assert_int_equal(run_append(e, id, epoch_of(e, id), last_seq(e, id) + 1, true), TR_FSM_OK);
+    }
+    if (phase == 0) {
+        assert_int_equal(node_down(e, 2), TR_FSM_OK);
+    } else {
+        assert_int_equal(node_up(e, 2), TR_FSM_OK);
+        assert_int_equal(node_drain(e, 3), TR_FSM_OK);
+    }
+}
+
+/* The index rebuilt from the store (reopen; snapshot restore) decides as the
+ * live one does, and replicas fed the same commands have the same digest. */
+static void test_rebuilt_index_decides_the_same(void **st)
+{
+    (void)st;
+    struct env live, again;
+    env_open(&live, "fsmnodes-live", listener);
+    env_open(&again, "fsmnodes-again", 0);
+    workload(&live, 1, 0);
+    workload(&again, 1, 0);
+    unsigned char d1[TR_STATE_DIGEST_LEN], d2[TR_STATE_DIGEST_LEN];
+    digest(&live, d1);
+    digest(&again, d2);
+    assert_memory_equal(d1, d2, sizeof d1);
+
+    /* `again` forgets its index: a new FSM over the reopened store. */
+    env_reopen(&again, 0);
+    for (uint64_t n = 1; n <= 4; n++) {
+        uint32_t a1, c1, a2, c2;
+        int8_t s1, s2;
+        int r1 = tr_fsm_node_load(live.fsm, n, &a1, &c1, &s1);
+        int r2 = tr_fsm_node_load(again.fsm, n, &a2, &c2, &s2);
+        assert_int_equal(r1, r2);
+        assert_int_equal(a1, a2);
+        assert_int_equal(c1, c2);
+        assert_int_equal(s1, s2);
+    }
+    /* A fresh FSM whose first use of the index is a placement. */
+    env_reopen(&again, 0);
+    workload(&live, 100, 1);
+    workload(&again, 100, 1);
+    for (uint64_t id = 100; id < 120; id++)
+        assert_int_equal(owner_of(&live, id), owner_of(&again, id));
+    digest(&live, d1);
+    digest(&again, d2);
+    assert_memory_equal(d1, d2, sizeof d1);
+
+    /* Snapshot restore: a third store with its own (different) history and
+     * a built index gets live's snapshot; its next decisions are live's. */
+    struct env third;
+    env_open(&third, "fsmnodes-third", 0);
+    assert_int_equal(node_add(&third, 9, 0), TR_FSM_OK);
+    assert_int_equal(run_create(&third, 500, 0), TR_FSM_OK);
+    struct tr_snapshot_chunk *chunks;
+    unsigned n;
+    uint64_t snap_index;
+    assert_int_equal(tr_store_snapshot_chunks(live.store, NULL, 0, &chunks, &n, &snap_index, NULL), TR_OK);
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += chunks[i].len;
+    struct raft_buffer buf = { .base = raft_malloc(total), .len = total };
+    assert_non_null(buf.base);
+    size_t off = 0;
+    for (unsigned i = 0; i < n; i++) {
+        memcpy((char *)buf.base + off, chunks[i].base, chunks[i].len);
+        off += chunks[i].len;
+    }
+    tr_snapshot_chunks_free(chunks, n);
+    assert_true(snap_index > third.index);
+    assert_int_equal(third.rf->restore(third.rf, &buf), 0);
+    third.index = snap_index;
+    for (uint64_t id = 200; id < 215; id++) {
+        assert_int_equal(run_create(&live, id, 0), TR_FSM_OK);
+        assert_int_equal(run_create(&third, id, 0), TR_FSM_OK);
+        assert_int_equal(owner_of(&live, id), owner_of(&third, id));
+    }
+    assert_int_equal(node_down(&live, 1), TR_FSM_OK);
+    assert_int_equal(node_down(&third, 1), TR_FSM_OK);
+    digest(&live, d1);
+    digest(&third, d2);
+    assert_memory_equal(d1, d2, sizeof d1);
+    env_close(&third);
+    env_close(&again);
+    env_close(&live);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_placement_spreads_by_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_runs_on_draining_or_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_node_down_reassigns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_node_drain_spreads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recovery_when_a_node_comes_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_node_remove_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rebuilt_index_decides_the_same, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
