@@ -13,6 +13,7 @@
  * the manager becomes the FSM's listener last, and the state service sends
  * TR_NOTE_READY only once it has a listener. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -22,8 +23,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "actors/actors.h"
+#include "cluster/cluster.h"
 #include "gateway/gateway.h"
+#include "raft/auth.h"
 #include "raft/raft.h"
 #include "runtime/runtime.h"
 
@@ -42,6 +47,10 @@ struct node_opts {
     uint32_t approval_timeout_s;
     uint32_t llm_timeout_s;
     uint32_t context_tokens;
+    const char *secret_file;
+    uint32_t failure_timeout_ms;
+    uint32_t election_timeout_ms;
+    uint32_t heartbeat_ms;
 };
 
 struct node {
@@ -52,6 +61,10 @@ struct node {
     tr_actor_id *tool_ids;
     struct tr_state *state;
     struct tr_gateway *gateway;
+    struct tr_cluster *cluster;
+    unsigned char key[TR_CLUSTER_KEY_LEN];
+    char peer_host[64];
+    int peer_port;
     char http_host[64];
     int http_port;
     char client_host[64];
@@ -69,7 +82,10 @@ static void usage(FILE *f)
             "              [--peer HOST:PORT] [--client HOST:PORT] [--bootstrap | --join HOST:PORT]\n"
             "              [--schedulers N] [--max-active-runs N] [--approval-timeout S]\n"
             "              [--llm-timeout S] [--context-tokens N] [--ports-file F]\n"
+            "              [--cluster-secret-file F] [--failure-timeout MS] [--election-timeout MS]\n"
+            "              [--heartbeat MS]\n"
             "environment: OPENAI_BASE_URL, OPENAI_API_KEY, TROUPE_MODELS, TROUPE_ADMIN_TOKEN,\n"
+            "             TROUPE_CLUSTER_SECRET,\n"
             "             TROUPE_LOG=debug|info|warn|error\n");
 }
 
@@ -99,7 +115,7 @@ static int split_hostport(const char *s, char *host, size_t cap, int *port)
 static int parse_args(int argc, char **argv, struct node_opts *o)
 {
     enum { O_ID = 1000, O_DATA, O_RAFT, O_PEER, O_CLIENT, O_HTTP, O_BOOT, O_JOIN, O_SCHED, O_MAXRUNS, O_APPROVAL,
-           O_LLMTIMEOUT, O_CTX, O_PORTS, O_HELP };
+           O_LLMTIMEOUT, O_CTX, O_PORTS, O_SECRET, O_FAILURE, O_ELECTION, O_HEARTBEAT, O_HELP };
     static const struct option longopts[] = {
         { "id", required_argument, NULL, O_ID },
         { "data", required_argument, NULL, O_DATA },
@@ -115,6 +131,10 @@ static int parse_args(int argc, char **argv, struct node_opts *o)
         { "llm-timeout", required_argument, NULL, O_LLMTIMEOUT },
         { "context-tokens", required_argument, NULL, O_CTX },
         { "ports-file", required_argument, NULL, O_PORTS },
+        { "cluster-secret-file", required_argument, NULL, O_SECRET },
+        { "failure-timeout", required_argument, NULL, O_FAILURE },
+        { "election-timeout", required_argument, NULL, O_ELECTION },
+        { "heartbeat", required_argument, NULL, O_HEARTBEAT },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 },
     };
@@ -140,6 +160,22 @@ static int parse_args(int argc, char **argv, struct node_opts *o)
         case O_BOOT: o->bootstrap = 1; break;
         case O_JOIN: o->join = optarg; break;
         case O_PORTS: o->ports_file = optarg; break;
+        case O_SECRET: o->secret_file = optarg; break;
+        case O_FAILURE:
+            if (parse_u32(optarg, &v) != 0 || v < 100 || v > 600000)
+                goto bad;
+            o->failure_timeout_ms = v;
+            break;
+        case O_ELECTION:
+            if (parse_u32(optarg, &v) != 0 || v < 50 || v > 600000)
+                goto bad;
+            o->election_timeout_ms = v;
+            break;
+        case O_HEARTBEAT:
+            if (parse_u32(optarg, &v) != 0 || v < 5 || v > 60000)
+                goto bad;
+            o->heartbeat_ms = v;
+            break;
         case O_SCHED:
             if (parse_u32(optarg, &v) != 0 || v > 64)
                 goto bad;
@@ -178,15 +214,83 @@ static int parse_args(int argc, char **argv, struct node_opts *o)
         fprintf(stderr, "troupe: --bootstrap and --join exclude each other\n");
         return -1;
     }
-    if (o->join != NULL) {
-        fprintf(stderr, "troupe: --join: joining a cluster comes with the cluster work; "
-                        "start a single node with --bootstrap\n");
+    if (o->join != NULL && o->peer == NULL) {
+        fprintf(stderr, "troupe: --join needs --peer (the address other nodes reach this one at)\n");
         return -1;
     }
     return 0;
 bad:
     usage(stderr);
     return -1;
+}
+
+/* ---- the cluster key ------------------------------------------------------------------ */
+
+/* Write data to path (mode 0600) unless it exists: tmp file, fsync, rename. */
+static int save_private(const char *path, const void *data, size_t len)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    unlink(tmp);
+    int fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    int ok = write(fd, data, len) == (ssize_t)len && fsync(fd) == 0;
+    close(fd);
+    if (!ok || link(tmp, path) != 0) {
+        unlink(tmp);
+        return errno == EEXIST ? 0 : -1;
+    }
+    unlink(tmp);
+    return 0;
+}
+
+/* The cluster key authenticates raft and peer connections (raft/auth.h).
+ * Sources, first found wins: --cluster-secret-file, TROUPE_CLUSTER_SECRET,
+ * DATA/cluster.secret. A given secret is also saved as DATA/cluster.secret
+ * (0600) so that a restart needs neither. With none, a new node creates a
+ * random one there — except a joining node: it must be given its cluster's. */
+static int setup_key(struct node *n)
+{
+    char path[4096];
+    struct tr_err err = { 0 };
+    snprintf(path, sizeof path, "%s/cluster.secret", n->o.data);
+    const char *env = getenv("TROUPE_CLUSTER_SECRET");
+    int rv;
+    if (n->o.secret_file != NULL) {
+        rv = tr_cluster_secret_load(n->o.secret_file, n->key, &err);
+        if (rv == TR_OK) {
+            FILE *f = fopen(n->o.secret_file, "rb");
+            char buf[TR_CLUSTER_SECRET_MAX];
+            size_t len = f != NULL ? fread(buf, 1, sizeof buf, f) : 0;
+            if (f != NULL)
+                fclose(f);
+            if (len > 0 && save_private(path, buf, len) != 0)
+                tr_log(TR_LOG_WARN, "troupe: cannot save the cluster secret in %s: %s", path, strerror(errno));
+            sodium_memzero(buf, sizeof buf);
+        }
+    } else if (env != NULL && env[0] != '\0') {
+        rv = tr_cluster_key_derive(env, strlen(env), n->key, &err);
+        if (rv == TR_OK && save_private(path, env, strlen(env)) != 0)
+            tr_log(TR_LOG_WARN, "troupe: cannot save the cluster secret in %s: %s", path, strerror(errno));
+    } else {
+        rv = tr_cluster_secret_load(path, n->key, &err);
+        if (rv == TR_ENOTFOUND && n->o.join != NULL) {
+            fprintf(stderr, "troupe: --join: give this node its cluster's secret (--cluster-secret-file F or "
+                            "TROUPE_CLUSTER_SECRET); the first node keeps it in DATA/cluster.secret\n");
+            return -1;
+        }
+        if (rv == TR_ENOTFOUND) {
+            rv = tr_cluster_secret_create(path, n->key, &err);
+            if (rv == TR_OK)
+                tr_log(TR_LOG_INFO, "troupe: new cluster secret in %s: give it to the nodes that join", path);
+        }
+    }
+    if (rv != TR_OK) {
+        fprintf(stderr, "troupe: cluster secret: %s\n", err.msg[0] ? err.msg : tr_strerror(rv));
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- start-up steps on scheduler 0 ----------------------------------------------- */
@@ -199,17 +303,28 @@ static void fatal(void *ud, const char *msg)
     _exit(3);
 }
 
-static void gateway_closed(void *arg)
+static void cluster_closed(void *arg)
 {
     struct node *n = arg;
-    n->gateway = NULL;
+    n->cluster = NULL;
     if (n->state != NULL)
         tr_state_close(n->state, NULL, NULL);
     n->state = NULL;
 }
 
+static void gateway_closed(void *arg)
+{
+    struct node *n = arg;
+    n->gateway = NULL;
+    if (n->cluster != NULL)
+        tr_cluster_close(n->cluster, cluster_closed, n);
+    else
+        cluster_closed(n);
+}
+
 /* Shutdown hook on scheduler 0: the gateway first (no new requests), then
- * the state service (raft, then the store). */
+ * the cluster (peer connections), then the state service (raft, then the
+ * store). */
 static void shutdown_hook(void *arg)
 {
     struct node *n = arg;
@@ -224,7 +339,8 @@ static void open_state_cb(struct tr_ctx *ctx, void *arg)
     struct node *n = arg;
     struct tr_state_opts so = {
         .node_id = n->o.id, .data_dir = n->o.data, .raft_address = n->o.raft, .bootstrap = n->o.bootstrap,
-        .on_fatal = fatal, .fatal_ud = n,
+        .on_fatal = fatal, .fatal_ud = n, .cluster_key = n->key,
+        .election_timeout_ms = n->o.election_timeout_ms, .heartbeat_timeout_ms = n->o.heartbeat_ms,
     };
     int rv = tr_state_open(ctx, &so, &n->state, &n->err);
     if (rv == TR_OK)
@@ -242,6 +358,19 @@ static void listen_cb(struct tr_ctx *ctx, void *arg)
         .client_host = n->o.client != NULL ? n->client_host : NULL, .client_port = n->client_port,
     };
     int rv = tr_gateway_start(ctx, &go, &n->gateway, &n->err);
+    if (rv == TR_OK && n->o.peer != NULL) {
+        char client[80] = "", http[80];
+        if (n->o.client != NULL)
+            snprintf(client, sizeof client, "%s:%d", n->client_host, tr_gateway_client_port(n->gateway));
+        snprintf(http, sizeof http, "%s:%d", n->http_host, tr_gateway_port(n->gateway));
+        struct tr_cluster_opts co = {
+            .state = n->state, .node_id = n->o.id, .listen_host = n->peer_host, .listen_port = n->peer_port,
+            .raft_address = n->o.raft, .client_address = client, .http_address = http,
+            .capacity = n->o.max_active_runs, .key = n->key, .join = n->o.join,
+            .failure_timeout_ms = n->o.failure_timeout_ms,
+        };
+        rv = tr_cluster_start(ctx, &co, &n->cluster, &n->err);
+    }
     atomic_store(&n->step_done, rv == TR_OK ? 1 : -1);
 }
 
@@ -267,6 +396,8 @@ static int write_ports_file(struct node *n)
     fprintf(f, "http %d\n", tr_gateway_port(n->gateway));
     if (n->o.client != NULL)
         fprintf(f, "client %d\n", tr_gateway_client_port(n->gateway));
+    if (n->cluster != NULL)
+        fprintf(f, "peer %d\n", tr_cluster_peer_port(n->cluster));
     if (fclose(f) != 0 || rename(tmp, n->o.ports_file) != 0)
         return -1;
     return 0;
@@ -300,10 +431,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "troupe: --client: expected HOST:PORT, got %s\n", n->o.client);
         return 2;
     }
+    if (n->o.peer != NULL && split_hostport(n->o.peer, n->peer_host, sizeof n->peer_host, &n->peer_port) != 0) {
+        fprintf(stderr, "troupe: --peer: expected HOST:PORT, got %s\n", n->o.peer);
+        return 2;
+    }
     if (mkdir(n->o.data, 0755) != 0 && errno != EEXIST) {
         fprintf(stderr, "troupe: --data %s: %s\n", n->o.data, strerror(errno));
         return 1;
     }
+    if (sodium_init() < 0 || setup_key(n) != 0)
+        return 1;
     signal(SIGPIPE, SIG_IGN);
 
     /* The main thread only waits for signals; actors run on the schedulers. */

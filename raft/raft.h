@@ -35,6 +35,9 @@ struct tr_raft_opts {
      * entries from the log: the FSM learns its raft instance here. */
     void (*on_init)(struct raft *raft, void *arg);
     void *on_init_arg;
+    /* The cluster key (raft/auth.h, TR_CLUSTER_KEY_LEN bytes): raft
+     * connections authenticate with it. NULL: plain raft_uv_tcp. */
+    const unsigned char *cluster_key;
 };
 
 /* Open the raft log in opts->dir, join the transport and start raft.
@@ -216,6 +219,7 @@ struct tr_state_opts {
     uint32_t max_batch_appends;     /* appends per raft entry; 0 = 4096 */
     uint32_t max_batch_bytes;       /* bytes per raft entry; 0 = 4 MiB */
     uint32_t max_inflight;          /* raft entries in flight; 0 = 2 */
+    const unsigned char *cluster_key; /* see struct tr_raft_opts; NULL: none */
     /* Called when the store fails: the node must stop. NULL: log and abort. */
     void (*on_fatal)(void *ud, const char *msg);
     void *fatal_ud;
@@ -302,6 +306,21 @@ void tr_state_set_forwarder(struct tr_state *s, tr_state_forward_fn fn, void *ud
 void tr_state_forward_done(struct tr_state_fwd *f, const struct tr_state_result *res);
 void tr_state_leader_contact(struct tr_state *s, uint64_t commit_index);
 uint64_t tr_state_applied(struct tr_state *s);
+
+/* The node table (written by NodeAdd/NodeUp/NodeDown/NodeDrain), read from
+ * the store. state: enum troupe_state_NodeState. Addresses are "" when unknown. */
+struct tr_node_rec {
+    uint64_t id;
+    int8_t state;
+    uint32_t capacity;
+    int64_t since_us;
+    char raft_address[64], peer_address[64], client_address[64], http_address[64];
+};
+/* TR_ENOTFOUND when there is no such node. */
+int tr_node_get(struct tr_store *st, uint64_t id, struct tr_node_rec *out);
+/* Up to cap records in id order into out; *n gets the number found (may be
+ * more than cap: only cap are written). */
+int tr_node_list(struct tr_store *st, struct tr_node_rec *out, unsigned cap, unsigned *n);
 
 /* Leader only (TR_ENOTLEADER otherwise; never forwarded): propose cmd and get
  * the whole outcome — the leader's half of forwarding. */

@@ -25,8 +25,10 @@
 #include <sys/stat.h>
 
 #include "raft/fsm.h"
+#include "raft/fsm_int.h"
 #include "raft/raft.h"
 #include "schemas/command_generated.h"
+#include "schemas/state_generated.h"
 
 enum {
     MSG_FLUSH = TR_MSG_USER + 190, /* self: pack queued appends into entries */
@@ -728,6 +730,7 @@ int tr_state_open(struct tr_ctx *ctx, const struct tr_state_opts *opts, struct t
         .election_timeout_ms = opts->election_timeout_ms, .heartbeat_timeout_ms = opts->heartbeat_timeout_ms,
         .snapshot_threshold = opts->snapshot_threshold, .snapshot_trailing = opts->snapshot_trailing,
         .fsm = s->raft_fsm, .on_init = fsm_on_init, .on_init_arg = s->fsm,
+        .cluster_key = opts->cluster_key,
     };
     rv = tr_raft_open(loop, &ro, &s->raft, err);
     if (rv != TR_OK) {
@@ -842,4 +845,71 @@ void tr_state_set_listener(struct tr_state *s, tr_actor_id listener)
 void tr_state_stats(struct tr_state *s, struct tr_state_stats *out)
 {
     *out = s->stats;
+}
+
+/* ---- the node table ----------------------------------------------------------------- */
+
+static void copy_addr(char dst[64], struct tr_fb_str src)
+{
+    size_t n = src.ptr != NULL ? src.len : 0;
+    if (n > 63)
+        n = 63; /* addresses are host:port: never this long (NodeAdd is validated) */
+    memcpy(dst, src.ptr != NULL ? src.ptr : "", n);
+    dst[n] = '\0';
+}
+
+static int node_decode(const void *val, size_t len, struct tr_node_rec *out)
+{
+    const struct troupe_state_Node *n =
+        troupe_state_Node_verify_as_root_opts(val, len, "TRN2", &tr_fb_default_limits, NULL);
+    if (n == NULL)
+        return TR_ECORRUPT;
+    memset(out, 0, sizeof *out);
+    out->id = troupe_state_Node_node_id(n);
+    out->state = troupe_state_Node_state(n);
+    out->capacity = troupe_state_Node_capacity(n);
+    out->since_us = troupe_state_Node_since_us(n);
+    copy_addr(out->raft_address, troupe_state_Node_raft_address(n));
+    copy_addr(out->peer_address, troupe_state_Node_peer_address(n));
+    copy_addr(out->client_address, troupe_state_Node_client_address(n));
+    copy_addr(out->http_address, troupe_state_Node_http_address(n));
+    return TR_OK;
+}
+
+int tr_node_get(struct tr_store *st, uint64_t id, struct tr_node_rec *out)
+{
+    unsigned char k[32];
+    size_t plen = strlen(FSM_NODE_PREFIX);
+    memcpy(k, FSM_NODE_PREFIX, plen);
+    tr_run_key(id, k + plen);
+    void *val = NULL;
+    size_t len = 0;
+    int rv = tr_store_get(st, NULL, TR_CF_META, k, plen + 8, &val, &len, NULL);
+    if (rv != TR_OK)
+        return rv;
+    rv = node_decode(val, len, out);
+    tr_free(val);
+    return rv;
+}
+
+int tr_node_list(struct tr_store *st, struct tr_node_rec *out, unsigned cap, unsigned *n)
+{
+    struct tr_store_iter *it = NULL;
+    struct tr_err err;
+    *n = 0;
+    int rv = tr_store_iter_prefix(st, NULL, TR_CF_META, FSM_NODE_PREFIX, strlen(FSM_NODE_PREFIX), &it, &err);
+    if (rv != TR_OK)
+        return rv;
+    const void *k, *v;
+    size_t klen, vlen;
+    while ((rv = tr_store_iter_next(it, &k, &klen, &v, &vlen, &err)) == 1) {
+        struct tr_node_rec r;
+        if (node_decode(v, vlen, &r) != TR_OK)
+            continue;
+        if (*n < cap)
+            out[*n] = r;
+        (*n)++;
+    }
+    tr_store_iter_close(it);
+    return rv < 0 ? TR_EIO : TR_OK;
 }
