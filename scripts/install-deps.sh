@@ -12,24 +12,40 @@ PKGS_BUILD=(
   libcurl4-openssl-dev libsodium-dev libhttp-parser-dev libwslay-dev
   libjansson-dev libcmocka-dev
 )
-# Tests, fuzzing, benchmarks and the sandbox.
+# Tests, fuzzing, benchmarks and the sandbox; chromium for the dashboard's
+# browser test (tests/integration/browser).
 PKGS_TEST=(
   python3 python3-flatbuffers json-schema-test-suite
-  valgrind wrk bubblewrap runsc iproute2 procps curl
+  valgrind wrk bubblewrap runsc iproute2 procps curl chromium
 )
 
 want=("${PKGS_BUILD[@]}" "${PKGS_TEST[@]}")
-if [ "${TROUPE_WITH_BROWSER:-0}" = 1 ]; then
-  want+=(chromium nodejs npm)
-fi
 
 missing=()
 for p in "${want[@]}"; do
   st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
   [ "$st" = installed ] || missing+=("$p")
 done
+# node and npm (the browser test's driver): any install will do (a machine
+# may carry a Node.js package that provides npm and conflicts with Debian's).
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+# playwright-core, pinned in tests/integration/browser/package-lock.json,
+# into that folder's node_modules/; skipped when that version is there.
+npm_deps() {
+  local dir=$root/tests/integration/browser
+  local want_v have_v
+  want_v=$(sed -n 's/.*"playwright-core": "\([0-9.]*\)".*/\1/p' "$dir/package.json")
+  have_v=$(sed -n 's/^  "version": "\([^"]*\)".*/\1/p' "$dir/node_modules/playwright-core/package.json" 2>/dev/null || true)
+  [ -n "$want_v" ] && [ "$want_v" = "$have_v" ] && return 0
+  echo "install-deps: npm ci in tests/integration/browser (playwright-core $want_v)" >&2
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+}
 
 if [ ${#missing[@]} -eq 0 ]; then
+  npm_deps
   exit 0
 fi
 
@@ -42,3 +58,4 @@ if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>
   $SUDO apt-get update -q
 fi
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+npm_deps
