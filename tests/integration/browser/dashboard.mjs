@@ -19,6 +19,7 @@ import path from 'node:path';
 const base = process.env.TROUPE_URL;
 const token = process.env.TROUPE_TOKEN;
 const runId = process.env.TROUPE_RUN;
+const doneRunId = process.env.TROUPE_DONE_RUN; // a run that already succeeded
 const toolName = process.env.TROUPE_TOOL || 'lookup_order';
 const shots = process.env.TROUPE_SHOTS || path.resolve('screenshots');
 const bulk = Number(process.env.TROUPE_BULK_RUNS || 10000);
@@ -70,7 +71,7 @@ async function shot(page, name) {
 }
 
 async function main() {
-  check(base && token && runId, 'TROUPE_URL, TROUPE_TOKEN and TROUPE_RUN must be set');
+  check(base && token && runId && doneRunId, 'TROUPE_URL, TROUPE_TOKEN, TROUPE_RUN and TROUPE_DONE_RUN must be set');
   check(fs.existsSync(chromiumPath), chromiumPath + ' not found: scripts/install-deps.sh installs chromium');
   fs.mkdirSync(shots, { recursive: true });
 
@@ -96,11 +97,14 @@ async function main() {
     await shot(page, 'sign-in');
     await page.fill('#token', token);
     await page.click('#login-form button[type=submit]');
-    await page.locator('#runs-body tr').first().waitFor();
+    await page.locator(`#runs-body tr[data-run-id="${doneRunId}"][data-status="succeeded"]`).waitFor();
+    await page.locator(`#runs-body tr[data-run-id="${runId}"]`).waitFor();
     await page.click('button[data-filter="waiting_approval"]');
+    await page.locator('button[data-filter="waiting_approval"][aria-pressed="true"]').waitFor();
     const row = page.locator(`#runs-body tr[data-run-id="${runId}"][data-status="waiting_approval"]`);
     await row.waitFor();
-    check(await page.locator('#runs-body tr[data-run-id]').count() === 1, 'the waiting_approval filter shows other runs');
+    const shown = await page.locator('#runs-body tr[data-run-id]').evaluateAll((rs) => rs.map((r) => r.dataset.runId));
+    check(shown.length === 1, 'the waiting_approval filter shows other runs: ' + shown.join(' '));
     await page.locator('#approvals-count:not([hidden])').waitFor();
     await shot(page, 'runs-waiting');
 
@@ -182,8 +186,8 @@ async function main() {
     const dupes = [...seen.values()].filter((c) => c > 1).length;
     check(dupes === 0, dupes + ' runs shown on more than one page');
     for (const id of created) if (!seen.has(id)) fail('run ' + id + ' never shown while paging');
-    check(seen.has(runId), 'the approved run is missing from the list');
-    check(seen.size === bulk + 1, 'paging showed ' + seen.size + ' runs, expected ' + (bulk + 1));
+    check(seen.has(runId) && seen.has(doneRunId), 'a run created before is missing from the list');
+    check(seen.size === bulk + 2, 'paging showed ' + seen.size + ' runs, expected ' + (bulk + 2));
     // And back: the previous page is the one before.
     await page.click('#runs-prev');
     await page.locator(`#runs-page[data-page="${pages - 1}"]`).waitFor();

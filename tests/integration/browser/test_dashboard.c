@@ -1,7 +1,8 @@
 /* The dashboard in a real browser (issue 6). This program starts a troupe
  * node (with an admin token), troupe-mockllm (mock.json beside this file)
  * and troupe-toolserver on loopback, registers two tools (a read and an
- * irreversible one), creates a run that looks an order up and then asks to
+ * irreversible one), creates a run that finishes at once (the status filter
+ * must hide it), then one that looks an order up and then asks to
  * refund it, and waits until that run is waiting for approval. Then it runs
  * dashboard.mjs under node, which drives Debian's chromium through
  * playwright-core: sign in with the token, see the run waiting, approve it in
@@ -140,22 +141,23 @@ static void check_static(struct h_node *n)
 }
 
 /* Run node on dashboard.mjs with stdio inherited; its exit status. */
-static int run_browser(struct h_node *n, const char *run_id, const char *tools)
+static int run_browser(struct h_node *n, const char *run_id, const char *done_id, const char *tools)
 {
     const char *node = getenv("TROUPE_NODE"), *js = getenv("TROUPE_DASHBOARD_JS");
     if (node == NULL || js == NULL) {
         fprintf(stderr, "TROUPE_NODE and TROUPE_DASHBOARD_JS must be set (ctest sets them)\n");
         return -1;
     }
-    char e_base[128], e_tok[128], e_run[128], e_tool[128];
+    char e_base[128], e_tok[128], e_run[128], e_done[128], e_tool[128];
     snprintf(e_base, sizeof e_base, "TROUPE_URL=%s", n->base);
     snprintf(e_tok, sizeof e_tok, "TROUPE_TOKEN=%s", TOKEN);
     snprintf(e_run, sizeof e_run, "TROUPE_RUN=%s", run_id);
+    snprintf(e_done, sizeof e_done, "TROUPE_DONE_RUN=%s", done_id);
     snprintf(e_tool, sizeof e_tool, "TROUPE_TOOL=%s", tools);
     size_t ne = 0;
     while (environ[ne] != NULL)
         ne++;
-    char **envp = calloc(ne + 5, sizeof *envp);
+    char **envp = calloc(ne + 6, sizeof *envp);
     if (envp == NULL)
         return -1;
     memcpy(envp, environ, ne * sizeof *envp);
@@ -163,6 +165,7 @@ static int run_browser(struct h_node *n, const char *run_id, const char *tools)
     envp[ne + 1] = e_tok;
     envp[ne + 2] = e_run;
     envp[ne + 3] = e_tool;
+    envp[ne + 4] = e_done;
     char *argv[] = { (char *)node, (char *)js, NULL };
     pid_t pid;
     fflush(NULL);
@@ -204,8 +207,17 @@ int main(void)
     CHECK(register_tool(&n, "lookup_order", "echo", "read", tools_base) == 0, "register lookup_order");
     CHECK(register_tool(&n, "issue_refund", "payment", "irreversible", tools_base) == 0, "register issue_refund");
 
+    /* A run that is over before the browser comes (the status filter must hide it). */
     long st;
     json_t *run = call(&n, "POST", "/v1/runs",
+                       "{\"goal\": \"A quick one.\", \"agent\": {\"model\": \"mock-gpt\","
+                       " \"system\": \"[mock:quick]\"}}",
+                       &st);
+    char *done_id = strdup(str(run, "id"));
+    json_decref(run);
+    CHECK(st == 201 && wait_status(&n, done_id, "succeeded") == 0, "the quick run did not succeed");
+
+    run = call(&n, "POST", "/v1/runs",
                        "{\"goal\": \"Order A-1234 arrived broken; refund it if policy allows.\","
                        " \"agent\": {\"model\": \"mock-gpt\", \"system\": \"[mock:refund] You are a support agent.\","
                        " \"tools\": [\"lookup_order\", \"issue_refund\"]}}",
@@ -215,7 +227,7 @@ int main(void)
     CHECK(st == 201 && id[0] != '\0', "create the run: HTTP %ld", st);
     CHECK(wait_status(&n, id, "waiting_approval") == 0, "run %s never waited for approval", id);
 
-    int rc = failures == 0 ? run_browser(&n, id, "lookup_order") : -1;
+    int rc = failures == 0 ? run_browser(&n, id, done_id, "lookup_order") : -1;
     CHECK(rc == 0, "the browser script failed (exit %d)", rc);
 
     /* What the clicks did, seen through the API. */
@@ -266,6 +278,7 @@ int main(void)
     h_proc_free(&tools);
     h_tmpdir_remove(dir);
     free(id);
+    free(done_id);
     printf("%s: %d failure(s)\n", failures ? "FAILED" : "ok", failures);
     return failures ? 1 : 0;
 }
