@@ -165,6 +165,7 @@ function parseHash() {
 
 function route() {
   stopView();
+  refreshHeader();
   const { parts, q } = parseHash();
   const tab = parts[0] || 'runs';
   for (const a of document.querySelectorAll('.tabs a')) {
