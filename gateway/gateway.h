@@ -48,6 +48,10 @@ struct tr_gateway_opts {
      * handlers, validation and authentication as HTTP. */
     const char *client_host;
     int client_port;
+    /* Live streams (SSE, WebSocket, protocol subscriptions). */
+    uint32_t max_connections;        /* HTTP connections (WebSockets counted apart); 0 = 1024 */
+    uint32_t stream_stall_ms;        /* a stream paused on a reader that does not read is
+                                        dropped when events come this long after; 0 = 10000 */
 };
 
 /* Start the HTTP server on tr_ctx_loop(ctx). Call from a callback on the

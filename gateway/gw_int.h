@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "gateway/gateway.h"
+#include "gateway/live.h"
 #include "raft/raft.h"
 #include "schemas/command_generated.h"
 #include "schemas/journal_generated.h"
@@ -43,7 +44,6 @@
 #define GW_EVENTS_BYTES (8u << 20)       /* event JSON in one response, roughly */
 #define GW_WAIT_MAX_S 60
 #define GW_CURSOR_MAX 600
-#define GW_SSE_HIGH_WATER (1u << 20)   /* queued bytes before a stream waits */
 
 /* ---- errors to the client --------------------------------------------------- */
 
@@ -252,9 +252,8 @@ struct gw_call {
     uint64_t deadline_ms;
     uint32_t version;
     int attempts;
-    int sse;                     /* a Server-Sent Events stream (on g->waiters) */
-    int sse_blocked;             /* its write queue was over the mark: pump again */
-    uint64_t sse_seq;            /* last journal seq sent */
+    int sse;                     /* a Server-Sent Events stream */
+    struct gw_sub sub;           /* long polls and SSE: live updates (live.h); sub.seq: last seq sent */
     struct gw_run_req run;
     char *text;
     /* Set by a non-HTTP front end (proto_server.c): the answer goes to
@@ -272,13 +271,20 @@ struct tr_gateway {
     uv_loop_t *loop;
     struct tr_httpd *httpd;
     struct gw_proto *proto;        /* the FlatBuffers TCP server, or NULL */
-    uv_timer_t tick;               /* long polls: re-check waiting runs */
+    uv_timer_t tick;               /* long polls: the earliest deadline */
+    struct gw_live *live;          /* live updates (live.c) */
+    struct gw_ws *ws;              /* WebSocket connections (ws.c) */
+    unsigned n_ws;
+    uint32_t max_conns;            /* HTTP connections, and WebSockets apart */
+    uint32_t stall_ms;             /* a paused stream with new events this long is dropped */
+    uint64_t slow_disconnects;
+    void (*ws_closed_cb)(void *);  /* gw_ws_close_all */
+    void *ws_closed_arg;
     bool auth;                     /* an admin token is configured */
     unsigned char token_hash[32];  /* BLAKE2b of "Bearer <token>" */
     uint64_t node_id;
     struct gw_call *calls;         /* every live call */
     struct gw_call *waiters;       /* long polls */
-    uint64_t tick_applied;         /* store's last_applied at the last tick */
     struct tr_fb_builder b;        /* commands (tr_state_propose copies them) */
     int closing;
     void (*close_cb)(void *);
@@ -310,12 +316,9 @@ struct gw_cmd_head gw_cmd_head(struct gw_call *c);
 /* Hold c until the run is terminal or deadline_ms (loop time) passes. */
 void gw_wait_run(struct gw_call *c, uint64_t run_id, uint64_t deadline_ms);
 uint64_t gw_loop_now_ms(struct gw_call *c);
-/* Server-Sent Events of a run's journal: history from c->sse_seq + 1, then
- * live events from the long-poll tick until the run is terminal. */
+/* Server-Sent Events of a run's journal: history from after + 1, then live
+ * events (live.h) until the run is terminal. */
 void gw_sse_start(struct gw_call *c, uint64_t run_id, uint64_t after);
-/* Write what the journal has past c->sse_seq; 1 when the stream is complete
- * (the run is terminal and every event was written). */
-int gw_sse_pump(struct gw_call *c);
 /* Answer with the run object of `key` (404 when absent or not visible). */
 void gw_answer_run(struct gw_call *c, int status, uint64_t key);
 bool gw_run_terminal(int status);

@@ -26,8 +26,6 @@
 
 #include "gateway/gw_int.h"
 
-#define TICK_MS 25
-
 /* ---- calls ------------------------------------------------------------------------ */
 
 static void call_unlink(struct gw_call *c)
@@ -64,6 +62,7 @@ static void call_release(struct gw_call *c)
 {
     if (c->req != NULL || c->pending || c->waiting)
         return;
+    gw_sub_del(&c->sub);
     call_unlink(c);
     gw_run_req_free(&c->run);
     tr_free(c->text);
@@ -75,6 +74,7 @@ void gw_call_abandon(struct gw_call *c)
     c->req = NULL;
     c->sink = NULL;
     waiter_unlink(c);
+    gw_sub_del(&c->sub);
     call_release(c);
 }
 
@@ -224,7 +224,10 @@ struct gw_cmd_head gw_cmd_head(struct gw_call *c)
     return h;
 }
 
-/* ---- long polls -------------------------------------------------------------------- */
+/* ---- long polls and event streams ------------------------------------------------
+ * Both wait on the run through live.h: woken once per applied entry that
+ * changed the run (no polling). Long polls also wait for a deadline: one
+ * timer for all of them, armed at the earliest. */
 
 uint64_t gw_loop_now_ms(struct gw_call *c)
 {
@@ -237,56 +240,40 @@ bool gw_run_terminal(int status)
            status == troupe_journal_RunStatus_Cancelled;
 }
 
+static void long_poll_done(struct gw_call *c)
+{
+    waiter_unlink(c);
+    gw_sub_del(&c->sub);
+    gw_answer_run(c, 200, c->run_id);
+}
+
 static void tick_cb(uv_timer_t *t)
 {
     struct tr_gateway *g = t->data;
-    uint64_t now = uv_now(g->loop);
-    uint64_t applied = tr_store_last_applied(g->store);
-    bool changed = applied != g->tick_applied;
-    g->tick_applied = applied;
+    uint64_t now = uv_now(g->loop), next_due = UINT64_MAX;
     struct gw_call *next;
     for (struct gw_call *c = g->waiters; c != NULL; c = next) {
         next = c->wnext;
-        if (c->sse) {
-            if ((changed || c->sse_blocked) && gw_sse_pump(c)) {
-                struct tr_httpd_req *req = c->req;
-                waiter_unlink(c);
-                c->req = NULL;
-                g->http_count[c->m.route][2]++;
-                (void)tr_httpd_stream_end(req);
-                call_release(c);
-            }
-            continue;
-        }
-        bool done = now >= c->deadline_ms;
-        if (!done && changed) {
-            void *buf;
-            const struct troupe_state_Run *r;
-            int rv = gw_load_run(g->store, c->run_id, &buf, &r);
-            done = rv != TR_OK || gw_run_terminal(troupe_state_Run_status(r));
-            tr_free(buf);
-        }
-        if (done) {
-            waiter_unlink(c);
-            gw_answer_run(c, 200, c->run_id);
-        }
+        if (now >= c->deadline_ms)
+            long_poll_done(c);
+        else if (c->deadline_ms < next_due)
+            next_due = c->deadline_ms;
     }
-    if (g->waiters == NULL)
-        uv_timer_stop(&g->tick);
+    if (next_due != UINT64_MAX)
+        uv_timer_start(&g->tick, tick_cb, next_due - now, 0);
 }
 
-void gw_sse_start(struct gw_call *c, uint64_t run_id, uint64_t after)
+/* The run of a long poll changed: answer if it is terminal (or gone). */
+static void long_poll_wake(struct gw_sub *s)
 {
-    static const char *const headers[] = { "Content-Type: text/event-stream", "Cache-Control: no-store",
-                                           "X-Accel-Buffering: no" };
-    if (tr_httpd_stream_start(c->req, 200, headers, 3, TR_HTTPD_RAW) != TR_OK) {
-        gw_respond_error(c, 500, "internal", "cannot start the event stream");
-        return;
-    }
-    c->sse = 1;
-    c->sse_seq = after;
-    c->sse_blocked = 1; /* the history goes out on the first tick */
-    gw_wait_run(c, run_id, UINT64_MAX);
+    struct gw_call *c = s->ud;
+    void *buf;
+    const struct troupe_state_Run *r;
+    int rv = gw_load_run(c->g->store, c->run_id, &buf, &r);
+    bool done = rv != TR_OK || gw_run_terminal(troupe_state_Run_status(r));
+    tr_free(buf);
+    if (done)
+        long_poll_done(c);
 }
 
 void gw_wait_run(struct gw_call *c, uint64_t run_id, uint64_t deadline_ms)
@@ -300,10 +287,123 @@ void gw_wait_run(struct gw_call *c, uint64_t run_id, uint64_t deadline_ms)
     if (g->waiters != NULL)
         g->waiters->wprev = c;
     g->waiters = c;
-    if (!uv_is_active((uv_handle_t *)&g->tick)) {
-        g->tick_applied = tr_store_last_applied(g->store);
-        uv_timer_start(&g->tick, tick_cb, TICK_MS, TICK_MS);
+    gw_sub_add(g, &c->sub, GW_SUB_LONGPOLL, run_id, long_poll_wake, c);
+    uint64_t now = uv_now(g->loop);
+    uint64_t in = deadline_ms > now ? deadline_ms - now : 0;
+    if (!uv_is_active((uv_handle_t *)&g->tick) || uv_timer_get_due_in(&g->tick) > in)
+        uv_timer_start(&g->tick, tick_cb, in, 0);
+}
+
+/* The stream is complete: end the response (the connection closes). */
+static void sse_finish(struct gw_call *c)
+{
+    struct tr_httpd_req *req = c->req;
+    gw_sub_del(&c->sub);
+    c->req = NULL;
+    if (c->g != NULL)
+        c->g->http_count[c->m.route][2]++;
+    (void)tr_httpd_stream_end(req);
+    call_release(c);
+}
+
+/* One event per journal entry: `id:` its seq, `event:` its type, `data:` the
+ * JSON of GET .../events (one line: compact JSON has no newlines). Writes
+ * until the connection holds GW_LIVE_HIGH_WATER unsent bytes, then pauses
+ * until it drains. */
+static void sse_pump(struct gw_call *c)
+{
+    struct gw_evs v;
+    for (;;) {
+        if (gw_live_read(&c->sub, c->sub.seq, &v) != TR_OK) {
+            sse_finish(c); /* the store failed: the client resumes with Last-Event-ID */
+            return;
+        }
+        for (size_t i = 0; i < v.n; i++) {
+            if (tr_httpd_queued(c->req) > GW_LIVE_HIGH_WATER) {
+                gw_live_pause(c->g, &c->sub);
+                return;
+            }
+            struct gw_ev *e = &v.ev[i];
+            size_t dlen;
+            const char *data = gw_ev_json(e, &dlen);
+            char head[128];
+            int hl = snprintf(head, sizeof head, "id: %llu\nevent: %s\ndata: ", (unsigned long long)e->seq,
+                              gw_event_type_name(e->type));
+            int w = tr_httpd_stream_write(c->req, head, (size_t)hl);
+            if (w == TR_OK)
+                w = tr_httpd_stream_write(c->req, data, dlen);
+            if (w == TR_OK)
+                w = tr_httpd_stream_write(c->req, "\n\n", 2);
+            if (w != TR_OK)
+                return; /* the connection is going: its close callback follows */
+            c->sub.seq = e->seq;
+        }
+        if (v.end)
+            break;
     }
+    if (v.terminal)
+        sse_finish(c);
+}
+
+static void sse_wake(struct gw_sub *s)
+{
+    struct gw_call *c = s->ud;
+    if (c->req == NULL || c->g == NULL)
+        return;
+    if (s->paused) {
+        if (gw_live_stalled(c->g, s)) {
+            tr_log(TR_LOG_INFO, "gateway: an event stream of run %016llx does not read; dropped",
+                   (unsigned long long)c->run_id);
+            gw_sub_del(s);
+            tr_httpd_abort(c->req); /* on_client_gone follows */
+        }
+        return;
+    }
+    sse_pump(c);
+}
+
+static void sse_drained(struct tr_httpd_req *req, void *arg)
+{
+    struct gw_call *c = arg;
+    if (c->sub.paused) {
+        c->sub.paused = 0;
+        gw_sub_kick(&c->sub);
+    }
+}
+
+static size_t sse_queued(struct gw_sub *s)
+{
+    struct gw_call *c = s->ud;
+    return c->req != NULL ? tr_httpd_queued(c->req) : 0;
+}
+
+void gw_sse_start(struct gw_call *c, uint64_t run_id, uint64_t after)
+{
+    static const char *const headers[] = { "Content-Type: text/event-stream", "Cache-Control: no-store",
+                                           "X-Accel-Buffering: no" };
+    if (tr_httpd_stream_start(c->req, 200, headers, 3, TR_HTTPD_RAW) != TR_OK) {
+        gw_respond_error(c, 500, "internal", "cannot start the event stream");
+        return;
+    }
+    c->sse = 1;
+    c->run_id = run_id;
+    c->sub.seq = after;
+    gw_sub_add(c->g, &c->sub, GW_SUB_SSE, run_id, sse_wake, c);
+    c->sub.queued = sse_queued;
+    tr_httpd_on_drain(c->req, sse_drained, c);
+    gw_sub_kick(&c->sub); /* the history goes out in the next round */
+}
+
+void gw_call_upgrade(struct gw_call *c, const char *head, size_t len,
+                     void (*cb)(uv_tcp_t *tcp, const void *rest, size_t rest_len, void *arg), void *arg)
+{
+    struct tr_httpd_req *req = c->req;
+    c->req = NULL;
+    if (c->g != NULL)
+        c->g->http_count[c->m.route][1]++;
+    if (tr_httpd_upgrade(req, head, len, cb, arg) != TR_OK)
+        cb(NULL, NULL, 0, arg); /* the connection is going away */
+    call_release(c);
 }
 
 /* ---- authentication ------------------------------------------------------------------ */
@@ -403,7 +503,7 @@ void gw_call_dispatch(struct gw_call *c)
     case GW_R_TOOL_ENABLE: gw_h_tool_set_enabled(c, true); return;
     case GW_R_WEB_INDEX:
     case GW_R_WEB: gw_h_web(c); return;
-    case GW_R_RUN_WS:
+    case GW_R_RUN_WS: gw_h_run_ws(c); return;
     case GW_R_TENANTS:
     case GW_R_KEYS:
     default:
@@ -450,8 +550,11 @@ int tr_gateway_start(struct tr_ctx *ctx, const struct tr_gateway_opts *o, struct
     struct tr_httpd_opts ho = {
         .host = o->host, .port = o->port,
         .max_body_bytes = o->max_body_bytes ? o->max_body_bytes : GW_MAX_BODY_DEFAULT,
+        .max_connections = o->max_connections,
         .on_request = on_request, .ud = g,
     };
+    g->max_conns = o->max_connections ? o->max_connections : 1024;
+    g->stall_ms = o->stream_stall_ms ? o->stream_stall_ms : GW_LIVE_STALL_MS_DEFAULT;
     int rv = tr_httpd_start(loop, &ho, &g->httpd, err);
     if (rv != TR_OK) {
         tr_err_wrap(err, "gateway");
@@ -461,6 +564,7 @@ int tr_gateway_start(struct tr_ctx *ctx, const struct tr_gateway_opts *o, struct
     uv_timer_init(loop, &g->tick);
     g->tick.data = g;
     tr_fb_builder_init(&g->b);
+    (void)gw_live_start(g);
     if (o->client_host != NULL) {
         rv = gw_proto_start(g, o->client_host, o->client_port, err);
         if (rv != TR_OK) {
@@ -500,6 +604,7 @@ static void httpd_closed(void *arg)
     }
     g->calls = NULL;
     g->waiters = NULL;
+    gw_live_close(g);
     uv_close((uv_handle_t *)&g->tick, tick_closed);
 }
 
@@ -507,6 +612,15 @@ static void proto_closed(void *arg)
 {
     struct tr_gateway *g = arg;
     tr_httpd_close(g->httpd, httpd_closed, g);
+}
+
+static void ws_closed(void *arg)
+{
+    struct tr_gateway *g = arg;
+    if (g->proto != NULL)
+        gw_proto_close(g, proto_closed, g); /* its calls first: they live on g */
+    else
+        tr_httpd_close(g->httpd, httpd_closed, g);
 }
 
 void tr_gateway_close(struct tr_gateway *g, void (*cb)(void *), void *arg)
@@ -517,10 +631,7 @@ void tr_gateway_close(struct tr_gateway *g, void (*cb)(void *), void *arg)
     g->close_cb = cb;
     g->close_arg = arg;
     uv_timer_stop(&g->tick);
-    if (g->proto != NULL)
-        gw_proto_close(g, proto_closed, g); /* its calls first: they live on g */
-    else
-        tr_httpd_close(g->httpd, httpd_closed, g);
+    gw_ws_close_all(g, ws_closed, g);
 }
 
 int tr_gateway_port(struct tr_gateway *g)

@@ -23,10 +23,13 @@
  *     (gw_call_abandon): its proposal still completes, its answer is dropped;
  *   - an answer that would make a frame over 16 MiB: an error TooLarge.
  * Subscriptions: Subscribe goes through the HTTP handler of GET
- * /v1/runs/{id} (authentication, visibility); then a 25 ms tick pushes the
- * journal past after_seq as EventPush frames (history, then live), holding
- * back while more than 1 MiB is unsent, and ends with SubscriptionEnd once
- * the run is terminal and fully pushed. Tenants and cluster management
+ * /v1/runs/{id} (authentication, visibility); then the journal past
+ * after_seq goes out as EventPush frames (history, then live: woken by the
+ * state service's after-commit hook through live.h, never by polling),
+ * pausing while more than GW_LIVE_HIGH_WATER bytes are unsent until the
+ * connection drains, and ends with SubscriptionEnd once the run is terminal
+ * and fully pushed. A connection whose subscription stays paused while new
+ * events come for longer than the stall limit is dropped (slow reader). Tenants and cluster management
  * answer Unsupported in this version.
  */
 #include <stdarg.h>
@@ -40,14 +43,13 @@
 #define CALLS_MAX 1024      /* requests in flight on one connection */
 #define API_KEY_MAX 1024
 #define SUBS_MAX 256        /* subscriptions of one connection */
-#define SUB_HIGH_WATER (1u << 20) /* unsent bytes before pushes wait */
-#define TICK_MS 25
 
 /* A live event subscription: journal entries of run_key past seq. */
 struct psub {
     struct psub *next;           /* conn->subs */
-    uint64_t id, run_key, seq;
-    int blocked;                 /* the send queue was over the mark: pump again */
+    struct pconn *conn;
+    uint64_t id;
+    struct gw_sub sub;           /* live.h: sub.run_id, sub.seq (last pushed), sub.paused */
 };
 
 struct pconn;
@@ -88,9 +90,7 @@ struct gw_proto {
     uv_tcp_t listener;
     struct pconn *conns;
     unsigned n_conns;
-    unsigned open_handles;       /* the listener, the tick and every connection */
-    uv_timer_t tick;             /* subscriptions: look for new entries */
-    uint64_t tick_applied;       /* store's last_applied at the last tick */
+    unsigned open_handles;       /* the listener and every connection */
     unsigned n_subs;             /* over all connections */
     int closing;
     void (*close_cb)(void *);
@@ -115,8 +115,18 @@ static void write_cb(uv_write_t *w, int status)
     struct pconn *conn = wr->conn;
     conn->queued -= wr->len;
     tr_free(wr);
-    if (status != 0 || (conn->close_after_write && conn->queued == 0))
+    if (status != 0 || (conn->close_after_write && conn->queued == 0)) {
         conn_close(conn);
+        return;
+    }
+    if (conn->queued == 0 && !conn->closing) {
+        /* Drained: paused subscriptions go on in the next round. */
+        for (struct psub *sub = conn->subs; sub != NULL; sub = sub->next)
+            if (sub->sub.paused) {
+                sub->sub.paused = 0;
+                gw_sub_kick(&sub->sub);
+            }
+    }
 }
 
 /* Send the size-prefixed frame finished in b. */
@@ -232,82 +242,82 @@ static void send_sub_end(struct pconn *conn, uint64_t sub_id, const char *reason
     send_built(conn, b);
 }
 
-/* Push what the journal has past sub->seq. 1 when the subscription is
+/* Push what the journal has past sub->sub.seq. 1 when the subscription is
  * complete (the run is terminal, or gone, and every entry was pushed). */
 static int sub_pump(struct pconn *conn, struct psub *sub)
 {
-    struct tr_store *s = conn->p->g->store;
-    sub->blocked = 0;
-    if (conn->queued > SUB_HIGH_WATER) {
-        sub->blocked = 1;
-        return 0;
-    }
-    /* The status first: a terminal run has every event journaled. */
-    void *buf;
-    const struct troupe_state_Run *r;
-    int rv = gw_load_run(s, sub->run_key, &buf, &r);
-    bool terminal = rv != TR_OK || gw_run_terminal(troupe_state_Run_status(r));
-    tr_free(buf);
-    struct tr_journal_iter *it;
-    if (tr_journal_iter_open(s, NULL, sub->run_key, sub->seq + 1, &it, NULL) != TR_OK)
-        return 1;
     char run_text[TR_RUN_ID_TEXT_LEN];
-    tr_run_id_text(sub->run_key, run_text);
+    tr_run_id_text(sub->sub.run_id, run_text);
     struct tr_fb_builder *b = &conn->p->b;
-    uint64_t seq;
-    const void *ev;
-    size_t len;
-    bool more = false;
-    while ((rv = tr_journal_iter_next(it, &seq, &ev, &len, NULL)) > 0) {
-        if (conn->closing || conn->queued > SUB_HIGH_WATER) {
-            sub->blocked = 1;
-            more = true;
-            break;
+    struct gw_evs v;
+    for (;;) {
+        if (gw_live_read(&sub->sub, sub->sub.seq, &v) != TR_OK)
+            return 1;
+        for (size_t i = 0; i < v.n; i++) {
+            if (conn->closing)
+                return 0;
+            if (conn->queued > GW_LIVE_HIGH_WATER) {
+                gw_live_pause(conn->p->g, &sub->sub);
+                return 0;
+            }
+            struct gw_ev *e = &v.ev[i];
+            tr_fb_builder_reset(b);
+            tr_fb_ref run = tr_fb_create_str(b, run_text);
+            tr_fb_ref bytes = tr_fb_create_bytes(b, e->raw, e->raw_len);
+            troupe_proto_EventPush_start(b);
+            troupe_proto_EventPush_add_subscription_id(b, sub->id);
+            troupe_proto_EventPush_add_run_id(b, run);
+            troupe_proto_EventPush_add_event(b, bytes);
+            tr_fb_ref push = troupe_proto_EventPush_end(b);
+            troupe_proto_Frame_start(b);
+            troupe_proto_Frame_add_body_EventPush(b, push);
+            troupe_proto_Frame_finish_sized(b, troupe_proto_Frame_end(b));
+            send_built(conn, b);
+            sub->sub.seq = e->seq;
         }
-        sub->seq = seq;
-        if (troupe_journal_Event_verify_as_root(ev, len, NULL) == NULL)
-            continue;
-        tr_fb_builder_reset(b);
-        tr_fb_ref run = tr_fb_create_str(b, run_text);
-        tr_fb_ref bytes = tr_fb_create_bytes(b, ev, len);
-        troupe_proto_EventPush_start(b);
-        troupe_proto_EventPush_add_subscription_id(b, sub->id);
-        troupe_proto_EventPush_add_run_id(b, run);
-        troupe_proto_EventPush_add_event(b, bytes);
-        tr_fb_ref push = troupe_proto_EventPush_end(b);
-        troupe_proto_Frame_start(b);
-        troupe_proto_Frame_add_body_EventPush(b, push);
-        troupe_proto_Frame_finish_sized(b, troupe_proto_Frame_end(b));
-        send_built(conn, b);
+        if (v.end)
+            break;
     }
-    tr_journal_iter_close(it);
-    return terminal && !more && rv == 0;
+    return !conn->closing && v.terminal;
 }
 
-static void tick_cb(uv_timer_t *t)
+static void sub_remove(struct pconn *conn, struct psub *sub)
 {
-    struct gw_proto *p = t->data;
-    uint64_t applied = tr_store_last_applied(p->g->store);
-    bool changed = applied != p->tick_applied;
-    p->tick_applied = applied;
-    struct pconn *next;
-    for (struct pconn *conn = p->conns; conn != NULL; conn = next) {
-        next = conn->next;
-        for (struct psub **sp = &conn->subs; *sp != NULL && !conn->closing;) {
-            struct psub *sub = *sp;
-            if (!(changed || sub->blocked) || !sub_pump(conn, sub)) {
-                sp = &sub->next;
-                continue;
-            }
+    for (struct psub **sp = &conn->subs; *sp != NULL; sp = &(*sp)->next)
+        if (*sp == sub) {
             *sp = sub->next;
-            conn->n_subs--;
-            p->n_subs--;
-            send_sub_end(conn, sub->id, "run finished");
-            tr_free(sub);
+            break;
         }
+    gw_sub_del(&sub->sub);
+    conn->n_subs--;
+    conn->p->n_subs--;
+    tr_free(sub);
+}
+
+static void sub_wake(struct gw_sub *s)
+{
+    struct psub *sub = s->ud;
+    struct pconn *conn = sub->conn;
+    if (conn->closing)
+        return;
+    if (s->paused) {
+        if (gw_live_stalled(conn->p->g, s)) {
+            tr_log(TR_LOG_INFO, "gateway: client protocol: a subscriber that does not read; dropped");
+            conn_close(conn);
+        }
+        return;
     }
-    if (p->n_subs == 0)
-        uv_timer_stop(&p->tick);
+    if (!sub_pump(conn, sub))
+        return;
+    uint64_t id = sub->id;
+    sub_remove(conn, sub);
+    send_sub_end(conn, id, "run finished");
+}
+
+static size_t sub_queued(struct gw_sub *s)
+{
+    struct psub *sub = s->ud;
+    return sub->conn->queued;
 }
 
 /* The run of c was found visible: answer Subscribed, then the history
@@ -327,9 +337,8 @@ static void subscribe(struct pconn *conn, struct gw_call *c, uint64_t id, uint64
     }
     struct psub *sub = tr_calloc(1, sizeof *sub);
     sub->id = ++conn->last_sub_id;
-    sub->run_key = key;
-    sub->seq = after;
-    sub->blocked = 1; /* the history goes out on the first tick */
+    sub->conn = conn;
+    sub->sub.seq = after;
     sub->next = conn->subs;
     conn->subs = sub;
     conn->n_subs++;
@@ -339,10 +348,9 @@ static void subscribe(struct pconn *conn, struct gw_call *c, uint64_t id, uint64
     troupe_proto_Subscribed_start(b);
     troupe_proto_Subscribed_add_subscription_id(b, sub->id);
     send_response(conn, b, id, troupe_proto_Result_Subscribed, troupe_proto_Subscribed_end(b), 0);
-    if (!uv_is_active((uv_handle_t *)&p->tick)) {
-        p->tick_applied = tr_store_last_applied(p->g->store);
-        uv_timer_start(&p->tick, tick_cb, 0, TICK_MS);
-    }
+    gw_sub_add(p->g, &sub->sub, GW_SUB_PROTO, key, sub_wake, sub);
+    sub->sub.queued = sub_queued;
+    gw_sub_kick(&sub->sub); /* the history goes out in the next round */
 }
 
 static void unsubscribe(struct pconn *conn, uint64_t id, uint64_t sub_id)
@@ -350,11 +358,7 @@ static void unsubscribe(struct pconn *conn, uint64_t id, uint64_t sub_id)
     for (struct psub **sp = &conn->subs; *sp != NULL; sp = &(*sp)->next) {
         if ((*sp)->id != sub_id)
             continue;
-        struct psub *sub = *sp;
-        *sp = sub->next;
-        conn->n_subs--;
-        conn->p->n_subs--;
-        tr_free(sub);
+        sub_remove(conn, *sp);
         tr_fb_builder_reset(&conn->p->b);
         send_response(conn, &conn->p->b, id, troupe_proto_Result_NONE, 0, 0);
         return;
@@ -875,6 +879,8 @@ static void conn_close(struct pconn *conn)
     }
     conn->calls = NULL;
     conn->n_calls = 0;
+    for (struct psub *sub = conn->subs; sub != NULL; sub = sub->next)
+        gw_sub_del(&sub->sub); /* freed when the socket has closed */
     if (conn->prev != NULL)
         conn->prev->next = conn->next;
     else
@@ -988,18 +994,15 @@ int gw_proto_start(struct tr_gateway *g, const char *host, int port, struct tr_e
     struct gw_proto *p = tr_calloc(1, sizeof *p);
     p->g = g;
     tr_fb_builder_init(&p->b);
-    uv_timer_init(g->loop, &p->tick);
-    p->tick.data = p;
     uv_tcp_init(g->loop, &p->listener);
     p->listener.data = p;
-    p->open_handles = 2;
+    p->open_handles = 1;
     int rv = uv_tcp_bind(&p->listener, (const struct sockaddr *)&ss, 0);
     if (rv == 0)
         rv = uv_listen((uv_stream_t *)&p->listener, 511, on_connection);
     if (rv != 0) {
         tr_err_set(err, TR_ESYS, "client protocol: listen %s:%d: %s", host, port, uv_strerror(rv));
         p->closing = 1;
-        uv_close((uv_handle_t *)&p->tick, listener_closed_cb);
         uv_close((uv_handle_t *)&p->listener, listener_closed_cb); /* frees p; g->proto stays NULL */
         p->g = NULL;
         return TR_ESYS;
@@ -1019,7 +1022,6 @@ void gw_proto_close(struct tr_gateway *g, void (*cb)(void *), void *arg)
     p->close_arg = arg;
     while (p->conns != NULL)
         conn_close(p->conns);
-    uv_close((uv_handle_t *)&p->tick, listener_closed_cb);
     uv_close((uv_handle_t *)&p->listener, listener_closed_cb);
 }
 

@@ -225,6 +225,9 @@ void gw_h_metrics(struct gw_call *c)
         waiting++;
     metric(&t, "troupe_http_long_polls", "gauge", "GET /v1/runs/{id}?wait= requests being held.");
     put(&t, "troupe_http_long_polls %u\n", waiting);
+    char *live = gw_live_metrics(g); /* live.c: streams, slow readers, WebSockets */
+    put(&t, "%s", live);
+    tr_free(live);
     metric(&t, "troupe_gateway_runs_created_total", "counter", "Runs created through this node's API.");
     put(&t, "troupe_gateway_runs_created_total %llu\n", (unsigned long long)g->created);
     metric(&t, "troupe_gateway_not_leader_total", "counter", "Writes refused because this node is not the leader.");

@@ -267,62 +267,7 @@ void gw_h_run_events(struct gw_call *c)
     gw_respond_json(c, 200, events);
 }
 
-/* ---- Server-Sent Events ------------------------------------------------------------------ */
-
-/* One event per journal entry: `id:` its seq, `event:` its type, `data:` the
- * JSON of GET .../events (one line: compact JSON has no newlines). */
-int gw_sse_pump(struct gw_call *c)
-{
-    struct tr_store *s = c->g->store;
-    c->sse_blocked = 0;
-    if (tr_httpd_queued(c->req) > GW_SSE_HIGH_WATER) {
-        c->sse_blocked = 1; /* a slow reader: try again next tick */
-        return 0;
-    }
-    /* Read the status first: a terminal run has every event journaled. */
-    void *buf;
-    const struct troupe_state_Run *r;
-    int rv = gw_load_run(s, c->run_id, &buf, &r);
-    bool terminal = rv != TR_OK || gw_run_terminal(troupe_state_Run_status(r));
-    tr_free(buf);
-    struct tr_journal_iter *it;
-    if (tr_journal_iter_open(s, NULL, c->run_id, c->sse_seq + 1, &it, NULL) != TR_OK)
-        return 1;
-    uint64_t seq;
-    const void *ev;
-    size_t len;
-    bool more = false;
-    while ((rv = tr_journal_iter_next(it, &seq, &ev, &len, NULL)) > 0) {
-        if (tr_httpd_queued(c->req) > GW_SSE_HIGH_WATER) {
-            c->sse_blocked = 1;
-            more = true;
-            break;
-        }
-        const struct troupe_journal_Event *e = troupe_journal_Event_verify_as_root(ev, len, NULL);
-        c->sse_seq = seq;
-        if (e == NULL)
-            continue;
-        json_t *j = gw_render_event(e);
-        char *data = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(12));
-        json_decref(j);
-        size_t dlen = data != NULL ? strlen(data) : 0;
-        char head[128];
-        int hl = snprintf(head, sizeof head, "id: %llu\nevent: %s\ndata: ", (unsigned long long)seq,
-                          gw_event_type_name(troupe_journal_Event_data_type(e)));
-        int w = tr_httpd_stream_write(c->req, head, (size_t)hl);
-        if (w == TR_OK)
-            w = tr_httpd_stream_write(c->req, data != NULL ? data : "{}", data != NULL ? dlen : 2);
-        if (w == TR_OK)
-            w = tr_httpd_stream_write(c->req, "\n\n", 2);
-        free(data);
-        if (w != TR_OK) {
-            more = true; /* the connection is going: its close callback follows */
-            break;
-        }
-    }
-    tr_journal_iter_close(it);
-    return terminal && !more && rv == 0;
-}
+/* Server-Sent Events: gw_sse_start (http_api.c), live updates from live.c. */
 
 /* ---- POST /v1/runs/{id}/cancel ------------------------------------------------------------ */
 

@@ -9,7 +9,7 @@ PKGS_BUILD=(
   build-essential cmake pkg-config ninja-build clang libclang-rt-14-dev
   libuv1-dev libraft-dev librocksdb-dev
   flatbuffers-compiler libflatbuffers-dev
-  libcurl4-openssl-dev libsodium-dev libhttp-parser-dev libwslay-dev
+  libcurl4-openssl-dev libssl-dev libsodium-dev libhttp-parser-dev libwslay-dev
   libjansson-dev libcmocka-dev
 )
 # Tests, fuzzing, benchmarks and the sandbox; chromium for the dashboard's
