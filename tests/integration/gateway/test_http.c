@@ -285,7 +285,7 @@ static void test_health_auth_and_routes(void **st)
     expect(req("DELETE", "/v1/runs", NULL), 405, "method_not_allowed");
     expect(req("PUT", "/v1/tools/x", "{}"), 405, "method_not_allowed");
     expect(req("GET", "/v1/tenants", NULL), 501, "not_implemented");
-    expect(req("GET", "/v1/runs/run_0000000000000001/ws", NULL), 501, "not_implemented");
+    expect(req("GET", "/v1/runs/run_0000000000000001/ws", NULL), 404, "not_found"); /* tests/integration/live */
     r = req_full("GET", "/metrics", NULL, 0, 0, NULL, 30000);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "troupe_runs{status=\"queued\"}"));
