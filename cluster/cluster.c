@@ -201,6 +201,9 @@ static int peer_slot(struct tr_cluster *c, uint64_t id)
     unsigned i = c->n_peers++;
     memset(&c->peers[i], 0, sizeof c->peers[i]);
     c->peers[i].id = id;
+    /* First sight (a node just added, or this leader's first look at the
+     * table): it gets a whole failure timeout to ping. */
+    c->peers[i].last_ms = uv_now(c->loop);
     return (int)i;
 }
 

@@ -161,6 +161,15 @@ static void signal_done(struct tr_state *s)
 
 static void entry_done(struct tr_state *s, struct entry *e);
 
+/* Raft's last applied index: it counts every entry (configuration changes
+ * and barriers too), where the store's last_applied moves only with
+ * entries that write. */
+static uint64_t applied_index(const struct tr_state *s)
+{
+    struct raft *r = tr_raft_raw(s->raft);
+    return r != NULL ? r->last_applied : 0;
+}
+
 static void propose_cb(struct tr_raft_propose *p, int status, void *result)
 {
     struct entry *e = p->data;
@@ -252,7 +261,7 @@ static int forward_entry(struct tr_state *s, struct entry *e, const uint8_t *dat
  * its own state and the leader's verdict is final. */
 static int must_hold(const struct tr_state *s, const struct entry *e)
 {
-    if (!e->forwarded || e->status != TR_OK || tr_store_last_applied(s->store) >= e->reply.raft_index)
+    if (!e->forwarded || e->status != TR_OK || applied_index(s) >= e->reply.raft_index)
         return 0;
     if (e->kind == ENTRY_COMMAND)
         return 1; /* commands are rare, and their proposers read what they wrote */
@@ -277,7 +286,7 @@ static void answer(struct tr_ctx *ctx, struct tr_state *s, struct entry *e);
 /* Answer held replies whose wait is over (in order: they were held in order). */
 static void release_held(struct tr_ctx *ctx, struct tr_state *s)
 {
-    while (s->held_head != NULL && tr_store_last_applied(s->store) >= s->held_head->reply.raft_index) {
+    while (s->held_head != NULL && applied_index(s) >= s->held_head->reply.raft_index) {
         struct entry *e = s->held_head;
         s->held_head = e->next;
         if (s->held_head == NULL)
@@ -529,7 +538,7 @@ void tr_state_leader_contact(struct tr_state *s, uint64_t commit_index)
 
 uint64_t tr_state_applied(struct tr_state *s)
 {
-    return tr_store_last_applied(s->store);
+    return applied_index(s);
 }
 
 /* ---- the service actor ----------------------------------------------------------------- */
@@ -556,7 +565,7 @@ static void barrier_cb(void *arg, int status, const char *msg)
 
 static void note_listener(struct tr_state *s, int kind)
 {
-    struct tr_state_note n = { .kind = kind, .raft_index = tr_store_last_applied(s->store) };
+    struct tr_state_note n = { .kind = kind, .raft_index = applied_index(s) };
     struct tr_msg *m = tr_msg_make(TR_MSG_STATE_NOTE, &n, sizeof n);
     if (tr_rt_send(s->rt, s->listener, m) != TR_OK)
         tr_msg_free(m);
@@ -594,10 +603,10 @@ static int poll_ready(struct tr_ctx *ctx, struct tr_state *s)
         if (leader && !s->barrier_pending) {
             if (tr_raft_barrier(s->raft, barrier_cb, s) == TR_OK)
                 s->barrier_pending = 1;
-        } else if (!leader && s->clustered && tr_store_last_applied(s->store) >= s->contact_index) {
+        } else if (!leader && s->clustered && applied_index(s) >= s->contact_index) {
             s->ready = 1;
             tr_log(TR_LOG_INFO, "state: node %llu: following, applied %llu: ready", (unsigned long long)s->node_id,
-                   (unsigned long long)tr_store_last_applied(s->store));
+                   (unsigned long long)applied_index(s));
             note_listener(s, TR_NOTE_READY);
         }
     }
