@@ -51,6 +51,8 @@ struct node_opts {
     uint32_t failure_timeout_ms;
     uint32_t election_timeout_ms;
     uint32_t heartbeat_ms;
+    uint32_t max_connections;     /* --max-connections: HTTP (and WebSocket) connections */
+    uint32_t stream_stall_ms;     /* --stream-stall-ms: slow readers of live streams */
 };
 
 struct node {
@@ -82,6 +84,7 @@ static void usage(FILE *f)
             "              [--peer HOST:PORT] [--client HOST:PORT] [--bootstrap | --join HOST:PORT]\n"
             "              [--schedulers N] [--max-active-runs N] [--approval-timeout S]\n"
             "              [--llm-timeout S] [--context-tokens N] [--ports-file F]\n"
+            "              [--max-connections N] [--stream-stall-ms MS]\n"
             "              [--cluster-secret-file F] [--failure-timeout MS] [--election-timeout MS]\n"
             "              [--heartbeat MS]\n"
             "environment: OPENAI_BASE_URL, OPENAI_API_KEY, TROUPE_MODELS, TROUPE_ADMIN_TOKEN,\n"
@@ -115,7 +118,7 @@ static int split_hostport(const char *s, char *host, size_t cap, int *port)
 static int parse_args(int argc, char **argv, struct node_opts *o)
 {
     enum { O_ID = 1000, O_DATA, O_RAFT, O_PEER, O_CLIENT, O_HTTP, O_BOOT, O_JOIN, O_SCHED, O_MAXRUNS, O_APPROVAL,
-           O_LLMTIMEOUT, O_CTX, O_PORTS, O_SECRET, O_FAILURE, O_ELECTION, O_HEARTBEAT, O_HELP };
+           O_LLMTIMEOUT, O_CTX, O_PORTS, O_SECRET, O_FAILURE, O_ELECTION, O_HEARTBEAT, O_MAXCONNS, O_STALL, O_HELP };
     static const struct option longopts[] = {
         { "id", required_argument, NULL, O_ID },
         { "data", required_argument, NULL, O_DATA },
@@ -131,6 +134,8 @@ static int parse_args(int argc, char **argv, struct node_opts *o)
         { "llm-timeout", required_argument, NULL, O_LLMTIMEOUT },
         { "context-tokens", required_argument, NULL, O_CTX },
         { "ports-file", required_argument, NULL, O_PORTS },
+        { "max-connections", required_argument, NULL, O_MAXCONNS },
+        { "stream-stall-ms", required_argument, NULL, O_STALL },
         { "cluster-secret-file", required_argument, NULL, O_SECRET },
         { "failure-timeout", required_argument, NULL, O_FAILURE },
         { "election-timeout", required_argument, NULL, O_ELECTION },
@@ -180,6 +185,16 @@ static int parse_args(int argc, char **argv, struct node_opts *o)
             if (parse_u32(optarg, &v) != 0 || v > 64)
                 goto bad;
             o->schedulers = (int)v;
+            break;
+        case O_MAXCONNS:
+            if (parse_u32(optarg, &v) != 0 || v == 0 || v > 1000000)
+                goto bad;
+            o->max_connections = v;
+            break;
+        case O_STALL:
+            if (parse_u32(optarg, &v) != 0 || v == 0)
+                goto bad;
+            o->stream_stall_ms = v;
             break;
         case O_MAXRUNS:
             if (parse_u32(optarg, &v) != 0 || v == 0)
@@ -356,6 +371,7 @@ static void listen_cb(struct tr_ctx *ctx, void *arg)
         .rt = n->rt, .state = n->state, .env = &n->env, .host = n->http_host, .port = n->http_port,
         .admin_token = getenv("TROUPE_ADMIN_TOKEN"), .node_id = n->o.id,
         .client_host = n->o.client != NULL ? n->client_host : NULL, .client_port = n->client_port,
+        .max_connections = n->o.max_connections, .stream_stall_ms = n->o.stream_stall_ms,
     };
     int rv = tr_gateway_start(ctx, &go, &n->gateway, &n->err);
     if (rv == TR_OK && n->o.peer != NULL) {
