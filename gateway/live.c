@@ -102,6 +102,7 @@ static void cache_clear(struct gw_watch *w)
     for (size_t i = 0; i < w->n; i++) {
         tr_free(w->ev[i].raw);
         free(w->ev[i].json); /* json_dumps' */
+        tr_free(w->ev[i].sse);
     }
     w->n = 0;
     w->loaded = 0;
@@ -343,6 +344,8 @@ static void cache_load(struct gw_live *L, struct gw_watch *w, uint64_t after)
         x->raw_len = len;
         x->json = NULL;
         x->json_len = 0;
+        x->sse = NULL;
+        x->sse_len = 0;
         bytes += len;
     }
     tr_journal_iter_close(it);
@@ -389,6 +392,22 @@ const char *gw_ev_json(struct gw_ev *e, size_t *len)
     }
     *len = e->json_len;
     return e->json;
+}
+
+const char *gw_ev_sse(struct gw_ev *e, size_t *len)
+{
+    if (e->sse == NULL) {
+        size_t jl;
+        const char *j = gw_ev_json(e, &jl);
+        struct tr_buf b = { 0 };
+        tr_buf_printf(&b, "id: %llu\nevent: %s\ndata: ", (unsigned long long)e->seq, gw_event_type_name(e->type));
+        tr_buf_add(&b, j, jl);
+        tr_buf_add(&b, "\n\n", 2);
+        e->sse = b.p;
+        e->sse_len = b.len;
+    }
+    *len = e->sse_len;
+    return e->sse;
 }
 
 /* ---- slow readers ---------------------------------------------------------------------------- */

@@ -73,6 +73,8 @@ struct gw_ev {
     size_t raw_len;
     char *json;                   /* rendered on demand (gw_ev_json) */
     size_t json_len;
+    char *sse;                    /* the SSE frame, built on demand (gw_ev_sse) */
+    size_t sse_len;
 };
 
 /* Events past `after`: ev[0..n). end: the journal had no more when read (else
@@ -102,6 +104,8 @@ void gw_sub_kick(struct gw_sub *s);
 int gw_live_read(struct gw_sub *s, uint64_t after, struct gw_evs *out);
 /* The API.md JSON of e (compact, one line); "{}" if it cannot be rendered. */
 const char *gw_ev_json(struct gw_ev *e, size_t *len);
+/* "id: <seq>\nevent: <type>\ndata: <json>\n\n", built once per round. */
+const char *gw_ev_sse(struct gw_ev *e, size_t *len);
 
 /* A stream that is paused and got new events: true when it has been paused
  * longer than the stall limit (disconnect it; counted). */
