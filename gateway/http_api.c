@@ -324,17 +324,9 @@ static void sse_pump(struct gw_call *c)
                 return;
             }
             struct gw_ev *e = &v.ev[i];
-            size_t dlen;
-            const char *data = gw_ev_json(e, &dlen);
-            char head[128];
-            int hl = snprintf(head, sizeof head, "id: %llu\nevent: %s\ndata: ", (unsigned long long)e->seq,
-                              gw_event_type_name(e->type));
-            int w = tr_httpd_stream_write(c->req, head, (size_t)hl);
-            if (w == TR_OK)
-                w = tr_httpd_stream_write(c->req, data, dlen);
-            if (w == TR_OK)
-                w = tr_httpd_stream_write(c->req, "\n\n", 2);
-            if (w != TR_OK)
+            size_t len;
+            const char *frame = gw_ev_sse(e, &len); /* built once for every stream of the run */
+            if (tr_httpd_stream_write(c->req, frame, len) != TR_OK)
                 return; /* the connection is going: its close callback follows */
             c->sub.seq = e->seq;
         }
