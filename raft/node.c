@@ -12,8 +12,13 @@
  * closing fails everything still queued with TR_ECLOSED after raft has
  * closed. Close order: raft first, then (in raft's close callback) its I/O
  * and transport, then our idle handle, then the user's callback.
+ *
+ * Transport: raft_uv_tcp (anyone may connect) unless opts->cluster_key is
+ * set; then raft/transport.c, which admits only nodes that prove they hold
+ * the cluster key (raft/auth.h).
  */
 #include "raft/raft.h"
+#include "raft/auth.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -43,6 +48,7 @@ struct op {
 struct tr_raft {
     uv_loop_t *loop;
     struct raft_uv_transport transport;
+    int authed;          /* transport is raft/transport.c's, not raft_uv_tcp */
     struct raft_io io;
     struct raft raft;
     uv_idle_t idle;      /* started while something is queued */
@@ -101,6 +107,7 @@ static int mkdir_p(const char *path)
 }
 
 static void kick(struct tr_raft *r);
+static void transport_free(struct tr_raft *r);
 
 /* --- proposals --------------------------------------------------------------- */
 
@@ -317,10 +324,17 @@ int tr_raft_open(uv_loop_t *loop, const struct tr_raft_opts *opts, struct tr_raf
     r->loop = loop;
     snprintf(r->address, sizeof r->address, "%s", opts->address);
 
-    rv = raft_uv_tcp_init(&r->transport, loop);
-    if (rv != 0) {
-        tr_err_set(err, tr_raft_errno(rv), "raft: transport: %s", raft_strerror(rv));
-        goto err_after_alloc;
+    if (opts->cluster_key != NULL) {
+        rv = tr_auth_transport_init(&r->transport, loop, opts->cluster_key, err);
+        if (rv != TR_OK)
+            goto err_after_alloc;
+        r->authed = 1;
+    } else {
+        rv = raft_uv_tcp_init(&r->transport, loop);
+        if (rv != 0) {
+            tr_err_set(err, tr_raft_errno(rv), "raft: transport: %s", raft_strerror(rv));
+            goto err_after_alloc;
+        }
     }
     rv = raft_uv_init(&r->io, loop, opts->dir, &r->transport);
     if (rv != 0) {
@@ -376,10 +390,18 @@ err_after_raft:
 err_after_io:
     raft_uv_close(&r->io);
 err_after_transport:
-    raft_uv_tcp_close(&r->transport);
+    transport_free(r);
 err_after_alloc:
     tr_free(r);
     return err->code;
+}
+
+static void transport_free(struct tr_raft *r)
+{
+    if (r->authed)
+        tr_auth_transport_free(&r->transport);
+    else
+        raft_uv_tcp_close(&r->transport);
 }
 
 static void idle_closed_cb(uv_handle_t *h)
@@ -395,8 +417,10 @@ static void idle_closed_cb(uv_handle_t *h)
 static void raft_closed_cb(struct raft *raft)
 {
     struct tr_raft *r = raft->data;
+    /* raft_close has closed the io, which closed the transport: only
+     * their memory is left (io first: it refers to the transport). */
     raft_uv_close(&r->io);
-    raft_uv_tcp_close(&r->transport);
+    transport_free(r);
     /* What never reached raft fails now, outside any caller's stack. */
     while (r->queue_head != NULL) {
         struct tr_raft_propose *p = r->queue_head;
