@@ -25,6 +25,7 @@
  * the manager's next note re-creates it by replay.
  */
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "actors/llm.h"
@@ -40,6 +41,8 @@
 #define MAX_TIMERS 40
 #define MAX_APPENDS TR_RUN_MAX_APPENDS_INFLIGHT
 #define PUMP_LIMIT 4096
+#define BUDGET_RECHECK_MS 1000 /* a run waiting on its tenant's budget looks again this often */
+#define DAY_US (86400LL * 1000000LL)
 
 struct pending_append {
     uint64_t corr;
@@ -77,6 +80,7 @@ struct run_actor {
     struct tool_entry *tools;
     uint32_t n_tools;
     uint64_t gen;                 /* bumped per pump: registry reads are reused within one */
+    bool budget_timer;            /* a TR_RUN_TIMER_BUDGET is armed */
 };
 
 /* ---- registry and blobs ---------------------------------------------------- */
@@ -112,7 +116,13 @@ static const struct tr_run_tool *registry_lookup(void *ud, const char *name, uin
         if (e->gen == r->gen && e->buf && strcmp(e->name, name) == 0 && (version ? e->version == version : e->newest))
             return &e->view;
     }
-    if (tr_store_get(r->env->store, NULL, TR_CF_TOOLS, name, strlen(name), &val, &vlen, NULL) != 0)
+    /* The tenant's own registry first ("<tenant>/<name>"), then the global
+     * one (gateway/routes_tools.c). */
+    char key[TR_IDEM_TENANT_MAX + 2 + 256];
+    int kn = r->s.tenant ? snprintf(key, sizeof key, "%s/%s", r->s.tenant, name) : -1;
+    if ((kn < 0 || (size_t)kn >= sizeof key ||
+         tr_store_get(r->env->store, NULL, TR_CF_TOOLS, key, (size_t)kn, &val, &vlen, NULL) != 0) &&
+        tr_store_get(r->env->store, NULL, TR_CF_TOOLS, name, strlen(name), &val, &vlen, NULL) != 0)
         return NULL;
     tv = troupe_state_ToolVersions_verify_as_root_opts(val, vlen, "TRT1", &tr_fb_default_limits, NULL);
     if (!tv)
@@ -165,6 +175,33 @@ static const struct tr_run_tool *registry_lookup(void *ud, const char *name, uin
         .enabled = troupe_cmd_Tool_enabled(t),
     };
     return &e->view;
+}
+
+/* The tenant's daily budget (gateway/routes_tenants.c sets it; the FSM
+ * accounts the spend per UTC day of the command time, raft/fsm_registry.c):
+ * spent when the record's day is today and its spend reached the budget. */
+static int budget_check(void *ud, const char *tenant, int64_t now_us, double *limit, double *used)
+{
+    struct run_actor *r = ud;
+    void *val = NULL;
+    size_t vlen = 0;
+    int verdict = TR_RUN_BUDGET_OK;
+
+    if (tr_store_get(r->env->store, NULL, TR_CF_TENANTS, tenant, strlen(tenant), &val, &vlen, NULL) != 0)
+        return TR_RUN_BUDGET_OK; /* no record: no budget */
+    const struct troupe_state_Tenant *t =
+        troupe_state_Tenant_verify_as_root_opts(val, vlen, "TRE1", &tr_fb_default_limits, NULL);
+    const struct troupe_cmd_TenantLimits *l = t ? troupe_state_Tenant_limits(t) : NULL;
+    double budget = l ? troupe_cmd_TenantLimits_budget_usd_per_day(l) : 0;
+    if (budget > 0 && troupe_state_Tenant_spend_day(t) == now_us / DAY_US &&
+        (double)troupe_state_Tenant_spend_micro_usd(t) >= budget * 1e6) {
+        *limit = budget;
+        *used = (double)troupe_state_Tenant_spend_micro_usd(t) / 1e6;
+        verdict = troupe_cmd_TenantLimits_budget_policy(l) == troupe_cmd_BudgetPolicy_Wait ? TR_RUN_BUDGET_WAIT
+                                                                                            : TR_RUN_BUDGET_FAIL;
+    }
+    tr_free(val);
+    return verdict;
 }
 
 static int blob_lookup(void *ud, const unsigned char digest[TR_RUN_DIGEST], void **data, size_t *len)
@@ -416,6 +453,11 @@ static void pump(struct tr_ctx *ctx, struct run_actor *r)
         tr_run_decide(&r->s, &r->v, &r->renv, (int64_t)tr_wall_us(ctx), &a);
         switch (a.kind) {
         case TR_RUN_WAIT:
+            if (a.budget_wait && !r->budget_timer) {
+                tr_log(TR_LOG_DEBUG, "run %s: tenant %s's budget is spent; waiting", r->s.run_text, r->s.tenant);
+                r->budget_timer = true;
+                arm(ctx, r, TR_RUN_TIMER_BUDGET, 0, 0, BUDGET_RECHECK_MS);
+            }
             /* Only a human can move the run on: free the memory. The
              * runtime ignores the request if a message is already waiting;
              * fini tells the manager when it does happen. */
@@ -614,6 +656,8 @@ static int run_init(struct tr_ctx *ctx, void *state, void *arg)
         .tool_ud = r,
         .blob_get = blob_lookup,
         .blob_ud = r,
+        .budget_check = budget_check,
+        .budget_ud = r,
     };
     why = load(r);
     if (why >= 0) {
@@ -685,6 +729,8 @@ static int run_receive(struct tr_ctx *ctx, void *state, struct tr_msg *msg)
          * or arms a new timer if the deadline is not reached yet. */
         if (t->kind == TR_RUN_TIMER_DEADLINE && t->step == r->v.step && t->call_index < TR_RUN_MAX_CALLS)
             r->v.calls[t->call_index].deadline_armed = false;
+        if (t->kind == TR_RUN_TIMER_BUDGET)
+            r->budget_timer = false;
         pump(ctx, r);
         rearm_early(ctx, r, t);
         return 0;

@@ -314,7 +314,15 @@ struct tr_run_env {
      * digest. May be NULL. */
     int (*blob_get)(void *ud, const unsigned char digest[TR_RUN_DIGEST], void **data, size_t *len);
     void *blob_ud;
+    /* The tenant's daily budget, asked before every new model call (a new
+     * step or a retry; not the re-call of a journaled llm.requested after a
+     * replay): TR_RUN_BUDGET_OK, or TR_RUN_BUDGET_FAIL / _WAIT (the
+     * tenant's budget_policy) with *limit and *used in USD when today's
+     * spend reached the budget. May be NULL (no budget). */
+    int (*budget_check)(void *ud, const char *tenant, int64_t now_us, double *limit, double *used);
+    void *budget_ud;
 };
+enum { TR_RUN_BUDGET_OK = 0, TR_RUN_BUDGET_FAIL, TR_RUN_BUDGET_WAIT };
 
 /* A parsed TR_MSG_LLM_RESULT. */
 struct tr_run_llm_result {
@@ -449,6 +457,7 @@ struct tr_run_action {
     int64_t at_us;          /* ARM_DEADLINE */
     int exit_reason;        /* EXIT */
     bool idle;              /* WAIT: nothing in flight but approvals (may passivate) */
+    bool budget_wait;       /* WAIT: the tenant's budget is spent (policy wait): look again later */
 };
 void tr_run_action_free(struct tr_run_action *a);
 
@@ -531,7 +540,8 @@ struct tr_run_arg {
 extern const struct tr_behavior tr_run_behavior;
 
 /* TR_MSG_RUN_TIMER payload. */
-enum tr_run_timer_kind { TR_RUN_TIMER_KICK = 1, TR_RUN_TIMER_DEADLINE, TR_RUN_TIMER_RETRY, TR_RUN_TIMER_WALL };
+enum tr_run_timer_kind { TR_RUN_TIMER_KICK = 1, TR_RUN_TIMER_DEADLINE, TR_RUN_TIMER_RETRY, TR_RUN_TIMER_WALL,
+                        TR_RUN_TIMER_BUDGET };
 struct tr_run_timer {
     uint32_t kind;
     uint32_t step;

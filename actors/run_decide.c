@@ -560,6 +560,27 @@ static const char *finish_answer(const struct tr_run_step *st, char **owned)
     return NULL;
 }
 
+/* The tenant's daily budget before a new model call: false to go on; true
+ * when out is set instead (budget.exceeded under policy fail, a WAIT with
+ * budget_wait under policy wait). */
+static bool tenant_budget_stops(const struct tr_run_state *s, const struct tr_run_env *env, int64_t now,
+                                struct tr_run_action *out)
+{
+    double limit = 0, used = 0;
+    int verdict = env->budget_check && s->tenant ? env->budget_check(env->budget_ud, s->tenant, now, &limit, &used)
+                                                 : TR_RUN_BUDGET_OK;
+    if (verdict == TR_RUN_BUDGET_FAIL) {
+        ev_budget(s, now, J(Cap_TenantBudget), limit, used, out);
+        return true;
+    }
+    if (verdict == TR_RUN_BUDGET_WAIT) {
+        out->kind = TR_RUN_WAIT;
+        out->budget_wait = true;
+        return true;
+    }
+    return false;
+}
+
 static void between_steps(const struct tr_run_state *s, struct tr_run_vol *v, const struct tr_run_env *env,
                           int64_t now, struct tr_run_action *out)
 {
@@ -613,6 +634,8 @@ static void between_steps(const struct tr_run_state *s, struct tr_run_vol *v, co
         ev_budget(s, now, J(Cap_Cost), s->max_cost_usd, (double)s->cost_micro_usd / 1e6, out);
         return;
     }
+    if (tenant_budget_stops(s, env, now, out))
+        return;
     ev_llm_requested(s, v, env, now, n + 1, 1, out);
 }
 
@@ -634,7 +657,7 @@ static void await_llm(const struct tr_run_state *s, struct tr_run_vol *v, const 
             char m2[600];
             snprintf(m2, sizeof m2, "gave up after %u attempts: %s", st->attempt, msg);
             ev_failed(s, now, "llm_error", m2, out);
-        } else if (now >= v->retry_at_us && !v->appends_inflight) {
+        } else if (now >= v->retry_at_us && !v->appends_inflight && !tenant_budget_stops(s, env, now, out)) {
             ev_llm_requested(s, v, env, now, st->n, st->attempt + 1, out);
         }
         return;

@@ -82,6 +82,8 @@ enum gw_route_id {
     GW_R_KEYS,           /* issue 6 */
     GW_R_WEB_INDEX,      /* / : the dashboard (routes_web.c) */
     GW_R_WEB,            /* /ui/{file} */
+    GW_R_TENANT,         /* /v1/tenants/{id} */
+    GW_R_KEY_REVOKE,     /* /v1/keys/{id}/revoke */
     GW_R_COUNT
 };
 
@@ -220,13 +222,16 @@ void gw_build_tool_set_enabled(struct tr_fb_builder *b, const struct gw_cmd_head
 
 /* ---- the server (http_api.c) ---------------------------------------------------- */
 
-/* Who is asking. Issue 6 replaces authenticate() with API keys, tenants and
- * roles; every handler already scopes what it reads and writes by tenant. */
+/* Who is asking (auth.c): the tenant and role of the API key, or the
+ * cluster admin (TROUPE_ADMIN_TOKEN: tenant "default", role admin, sees and
+ * acts on every tenant). Every handler scopes what it reads and writes by
+ * tenant (gw_tenant_visible). Roles are troupe_cmd_KeyRole values. */
 enum gw_role { GW_ROLE_VIEWER = 0, GW_ROLE_APPROVER, GW_ROLE_OPERATOR, GW_ROLE_ADMIN };
 struct gw_principal {
     char tenant[TR_IDEM_TENANT_MAX + 1];
-    char name[64];               /* recorded as created_by / decided_by */
+    char name[64];               /* recorded as created_by / decided_by: "admin" or the key id */
     enum gw_role role;
+    bool cluster_admin;
 };
 
 struct gw_call;
@@ -260,6 +265,7 @@ struct gw_call {
      * sink instead of the HTTP server; req is then that front end's. */
     void (*sink)(struct gw_call *c, int status, const char *body, size_t len);
     void *sink_arg;
+    uint32_t retry_after_s;      /* a 429's Retry-After (auth.c) */
 };
 
 /* The gateway. Lives on one loop; see gateway.h. */
@@ -291,6 +297,7 @@ struct tr_gateway {
     void *close_arg;
     uint64_t http_count[GW_R_COUNT][6]; /* by route and status class (1xx..5xx) */
     uint64_t created, conflicts, not_leader;
+    struct gw_limits *limits;      /* per-tenant request rate (auth.c) */
 };
 
 /* A call for req (owned by the caller until answered or abandoned), on
@@ -373,5 +380,105 @@ void gw_h_cluster(struct gw_call *c);
 void gw_h_digest(struct gw_call *c);
 void gw_h_metrics(struct gw_call *c);
 void gw_h_web(struct gw_call *c); /* GW_R_WEB_INDEX, GW_R_WEB */
+
+/* ---- tenants, API keys, roles and limits (auth.c, routes_tenants.c, proto_tenants.c) ---- */
+
+#define GW_DEFAULT_TENANT "default"      /* the tenant of the cluster admin's runs */
+#define GW_TENANT_NAME_MAX 64            /* [A-Za-z0-9][A-Za-z0-9_.-]*, not "default", not "ten_..." */
+#define GW_KEY_ID_LEN 16                 /* hex digits */
+#define GW_KEY_SECRET_LEN 32             /* random bytes, 64 hex digits in the key */
+#define GW_KEY_TEXT (4 + GW_KEY_ID_LEN + 1 + 2 * GW_KEY_SECRET_LEN + 1) /* "trk_<id>_<secret>" + NUL */
+#define GW_TENANT_ID_LEN 20              /* "ten_" + 16 hex digits */
+#define GW_RPS_MAX 1000000u
+#define GW_ACTIVE_RUNS_MAX 1000000u
+#define GW_BUDGET_MAX 1e9
+
+/* A new API key: *key_id (hex, NUL-terminated), the text shown once
+ * ("trk_" + key_id + "_" + 64 hex digits of random secret) and the hash the
+ * FSM keeps (BLAKE2b-256 of the text). */
+void gw_key_new(char key_id[GW_KEY_ID_LEN + 1], char text[GW_KEY_TEXT], unsigned char hash[32]);
+/* Split an API key into its id and the hash to compare; TR_EINVAL when it
+ * is not of our form. */
+int gw_key_parse(const char *text, size_t len, char key_id[GW_KEY_ID_LEN + 1], unsigned char hash[32]);
+/* A fresh tenant id "ten_<16 hex>". */
+void gw_tenant_id_new(char out[GW_TENANT_ID_LEN + 1]);
+bool gw_tenant_name_ok(const char *s, size_t len);
+const char *gw_role_name(int role);            /* "viewer" ... "admin" */
+int gw_role_parse(const char *s, int8_t *out); /* TR_EINVAL when unknown */
+
+/* Authenticate the Authorization value h ("Bearer <key>"; NULL: none) into
+ * p: 0, or -1 with e set (401). A configured admin token makes its bearer
+ * the cluster admin; "trk_" keys are looked up in the credentials family and
+ * compared in constant time. Without an admin token, no Authorization is
+ * the cluster admin. */
+int gw_authenticate(struct tr_gateway *g, const char *h, struct gw_principal *p, struct gw_error *e);
+/* May c's principal use c's route and method? Also the tenant's request
+ * rate (429 with c->retry_after_s). 0, or -1 with e set (403, 429). */
+int gw_authorize(struct gw_call *c, struct gw_error *e);
+/* The least role a route and method needs; GW_ROLE_ADMIN + 1: the cluster
+ * admin only; -1: no authentication at all. */
+int gw_route_role(enum gw_route_id r, bool post);
+/* May p see a record of `tenant`? */
+bool gw_tenant_visible(const struct gw_principal *p, struct tr_fb_str tenant);
+/* The tenant record of id (buf: caller frees). TR_ENOTFOUND, TR_ECORRUPT. */
+int gw_load_tenant(struct tr_store *s, const char *id, void **buf, const struct troupe_state_Tenant **out);
+/* Resolve `ref` (a tenant id or name) to its record; as gw_load_tenant. */
+int gw_find_tenant(struct tr_store *s, const char *ref, void **buf, const struct troupe_state_Tenant **out);
+/* Active (not terminal) runs of tenant, counting up to `stop` at most. */
+uint64_t gw_count_active_runs(struct tr_store *s, const char *tenant, uint64_t stop);
+/* Free the rate limiter's state (at gateway close). */
+void gw_limits_free(struct tr_gateway *g);
+
+/* Tenant and key bodies (validate.c). */
+struct gw_tenant_req {
+    char *name;                  /* create only */
+    bool has_max_active_runs, has_rps, has_budget, has_policy;
+    uint32_t max_active_runs, requests_per_s;
+    double budget_usd_per_day;
+    int8_t budget_policy;        /* troupe_cmd_BudgetPolicy */
+};
+/* POST /v1/tenants (create: name required) or POST /v1/tenants/{id}
+ * ({"limits": {...}} only). */
+int gw_tenant_req_parse(const char *body, size_t len, bool create, struct gw_tenant_req *out, struct gw_error *e);
+void gw_tenant_req_free(struct gw_tenant_req *t);
+/* POST /v1/keys: {"tenant", "role"}. tenant points into a copy (caller frees). */
+int gw_key_req_parse(const char *body, size_t len, char **tenant, int8_t *role, struct gw_error *e);
+void gw_build_tenant_create(struct tr_fb_builder *b, const struct gw_cmd_head *h, const char *tenant_id,
+                            const struct gw_tenant_req *t, const char *key_id, const unsigned char key_hash[32]);
+/* Limits: those of t, the others from cur (NULL: the schema's defaults). */
+void gw_build_tenant_update(struct tr_fb_builder *b, const struct gw_cmd_head *h, const char *tenant_id,
+                            const struct gw_tenant_req *t, const struct troupe_cmd_TenantLimits *cur);
+void gw_build_key_create(struct tr_fb_builder *b, const struct gw_cmd_head *h, const char *tenant_id,
+                         const char *key_id, const unsigned char key_hash[32], int8_t role);
+void gw_build_key_revoke(struct tr_fb_builder *b, const struct gw_cmd_head *h, const char *key_id);
+/* Tools of a tenant's own registry (tenant NULL: global). */
+void gw_build_tool_register_for(struct tr_fb_builder *b, const struct gw_cmd_head *h, const struct gw_tool_req *t,
+                                const char *tenant);
+void gw_build_tool_set_enabled_for(struct tr_fb_builder *b, const struct gw_cmd_head *h, const char *name,
+                                   bool enabled, const char *tenant);
+
+/* {"id", "name", "limits": {...}, "created_at", "spend": {...}} (render.c);
+ * now_us: the clock that says which day "today" is. */
+json_t *gw_render_tenant(const struct troupe_state_Tenant *t, int64_t now_us);
+/* Today's spend of t in micro-USD (0 when its spend is of another day). */
+uint64_t gw_tenant_spend_today(const struct troupe_state_Tenant *t, int64_t now_us);
+
+/* Handlers (routes_tenants.c). */
+void gw_h_tenants_create(struct gw_call *c);
+void gw_h_tenants_list(struct gw_call *c);
+void gw_h_tenant_get(struct gw_call *c);
+void gw_h_tenant_update(struct gw_call *c);
+void gw_h_keys_create(struct gw_call *c);
+void gw_h_key_revoke(struct gw_call *c);
+
+/* The client protocol's tenant operations (proto_tenants.c): the HTTP
+ * request of op in request (a verified troupe_proto_Request): method, and
+ * path, query, body set when needed (caller frees); 1 when op is not one of
+ * them, -1 with *why set when malformed. */
+int gw_proto_tenant_request(uint8_t op, const void *request, const char **method, char **path, char **query,
+                            char **body, const char **why);
+/* The Result of a tenant operation answered with JSON j; 0 when op is not
+ * one of them (or j does not fit). */
+tr_fb_ref gw_proto_tenant_result(struct tr_fb_builder *b, uint8_t op, json_t *j, uint8_t *rtype);
 
 #endif /* TR_GATEWAY_INT_H */

@@ -106,6 +106,11 @@ static void respond_raw(struct gw_call *c, int status, const char *ctype, const 
     }
     if (status == 401)
         headers[n++] = "WWW-Authenticate: Bearer realm=\"troupe\"";
+    char h_retry[48];
+    if (status == 429 && c->retry_after_s > 0) {
+        snprintf(h_retry, sizeof h_retry, "Retry-After: %u", c->retry_after_s);
+        headers[n++] = h_retry;
+    }
     if (c->g != NULL && status >= 100 && status < 600)
         c->g->http_count[c->m.route][status / 100]++;
     c->req = NULL;
@@ -324,9 +329,17 @@ static void sse_pump(struct gw_call *c)
                 return;
             }
             struct gw_ev *e = &v.ev[i];
-            size_t len;
-            const char *frame = gw_ev_sse(e, &len); /* built once for every stream of the run */
-            if (tr_httpd_stream_write(c->req, frame, len) != TR_OK)
+            size_t dlen;
+            const char *data = gw_ev_json(e, &dlen);
+            char head[128];
+            int hl = snprintf(head, sizeof head, "id: %llu\nevent: %s\ndata: ", (unsigned long long)e->seq,
+                              gw_event_type_name(e->type));
+            int w = tr_httpd_stream_write(c->req, head, (size_t)hl);
+            if (w == TR_OK)
+                w = tr_httpd_stream_write(c->req, data, dlen);
+            if (w == TR_OK)
+                w = tr_httpd_stream_write(c->req, "\n\n", 2);
+            if (w != TR_OK)
                 return; /* the connection is going: its close callback follows */
             c->sub.seq = e->seq;
         }
@@ -408,20 +421,7 @@ void gw_call_upgrade(struct gw_call *c, const char *head, size_t len,
 static int authenticate(struct tr_gateway *g, struct tr_httpd_req *req, struct gw_principal *p,
                         struct gw_error *e)
 {
-    memset(p, 0, sizeof *p);
-    snprintf(p->tenant, sizeof p->tenant, "default");
-    snprintf(p->name, sizeof p->name, "admin");
-    p->role = GW_ROLE_ADMIN;
-    if (!g->auth)
-        return 0;
-    const char *h = tr_httpd_header(req, "Authorization");
-    if (h == NULL)
-        return gw_fail(e, 401, "unauthorized", "missing Authorization: Bearer <api key>");
-    unsigned char got[32];
-    crypto_generichash(got, sizeof got, (const unsigned char *)h, strlen(h), NULL, 0);
-    if (sodium_memcmp(got, g->token_hash, sizeof got) != 0)
-        return gw_fail(e, 401, "unauthorized", "invalid API key");
-    return 0;
+    return gw_authenticate(g, tr_httpd_header(req, "Authorization"), p, e); /* auth.c */
 }
 
 /* ---- dispatch ------------------------------------------------------------------------- */
@@ -462,7 +462,7 @@ void gw_call_dispatch(struct gw_call *c)
     }
     if (strncmp(req->path, "/v1/", 4) == 0) {
         struct gw_error e;
-        if (authenticate(g, req, &c->who, &e) != 0) {
+        if (authenticate(g, req, &c->who, &e) != 0 || gw_authorize(c, &e) != 0) {
             gw_respond_gw_error(c, &e);
             return;
         }
@@ -497,7 +497,19 @@ void gw_call_dispatch(struct gw_call *c)
     case GW_R_WEB: gw_h_web(c); return;
     case GW_R_RUN_WS: gw_h_run_ws(c); return;
     case GW_R_TENANTS:
-    case GW_R_KEYS:
+        if (post)
+            gw_h_tenants_create(c);
+        else
+            gw_h_tenants_list(c);
+        return;
+    case GW_R_TENANT:
+        if (post)
+            gw_h_tenant_update(c);
+        else
+            gw_h_tenant_get(c);
+        return;
+    case GW_R_KEYS: gw_h_keys_create(c); return;
+    case GW_R_KEY_REVOKE: gw_h_key_revoke(c); return;
     default:
         gw_respond_error(c, 501, "not_implemented", "%.200s is not implemented on this node yet", req->path);
         return;
@@ -578,6 +590,7 @@ static void tick_closed(uv_handle_t *h)
     void (*cb)(void *) = g->close_cb;
     void *arg = g->close_arg;
     tr_fb_builder_free(&g->b);
+    gw_limits_free(g);
     tr_free(g);
     if (cb != NULL)
         cb(arg);

@@ -1,6 +1,7 @@
 /* The client protocol's results (protocol.fbs Result) from the records the
  * HTTP handlers answered about: the HTTP answer names them (a run's id, a
  * tool's name and version ...), the store holds them whole. Reads only. */
+#include <stdio.h>
 #include <string.h>
 
 #include "gateway/gw_int.h"
@@ -149,10 +150,15 @@ static tr_fb_ref approval_from_json(struct tr_fb_builder *b, struct tr_store *s,
 static tr_fb_ref tool_from_json(struct tr_fb_builder *b, struct tr_store *s, json_t *j, bool skip_disabled)
 {
     const char *name = json_string_value(json_object_get(j, "name"));
+    const char *tenant = json_string_value(json_object_get(j, "tenant")); /* its own registry's */
     json_int_t version = json_integer_value(json_object_get(j, "version"));
     void *buf;
     const struct troupe_state_ToolVersions *tv;
-    if (name == NULL || gw_load_tools(s, name, &buf, &tv) != TR_OK)
+    char key[TR_IDEM_TENANT_MAX + 2 + GW_PARAM_MAX];
+    if (name == NULL)
+        return 0;
+    snprintf(key, sizeof key, "%s%s%s", tenant != NULL ? tenant : "", tenant != NULL ? "/" : "", name);
+    if (gw_load_tools(s, key, &buf, &tv) != TR_OK)
         return 0;
     const struct troupe_cmd_Tool *t = NULL;
     uint32_t n = troupe_state_ToolVersions_versions_len(tv);
@@ -337,6 +343,7 @@ tr_fb_ref gw_proto_result(struct tr_fb_builder *b, const struct gw_call *c, uint
         res = cluster_info(b, j);
         break;
     default:
+        res = gw_proto_tenant_result(b, op, j, rtype); /* proto_tenants.c */
         break;
     }
     tr_free(refs);

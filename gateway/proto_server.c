@@ -736,10 +736,14 @@ static int translate(struct pcall *pc, const struct troupe_proto_Request *rq, co
     case troupe_proto_Op_NONE:
         *why = "a Request needs an op";
         return -1;
-    default:
+    default: {
+        int rv = gw_proto_tenant_request(pc->op, rq, method, &pc->path, &pc->query, &pc->body, why);
+        if (rv <= 0)
+            return rv; /* proto_tenants.c */
         *code = troupe_proto_ErrorCode_Unsupported;
         *why = "this operation is not served by this node yet";
         return -1;
+    }
     }
 }
 

@@ -24,7 +24,7 @@ static const char *const kind_names[] = { "http", "sandbox", "mcp", "builtin" };
 static const char *const approval_names[] = { "pending", "approved", "denied", "expired" };
 static const char *const decision_names[] = { "approve", "deny", "expired" };
 static const char *const finish_names[] = { "unknown", "stop", "tool_calls", "length", "content_filter", "error" };
-static const char *const cap_names[] = { "steps", "tokens", "cost", "wall_time" };
+static const char *const cap_names[] = { "steps", "tokens", "cost", "wall_time", "tenant_budget" };
 
 #define NAME_OF(table, v, dflt) \
     ((v) >= 0 && (size_t)(v) < sizeof table / sizeof table[0] && table[v] != NULL ? table[v] : (dflt))
@@ -430,5 +430,48 @@ json_t *gw_render_event(const struct troupe_journal_Event *ev)
     json_t *d = json_object();
     event_data(d, ev);
     json_object_set_new(o, "data", d);
+    return o;
+}
+
+/* ---- tenants ----------------------------------------------------------------------- */
+
+#define DAY_US (86400LL * 1000000LL)
+
+uint64_t gw_tenant_spend_today(const struct troupe_state_Tenant *t, int64_t now_us)
+{
+    return troupe_state_Tenant_spend_day(t) == now_us / DAY_US ? troupe_state_Tenant_spend_micro_usd(t) : 0;
+}
+
+json_t *gw_render_tenant(const struct troupe_state_Tenant *t, int64_t now_us)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "id", jstr(troupe_state_Tenant_tenant_id(t)));
+    json_object_set_new(o, "name", jstr(troupe_state_Tenant_name(t)));
+    const struct troupe_cmd_TenantLimits *l = troupe_state_Tenant_limits(t);
+    double budget = l != NULL ? troupe_cmd_TenantLimits_budget_usd_per_day(l) : 0;
+    if (l != NULL) {
+        int8_t pol = troupe_cmd_TenantLimits_budget_policy(l);
+        json_object_set_new(o, "limits",
+                            json_pack("{s:I, s:I, s:f, s:s}", "max_active_runs",
+                                      (json_int_t)troupe_cmd_TenantLimits_max_active_runs(l), "requests_per_s",
+                                      (json_int_t)troupe_cmd_TenantLimits_requests_per_s(l), "budget_usd_per_day",
+                                      budget, "budget_policy",
+                                      pol == troupe_cmd_BudgetPolicy_Wait ? "wait" : "fail"));
+    } else {
+        json_object_set_new(o, "limits", json_null()); /* none: the default tenant before any update */
+    }
+    json_object_set_new(o, "created_at", jtime(troupe_state_Tenant_created_at_us(t)));
+    uint64_t today = gw_tenant_spend_today(t, now_us);
+    bool fresh = today > 0 || troupe_state_Tenant_spend_day(t) == now_us / DAY_US;
+    json_t *sp = json_object();
+    json_object_set_new(sp, "day", jtime((now_us / DAY_US) * DAY_US));
+    json_object_set_new(sp, "cost_usd", json_real((double)today / 1e6));
+    json_object_set_new(sp, "cost_micro_usd", juint(today));
+    json_object_set_new(sp, "prompt_tokens", juint(fresh ? troupe_state_Tenant_spend_prompt_tokens(t) : 0));
+    json_object_set_new(sp, "completion_tokens", juint(fresh ? troupe_state_Tenant_spend_completion_tokens(t) : 0));
+    json_object_set_new(sp, "total_cost_usd", json_real((double)troupe_state_Tenant_total_micro_usd(t) / 1e6));
+    json_object_set_new(sp, "llm_calls", juint(troupe_state_Tenant_llm_calls(t)));
+    json_object_set_new(sp, "budget_exhausted", json_boolean(budget > 0 && (double)today >= budget * 1e6));
+    json_object_set_new(o, "spend", sp);
     return o;
 }

@@ -87,7 +87,9 @@ static const struct route_def routes[] = {
     { GW_R_TOOL_ENABLE, "/v1/tools/", "/enable", "POST" },
     { GW_R_TOOL, "/v1/tools/", "", "GET" },
     { GW_R_TENANTS, "/v1/tenants", NULL, "GET, POST" },
+    { GW_R_TENANT, "/v1/tenants/", "", "GET, POST" },
     { GW_R_KEYS, "/v1/keys", NULL, "POST" },
+    { GW_R_KEY_REVOKE, "/v1/keys/", "/revoke", "POST" },
     { GW_R_WEB_INDEX, "/", NULL, "GET" },
     { GW_R_WEB, "/ui/", "", "GET" },
 };
@@ -102,6 +104,7 @@ static const char *const route_names[GW_R_COUNT] = {
     [GW_R_TOOL] = "tool",           [GW_R_TOOL_DISABLE] = "tool_disable",
     [GW_R_TOOL_ENABLE] = "tool_enable", [GW_R_TENANTS] = "tenants",
     [GW_R_KEYS] = "keys",           [GW_R_WEB_INDEX] = "web_index", [GW_R_WEB] = "web_file",
+    [GW_R_TENANT] = "tenant",       [GW_R_KEY_REVOKE] = "key_revoke",
 };
 
 const char *gw_route_name(enum gw_route_id r)

@@ -105,6 +105,40 @@ static void create_done(struct gw_call *c, const struct tr_state_reply *r)
     }
 }
 
+/* The tenant's max_active_runs (tenant keys only; the cluster admin is not
+ * limited): 429 too_many_active_runs when the tenant has that many runs not
+ * yet terminal. A request whose Idempotency-Key is already taken is not
+ * counted: it creates nothing. Checked against this node's applied state,
+ * so concurrent creates may pass it together (by at most those in flight). */
+static bool active_runs_full(struct gw_call *c)
+{
+    if (c->who.cluster_admin)
+        return false;
+    if (c->text != NULL) {
+        uint64_t run;
+        unsigned char hash[32];
+        if (tr_idem_get(c->g->store, NULL, c->who.tenant, strlen(c->who.tenant), c->text, strlen(c->text), &run, hash,
+                        NULL) == TR_OK)
+            return false;
+    }
+    void *buf;
+    const struct troupe_state_Tenant *t;
+    if (gw_load_tenant(c->g->store, c->who.tenant, &buf, &t) != TR_OK)
+        return false;
+    const struct troupe_cmd_TenantLimits *l = troupe_state_Tenant_limits(t);
+    uint32_t max = l != NULL ? troupe_cmd_TenantLimits_max_active_runs(l) : 0;
+    tr_free(buf);
+    if (max == 0)
+        return false;
+    uint64_t n = gw_count_active_runs(c->g->store, c->who.tenant, max);
+    if (n < max)
+        return false;
+    gw_respond_error(c, 429, "too_many_active_runs",
+                     "tenant %s has %u active runs, its max_active_runs; wait for one to end or cancel one",
+                     c->who.tenant, max);
+    return true;
+}
+
 void gw_h_runs_create(struct gw_call *c)
 {
     struct gw_error e;
@@ -118,6 +152,8 @@ void gw_h_runs_create(struct gw_call *c)
         return;
     }
     c->text = idem != NULL ? tr_strdup(idem) : NULL;
+    if (active_runs_full(c))
+        return;
     create_propose(c);
 }
 

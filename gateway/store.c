@@ -74,6 +74,5 @@ int gw_load_tools(struct tr_store *s, const char *name, void **buf, const struct
 
 bool gw_run_visible(const struct gw_principal *p, const struct troupe_state_Run *r)
 {
-    struct tr_fb_str t = troupe_state_Run_tenant(r);
-    return t.ptr != NULL && t.len == strlen(p->tenant) && memcmp(t.ptr, p->tenant, t.len) == 0;
+    return gw_tenant_visible(p, troupe_state_Run_tenant(r)); /* auth.c */
 }

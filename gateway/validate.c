@@ -537,11 +537,24 @@ void gw_build_approval_decide(struct tr_fb_builder *b, const struct gw_cmd_head 
 
 void gw_build_tool_register(struct tr_fb_builder *b, const struct gw_cmd_head *h, const struct gw_tool_req *t)
 {
+    gw_build_tool_register_for(b, h, t, NULL);
+}
+
+void gw_build_tool_set_enabled(struct tr_fb_builder *b, const struct gw_cmd_head *h, const char *name,
+                               bool enabled)
+{
+    gw_build_tool_set_enabled_for(b, h, name, enabled, NULL);
+}
+
+void gw_build_tool_register_for(struct tr_fb_builder *b, const struct gw_cmd_head *h, const struct gw_tool_req *t,
+                                const char *tenant)
+{
     tr_fb_builder_reset(b);
     tr_fb_ref name = tr_fb_create_str(b, t->name);
     tr_fb_ref desc = tr_fb_create_str(b, t->description);
     tr_fb_ref schema = tr_fb_create_str(b, t->input_schema);
     tr_fb_ref config = tr_fb_create_str(b, t->config);
+    tr_fb_ref owner = opt_str(b, tenant);
     troupe_cmd_Tool_start(b);
     troupe_cmd_Tool_add_name(b, name);
     troupe_cmd_Tool_add_description(b, desc);
@@ -554,16 +567,204 @@ void gw_build_tool_register(struct tr_fb_builder *b, const struct gw_cmd_head *h
     tr_fb_ref tool = troupe_cmd_Tool_end(b);
     troupe_cmd_ToolRegister_start(b);
     troupe_cmd_ToolRegister_add_tool(b, tool);
+    if (owner != 0)
+        troupe_cmd_ToolRegister_add_tenant(b, owner);
     finish(b, h, troupe_cmd_Op_ToolRegister, troupe_cmd_ToolRegister_end(b));
 }
 
-void gw_build_tool_set_enabled(struct tr_fb_builder *b, const struct gw_cmd_head *h, const char *name,
-                               bool enabled)
+void gw_build_tool_set_enabled_for(struct tr_fb_builder *b, const struct gw_cmd_head *h, const char *name,
+                                   bool enabled, const char *tenant)
 {
     tr_fb_builder_reset(b);
     tr_fb_ref n = tr_fb_create_str(b, name);
+    tr_fb_ref owner = opt_str(b, tenant);
     troupe_cmd_ToolSetEnabled_start(b);
     troupe_cmd_ToolSetEnabled_add_name(b, n);
     troupe_cmd_ToolSetEnabled_add_enabled(b, enabled);
+    if (owner != 0)
+        troupe_cmd_ToolSetEnabled_add_tenant(b, owner);
     finish(b, h, troupe_cmd_Op_ToolSetEnabled, troupe_cmd_ToolSetEnabled_end(b));
+}
+
+/* ---- tenants and keys ------------------------------------------------------------------ */
+
+/* The "limits" object of a tenant body. */
+static int parse_limits(json_t *l, struct gw_tenant_req *t, struct gw_error *e)
+{
+    static const char *const allowed[] = { "max_active_runs", "requests_per_s", "budget_usd_per_day",
+                                           "budget_policy", NULL };
+    if (!json_is_object(l))
+        return gw_fail(e, 400, "invalid_field", "limits: must be an object");
+    if (only_fields(l, allowed, "limits", e) != 0)
+        return -1;
+    uint64_t v;
+    if (opt_uint(l, "max_active_runs", "limits", 0, GW_ACTIVE_RUNS_MAX, &t->has_max_active_runs, &v, e) != 0)
+        return -1;
+    if (t->has_max_active_runs)
+        t->max_active_runs = (uint32_t)v;
+    if (opt_uint(l, "requests_per_s", "limits", 0, GW_RPS_MAX, &t->has_rps, &v, e) != 0)
+        return -1;
+    if (t->has_rps)
+        t->requests_per_s = (uint32_t)v;
+    if (opt_number(l, "budget_usd_per_day", "limits", 0, GW_BUDGET_MAX, &t->has_budget, &t->budget_usd_per_day, e) !=
+        0)
+        return -1;
+    const char *pol;
+    if (opt_string(l, "budget_policy", "limits", 16, true, &pol, NULL, e) != 0)
+        return -1;
+    if (pol != NULL) {
+        t->has_policy = true;
+        if (strcmp(pol, "fail") == 0)
+            t->budget_policy = troupe_cmd_BudgetPolicy_Fail;
+        else if (strcmp(pol, "wait") == 0)
+            t->budget_policy = troupe_cmd_BudgetPolicy_Wait;
+        else
+            return gw_fail(e, 400, "invalid_field", "limits.budget_policy: one of \"fail\", \"wait\"");
+    }
+    return 0;
+}
+
+int gw_tenant_req_parse(const char *body, size_t len, bool create, struct gw_tenant_req *t, struct gw_error *e)
+{
+    static const char *const create_fields[] = { "name", "limits", NULL };
+    static const char *const update_fields[] = { "limits", NULL };
+    memset(t, 0, sizeof *t);
+    json_t *root = parse_object(body, len, e);
+    if (root == NULL)
+        return -1;
+    if (only_fields(root, create ? create_fields : update_fields, "", e) != 0)
+        goto bad;
+    if (create) {
+        const char *name;
+        size_t n;
+        if (opt_string(root, "name", "", GW_TENANT_NAME_MAX, true, &name, &n, e) != 0)
+            goto bad;
+        if (name == NULL) {
+            gw_fail(e, 400, "missing_field", "name: required");
+            goto bad;
+        }
+        if (!gw_tenant_name_ok(name, n)) {
+            gw_fail(e, 400, "invalid_field",
+                    "name: 1 to %d of [A-Za-z0-9_.-], starting with a letter or digit; not \"default\", not \"ten_...\"",
+                    GW_TENANT_NAME_MAX);
+            goto bad;
+        }
+        t->name = tr_strdup(name);
+    }
+    json_t *l = present(root, "limits");
+    if (l == NULL && !create) {
+        gw_fail(e, 400, "missing_field", "limits: required");
+        goto bad;
+    }
+    if (l != NULL && parse_limits(l, t, e) != 0)
+        goto bad;
+    json_decref(root);
+    return 0;
+bad:
+    json_decref(root);
+    gw_tenant_req_free(t);
+    return -1;
+}
+
+void gw_tenant_req_free(struct gw_tenant_req *t)
+{
+    tr_free(t->name);
+    t->name = NULL;
+}
+
+int gw_key_req_parse(const char *body, size_t len, char **tenant, int8_t *role, struct gw_error *e)
+{
+    static const char *const allowed[] = { "tenant", "role", NULL };
+    *tenant = NULL;
+    json_t *root = parse_object(body, len, e);
+    if (root == NULL)
+        return -1;
+    const char *t, *r;
+    if (only_fields(root, allowed, "", e) != 0 || opt_string(root, "tenant", "", TR_IDEM_TENANT_MAX, true, &t, NULL, e) != 0 ||
+        opt_string(root, "role", "", 16, true, &r, NULL, e) != 0)
+        goto bad;
+    if (t == NULL || r == NULL) {
+        gw_fail(e, 400, "missing_field", "%s: required", t == NULL ? "tenant" : "role");
+        goto bad;
+    }
+    if (gw_role_parse(r, role) != TR_OK) {
+        gw_fail(e, 400, "invalid_field", "role: one of \"admin\", \"operator\", \"approver\", \"viewer\"");
+        goto bad;
+    }
+    *tenant = tr_strdup(t);
+    json_decref(root);
+    return 0;
+bad:
+    json_decref(root);
+    return -1;
+}
+
+static tr_fb_ref build_limits(struct tr_fb_builder *b, const struct gw_tenant_req *t,
+                              const struct troupe_cmd_TenantLimits *cur)
+{
+    /* The schema's defaults when there is no current value. */
+    uint32_t active = cur != NULL ? troupe_cmd_TenantLimits_max_active_runs(cur) : 100;
+    uint32_t rps = cur != NULL ? troupe_cmd_TenantLimits_requests_per_s(cur) : 50;
+    double budget = cur != NULL ? troupe_cmd_TenantLimits_budget_usd_per_day(cur) : 0;
+    int8_t policy = cur != NULL ? troupe_cmd_TenantLimits_budget_policy(cur) : troupe_cmd_BudgetPolicy_Fail;
+    troupe_cmd_TenantLimits_start(b);
+    troupe_cmd_TenantLimits_add_max_active_runs(b, t->has_max_active_runs ? t->max_active_runs : active);
+    troupe_cmd_TenantLimits_add_requests_per_s(b, t->has_rps ? t->requests_per_s : rps);
+    troupe_cmd_TenantLimits_add_budget_usd_per_day(b, t->has_budget ? t->budget_usd_per_day : budget);
+    troupe_cmd_TenantLimits_add_budget_policy(b, t->has_policy ? t->budget_policy : policy);
+    return troupe_cmd_TenantLimits_end(b);
+}
+
+void gw_build_tenant_create(struct tr_fb_builder *b, const struct gw_cmd_head *h, const char *tenant_id,
+                            const struct gw_tenant_req *t, const char *key_id, const unsigned char key_hash[32])
+{
+    tr_fb_builder_reset(b);
+    tr_fb_ref id = tr_fb_create_str(b, tenant_id);
+    tr_fb_ref name = tr_fb_create_str(b, t->name);
+    tr_fb_ref kid = tr_fb_create_str(b, key_id);
+    tr_fb_ref hash = tr_fb_create_bytes(b, key_hash, 32);
+    tr_fb_ref limits = build_limits(b, t, NULL);
+    troupe_cmd_TenantCreate_start(b);
+    troupe_cmd_TenantCreate_add_tenant_id(b, id);
+    troupe_cmd_TenantCreate_add_name(b, name);
+    troupe_cmd_TenantCreate_add_limits(b, limits);
+    troupe_cmd_TenantCreate_add_key_id(b, kid);
+    troupe_cmd_TenantCreate_add_key_hash(b, hash);
+    finish(b, h, troupe_cmd_Op_TenantCreate, troupe_cmd_TenantCreate_end(b));
+}
+
+void gw_build_tenant_update(struct tr_fb_builder *b, const struct gw_cmd_head *h, const char *tenant_id,
+                            const struct gw_tenant_req *t, const struct troupe_cmd_TenantLimits *cur)
+{
+    tr_fb_builder_reset(b);
+    tr_fb_ref id = tr_fb_create_str(b, tenant_id);
+    tr_fb_ref limits = build_limits(b, t, cur);
+    troupe_cmd_TenantUpdate_start(b);
+    troupe_cmd_TenantUpdate_add_tenant_id(b, id);
+    troupe_cmd_TenantUpdate_add_limits(b, limits);
+    finish(b, h, troupe_cmd_Op_TenantUpdate, troupe_cmd_TenantUpdate_end(b));
+}
+
+void gw_build_key_create(struct tr_fb_builder *b, const struct gw_cmd_head *h, const char *tenant_id,
+                         const char *key_id, const unsigned char key_hash[32], int8_t role)
+{
+    tr_fb_builder_reset(b);
+    tr_fb_ref t = tr_fb_create_str(b, tenant_id);
+    tr_fb_ref k = tr_fb_create_str(b, key_id);
+    tr_fb_ref hash = tr_fb_create_bytes(b, key_hash, 32);
+    troupe_cmd_KeyCreate_start(b);
+    troupe_cmd_KeyCreate_add_tenant_id(b, t);
+    troupe_cmd_KeyCreate_add_key_id(b, k);
+    troupe_cmd_KeyCreate_add_key_hash(b, hash);
+    troupe_cmd_KeyCreate_add_role(b, role);
+    finish(b, h, troupe_cmd_Op_KeyCreate, troupe_cmd_KeyCreate_end(b));
+}
+
+void gw_build_key_revoke(struct tr_fb_builder *b, const struct gw_cmd_head *h, const char *key_id)
+{
+    tr_fb_builder_reset(b);
+    tr_fb_ref k = tr_fb_create_str(b, key_id);
+    troupe_cmd_KeyRevoke_start(b);
+    troupe_cmd_KeyRevoke_add_key_id(b, k);
+    finish(b, h, troupe_cmd_Op_KeyRevoke, troupe_cmd_KeyRevoke_end(b));
 }
