@@ -18,6 +18,9 @@
  *  6. Listeners hear of an entry only after it is committed to the store.
  *  7. A failed store write stops the node (on_fatal): carrying on would let
  *     replicas diverge; raft re-applies the entry after a restart.
+ *  8. Placement and failover (fsm_nodes.c) read only the load index, which is
+ *     derived from the store: rebuilt after creation, a snapshot restore or a
+ *     failed commit, and synced with every run record an entry writes.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -324,6 +327,10 @@ static int apply_command(struct tr_fsm *f, const struct troupe_cmd_Command *cmd,
         return fsm_run_cancel(f, troupe_cmd_Command_op_as_RunCancel(cmd), res);
     case troupe_cmd_Op_RunReassign:
         return fsm_run_reassign(f, troupe_cmd_Command_op_as_RunReassign(cmd), res);
+    case troupe_cmd_Op_Checkpoint:
+        if (f->on_checkpoint != NULL)
+            f->on_checkpoint(f->checkpoint_ud, res->index);
+        return TR_FSM_OK;
     default:
         return TR_FSM_INVALID;
     }
@@ -364,6 +371,12 @@ int tr_fsm_apply_at(struct tr_fsm *f, uint64_t index, const void *buf, size_t le
     if (f->on_applied != NULL && f->n_touched > 0)
         f->on_applied(f->applied_ud, index, f->touched, f->n_touched);
     return TR_OK;
+}
+
+void tr_fsm_on_checkpoint(struct tr_fsm *f, void (*cb)(void *ud, uint64_t index), void *ud)
+{
+    f->on_checkpoint = cb;
+    f->checkpoint_ud = ud;
 }
 
 void tr_fsm_on_applied(struct tr_fsm *f, tr_fsm_applied_fn cb, void *ud)

@@ -115,6 +115,9 @@ void tr_fsm_set_listener(struct tr_fsm *f, tr_actor_id listener);
 /* After each committed entry: the runs it changed (tr_state_on_applied). */
 typedef void (*tr_fsm_applied_fn)(void *ud, uint64_t index, const uint64_t *run_ids, size_t n);
 void tr_fsm_on_applied(struct tr_fsm *f, tr_fsm_applied_fn cb, void *ud);
+/* When a Checkpoint command is applied, at its index, before anything after
+ * it: cb(ud, index). The store then holds exactly the state as of it. */
+void tr_fsm_on_checkpoint(struct tr_fsm *f, void (*cb)(void *ud, uint64_t index), void *ud);
 void tr_fsm_free(struct tr_fsm *f);
 /* Entries applied through this FSM since it was created (skipped ones too). */
 uint64_t tr_fsm_applied(struct tr_fsm *f);

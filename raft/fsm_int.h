@@ -64,6 +64,9 @@ struct tr_fsm {
     /* Live updates: the runs the entry changed, for on_applied. */
     void (*on_applied)(void *ud, uint64_t index, const uint64_t *run_ids, size_t n);
     void *applied_ud;
+    /* Checkpoint commands: the state service takes a digest as of them. */
+    void (*on_checkpoint)(void *ud, uint64_t index);
+    void *checkpoint_ud;
     uint64_t *touched;
     uint32_t n_touched, cap_touched;
 

@@ -322,6 +322,18 @@ int tr_node_get(struct tr_store *st, uint64_t id, struct tr_node_rec *out);
  * more than cap: only cap are written). */
 int tr_node_list(struct tr_store *st, struct tr_node_rec *out, unsigned cap, unsigned *n);
 
+/* Checkpoints: a mark in the log at which every node digests its state
+ * (storage/storage.h tr_store_digest over a view as of the mark).
+ * tr_state_checkpoint proposes one (forwarded on a follower); the reply's
+ * raft_index names it. tr_state_digest_at answers, later and once, with this
+ * node's digest at mark `index`: TR_OK, TR_ENOTFOUND (no such mark kept here:
+ * too old — the last 8 are kept — or this node skipped it by snapshot),
+ * TR_ETIMEDOUT (not applied within timeout_ms), TR_EIO, TR_ECLOSED. */
+typedef void (*tr_state_digest_cb)(void *ud, int status, uint64_t index, const unsigned char *digest,
+                                   uint64_t last_applied, const char *msg);
+int tr_state_checkpoint(struct tr_state *s, tr_state_cb cb, void *ud);
+int tr_state_digest_at(struct tr_state *s, uint64_t index, unsigned timeout_ms, tr_state_digest_cb cb, void *ud);
+
 /* Leader only (TR_ENOTLEADER otherwise; never forwarded): propose cmd and get
  * the whole outcome — the leader's half of forwarding. */
 typedef void (*tr_state_result_cb)(void *ud, const struct tr_state_result *res);

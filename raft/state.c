@@ -21,6 +21,9 @@
  */
 #include <string.h>
 #include <errno.h>
+#include <time.h>
+
+#include <sodium.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
@@ -91,6 +94,21 @@ struct tr_state {
     unsigned fence_ms;
     struct entry *held_head, *held_tail; /* forwarded replies waiting for apply */
     int fenced_noted;
+
+    /* Digests as of Checkpoint entries (see "checkpoints" below). */
+    struct mark {
+        uint64_t index;
+        int state;                /* MARK_* */
+        struct tr_store_view *view;
+        unsigned char digest[TR_STATE_DIGEST_LEN];
+        uint64_t last_applied;
+        char err[512];
+        uv_work_t work;
+        struct tr_state *s;
+    } marks[8];
+    struct digest_wait *digest_waits;
+    unsigned digest_jobs;         /* marks being computed on the thread pool */
+    int close_deferred;           /* raft closed; the store waits for digest_jobs */
     void (*close_cb)(void *);
     void *close_arg;
     uv_timer_t close_timer;       /* closing: wait for in-flight entries, bounded */
@@ -160,6 +178,8 @@ static void signal_done(struct tr_state *s)
 }
 
 static void entry_done(struct tr_state *s, struct entry *e);
+static void answer_digest_waits(struct tr_state *s);
+static void on_checkpoint(void *ud, uint64_t index);
 
 /* Raft's last applied index: it counts every entry (configuration changes
  * and barriers too), where the store's last_applied moves only with
@@ -589,6 +609,8 @@ static int poll_ready(struct tr_ctx *ctx, struct tr_state *s)
     if (s->closing)
         return TR_OK;
     release_held(ctx, s);
+    if (s->digest_waits != NULL)
+        answer_digest_waits(s);
     uint64_t now = uv_now(s->loop);
     int leader = tr_raft_is_leader(s->raft);
     if (leader)
@@ -732,6 +754,7 @@ int tr_state_open(struct tr_ctx *ctx, const struct tr_state_opts *opts, struct t
     struct tr_fsm_opts fo = { .store = s->store, .rt = s->rt, .listener = opts->listener,
                               .on_fatal = opts->on_fatal, .ud = opts->fatal_ud };
     s->raft_fsm = tr_fsm_new(&fo, &s->fsm);
+    tr_fsm_on_checkpoint(s->fsm, on_checkpoint, s);
 
     snprintf(path, sizeof path, "%s/raft", opts->data_dir);
     struct tr_raft_opts ro = {
@@ -782,9 +805,22 @@ static void state_freed(uv_handle_t *h)
         cb(cb_arg);
 }
 
+static void finish_close(struct tr_state *s);
+static void fail_digest_waits(struct tr_state *s, int status);
+
 static void raft_closed(void *arg)
 {
     struct tr_state *s = arg;
+    while (s->held_head != NULL) {
+        struct entry *e = s->held_head;
+        s->held_head = e->next;
+        if (e->cb != NULL) {
+            e->reply.status = TR_ECLOSED;
+            e->cb(e->ud, &e->reply);
+        }
+        entry_free(e);
+    }
+    s->held_tail = NULL;
     /* raft has failed or finished every entry: they are on the done list. */
     while (s->done_head != NULL) {
         struct entry *e = s->done_head;
@@ -798,6 +834,19 @@ static void raft_closed(void *arg)
     while (s->q_len > 0)
         tr_msg_free(queue_pop(s));
     tr_free(s->queue);
+    fail_digest_waits(s, TR_ECLOSED);
+    if (s->digest_jobs > 0) {
+        s->close_deferred = 1; /* the last digest job finishes the close */
+        return;
+    }
+    finish_close(s);
+}
+
+static void finish_close(struct tr_state *s)
+{
+    for (unsigned i = 0; i < sizeof s->marks / sizeof s->marks[0]; i++)
+        if (s->marks[i].view != NULL)
+            tr_store_view_close(s->marks[i].view);
     tr_fsm_free(s->fsm);
     tr_store_close(s->store);
     tr_fb_builder_free(&s->b);
@@ -921,4 +970,172 @@ int tr_node_list(struct tr_store *st, struct tr_node_rec *out, unsigned cap, uns
     }
     tr_store_iter_close(it);
     return rv < 0 ? TR_EIO : TR_OK;
+}
+
+/* ---- checkpoints --------------------------------------------------------------------
+ *
+ * tr_state_checkpoint proposes a Checkpoint command. When the FSM applies it
+ * (on every node, at the same index), on_checkpoint opens a store view —
+ * the state as of that entry — and a thread-pool job digests the view. The
+ * last few marks are kept; tr_state_digest_at answers with the digest of a
+ * mark once it is ready. Nodes that applied the same log agree on it, under
+ * any load: this is what `troupectl cluster verify` compares. */
+
+enum { MARK_EMPTY = 0, MARK_COMPUTING, MARK_DONE, MARK_FAILED };
+
+struct digest_wait {
+    uint64_t index;
+    uint64_t deadline_ms;
+    tr_state_digest_cb cb;
+    void *ud;
+    struct digest_wait *next;
+};
+
+#define N_MARKS (sizeof ((struct tr_state *)0)->marks / sizeof ((struct tr_state *)0)->marks[0])
+
+static void digest_work(uv_work_t *w)
+{
+    struct mark *m = w->data;
+    struct tr_err err = { 0 };
+    if (tr_store_digest(m->s->store, m->view, m->digest, &m->last_applied, &err) != TR_OK) {
+        snprintf(m->err, sizeof m->err, "%s", err.msg[0] ? err.msg : "digest failed");
+        m->state = MARK_FAILED;
+    } else {
+        m->state = MARK_DONE;
+    }
+}
+
+static void answer_digest_waits(struct tr_state *s);
+
+static void digest_after(uv_work_t *w, int status)
+{
+    struct mark *m = w->data;
+    struct tr_state *s = m->s;
+    tr_store_view_close(m->view);
+    m->view = NULL;
+    if (status != 0) {
+        m->state = MARK_FAILED;
+        snprintf(m->err, sizeof m->err, "cancelled");
+    }
+    s->digest_jobs--;
+    if (s->close_deferred) {
+        if (s->digest_jobs == 0)
+            finish_close(s);
+        return;
+    }
+    answer_digest_waits(s);
+}
+
+static void on_checkpoint(void *ud, uint64_t index)
+{
+    struct tr_state *s = ud;
+    /* The oldest mark that is not being computed makes room. */
+    struct mark *m = NULL;
+    for (unsigned i = 0; i < N_MARKS; i++) {
+        struct mark *c = &s->marks[i];
+        if (c->state == MARK_COMPUTING)
+            continue;
+        if (m == NULL || c->state == MARK_EMPTY || (m->state != MARK_EMPTY && c->index < m->index))
+            m = c;
+    }
+    if (m == NULL) {
+        tr_log(TR_LOG_WARN, "state: checkpoint %llu: %u digests still being computed: skipped",
+               (unsigned long long)index, (unsigned)N_MARKS);
+        return;
+    }
+    memset(m, 0, sizeof *m);
+    m->s = s;
+    m->index = index;
+    m->view = tr_store_view_open(s->store);
+    m->state = MARK_COMPUTING;
+    m->work.data = m;
+    if (m->view == NULL || uv_queue_work(s->loop, &m->work, digest_work, digest_after) != 0) {
+        if (m->view != NULL)
+            tr_store_view_close(m->view);
+        m->view = NULL;
+        m->state = MARK_FAILED;
+        snprintf(m->err, sizeof m->err, "cannot start the digest");
+        return;
+    }
+    s->digest_jobs++;
+}
+
+static void fail_digest_waits(struct tr_state *s, int status)
+{
+    while (s->digest_waits != NULL) {
+        struct digest_wait *w = s->digest_waits;
+        s->digest_waits = w->next;
+        w->cb(w->ud, status, w->index, NULL, 0, tr_strerror(status));
+        tr_free(w);
+    }
+}
+
+/* Answer every wait whose mark is ready, unknown or past its deadline. */
+static void answer_digest_waits(struct tr_state *s)
+{
+    uint64_t now = uv_now(s->loop), applied = applied_index(s);
+    struct digest_wait **pp = &s->digest_waits;
+    while (*pp != NULL) {
+        struct digest_wait *w = *pp;
+        const struct mark *m = NULL;
+        for (unsigned i = 0; i < N_MARKS; i++)
+            if (s->marks[i].state != MARK_EMPTY && s->marks[i].index == w->index)
+                m = &s->marks[i];
+        int status = -1;
+        const char *msg = NULL;
+        if (m != NULL && m->state == MARK_DONE)
+            status = TR_OK;
+        else if (m != NULL && m->state == MARK_FAILED)
+            status = TR_EIO, msg = m->err;
+        else if (m == NULL && applied >= w->index)
+            status = TR_ENOTFOUND, msg = "no digest kept for that index (too old, or this node caught up by snapshot)";
+        else if (now >= w->deadline_ms)
+            status = TR_ETIMEDOUT, msg = "this node has not applied that index yet";
+        if (status < 0) {
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        if (status == TR_OK)
+            w->cb(w->ud, TR_OK, w->index, m->digest, m->last_applied, NULL);
+        else
+            w->cb(w->ud, status, w->index, NULL, 0, msg);
+        tr_free(w);
+    }
+}
+
+int tr_state_digest_at(struct tr_state *s, uint64_t index, unsigned timeout_ms, tr_state_digest_cb cb, void *ud)
+{
+    if (s->closing)
+        return TR_ECLOSED;
+    if (index == 0)
+        return TR_EINVAL;
+    struct digest_wait *w = tr_malloc(sizeof *w);
+    *w = (struct digest_wait){ index, uv_now(s->loop) + timeout_ms, cb, ud, s->digest_waits };
+    s->digest_waits = w; /* answered by the next poll or digest job, never from here */
+    return TR_OK;
+}
+
+int tr_state_checkpoint(struct tr_state *s, tr_state_cb cb, void *ud)
+{
+    struct tr_fb_builder b;
+    tr_fb_builder_init(&b);
+    uint64_t nonce;
+    randombytes_buf(&nonce, sizeof nonce);
+    troupe_cmd_Checkpoint_start(&b);
+    troupe_cmd_Checkpoint_add_nonce(&b, nonce);
+    tr_fb_ref op = troupe_cmd_Checkpoint_end(&b);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    troupe_cmd_Command_start(&b);
+    troupe_cmd_Command_add_time_us(&b, (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+    troupe_cmd_Command_add_leader_node(&b, s->node_id);
+    troupe_cmd_Command_add_origin_node(&b, s->node_id);
+    troupe_cmd_Command_add_op_Checkpoint(&b, op);
+    troupe_cmd_Command_finish(&b, troupe_cmd_Command_end(&b));
+    size_t len;
+    const uint8_t *data = tr_fb_builder_data(&b, &len);
+    int rv = tr_state_propose(s, data, len, cb, ud);
+    tr_fb_builder_free(&b);
+    return rv;
 }
