@@ -1,5 +1,6 @@
 /* FSM handlers for runs: create, journal appends, approvals, cancel,
- * reassignment.
+ * reassignment. A RunCreate with owner_node 0 is placed by the FSM
+ * (fsm_nodes.c); every owner change goes through fsm_run_move.
  *
  * Run status transitions the FSM makes (API.md statuses):
  *
