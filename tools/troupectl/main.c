@@ -91,6 +91,8 @@ static const char help_main[] =
     "  run       create, get, list, cancel, events\n"
     "  approval  list, approve, deny\n"
     "  tool      register, list, get, disable, enable\n"
+    "  tenant    create, list, budget, update (cluster admin; list/budget: a tenant admin too)\n"
+    "  key       create, revoke (a tenant admin, or the cluster admin)\n"
     "  cluster   status\n"
     "\n"
     "`troupectl <group> --help` lists a group's commands. Exit status: 0 success,\n"
@@ -122,6 +124,22 @@ static const char help_tool[] =
     "  enable NAME\n";
 
 static const char help_cluster[] = "usage: troupectl cluster status\n";
+
+static const char help_tenant[] =
+    "usage: troupectl tenant <command> ...\n"
+    "  create NAME [--max-active-runs N] [--rps N] [--budget-usd-per-day X] [--budget-policy fail|wait]\n"
+    "                              a new tenant; prints its first admin API key (shown once)\n"
+    "  list [--limit N]            tenants with their limits and today's spend\n"
+    "  budget TENANT [--set USD] [--policy fail|wait]\n"
+    "                              today's spend against budget_usd_per_day; --set changes the budget\n"
+    "                              (0: none); TENANT is an id or a name\n"
+    "  update TENANT [--max-active-runs N] [--rps N] [--budget-usd-per-day X] [--budget-policy P]\n"
+    "                              change limits (the others stay)\n";
+
+static const char help_key[] =
+    "usage: troupectl key <command> ...\n"
+    "  create --tenant T --role admin|operator|approver|viewer   a new API key (shown once)\n"
+    "  revoke KEY_ID                                             the key stops working at once\n";
 
 static int wants_help(int argc, char **argv)
 {
@@ -1036,6 +1054,334 @@ static int cluster_status(struct cli *cli, int argc, char **argv)
     return 0;
 }
 
+/* ---- tenant and key ---------------------------------------------------------------------------- */
+
+static const char *const key_role_names[] = { "viewer", "approver", "operator", "admin" };
+
+static int opt_double(const struct args *a, const char *name, double *out, int *has)
+{
+    const char *v = opt(a, name);
+    *has = v != NULL;
+    if (v == NULL)
+        return 0;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (*v == '\0' || *end != '\0' || errno != 0 || !(x >= 0) || x > 1e9)
+        return usage_error("--%s: expected a number from 0 to 1e9, got %s", name, v);
+    *out = x;
+    return 0;
+}
+
+static int opt_policy(const struct args *a, const char *name, const char **out)
+{
+    *out = opt(a, name);
+    if (*out != NULL && strcmp(*out, "fail") != 0 && strcmp(*out, "wait") != 0)
+        return usage_error("--%s: fail or wait, got %s", name, *out);
+    return 0;
+}
+
+static json_t *tenant_json(const struct troupe_proto_TenantInfo *t)
+{
+    const struct troupe_cmd_TenantLimits *l = troupe_proto_TenantInfo_limits(t);
+    json_t *j = json_object();
+    json_object_set_new(j, "id", jstr(troupe_proto_TenantInfo_id(t)));
+    json_object_set_new(j, "name", jstr(troupe_proto_TenantInfo_name(t)));
+    if (l != NULL)
+        json_object_set_new(
+            j, "limits",
+            json_pack("{s:I, s:I, s:f, s:s}", "max_active_runs", (json_int_t)troupe_cmd_TenantLimits_max_active_runs(l),
+                      "requests_per_s", (json_int_t)troupe_cmd_TenantLimits_requests_per_s(l), "budget_usd_per_day",
+                      troupe_cmd_TenantLimits_budget_usd_per_day(l), "budget_policy",
+                      troupe_cmd_TenantLimits_budget_policy(l) == troupe_cmd_BudgetPolicy_Wait ? "wait" : "fail"));
+    else
+        json_object_set_new(j, "limits", json_null());
+    json_object_set_new(j, "created_at", jtime(troupe_proto_TenantInfo_created_at_us(t)));
+    json_object_set_new(
+        j, "spend",
+        json_pack("{s:o, s:f, s:I, s:I, s:f, s:b}", "day", jtime(troupe_proto_TenantInfo_spend_day_us(t)), "cost_usd",
+                  troupe_proto_TenantInfo_spend_micro_usd(t) / 1e6, "prompt_tokens",
+                  (json_int_t)troupe_proto_TenantInfo_spend_prompt_tokens(t), "completion_tokens",
+                  (json_int_t)troupe_proto_TenantInfo_spend_completion_tokens(t), "total_cost_usd",
+                  troupe_proto_TenantInfo_total_micro_usd(t) / 1e6, "budget_exhausted",
+                  troupe_proto_TenantInfo_budget_exhausted(t)));
+    struct tr_fb_str key = troupe_proto_TenantInfo_api_key(t);
+    if (key.ptr != NULL) {
+        json_object_set_new(j, "api_key", jstr(key));
+        json_object_set_new(j, "key_id", jstr(troupe_proto_TenantInfo_key_id(t)));
+    }
+    return j;
+}
+
+static void print_tenant_row(const struct troupe_proto_TenantInfo *t)
+{
+    const struct troupe_cmd_TenantLimits *l = troupe_proto_TenantInfo_limits(t);
+    struct tr_fb_str id = troupe_proto_TenantInfo_id(t), name = troupe_proto_TenantInfo_name(t);
+    char budget[32];
+    double b = l != NULL ? troupe_cmd_TenantLimits_budget_usd_per_day(l) : 0;
+    if (b > 0)
+        snprintf(budget, sizeof budget, "%.2f/%s", b,
+                 troupe_cmd_TenantLimits_budget_policy(l) == troupe_cmd_BudgetPolicy_Wait ? "wait" : "fail");
+    else
+        snprintf(budget, sizeof budget, "-");
+    printf("%-22.*s %-20.*s %-11u %-7u %-14s %.6f%s\n", (int)id.len, id.ptr ? id.ptr : "", (int)name.len,
+           name.ptr ? name.ptr : "", l ? troupe_cmd_TenantLimits_max_active_runs(l) : 0,
+           l ? troupe_cmd_TenantLimits_requests_per_s(l) : 0, budget, troupe_proto_TenantInfo_spend_micro_usd(t) / 1e6,
+           troupe_proto_TenantInfo_budget_exhausted(t) ? " (spent)" : "");
+}
+
+static void print_tenant_head(void)
+{
+    printf("%-22s %-20s %-11s %-7s %-14s %s\n", "ID", "NAME", "MAX_ACTIVE", "RPS", "BUDGET/DAY", "SPENT_TODAY_USD");
+}
+
+static int tenant_create(struct cli *cli, int argc, char **argv)
+{
+    static const char *const known[] = { "max-active-runs", "rps", "budget-usd-per-day", "budget-policy", NULL };
+    struct args a;
+    int rv = args_parse(&a, argc, argv, known, 1);
+    if (rv != 0)
+        return rv;
+    if (a.n_pos != 1)
+        return usage_error("tenant create: NAME is required");
+    unsigned long long active = 100, rps = 50;
+    double budget = 0;
+    int has_budget;
+    const char *policy;
+    if ((rv = opt_uint(&a, "max-active-runs", 1000000, &active)) != 0 || (rv = opt_uint(&a, "rps", 1000000, &rps)) != 0 ||
+        (rv = opt_double(&a, "budget-usd-per-day", &budget, &has_budget)) != 0 ||
+        (rv = opt_policy(&a, "budget-policy", &policy)) != 0)
+        return rv;
+    struct tr_fb_builder *b = &cli->b;
+    tr_fb_ref name = tr_fb_create_str(b, a.pos[0]);
+    troupe_cmd_TenantLimits_start(b);
+    troupe_cmd_TenantLimits_add_max_active_runs(b, (uint32_t)active);
+    troupe_cmd_TenantLimits_add_requests_per_s(b, (uint32_t)rps);
+    troupe_cmd_TenantLimits_add_budget_usd_per_day(b, budget);
+    troupe_cmd_TenantLimits_add_budget_policy(b, policy != NULL && strcmp(policy, "wait") == 0
+                                                     ? troupe_cmd_BudgetPolicy_Wait
+                                                     : troupe_cmd_BudgetPolicy_Fail);
+    tr_fb_ref limits = troupe_cmd_TenantLimits_end(b);
+    troupe_proto_CreateTenant_start(b);
+    troupe_proto_CreateTenant_add_name(b, name);
+    troupe_proto_CreateTenant_add_limits(b, limits);
+    const struct troupe_proto_Response *r =
+        call(cli, troupe_proto_Op_CreateTenant, troupe_proto_CreateTenant_end(b));
+    const struct troupe_proto_TenantInfo *t = r ? troupe_proto_Response_result_as_TenantInfo(r) : NULL;
+    if (t == NULL)
+        return r != NULL ? failed("the server answered without a tenant") : EXIT_FAILED;
+    if (cli->json) {
+        print_json(tenant_json(t));
+        return 0;
+    }
+    struct tr_fb_str id = troupe_proto_TenantInfo_id(t), key = troupe_proto_TenantInfo_api_key(t);
+    printf("tenant %.*s (%s) created\n", (int)id.len, id.ptr ? id.ptr : "", a.pos[0]);
+    printf("admin API key (shown only now; keep it): %.*s\n", (int)key.len, key.ptr ? key.ptr : "");
+    return 0;
+}
+
+/* ListTenants; r is the response (NULL: failed, reported). */
+static const struct troupe_proto_TenantPage *tenant_page(struct cli *cli, unsigned long long limit)
+{
+    struct tr_fb_builder *b = &cli->b;
+    troupe_proto_ListTenants_start(b);
+    troupe_proto_ListTenants_add_limit(b, (uint32_t)limit);
+    const struct troupe_proto_Response *r = call(cli, troupe_proto_Op_ListTenants, troupe_proto_ListTenants_end(b));
+    const struct troupe_proto_TenantPage *p = r ? troupe_proto_Response_result_as_TenantPage(r) : NULL;
+    if (r != NULL && p == NULL)
+        failed("the server answered without a page");
+    return p;
+}
+
+static int tenant_list(struct cli *cli, int argc, char **argv)
+{
+    static const char *const known[] = { "limit", NULL };
+    struct args a;
+    int rv = args_parse(&a, argc, argv, known, 0);
+    if (rv != 0)
+        return rv;
+    unsigned long long limit = 50;
+    if ((rv = opt_uint(&a, "limit", 500, &limit)) != 0)
+        return rv;
+    if (limit == 0)
+        return usage_error("--limit: at least 1");
+    const struct troupe_proto_TenantPage *p = tenant_page(cli, limit);
+    if (p == NULL)
+        return EXIT_FAILED;
+    uint32_t n = troupe_proto_TenantPage_tenants_len(p);
+    if (cli->json) {
+        json_t *list = json_array();
+        for (uint32_t i = 0; i < n; i++)
+            json_array_append_new(list, tenant_json(troupe_proto_TenantPage_tenants_at(p, i)));
+        print_json(json_pack("{s:o, s:o}", "tenants", list, "next_cursor",
+                             jstr(troupe_proto_TenantPage_next_cursor(p))));
+        return 0;
+    }
+    print_tenant_head();
+    for (uint32_t i = 0; i < n; i++)
+        print_tenant_row(troupe_proto_TenantPage_tenants_at(p, i));
+    return 0;
+}
+
+/* UpdateTenant with the limits given (-1 / NULL: unchanged). */
+static int tenant_set(struct cli *cli, const char *tenant, long long active, long long rps, double budget,
+                      const char *policy)
+{
+    struct tr_fb_builder *b = &cli->b;
+    tr_fb_ref t = tr_fb_create_str(b, tenant);
+    tr_fb_ref pol = opt_fb_str(b, policy);
+    troupe_proto_UpdateTenant_start(b);
+    troupe_proto_UpdateTenant_add_tenant(b, t);
+    troupe_proto_UpdateTenant_add_max_active_runs(b, active);
+    troupe_proto_UpdateTenant_add_requests_per_s(b, rps);
+    troupe_proto_UpdateTenant_add_budget_usd_per_day(b, budget);
+    if (pol != 0)
+        troupe_proto_UpdateTenant_add_budget_policy(b, pol);
+    const struct troupe_proto_Response *r = call(cli, troupe_proto_Op_UpdateTenant, troupe_proto_UpdateTenant_end(b));
+    const struct troupe_proto_TenantInfo *ti = r ? troupe_proto_Response_result_as_TenantInfo(r) : NULL;
+    if (ti == NULL)
+        return r != NULL ? failed("the server answered without a tenant") : EXIT_FAILED;
+    if (cli->json) {
+        print_json(tenant_json(ti));
+        return 0;
+    }
+    print_tenant_head();
+    print_tenant_row(ti);
+    return 0;
+}
+
+static int tenant_budget(struct cli *cli, int argc, char **argv)
+{
+    static const char *const known[] = { "set", "policy", NULL };
+    struct args a;
+    int rv = args_parse(&a, argc, argv, known, 1);
+    if (rv != 0)
+        return rv;
+    if (a.n_pos != 1)
+        return usage_error("tenant budget: TENANT is required");
+    double set = 0;
+    int has_set;
+    const char *policy;
+    if ((rv = opt_double(&a, "set", &set, &has_set)) != 0 || (rv = opt_policy(&a, "policy", &policy)) != 0)
+        return rv;
+    if (has_set || policy != NULL)
+        return tenant_set(cli, a.pos[0], -1, -1, has_set ? set : -1, policy);
+    const struct troupe_proto_TenantPage *p = tenant_page(cli, 500);
+    if (p == NULL)
+        return EXIT_FAILED;
+    for (uint32_t i = 0; i < troupe_proto_TenantPage_tenants_len(p); i++) {
+        const struct troupe_proto_TenantInfo *t = troupe_proto_TenantPage_tenants_at(p, i);
+        struct tr_fb_str id = troupe_proto_TenantInfo_id(t), name = troupe_proto_TenantInfo_name(t);
+        if ((id.ptr != NULL && strcmp(id.ptr, a.pos[0]) == 0) || (name.ptr != NULL && strcmp(name.ptr, a.pos[0]) == 0)) {
+            if (cli->json) {
+                print_json(tenant_json(t));
+                return 0;
+            }
+            const struct troupe_cmd_TenantLimits *l = troupe_proto_TenantInfo_limits(t);
+            double b = l != NULL ? troupe_cmd_TenantLimits_budget_usd_per_day(l) : 0;
+            printf("tenant %.*s (%.*s)\n", (int)id.len, id.ptr, (int)name.len, name.ptr ? name.ptr : "");
+            if (b > 0)
+                printf("budget:      %.6f USD per UTC day (when spent: %s)\n", b,
+                       troupe_cmd_TenantLimits_budget_policy(l) == troupe_cmd_BudgetPolicy_Wait ? "runs wait"
+                                                                                                : "runs fail");
+            else
+                printf("budget:      none\n");
+            printf("spent today: %.6f USD (%llu prompt + %llu completion tokens)%s\n",
+                   troupe_proto_TenantInfo_spend_micro_usd(t) / 1e6,
+                   (unsigned long long)troupe_proto_TenantInfo_spend_prompt_tokens(t),
+                   (unsigned long long)troupe_proto_TenantInfo_spend_completion_tokens(t),
+                   troupe_proto_TenantInfo_budget_exhausted(t) ? " -- spent: no new model calls" : "");
+            printf("spent total: %.6f USD\n", troupe_proto_TenantInfo_total_micro_usd(t) / 1e6);
+            return 0;
+        }
+    }
+    return failed("NotFound: no tenant %s", a.pos[0]);
+}
+
+static int tenant_update(struct cli *cli, int argc, char **argv)
+{
+    static const char *const known[] = { "max-active-runs", "rps", "budget-usd-per-day", "budget-policy", NULL };
+    struct args a;
+    int rv = args_parse(&a, argc, argv, known, 1);
+    if (rv != 0)
+        return rv;
+    if (a.n_pos != 1)
+        return usage_error("tenant update: TENANT is required");
+    unsigned long long active = 0, rps = 0;
+    double budget = 0;
+    int has_budget;
+    const char *policy;
+    if ((rv = opt_uint(&a, "max-active-runs", 1000000, &active)) != 0 || (rv = opt_uint(&a, "rps", 1000000, &rps)) != 0 ||
+        (rv = opt_double(&a, "budget-usd-per-day", &budget, &has_budget)) != 0 ||
+        (rv = opt_policy(&a, "budget-policy", &policy)) != 0)
+        return rv;
+    return tenant_set(cli, a.pos[0], opt(&a, "max-active-runs") ? (long long)active : -1,
+                      opt(&a, "rps") ? (long long)rps : -1, has_budget ? budget : -1, policy);
+}
+
+static int key_create(struct cli *cli, int argc, char **argv)
+{
+    static const char *const known[] = { "tenant", "role", NULL };
+    struct args a;
+    int rv = args_parse(&a, argc, argv, known, 0);
+    if (rv != 0)
+        return rv;
+    const char *tenant = opt(&a, "tenant"), *role = opt(&a, "role");
+    if (tenant == NULL || role == NULL)
+        return usage_error("key create: --tenant and --role are required");
+    int ri = INDEX_OF(key_role_names, role);
+    if (ri < 0)
+        return usage_error("--role: admin, operator, approver or viewer, got %s", role);
+    struct tr_fb_builder *b = &cli->b;
+    tr_fb_ref t = tr_fb_create_str(b, tenant);
+    troupe_proto_CreateKey_start(b);
+    troupe_proto_CreateKey_add_tenant(b, t);
+    troupe_proto_CreateKey_add_role(b, (int8_t)ri);
+    const struct troupe_proto_Response *r = call(cli, troupe_proto_Op_CreateKey, troupe_proto_CreateKey_end(b));
+    const struct troupe_proto_KeyCreated *k = r ? troupe_proto_Response_result_as_KeyCreated(r) : NULL;
+    if (k == NULL)
+        return r != NULL ? failed("the server answered without a key") : EXIT_FAILED;
+    if (cli->json) {
+        print_json(json_pack("{s:o, s:o, s:o, s:s}", "api_key", jstr(troupe_proto_KeyCreated_api_key(k)), "key_id",
+                             jstr(troupe_proto_KeyCreated_key_id(k)), "tenant", jstr(troupe_proto_KeyCreated_tenant(k)),
+                             "role", NAME_OF(key_role_names, troupe_proto_KeyCreated_role(k))));
+        return 0;
+    }
+    struct tr_fb_str key = troupe_proto_KeyCreated_api_key(k), kid = troupe_proto_KeyCreated_key_id(k);
+    printf("%s key %.*s created\n", NAME_OF(key_role_names, troupe_proto_KeyCreated_role(k)), (int)kid.len,
+           kid.ptr ? kid.ptr : "");
+    printf("API key (shown only now; keep it): %.*s\n", (int)key.len, key.ptr);
+    return 0;
+}
+
+static int key_revoke(struct cli *cli, int argc, char **argv)
+{
+    static const char *const known[] = { NULL };
+    struct args a;
+    int rv = args_parse(&a, argc, argv, known, 1);
+    if (rv != 0)
+        return rv;
+    if (a.n_pos != 1)
+        return usage_error("key revoke: KEY_ID is required");
+    struct tr_fb_builder *b = &cli->b;
+    tr_fb_ref k = tr_fb_create_str(b, a.pos[0]);
+    troupe_proto_RevokeKey_start(b);
+    troupe_proto_RevokeKey_add_key_id(b, k);
+    const struct troupe_proto_Response *r = call(cli, troupe_proto_Op_RevokeKey, troupe_proto_RevokeKey_end(b));
+    const struct troupe_proto_KeyInfo *ki = r ? troupe_proto_Response_result_as_KeyInfo(r) : NULL;
+    if (ki == NULL)
+        return r != NULL ? failed("the server answered without a key") : EXIT_FAILED;
+    if (cli->json) {
+        print_json(json_pack("{s:o, s:o, s:s, s:b}", "key_id", jstr(troupe_proto_KeyInfo_key_id(ki)), "tenant",
+                             jstr(troupe_proto_KeyInfo_tenant(ki)), "role",
+                             NAME_OF(key_role_names, troupe_proto_KeyInfo_role(ki)), "revoked",
+                             troupe_proto_KeyInfo_revoked(ki)));
+        return 0;
+    }
+    printf("key %s revoked\n", a.pos[0]);
+    return 0;
+}
+
 /* ---- main ----------------------------------------------------------------------------------------- */
 
 typedef int (*cmd_fn)(struct cli *, int, char **);
@@ -1046,12 +1392,11 @@ static int run_group(struct cli *cli, const char *group, int argc, char **argv)
                        : strcmp(group, "approval") == 0 ? help_approval
                        : strcmp(group, "tool") == 0     ? help_tool
                        : strcmp(group, "cluster") == 0  ? help_cluster
+                       : strcmp(group, "tenant") == 0   ? help_tenant
+                       : strcmp(group, "key") == 0      ? help_key
                                                         : NULL;
-    if (help == NULL) {
-        if (strcmp(group, "tenant") == 0)
-            return failed("tenant: not served by this version of troupectl and troupe yet");
+    if (help == NULL)
         return usage_error("unknown group %s", group);
-    }
     if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
         fputs(help, argc < 1 ? stderr : stdout);
         return argc < 1 ? EXIT_USAGE : 0;
@@ -1077,6 +1422,14 @@ static int run_group(struct cli *cli, const char *group, int argc, char **argv)
              : strcmp(cmd, "get") == 0    ? tool_get
                                           : NULL;
         enable = strcmp(cmd, "enable") == 0 ? 1 : strcmp(cmd, "disable") == 0 ? 0 : -1;
+    } else if (strcmp(group, "tenant") == 0) {
+        fn = strcmp(cmd, "create") == 0   ? tenant_create
+             : strcmp(cmd, "list") == 0   ? tenant_list
+             : strcmp(cmd, "budget") == 0 ? tenant_budget
+             : strcmp(cmd, "update") == 0 ? tenant_update
+                                          : NULL;
+    } else if (strcmp(group, "key") == 0) {
+        fn = strcmp(cmd, "create") == 0 ? key_create : strcmp(cmd, "revoke") == 0 ? key_revoke : NULL;
     } else if (strcmp(group, "cluster") == 0) {
         fn = strcmp(cmd, "status") == 0 ? cluster_status : NULL;
         if (fn == NULL && (strcmp(cmd, "add") == 0 || strcmp(cmd, "remove") == 0 || strcmp(cmd, "transfer") == 0 ||
