@@ -30,7 +30,9 @@
  * its own: a Draining node keeps the runs nobody could take. NodeRemove
  * deletes the record; it is refused (TR_FSM_INVALID) while the node owns
  * active runs and is Up, or is Down/Draining with no other node Up to take
- * them; a Down/Draining node's runs are moved first.
+ * them; a Down/Draining node's runs are moved first. One entry moves at most
+ * FSM_MOVES_MAX runs (see there): the same command proposed again moves the
+ * rest (NodeDown/NodeDrain of a node already in that state do just that).
  *
  * The load index (struct fsm_load). Placement needs, for every node, its
  * state, capacity and active-run count; failover needs the active runs of one
@@ -58,6 +60,13 @@
 #include <string.h>
 
 #include "raft/fsm_int.h"
+
+/* Runs one entry may move. Each move keeps its run in the entry's cache and
+ * adds ~0.5 KB to its batch; an unbounded entry could outgrow TR_BATCH_MAX,
+ * and a batch that fails to commit is fatal on every replica alike. Runs
+ * beyond the bound stay put (logged); proposing the same NodeDown, NodeDrain
+ * or NodeRemove again moves the next ones. */
+#define FSM_MOVES_MAX 65536u
 
 static tr_fb_ref copy_str(struct tr_fb_builder *b, struct tr_fb_str s)
 {
@@ -400,13 +409,14 @@ uint32_t fsm_load_registered(struct tr_fsm *f)
 }
 
 /* Move every active run of `from`, in run-id order, to the least-loaded Up
- * node other than `from`. Returns how many stayed (no node was Up). */
-static uint32_t evacuate(struct tr_fsm *f, uint64_t from, const char *why)
+ * node other than `from`, at most *budget of them (decremented). Returns how
+ * many stayed (no node was Up, or the budget ran out). */
+static uint32_t evacuate(struct tr_fsm *f, uint64_t from, const char *why, uint32_t *budget)
 {
     uint32_t n;
     uint64_t *keys = runs_of(&f->load, from, &n);
     uint32_t i = 0;
-    for (; i < n; i++) {
+    for (; i < n && *budget > 0; i++) {
         uint64_t to = fsm_load_pick(f, from);
         if (to == 0)
             break;
@@ -417,16 +427,17 @@ static uint32_t evacuate(struct tr_fsm *f, uint64_t from, const char *why)
             continue;
         }
         fsm_run_move(f, s, to, why);
+        (*budget)--;
     }
     tr_free(keys);
     if (i < n)
-        tr_log(TR_LOG_WARN, "fsm: %u active runs stay with node %llu (%s): no other node is up", n - i,
-               (unsigned long long)from, why);
+        tr_log(TR_LOG_WARN, "fsm: %u active runs stay with node %llu (%s): %s", n - i, (unsigned long long)from, why,
+               *budget == 0 ? "moved the most one entry may (re-propose the command)" : "no other node is up");
     return n - i;
 }
 
 /* After a node came Up: the runs of Down nodes move to Up nodes. */
-static void rescue_down(struct tr_fsm *f)
+static void rescue_down(struct tr_fsm *f, uint32_t *budget)
 {
     struct fsm_load *l = &f->load;
     /* evacuate() reorders l->nodes (an entry may be added or dropped), so
@@ -439,8 +450,8 @@ static void rescue_down(struct tr_fsm *f)
         if (i == l->n_nodes)
             return;
         id = l->nodes[i].id;
-        evacuate(f, id, "owner node down");
-        if (id == UINT64_MAX)
+        evacuate(f, id, "owner node down", budget);
+        if (id == UINT64_MAX || *budget == 0)
             return;
     }
 }
@@ -535,7 +546,8 @@ int fsm_node_add(struct tr_fsm *f, const struct troupe_cmd_NodeAdd *c)
     node_store(f, id, troupe_cmd_NodeAdd_raft_address(c), troupe_cmd_NodeAdd_peer_address(c),
                troupe_cmd_NodeAdd_client_address(c), troupe_cmd_NodeAdd_http_address(c), troupe_state_NodeState_Up,
                since, troupe_cmd_NodeAdd_capacity(c));
-    rescue_down(f);
+    uint32_t budget = FSM_MOVES_MAX;
+    rescue_down(f, &budget);
     return TR_FSM_OK;
 }
 
@@ -544,8 +556,9 @@ int fsm_node_up(struct tr_fsm *f, const struct troupe_cmd_NodeUp *c)
     if (fsm_load_ensure(f) != TR_OK)
         return TR_FSM_INVALID;
     int verdict = node_set_state(f, troupe_cmd_NodeUp_node_id(c), troupe_state_NodeState_Up);
+    uint32_t budget = FSM_MOVES_MAX;
     if (verdict == TR_FSM_OK)
-        rescue_down(f);
+        rescue_down(f, &budget);
     return verdict;
 }
 
@@ -559,7 +572,8 @@ int fsm_node_down(struct tr_fsm *f, const struct troupe_cmd_NodeDown *c)
         return verdict;
     for (uint32_t i = 0; i < troupe_cmd_NodeDown_reassignments_len(c); i++)
         (void)fsm_reassign_cmd(f, troupe_cmd_NodeDown_reassignments_at(c, i), "owner node down", NULL);
-    evacuate(f, id, "owner node down");
+    uint32_t budget = FSM_MOVES_MAX;
+    evacuate(f, id, "owner node down", &budget);
     return TR_FSM_OK;
 }
 
@@ -573,7 +587,8 @@ int fsm_node_drain(struct tr_fsm *f, const struct troupe_cmd_NodeDrain *c)
         return verdict;
     for (uint32_t i = 0; i < troupe_cmd_NodeDrain_reassignments_len(c); i++)
         (void)fsm_reassign_cmd(f, troupe_cmd_NodeDrain_reassignments_at(c, i), "owner node draining", NULL);
-    evacuate(f, id, "owner node draining");
+    uint32_t budget = FSM_MOVES_MAX;
+    evacuate(f, id, "owner node draining", &budget);
     return TR_FSM_OK;
 }
 
@@ -603,8 +618,11 @@ int fsm_node_remove(struct tr_fsm *f, const struct troupe_cmd_NodeRemove *c)
             return TR_FSM_INVALID;
         }
         /* Down or Draining with somewhere to go: every run moves (the Up set
-         * does not change while they do). */
-        evacuate(f, id, state == troupe_state_NodeState_Draining ? "owner node draining" : "owner node down");
+         * does not change while they do), up to the per-entry bound. */
+        uint32_t budget = FSM_MOVES_MAX;
+        if (evacuate(f, id, state == troupe_state_NodeState_Draining ? "owner node draining" : "owner node down",
+                     &budget) > 0)
+            return TR_FSM_INVALID; /* the moves made stand; propose it again */
     }
     unsigned char k[16];
     fsm_delete(f, TR_CF_META, k, node_key(id, k));

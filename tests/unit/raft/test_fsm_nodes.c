@@ -656,6 +656,14 @@ static void test_node_down_reassigns(void **st)
     assert_int_equal(active_of(&e, 3), 0);
     assert_int_equal(owner_of(&e, 11), 1);
     assert_int_equal(epoch_of(&e, 11), 3);
+
+    /* A run created explicitly on the Down node stays until the node is
+     * declared down again: the repeated NodeDown moves what is left. */
+    assert_int_equal(run_create(&e, 60, 3), TR_FSM_OK);
+    assert_int_equal(active_of(&e, 3), 1);
+    assert_int_equal(node_down(&e, 3), TR_FSM_OK);
+    assert_int_equal(owner_of(&e, 60), 1);
+    assert_int_equal(active_of(&e, 3), 0);
     env_close(&e);
 }
 
