@@ -294,6 +294,11 @@ int gw_route_role(enum gw_route_id r, bool post)
     case GW_R_WEB:
         return -1;
     case GW_R_DIGEST:
+    case GW_R_CLUSTER_NODES:
+    case GW_R_CLUSTER_NODE_REMOVE:
+    case GW_R_CLUSTER_NODE_DRAIN:
+    case GW_R_CLUSTER_TRANSFER:
+    case GW_R_CLUSTER_CHECKPOINT:
         return CLUSTER_ADMIN_ONLY;
     case GW_R_APPROVAL:
         return GW_ROLE_APPROVER;

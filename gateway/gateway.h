@@ -73,4 +73,10 @@ int tr_gateway_port(struct tr_gateway *g);
 /* The bound client-protocol port; 0 when it is not served. */
 int tr_gateway_client_port(struct tr_gateway *g);
 
+/* The cluster module (cluster/cluster.h) for the cluster management routes;
+ * without one they answer 409. Set it once it has started; NULL before
+ * closing it. */
+struct tr_cluster;
+void tr_gateway_set_cluster(struct tr_gateway *g, struct tr_cluster *c);
+
 #endif /* TR_GATEWAY_H */

@@ -84,6 +84,11 @@ enum gw_route_id {
     GW_R_WEB,            /* /ui/{file} */
     GW_R_TENANT,         /* /v1/tenants/{id} */
     GW_R_KEY_REVOKE,     /* /v1/keys/{id}/revoke */
+    GW_R_CLUSTER_NODES,  /* /v1/cluster/nodes (routes_cluster.c) */
+    GW_R_CLUSTER_NODE_REMOVE, /* /v1/cluster/nodes/{id}/remove */
+    GW_R_CLUSTER_NODE_DRAIN,  /* /v1/cluster/nodes/{id}/drain */
+    GW_R_CLUSTER_TRANSFER,    /* /v1/cluster/transfer */
+    GW_R_CLUSTER_CHECKPOINT,  /* /v1/cluster/checkpoint */
     GW_R_COUNT
 };
 
@@ -287,6 +292,7 @@ struct tr_gateway {
     void (*ws_closed_cb)(void *);  /* gw_ws_close_all */
     void *ws_closed_arg;
     bool auth;                     /* an admin token is configured */
+    struct tr_cluster *cluster;    /* the peer channel's module, or NULL (tr_gateway_set_cluster) */
     unsigned char token_hash[32];  /* BLAKE2b of "Bearer <token>" */
     uint64_t node_id;
     struct gw_call *calls;         /* every live call */
@@ -318,6 +324,17 @@ void gw_respond_text(struct gw_call *c, int status, const char *ctype, const cha
 /* Propose the command in b; on_reply runs when it is applied. On any other
  * outcome the call is answered here (503 not_leader ...). */
 void gw_propose(struct gw_call *c, struct tr_fb_builder *b, gw_reply_fn on_reply);
+/* Propose a Checkpoint (tr_state_checkpoint); c->on_reply runs when it is applied. */
+void gw_propose_checkpoint(struct gw_call *c);
+/* A handler that held c (c->pending) and finds it abandoned frees it here. */
+void gw_call_release(struct gw_call *c);
+/* routes_cluster.c */
+void gw_h_cluster_nodes(struct gw_call *c);
+void gw_h_cluster_node_remove(struct gw_call *c);
+void gw_h_cluster_node_drain(struct gw_call *c);
+void gw_h_cluster_transfer(struct gw_call *c);
+void gw_h_cluster_checkpoint(struct gw_call *c);
+void gw_h_digest_at(struct gw_call *c);
 /* Stamp of a new command: wall clock and this node. */
 struct gw_cmd_head gw_cmd_head(struct gw_call *c);
 /* Hold c until the run is terminal or deadline_ms (loop time) passes. */

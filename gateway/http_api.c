@@ -207,6 +207,21 @@ static void propose_cb(void *ud, const struct tr_state_reply *r)
     c->on_reply(c, r);
 }
 
+void gw_call_release(struct gw_call *c)
+{
+    call_release(c);
+}
+
+void gw_propose_checkpoint(struct gw_call *c)
+{
+    int rv = tr_state_checkpoint(c->g->state, propose_cb, c);
+    if (rv != TR_OK) {
+        respond_status(c, rv);
+        return;
+    }
+    c->pending = 1;
+}
+
 void gw_propose(struct gw_call *c, struct tr_fb_builder *b, gw_reply_fn on_reply)
 {
     size_t len;
@@ -472,7 +487,12 @@ void gw_call_dispatch(struct gw_call *c)
     case GW_R_HEALTHZ: gw_h_healthz(c); return;
     case GW_R_METRICS: gw_h_metrics(c); return;
     case GW_R_CLUSTER: gw_h_cluster(c); return;
-    case GW_R_DIGEST: gw_h_digest(c); return;
+    case GW_R_DIGEST: gw_h_digest_at(c); return;
+    case GW_R_CLUSTER_NODES: gw_h_cluster_nodes(c); return;
+    case GW_R_CLUSTER_NODE_REMOVE: gw_h_cluster_node_remove(c); return;
+    case GW_R_CLUSTER_NODE_DRAIN: gw_h_cluster_node_drain(c); return;
+    case GW_R_CLUSTER_TRANSFER: gw_h_cluster_transfer(c); return;
+    case GW_R_CLUSTER_CHECKPOINT: gw_h_cluster_checkpoint(c); return;
     case GW_R_RUNS:
         if (post)
             gw_h_runs_create(c);

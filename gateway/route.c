@@ -74,6 +74,11 @@ static const struct route_def routes[] = {
     { GW_R_HEALTHZ, "/healthz", NULL, "GET" },
     { GW_R_METRICS, "/metrics", NULL, "GET" },
     { GW_R_DIGEST, "/v1/cluster/digest", NULL, "GET" },
+    { GW_R_CLUSTER_NODES, "/v1/cluster/nodes", NULL, "POST" },
+    { GW_R_CLUSTER_NODE_REMOVE, "/v1/cluster/nodes/", "/remove", "POST" },
+    { GW_R_CLUSTER_NODE_DRAIN, "/v1/cluster/nodes/", "/drain", "POST" },
+    { GW_R_CLUSTER_TRANSFER, "/v1/cluster/transfer", NULL, "POST" },
+    { GW_R_CLUSTER_CHECKPOINT, "/v1/cluster/checkpoint", NULL, "POST" },
     { GW_R_CLUSTER, "/v1/cluster", NULL, "GET" },
     { GW_R_RUNS, "/v1/runs", NULL, "GET, POST" },
     { GW_R_RUN_EVENTS, "/v1/runs/", "/events", "GET" },
@@ -105,6 +110,9 @@ static const char *const route_names[GW_R_COUNT] = {
     [GW_R_TOOL_ENABLE] = "tool_enable", [GW_R_TENANTS] = "tenants",
     [GW_R_KEYS] = "keys",           [GW_R_WEB_INDEX] = "web_index", [GW_R_WEB] = "web_file",
     [GW_R_TENANT] = "tenant",       [GW_R_KEY_REVOKE] = "key_revoke",
+    [GW_R_CLUSTER_NODES] = "cluster_nodes", [GW_R_CLUSTER_NODE_REMOVE] = "cluster_node_remove",
+    [GW_R_CLUSTER_NODE_DRAIN] = "cluster_node_drain", [GW_R_CLUSTER_TRANSFER] = "cluster_transfer",
+    [GW_R_CLUSTER_CHECKPOINT] = "cluster_checkpoint",
 };
 
 const char *gw_route_name(enum gw_route_id r)

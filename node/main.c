@@ -386,6 +386,8 @@ static void listen_cb(struct tr_ctx *ctx, void *arg)
             .failure_timeout_ms = n->o.failure_timeout_ms,
         };
         rv = tr_cluster_start(ctx, &co, &n->cluster, &n->err);
+        if (rv == TR_OK)
+            tr_gateway_set_cluster(n->gateway, n->cluster);
     }
     atomic_store(&n->step_done, rv == TR_OK ? 1 : -1);
 }
