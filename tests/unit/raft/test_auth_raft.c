@@ -275,12 +275,24 @@ static int teardown(void **state)
 
 /* --- tests ------------------------------------------------------------------------- */
 
-static int raw_garbage(int port)
+static int raw_connect(int port)
 {
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int raw_garbage(int port)
+{
+    int fd = raw_connect(port);
+    if (fd < 0)
         return -1;
     /* A plain raft_uv_tcp preamble: protocol 1, id 9, address length 16. */
     unsigned char p[40] = { 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 16 };
@@ -408,11 +420,55 @@ static void test_wrong_key_cannot_join(void **state)
     assert_int_not_equal(c.status, TR_OK);
 }
 
+/* Closing a node while handshakes are in flight both ways (a connect to an
+ * acceptor that never answers, a client that never speaks) completes and
+ * leaves nothing behind (ASan checks the leaks). */
+static void test_close_with_handshakes_in_flight(void **state)
+{
+    (void)state;
+    struct node n;
+    node_open(&n, 1, KEY, 1);
+    assert_true(run_until(is_leader, &n, 3000));
+
+    struct sockaddr_in a = { .sin_family = AF_INET };
+    socklen_t alen = sizeof a;
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    assert_true(lfd >= 0);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    char silent[32];
+    snprintf(silent, sizeof silent, "127.0.0.1:%d", ntohs(a.sin_port));
+
+    struct change c = { 0 };
+    assert_int_equal(tr_raft_add(n.raft, 2, silent, 1, change_cb, &c), TR_OK);
+    int cfd = raw_connect(n.port); /* connects and never speaks */
+    assert_true(cfd >= 0);
+
+    /* The leader dials node 2: wait for its connection to arrive. */
+    int afd = -1;
+    for (int i = 0; i < 3000 && afd < 0; i++) {
+        run_until(change_done, &c, 1);
+        afd = accept(lfd, NULL, NULL);
+    }
+    assert_true(afd >= 0);
+    assert_false(c.done);
+
+    node_close(&n);
+    assert_true(c.done);
+    assert_int_not_equal(c.status, TR_OK);
+    close(afd);
+    close(lfd);
+    close(cfd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_three_nodes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_key_cannot_join, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_with_handshakes_in_flight, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
