@@ -109,6 +109,75 @@ int h_mockllm_start(struct h_proc *p, const char *script, const char *dir, char 
  * JSON line per receipt (may be NULL). */
 int h_toolserver_start(struct h_proc *p, const char *dir, const char *receipts, char *base, size_t cap);
 
+/* ---- troupe clusters (cluster.c) ---------------------------------------------------
+ * n real troupe processes forming one cluster: node i (0-based here, raft id
+ * i + 1) in DIR/n<i+1> with its log in DIR/n<i+1>.log. Node 1 bootstraps,
+ * the others join it one at a time; a restart reuses ports and data. */
+
+#define H_CLUSTER_MAX 7
+
+enum h_node_state { H_NODE_DOWN = 0, H_NODE_RUNNING, H_NODE_STOPPED /* SIGSTOP */ };
+
+struct h_cluster_opts {
+    int n;                            /* nodes, 1..H_CLUSTER_MAX */
+    unsigned failure_timeout_ms;      /* --failure-timeout; 0: the node's default */
+    unsigned election_timeout_ms;     /* --election-timeout; 0: default */
+    unsigned heartbeat_ms;            /* --heartbeat; 0: default */
+    unsigned capacity;                /* --max-active-runs; 0: default */
+    int schedulers;                   /* --schedulers; 0: default */
+    char *const *env;                 /* extra "K=V" for every node (NULL-terminated, may be NULL) */
+    char *const *args;                /* extra arguments for every node (likewise) */
+    const char *hosts[H_CLUSTER_MAX]; /* address node i binds and advertises; NULL: 127.0.0.1 */
+    const char *netns[H_CLUSTER_MAX]; /* network namespace file to start node i in; NULL: ours */
+};
+
+struct h_cluster_node {
+    struct h_proc proc;
+    uint64_t id;                      /* raft id: index + 1 */
+    char *data;
+    char host[64];
+    int raft_port, peer_port, client_port, http_port;
+    char base[96];                    /* "http://HOST:PORT" */
+    char *netns;
+    enum h_node_state state;
+};
+
+struct h_cluster {
+    int n;
+    char *dir;
+    struct h_cluster_opts opts;       /* env and args are owned copies */
+    struct h_cluster_node nodes[H_CLUSTER_MAX];
+};
+
+/* Start the cluster in dir (which exists) and wait until every node is
+ * ready and listed by node 1. Returns 0 or -1 (logs dumped); call
+ * h_cluster_free either way. */
+int h_cluster_start(struct h_cluster *c, const char *dir, const struct h_cluster_opts *o);
+struct h_cluster_node *h_cluster_node(struct h_cluster *c, int i);
+/* SIGKILL node i and reap it (also when stopped). */
+int h_cluster_kill(struct h_cluster *c, int i);
+/* Start a killed node again; with timeout_ms > 0 wait until it is ready. */
+int h_cluster_restart(struct h_cluster *c, int i, int timeout_ms);
+/* SIGSTOP / SIGCONT node i. */
+int h_cluster_stop(struct h_cluster *c, int i);
+int h_cluster_cont(struct h_cluster *c, int i);
+/* Wait until node i (i < 0: every running node) reports ready on /healthz. */
+int h_cluster_wait_ready(struct h_cluster *c, int i, int timeout_ms);
+/* The index of the leader every running node agrees on, or -1 after timeout_ms. */
+int h_cluster_leader(struct h_cluster *c, int timeout_ms);
+/* GET path on node i: the parsed 200 answer (caller decrefs) or NULL. */
+json_t *h_cluster_get(struct h_cluster *c, int i, const char *path);
+/* GET /v1/cluster on node i (caller decrefs) or NULL. */
+json_t *h_cluster_info(struct h_cluster *c, int i);
+/* Node i's state digest (hex) and the index it was taken at. */
+int h_cluster_digest(struct h_cluster *c, int i, char *hex, size_t cap, uint64_t *applied);
+/* Wait until every running node answers the same digest at the same index
+ * (the cluster is idle and converged); the digest into digest (may be NULL). */
+int h_cluster_wait_converged(struct h_cluster *c, int timeout_ms, char *digest, size_t cap);
+void h_cluster_dump_logs(struct h_cluster *c, int lines);
+/* Stop every node (SIGTERM, then SIGKILL) and free everything. */
+void h_cluster_free(struct h_cluster *c);
+
 /* Monotonic milliseconds. */
 uint64_t h_now_ms(void);
 
