@@ -454,7 +454,7 @@ static void pump(struct tr_ctx *ctx, struct run_actor *r)
         switch (a.kind) {
         case TR_RUN_WAIT:
             if (a.budget_wait && !r->budget_timer) {
-                tr_log(TR_LOG_DEBUG, "run %s: tenant %s's budget is spent; waiting", r->s.run_text, r->s.tenant);
+                tr_log(TR_LOG_INFO, "run %s: tenant %s's budget is spent; waiting", r->s.run_text, r->s.tenant);
                 r->budget_timer = true;
                 arm(ctx, r, TR_RUN_TIMER_BUDGET, 0, 0, BUDGET_RECHECK_MS);
             }
