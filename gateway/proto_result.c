@@ -233,6 +233,35 @@ static int node_role(const char *s)
     return troupe_proto_NodeRole_Standby;
 }
 
+/* This node's digest at a checkpoint (routes_cluster.c) as a one-node
+ * ClusterVerifyResult: troupectl gathers every node's and compares. */
+static tr_fb_ref verify_result(struct tr_fb_builder *b, json_t *j)
+{
+    const char *hex = json_string_value(json_object_get(j, "digest"));
+    uint8_t d[32];
+    size_t n = 0;
+    for (; hex != NULL && n < sizeof d && hex[2 * n] != '\0' && hex[2 * n + 1] != '\0'; n++) {
+        unsigned v;
+        if (sscanf(hex + 2 * n, "%2x", &v) != 1)
+            return 0;
+        d[n] = (uint8_t)v;
+    }
+    if (n != sizeof d)
+        return 0;
+    tr_fb_ref dv = troupe_proto_NodeDigest_create_digest(b, d, n);
+    troupe_proto_NodeDigest_start(b);
+    troupe_proto_NodeDigest_add_node_id(b, (uint64_t)json_integer_value(json_object_get(j, "node")));
+    troupe_proto_NodeDigest_add_applied_index(b, (uint64_t)json_integer_value(json_object_get(j, "last_applied")));
+    troupe_proto_NodeDigest_add_digest(b, dv);
+    tr_fb_ref nd = troupe_proto_NodeDigest_end(b);
+    tr_fb_ref vec = troupe_proto_ClusterVerifyResult_create_nodes(b, &nd, 1);
+    troupe_proto_ClusterVerifyResult_start(b);
+    troupe_proto_ClusterVerifyResult_add_consistent(b, true);
+    troupe_proto_ClusterVerifyResult_add_nodes(b, vec);
+    troupe_proto_ClusterVerifyResult_add_index(b, (uint64_t)json_integer_value(json_object_get(j, "index")));
+    return troupe_proto_ClusterVerifyResult_end(b);
+}
+
 static tr_fb_ref cluster_info(struct tr_fb_builder *b, json_t *j)
 {
     json_t *nodes = json_object_get(j, "nodes");
@@ -240,11 +269,20 @@ static tr_fb_ref cluster_info(struct tr_fb_builder *b, json_t *j)
     tr_fb_ref *refs = tr_calloc(n + 1, sizeof *refs);
     for (size_t i = 0; i < n; i++) {
         json_t *o = json_array_get(nodes, i);
-        const char *addr = json_string_value(json_object_get(o, "raft_address"));
-        tr_fb_ref a = addr != NULL ? tr_fb_create_str(b, addr) : 0;
+        tr_fb_ref a[4];
+        static const char *const names[4] = { "raft_address", "peer_address", "client_address", "http_address" };
+        for (int k = 0; k < 4; k++) {
+            const char *s = json_string_value(json_object_get(o, names[k]));
+            a[k] = s != NULL ? tr_fb_create_str(b, s) : 0;
+        }
+        const char *state = json_string_value(json_object_get(o, "state"));
         troupe_proto_NodeInfo_start(b);
         troupe_proto_NodeInfo_add_id(b, (uint64_t)json_integer_value(json_object_get(o, "id")));
-        troupe_proto_NodeInfo_add_raft_address(b, a);
+        troupe_proto_NodeInfo_add_raft_address(b, a[0]);
+        troupe_proto_NodeInfo_add_peer_address(b, a[1]);
+        troupe_proto_NodeInfo_add_client_address(b, a[2]);
+        troupe_proto_NodeInfo_add_http_address(b, a[3]);
+        troupe_proto_NodeInfo_add_draining(b, state != NULL && strcmp(state, "draining") == 0);
         troupe_proto_NodeInfo_add_role(b, (int8_t)node_role(json_string_value(json_object_get(o, "role"))));
         troupe_proto_NodeInfo_add_alive(b, json_is_true(json_object_get(o, "alive")));
         troupe_proto_NodeInfo_add_runs(b, (uint32_t)json_integer_value(json_object_get(o, "runs")));
@@ -341,6 +379,10 @@ tr_fb_ref gw_proto_result(struct tr_fb_builder *b, const struct gw_call *c, uint
     case troupe_proto_Op_ClusterStatus:
         *rtype = troupe_proto_Result_ClusterInfo;
         res = cluster_info(b, j);
+        break;
+    case troupe_proto_Op_ClusterVerify:
+        *rtype = troupe_proto_Result_ClusterVerifyResult;
+        res = verify_result(b, j);
         break;
     default:
         res = gw_proto_tenant_result(b, op, j, rtype); /* proto_tenants.c */

@@ -419,6 +419,11 @@ static void call_sink(struct gw_call *c, int status, const char *body, size_t le
     struct tr_fb_builder *b = &conn->p->b;
     tr_fb_builder_reset(b);
     uint8_t rtype;
+    if (op == troupe_proto_Op_ClusterAddNode || op == troupe_proto_Op_ClusterRemoveNode ||
+        op == troupe_proto_Op_ClusterDrain || op == troupe_proto_Op_ClusterTransfer) {
+        send_response(conn, b, id, troupe_proto_Result_NONE, 0, 0); /* done: nothing to return */
+        goto done;
+    }
     tr_fb_ref res = gw_proto_result(b, c, op, j, pc->after, pc->skip_disabled, &rtype);
     if (res == 0)
         send_error(conn, id, troupe_proto_ErrorCode_Internal, "internal: the answer could not be read back");
@@ -722,6 +727,50 @@ static int translate(struct pcall *pc, const struct troupe_proto_Request *rq, co
     case troupe_proto_Op_ClusterStatus:
         pc->path = tr_strdup("/v1/cluster");
         return 0;
+    case troupe_proto_Op_ClusterAddNode: {
+        const struct troupe_proto_ClusterAddNode *o = troupe_proto_Request_op_as_ClusterAddNode(rq);
+        json_t *j = json_pack("{s:I, s:s%}", "node_id", (json_int_t)troupe_proto_ClusterAddNode_node_id(o),
+                              "raft_address", troupe_proto_ClusterAddNode_raft_address(o).ptr,
+                              (size_t)troupe_proto_ClusterAddNode_raft_address(o).len);
+        struct tr_fb_str peer = troupe_proto_ClusterAddNode_peer_address(o);
+        if (j != NULL && peer.ptr != NULL)
+            json_object_set_new(j, "peer_address", json_stringn(peer.ptr, peer.len));
+        if (j == NULL) {
+            *why = "raft_address: not UTF-8";
+            return -1;
+        }
+        *method = "POST";
+        pc->path = tr_strdup("/v1/cluster/nodes");
+        pc->body = dump(j);
+        return 0;
+    }
+    case troupe_proto_Op_ClusterRemoveNode:
+        *method = "POST";
+        pc->path = fmt("/v1/cluster/nodes/%llu/remove",
+                       (unsigned long long)troupe_proto_ClusterRemoveNode_node_id(troupe_proto_Request_op_as_ClusterRemoveNode(rq)));
+        return 0;
+    case troupe_proto_Op_ClusterDrain:
+        *method = "POST";
+        pc->path = fmt("/v1/cluster/nodes/%llu/drain",
+                       (unsigned long long)troupe_proto_ClusterDrain_node_id(troupe_proto_Request_op_as_ClusterDrain(rq)));
+        return 0;
+    case troupe_proto_Op_ClusterTransfer:
+        *method = "POST";
+        pc->path = tr_strdup("/v1/cluster/transfer");
+        pc->body = fmt("{\"node_id\": %llu}",
+                       (unsigned long long)troupe_proto_ClusterTransfer_node_id(troupe_proto_Request_op_as_ClusterTransfer(rq)));
+        return 0;
+    case troupe_proto_Op_ClusterVerify: {
+        uint64_t index = troupe_proto_ClusterVerify_index(troupe_proto_Request_op_as_ClusterVerify(rq));
+        if (index == 0) {
+            *method = "POST";
+            pc->path = tr_strdup("/v1/cluster/checkpoint");
+        } else {
+            pc->path = tr_strdup("/v1/cluster/digest");
+            pc->query = fmt("index=%llu", (unsigned long long)index);
+        }
+        return 0;
+    }
     case troupe_proto_Op_Subscribe: {
         /* GET the run: authentication and visibility as for HTTP. */
         const struct troupe_proto_Subscribe *o = troupe_proto_Request_op_as_Subscribe(rq);

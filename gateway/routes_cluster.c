@@ -8,7 +8,7 @@
  *   GET  /v1/cluster/digest?index=N     this node's digest at mark N (without index:
  *                                       of its current state, gw_h_digest)
  *
- * Membership changes run on the leader: any other node answers 409
+ * Membership changes run on the leader: any other node answers 503
  * not_leader naming the leader's client and HTTP addresses (troupectl
  * follows it once). Each handler holds its call (c->pending) until the
  * cluster or the state service calls back; a client that left meanwhile
@@ -43,7 +43,7 @@ static void not_leader(struct gw_call *c)
         gw_respond_error(c, 503, "unavailable", "no leader known: try again shortly");
         return;
     }
-    gw_respond_error(c, 409, "not_leader", "not the leader: node %" PRIu64 " leads (client %s, http %s)",
+    gw_respond_error(c, 503, "not_leader", "not the leader: node %" PRIu64 " leads (client %s, http %s)",
                      info.leader_id, n.client_address[0] ? n.client_address : "-",
                      n.http_address[0] ? n.http_address : "-");
 }

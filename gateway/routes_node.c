@@ -127,9 +127,21 @@ void gw_h_cluster(struct gw_call *c)
                        : rec != NULL && troupe_state_Node_raft_address(rec).ptr != NULL
                            ? json_string(troupe_state_Node_raft_address(rec).ptr)
                            : json_null();
-        json_array_append_new(nodes, json_pack("{s:I, s:o, s:s, s:o, s:I}", "id", (json_int_t)ids[i],
-                                               "raft_address", addr ? addr : json_null(), "role", role, "alive",
-                                               alive, "runs", (json_int_t)rc.owners[i]));
+        json_t *o = json_pack("{s:I, s:o, s:s, s:o, s:I}", "id", (json_int_t)ids[i], "raft_address",
+                              addr ? addr : json_null(), "role", role, "alive", alive, "runs",
+                              (json_int_t)rc.owners[i]);
+        if (rec != NULL) {
+            static const char *const states[] = { "up", "down", "draining", "removed" };
+            int8_t st = troupe_state_Node_state(rec);
+            json_object_set_new(o, "state", json_string(st >= 0 && st < 4 ? states[st] : "unknown"));
+            struct tr_fb_str a[3] = { troupe_state_Node_peer_address(rec), troupe_state_Node_client_address(rec),
+                                      troupe_state_Node_http_address(rec) };
+            const char *names[3] = { "peer_address", "client_address", "http_address" };
+            for (int k = 0; k < 3; k++)
+                if (a[k].ptr != NULL && a[k].len > 0)
+                    json_object_set_new(o, names[k], json_string(a[k].ptr));
+        }
+        json_array_append_new(nodes, o);
         tr_free(buf);
     }
     json_t *j = json_object();
