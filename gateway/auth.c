@@ -315,8 +315,17 @@ int gw_route_role(enum gw_route_id r, bool post)
     case GW_R_KEYS:
     case GW_R_KEY_REVOKE:
         return GW_ROLE_ADMIN;
-    default:
+    case GW_R_RUN:
+    case GW_R_RUN_EVENTS:
+    case GW_R_RUN_WS:
+    case GW_R_APPROVALS:
+    case GW_R_TOOL:
+    case GW_R_CLUSTER:
         return GW_ROLE_VIEWER;
+    default:
+        /* Any other route (cluster management ...): reads for every role,
+         * writes for the cluster admin only, unless listed above. */
+        return post ? CLUSTER_ADMIN_ONLY : GW_ROLE_VIEWER;
     }
 }
 
