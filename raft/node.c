@@ -373,7 +373,11 @@ int tr_raft_open(uv_loop_t *loop, const struct tr_raft_opts *opts, struct tr_raf
         opts->on_init(&r->raft, opts->on_init_arg);
     rv = raft_start(&r->raft);
     if (rv != 0) {
-        tr_err_set(err, tr_raft_errno(rv), "raft: start: %s", raft_errmsg(&r->raft));
+        /* raft 0.15 does not always carry the io's or transport's message up. */
+        const char *why = raft_errmsg(&r->raft);
+        if (why == NULL || why[0] == '\0')
+            why = r->io.errmsg[0] != '\0' ? r->io.errmsg : r->transport.errmsg;
+        tr_err_set(err, tr_raft_errno(rv), "raft: start: %s", why[0] != '\0' ? why : raft_strerror(rv));
         /* raft is initialised: it must be closed asynchronously. */
         tr_raft_close(r, NULL, NULL);
         return err->code;

@@ -463,12 +463,43 @@ static void test_close_with_handshakes_in_flight(void **state)
     close(cfd);
 }
 
+/* A raft port already taken: tr_raft_open fails with a clear error and
+ * leaves nothing running. */
+static void test_listen_error(void **state)
+{
+    (void)state;
+    struct sockaddr_in a = { .sin_family = AF_INET };
+    socklen_t alen = sizeof a;
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(lfd >= 0);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+
+    struct node n;
+    struct tr_err err = { 0 };
+    memset(&n, 0, sizeof n);
+    n.dir = h_tmpdir("auth-raft");
+    snprintf(n.address, sizeof n.address, "127.0.0.1:%d", ntohs(a.sin_port));
+    n.fsm = (struct raft_fsm){ .version = 1, .data = &n.sum, .apply = sum_apply,
+                               .snapshot = sum_snapshot, .restore = sum_restore };
+    struct tr_raft_opts o = { .id = 1, .dir = n.dir, .address = n.address, .bootstrap = 1,
+                              .fsm = &n.fsm, .cluster_key = KEY };
+    assert_int_not_equal(tr_raft_open(&loop, &o, &n.raft, &err), TR_OK);
+    if (strstr(err.msg, "listen on") == NULL)
+        fail_msg("err: %s", err.msg);
+    close(lfd);
+    h_tmpdir_remove(n.dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_three_nodes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_key_cannot_join, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_handshakes_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_listen_error, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
