@@ -144,8 +144,9 @@ int tr_auth_accept(uv_stream_t *s, const struct tr_auth_self *self, tr_auth_cb c
                    struct tr_auth **out);
 
 /* Abort a handshake in progress: cb runs later with TR_ECANCELED and the
- * stream closed, unless the handshake already failed (then its own error).
- * Harmless if the handshake is already finishing. */
+ * stream closed (also when the exchange had just succeeded but cb has not
+ * run yet), unless the handshake already failed (then cb gets its own
+ * error). Never calls cb itself. a must be a handshake whose cb has not run. */
 void tr_auth_cancel(struct tr_auth *a);
 
 /* ---- the authenticated raft transport --------------------------------------- */
@@ -155,7 +156,8 @@ struct raft_uv_transport;
 /* Fill t with a TCP transport for raft_uv_init that authenticates every
  * connection with key (copied) before raft sees it. Like raft_uv_tcp:
  * listen() binds the address given to init(); connect() dials "host:port"
- * (IPv4, [IPv6] or a name resolved with getaddrinfo) and gives raft the
+ * (IPv4, [IPv6], or a name: getaddrinfo on the thread pool, the first
+ * address) and gives raft the
  * stream after the handshake; accept gives raft the peer's authenticated id
  * and advertised address. A connect whose acceptor proves a different node id
  * than the one raft asked for fails.
