@@ -977,8 +977,7 @@ int tr_cluster_add(struct tr_cluster *c, uint64_t id, const char *raft_address, 
     return rv;
 }
 
-/* remove / drain: NodeDrain or nothing, then NodeRemove (which reassigns
- * what is left), then raft remove. */
+/* remove / drain: NodeDrain (its runs move), NodeRemove, then raft remove. */
 struct remove_ctx {
     struct tr_cluster *c;
     uint64_t id;
@@ -1033,8 +1032,10 @@ static int start_remove(struct tr_cluster *c, uint64_t id, int drain, tr_cluster
         return TR_EBUSY; /* transfer leadership first */
     struct remove_ctx *x = tr_calloc(1, sizeof *x);
     *x = (struct remove_ctx){ c, id, 0, cb, ud };
-    int rv = drain ? propose_node_simple(c, troupe_cmd_Op_NodeDrain, id, NULL, K_OTHER, remove_step, x)
-                   : (remove_step(x, TR_OK, NULL), TR_OK);
+    /* Both start with NodeDrain: the FSM moves the node's active runs to live
+     * nodes at once (by replay there), which NodeRemove requires of a live node. */
+    (void)drain;
+    int rv = propose_node_simple(c, troupe_cmd_Op_NodeDrain, id, NULL, K_OTHER, remove_step, x);
     if (rv != TR_OK)
         tr_free(x);
     return rv;

@@ -8,6 +8,7 @@
  * server's error on stderr), 2 bad usage.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <stdarg.h>
@@ -36,6 +37,9 @@ struct cli {
     uint64_t next_id;
     struct tr_fb_builder b;
     uint8_t *frame;           /* the last response frame */
+    int quiet;                /* call(): keep the error in err_* instead of printing it */
+    int err_code;             /* troupe_proto_ErrorCode of the last failed call */
+    char err_msg[512];
 };
 
 static const char *const run_status_names[] = { "queued", "running", "waiting_approval",
@@ -123,7 +127,16 @@ static const char help_tool[] =
     "  disable NAME          kill switch: no run may call it\n"
     "  enable NAME\n";
 
-static const char help_cluster[] = "usage: troupectl cluster status\n";
+static const char help_cluster[] =
+    "usage: troupectl cluster status\n"
+    "       troupectl cluster add ID --raft HOST:PORT [--peer HOST:PORT]\n"
+    "       troupectl cluster remove ID      its runs move to live nodes, then it leaves\n"
+    "       troupectl cluster drain ID       no new runs; its runs move; then it leaves\n"
+    "       troupectl cluster transfer [ID]  hand leadership to ID (default: raft picks)\n"
+    "       troupectl cluster verify         compare every node's state digest at one checkpoint\n"
+    "                                        (exit 1 when two differ or a live node cannot answer)\n"
+    "Membership changes go to the leader (followed once when the server is not it).\n"
+    "They need the cluster admin key.\n";
 
 static const char help_tenant[] =
     "usage: troupectl tenant <command> ...\n"
@@ -277,7 +290,11 @@ static const struct troupe_proto_Response *call(struct cli *cli, uint8_t op_type
         if (e != NULL) {
             const char *code = troupe_proto_ErrorCode_name(troupe_proto_Error_code(e));
             struct tr_fb_str m = troupe_proto_Error_message(e);
-            if (cli->json) {
+            cli->err_code = troupe_proto_Error_code(e);
+            snprintf(cli->err_msg, sizeof cli->err_msg, "%s", m.ptr ? m.ptr : "");
+            if (cli->quiet) {
+                /* the caller decides */
+            } else if (cli->json) {
                 json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", code ? code : "Unknown", "message",
                                       m.ptr ? m.ptr : "");
                 char *s = json_dumps(j, JSON_COMPACT);
@@ -1054,6 +1071,311 @@ static int cluster_status(struct cli *cli, int argc, char **argv)
     return 0;
 }
 
+/* Membership changes run on the leader. Send the op built by build(); when
+ * the server is not the leader and names it ("(client HOST:PORT"), follow it
+ * once. */
+typedef tr_fb_ref (*op_builder)(struct tr_fb_builder *b, const void *arg);
+
+static const struct troupe_proto_Response *call_leader(struct cli *cli, uint8_t op_type, op_builder build,
+                                                       const void *arg)
+{
+    cli->quiet = 1;
+    const struct troupe_proto_Response *r = call(cli, op_type, build(&cli->b, arg));
+    cli->quiet = 0;
+    if (r != NULL)
+        return r;
+    const char *hint = strstr(cli->err_msg, "(client ");
+    static char leader[128];
+    if (cli->err_code == troupe_proto_ErrorCode_NotLeader && hint != NULL) {
+        hint += strlen("(client ");
+        size_t n = strcspn(hint, ",)");
+        if (n > 0 && n < sizeof leader && strncmp(hint, "-", n) != 0) {
+            memcpy(leader, hint, n);
+            leader[n] = '\0';
+            close(cli->fd);
+            cli->fd = -1;
+            cli->server = leader;
+            if (dial(cli) != 0)
+                return NULL;
+            tr_fb_builder_reset(&cli->b);
+            return call(cli, op_type, build(&cli->b, arg));
+        }
+    }
+    /* Not redirectable: print it as call() would have. */
+    const char *code = troupe_proto_ErrorCode_name((uint16_t)cli->err_code);
+    if (cli->json) {
+        json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", code ? code : "Unknown", "message", cli->err_msg);
+        char *s = json_dumps(j, JSON_COMPACT);
+        fprintf(stderr, "%s\n", s ? s : "");
+        free(s);
+        json_decref(j);
+    } else if (cli->err_msg[0] != '\0' || code != NULL) {
+        fprintf(stderr, "troupectl: %s: %s\n", code ? code : "error", cli->err_msg);
+    }
+    return NULL;
+}
+
+static int done_ok(struct cli *cli, const char *what, unsigned long long id)
+{
+    if (cli->json)
+        print_json(json_pack("{s:b, s:s, s:I}", "ok", 1, "action", what, "node", (json_int_t)id));
+    else
+        printf("%s node %llu: done\n", what, id);
+    return 0;
+}
+
+struct add_arg {
+    unsigned long long id;
+    const char *raft, *peer;
+};
+
+static tr_fb_ref build_add(struct tr_fb_builder *b, const void *arg)
+{
+    const struct add_arg *x = arg;
+    tr_fb_ref raft = tr_fb_create_str(b, x->raft), peer = opt_fb_str(b, x->peer);
+    troupe_proto_ClusterAddNode_start(b);
+    troupe_proto_ClusterAddNode_add_node_id(b, x->id);
+    troupe_proto_ClusterAddNode_add_raft_address(b, raft);
+    troupe_proto_ClusterAddNode_add_peer_address(b, peer);
+    return troupe_proto_ClusterAddNode_end(b);
+}
+
+static int node_arg(const struct args *a, unsigned long long *id)
+{
+    char *end;
+    if (a->n_pos < 1)
+        return usage_error("a node id is required");
+    *id = strtoull(a->pos[0], &end, 10);
+    if (a->pos[0][0] == '\0' || *end != '\0' || *id == 0)
+        return usage_error("node id: expected a positive integer, got %s", a->pos[0]);
+    return 0;
+}
+
+static int cluster_add(struct cli *cli, int argc, char **argv)
+{
+    static const char *const known[] = { "raft", "peer", NULL };
+    struct args a;
+    int rv = args_parse(&a, argc, argv, known, 1);
+    if (rv != 0)
+        return rv;
+    struct add_arg x = { 0, opt(&a, "raft"), opt(&a, "peer") };
+    if ((rv = node_arg(&a, &x.id)) != 0)
+        return rv;
+    if (x.raft == NULL)
+        return usage_error("cluster add: --raft HOST:PORT is required");
+    if (call_leader(cli, troupe_proto_Op_ClusterAddNode, build_add, &x) == NULL)
+        return EXIT_FAILED;
+    return done_ok(cli, "added", x.id);
+}
+
+static tr_fb_ref build_remove(struct tr_fb_builder *b, const void *arg)
+{
+    troupe_proto_ClusterRemoveNode_start(b);
+    troupe_proto_ClusterRemoveNode_add_node_id(b, *(const unsigned long long *)arg);
+    return troupe_proto_ClusterRemoveNode_end(b);
+}
+
+static tr_fb_ref build_drain(struct tr_fb_builder *b, const void *arg)
+{
+    troupe_proto_ClusterDrain_start(b);
+    troupe_proto_ClusterDrain_add_node_id(b, *(const unsigned long long *)arg);
+    return troupe_proto_ClusterDrain_end(b);
+}
+
+static tr_fb_ref build_transfer(struct tr_fb_builder *b, const void *arg)
+{
+    troupe_proto_ClusterTransfer_start(b);
+    troupe_proto_ClusterTransfer_add_node_id(b, *(const unsigned long long *)arg);
+    return troupe_proto_ClusterTransfer_end(b);
+}
+
+static int node_op(struct cli *cli, int argc, char **argv, int optional, uint8_t op_type, op_builder build,
+                   const char *what)
+{
+    static const char *const known[] = { NULL };
+    struct args a;
+    int rv = args_parse(&a, argc, argv, known, 1);
+    if (rv != 0)
+        return rv;
+    unsigned long long id = 0;
+    if ((a.n_pos > 0 || !optional) && (rv = node_arg(&a, &id)) != 0)
+        return rv;
+    if (call_leader(cli, op_type, build, &id) == NULL)
+        return EXIT_FAILED;
+    return done_ok(cli, what, id);
+}
+
+static int cluster_remove(struct cli *cli, int argc, char **argv)
+{
+    return node_op(cli, argc, argv, 0, troupe_proto_Op_ClusterRemoveNode, build_remove, "removed");
+}
+
+static int cluster_drain(struct cli *cli, int argc, char **argv)
+{
+    return node_op(cli, argc, argv, 0, troupe_proto_Op_ClusterDrain, build_drain, "drained and removed");
+}
+
+static int cluster_transfer(struct cli *cli, int argc, char **argv)
+{
+    return node_op(cli, argc, argv, 1, troupe_proto_Op_ClusterTransfer, build_transfer, "leadership to");
+}
+
+/* ---- cluster verify ---------------------------------------------------------------------------- */
+
+#define VERIFY_MAX_NODES 64
+
+struct node_digest {
+    unsigned long long id;
+    char client[128];
+    int alive;
+    int answered;
+    unsigned char digest[32];
+    unsigned long long applied;
+    char error[600];
+};
+
+/* Ask the node at cli->server for its digest at checkpoint index (0: make
+ * one). Fills d; returns the checkpoint's index, or 0 after a failure (its
+ * reason in d->error). */
+static unsigned long long ask_digest(struct cli *cli, unsigned long long index, struct node_digest *d)
+{
+    struct tr_fb_builder *b = &cli->b;
+    tr_fb_builder_reset(b);
+    troupe_proto_ClusterVerify_start(b);
+    troupe_proto_ClusterVerify_add_index(b, index);
+    cli->quiet = 1;
+    const struct troupe_proto_Response *r = call(cli, troupe_proto_Op_ClusterVerify, troupe_proto_ClusterVerify_end(b));
+    cli->quiet = 0;
+    const struct troupe_proto_ClusterVerifyResult *v = r ? troupe_proto_Response_result_as_ClusterVerifyResult(r) : NULL;
+    if (v == NULL || troupe_proto_ClusterVerifyResult_nodes_len(v) != 1) {
+        snprintf(d->error, sizeof d->error, "%s", r == NULL ? cli->err_msg : "no digest in the answer");
+        if (d->error[0] == '\0')
+            snprintf(d->error, sizeof d->error, "no answer");
+        return 0;
+    }
+    const struct troupe_proto_NodeDigest *nd = troupe_proto_ClusterVerifyResult_nodes_at(v, 0);
+    struct tr_fb_vec dg = troupe_proto_NodeDigest_digest(nd);
+    if (dg.len != sizeof d->digest) {
+        snprintf(d->error, sizeof d->error, "a digest of %u bytes", (unsigned)dg.len);
+        return 0;
+    }
+    memcpy(d->digest, dg.data, sizeof d->digest);
+    d->applied = troupe_proto_NodeDigest_applied_index(nd);
+    d->answered = 1;
+    return troupe_proto_ClusterVerifyResult_index(v);
+}
+
+static int cluster_verify(struct cli *cli, int argc, char **argv)
+{
+    static const char *const known[] = { NULL };
+    struct args a;
+    int rv = args_parse(&a, argc, argv, known, 0);
+    if (rv != 0)
+        return rv;
+    struct tr_fb_builder *b = &cli->b;
+    troupe_proto_ClusterStatus_start(b);
+    const struct troupe_proto_Response *r = call(cli, troupe_proto_Op_ClusterStatus, troupe_proto_ClusterStatus_end(b));
+    const struct troupe_proto_ClusterInfo *ci = r ? troupe_proto_Response_result_as_ClusterInfo(r) : NULL;
+    if (ci == NULL)
+        return r != NULL ? failed("the server answered without cluster information") : EXIT_FAILED;
+    static struct node_digest nodes[VERIFY_MAX_NODES];
+    uint32_t n = troupe_proto_ClusterInfo_nodes_len(ci);
+    if (n > VERIFY_MAX_NODES)
+        n = VERIFY_MAX_NODES;
+    for (uint32_t i = 0; i < n; i++) {
+        const struct troupe_proto_NodeInfo *ni = troupe_proto_ClusterInfo_nodes_at(ci, i);
+        struct tr_fb_str cl = troupe_proto_NodeInfo_client_address(ni);
+        nodes[i] = (struct node_digest){ .id = troupe_proto_NodeInfo_id(ni), .alive = troupe_proto_NodeInfo_alive(ni) };
+        snprintf(nodes[i].client, sizeof nodes[i].client, "%s", cl.ptr ? cl.ptr : "");
+    }
+    /* A new checkpoint through the node asked; then every other node's digest there. */
+    struct node_digest first = { 0 };
+    unsigned long long index = ask_digest(cli, 0, &first);
+    if (index == 0)
+        return failed("cluster verify: the checkpoint failed: %s", first.error);
+    const char *server = cli->server;
+    for (uint32_t i = 0; i < n; i++) {
+        struct node_digest *d = &nodes[i];
+        if (d->client[0] == '\0') {
+            snprintf(d->error, sizeof d->error, "no client address known");
+            continue;
+        }
+        if (strcmp(d->client, server) == 0) {
+            memcpy(d->digest, first.digest, sizeof d->digest);
+            d->applied = first.applied;
+            d->answered = 1;
+            continue;
+        }
+        struct cli other = { .server = d->client, .token = cli->token, .fd = -1 };
+        tr_fb_builder_init(&other.b);
+        int saved = dup(2), devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (saved >= 0 && devnull >= 0)
+            dup2(devnull, 2); /* dial() reports failures itself: keep them for the table */
+        int drv = dial(&other);
+        if (saved >= 0) {
+            dup2(saved, 2);
+            close(saved);
+        }
+        if (devnull >= 0)
+            close(devnull);
+        if (drv != 0)
+            snprintf(d->error, sizeof d->error, "cannot connect to %s", d->client);
+        else
+            ask_digest(&other, index, d);
+        tr_fb_builder_free(&other.b);
+        free(other.frame);
+        if (other.fd >= 0)
+            close(other.fd);
+    }
+    int consistent = 1, compared = 0;
+    const unsigned char *ref = NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!nodes[i].answered) {
+            if (nodes[i].alive)
+                consistent = 0; /* a live node that cannot show its digest: not verified */
+            continue;
+        }
+        compared++;
+        if (ref == NULL)
+            ref = nodes[i].digest;
+        else if (memcmp(ref, nodes[i].digest, 32) != 0)
+            consistent = 0;
+    }
+    if (compared == 0)
+        consistent = 0;
+    if (cli->json) {
+        json_t *arr = json_array();
+        for (uint32_t i = 0; i < n; i++) {
+            char hex[65] = "";
+            for (int k = 0; k < 32 && nodes[i].answered; k++)
+                snprintf(hex + 2 * k, 3, "%02x", nodes[i].digest[k]);
+            json_t *o = json_pack("{s:I, s:b}", "node", (json_int_t)nodes[i].id, "alive", nodes[i].alive);
+            if (nodes[i].answered) {
+                json_object_set_new(o, "digest", json_string(hex));
+                json_object_set_new(o, "last_applied", json_integer((json_int_t)nodes[i].applied));
+            } else {
+                json_object_set_new(o, "error", json_string(nodes[i].error));
+            }
+            json_array_append_new(arr, o);
+        }
+        print_json(json_pack("{s:b, s:I, s:o}", "consistent", consistent, "index", (json_int_t)index, "nodes", arr));
+    } else {
+        printf("checkpoint at raft index %llu\n", index);
+        printf("%-6s %-6s %-66s %s\n", "NODE", "ALIVE", "DIGEST", "STATE APPLIED");
+        for (uint32_t i = 0; i < n; i++) {
+            char hex[65] = "";
+            for (int k = 0; k < 32 && nodes[i].answered; k++)
+                snprintf(hex + 2 * k, 3, "%02x", nodes[i].digest[k]);
+            if (nodes[i].answered)
+                printf("%-6llu %-6s %-66s %llu\n", nodes[i].id, nodes[i].alive ? "yes" : "no", hex, nodes[i].applied);
+            else
+                printf("%-6llu %-6s (%s)\n", nodes[i].id, nodes[i].alive ? "yes" : "no", nodes[i].error);
+        }
+        printf(consistent ? "consistent: %d nodes agree\n" : "NOT consistent (%d digests compared)\n", compared);
+    }
+    return consistent ? 0 : EXIT_FAILED;
+}
+
 /* ---- tenant and key ---------------------------------------------------------------------------- */
 
 static const char *const key_role_names[] = { "viewer", "approver", "operator", "admin" };
@@ -1431,10 +1753,13 @@ static int run_group(struct cli *cli, const char *group, int argc, char **argv)
     } else if (strcmp(group, "key") == 0) {
         fn = strcmp(cmd, "create") == 0 ? key_create : strcmp(cmd, "revoke") == 0 ? key_revoke : NULL;
     } else if (strcmp(group, "cluster") == 0) {
-        fn = strcmp(cmd, "status") == 0 ? cluster_status : NULL;
-        if (fn == NULL && (strcmp(cmd, "add") == 0 || strcmp(cmd, "remove") == 0 || strcmp(cmd, "transfer") == 0 ||
-                           strcmp(cmd, "drain") == 0 || strcmp(cmd, "verify") == 0))
-            return failed("cluster %s: not served by this version of troupectl and troupe yet", cmd);
+        fn = strcmp(cmd, "status") == 0     ? cluster_status
+             : strcmp(cmd, "add") == 0      ? cluster_add
+             : strcmp(cmd, "remove") == 0   ? cluster_remove
+             : strcmp(cmd, "drain") == 0    ? cluster_drain
+             : strcmp(cmd, "transfer") == 0 ? cluster_transfer
+             : strcmp(cmd, "verify") == 0   ? cluster_verify
+                                            : NULL;
     }
     if (fn == NULL && decide < 0 && enable < 0)
         return usage_error("%s: unknown command %s", group, cmd);
