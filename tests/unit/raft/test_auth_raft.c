@@ -376,46 +376,50 @@ static int refused_enough(void *arg)
 static void test_wrong_key_cannot_join(void **state)
 {
     (void)state;
-    struct node n[3];
+    struct node n[4];
     node_open(&n[0], 1, KEY, 1);
     assert_true(run_until(is_leader, &n[0], 3000));
     for (uint64_t v = 1; v <= 5; v++)
         propose(&n[0], v);
 
-    /* Control: the same steps with the right key do catch up. */
+    /* Control: the same steps with the right key do catch up (twice: a
+     * three-node cluster). */
     node_open(&n[1], 2, KEY, 0);
     add_voter(&n[0], &n[1]);
-    struct node *two[] = { &n[0], &n[1] };
-    struct applied_cond ac = { two, 2, 5 };
+    node_open(&n[2], 3, KEY, 0);
+    add_voter(&n[0], &n[2]);
+    struct node *good[] = { &n[0], &n[1], &n[2] };
+    struct applied_cond ac = { good, 3, 5 };
     assert_true(run_until(all_applied, &ac, 3000));
     struct tr_raft_info info;
-    tr_raft_info(n[1].raft, &info);
+    tr_raft_info(n[2].raft, &info);
     assert_true(info.last_index > 0);
 
-    /* With the wrong key: the leader's connections are refused by node 3
-     * (bad MAC), again and again, and its log stays empty. */
+    /* A fourth node with the wrong key: the leader's connections are
+     * refused by it (bad MAC), again and again, and its log stays empty. */
     expect_log("bad MAC: wrong cluster secret?");
-    node_open(&n[2], 3, WRONG, 0);
+    node_open(&n[3], 4, WRONG, 0);
     struct change c = { 0 };
-    assert_int_equal(tr_raft_add(n[0].raft, 3, n[2].address, 1, change_cb, &c), TR_OK);
-    struct stays_empty se = { &n[2], 3 };
+    assert_int_equal(tr_raft_add(n[0].raft, 4, n[3].address, 1, change_cb, &c), TR_OK);
+    struct stays_empty se = { &n[3], 3 };
     assert_true(run_until(refused_enough, &se, 6000));
-    tr_raft_info(n[2].raft, &info);
+    tr_raft_info(n[3].raft, &info);
     assert_true(info.last_index == 0);
-    assert_true(n[2].sum.applied == 0);
+    assert_true(n[3].sum.applied == 0);
     assert_true(log_hits >= 3);
 
-    /* The cluster of the two right-key nodes still commits. */
+    /* The three right-key nodes still commit. */
     propose(&n[0], 10);
     ac.count = 6;
     assert_true(run_until(all_applied, &ac, 3000));
-    tr_raft_info(n[2].raft, &info);
+    tr_raft_info(n[3].raft, &info);
     assert_true(info.last_index == 0);
 
+    node_close(&n[3]);
     node_close(&n[2]);
     node_close(&n[1]);
     node_close(&n[0]);
-    /* The promotion of node 3 never completed; closing ended it. */
+    /* The promotion of node 4 never completed; closing ended it. */
     assert_true(c.done);
     assert_int_not_equal(c.status, TR_OK);
 }
