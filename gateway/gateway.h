@@ -1,9 +1,7 @@
-/* gateway/: the client-facing servers of a Troupe node. Today: the HTTP JSON
- * API of API.md ("HTTP (JSON)") and the FlatBuffers TCP client protocol for runs, events, approvals, tools, cluster
- * status, health and metrics. The full gateway (tenants, API keys and roles,
- * SSE and WebSocket, the dashboard) grows here
- * behind the same entry points. Run events are also served as Server-Sent
- * Events (history, then live); WebSocket comes with the full gateway.
+/* gateway/: the client-facing servers of a Troupe node: the HTTP JSON API of
+ * API.md ("HTTP (JSON)") with SSE and WebSocket event streams and the
+ * dashboard, and the FlatBuffers TCP client protocol (runs, events,
+ * approvals, tools, tenants and keys, cluster status and management).
  *
  * Threads: the gateway lives on the loop of the state service (scheduler 0
  * by convention). Every function below must be called on that loop's thread.
@@ -18,8 +16,11 @@
  *     of the entry that applied it;
  *   - a node that is not the leader answers writes with 503 `not_leader`
  *     (forwarding comes with the cluster issue);
- *   - every /v1/ route needs `Authorization: Bearer <admin token>` when an
- *     admin token is configured; /healthz and /metrics never do.
+ *   - every /v1/ route needs `Authorization: Bearer <key>`: a tenant's API
+ *     key (roles viewer < approver < operator < admin) or the admin token
+ *     (the cluster admin); /healthz, /metrics and the dashboard's files never
+ *     do. Every read and write is scoped by tenant (gateway/auth.c,
+ *     docs/HTTP.md "Tenants, keys and roles").
  */
 #ifndef TR_GATEWAY_H
 #define TR_GATEWAY_H
