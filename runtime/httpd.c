@@ -347,6 +347,21 @@ static int conn_writev(struct tr_httpd_conn *c, const uv_buf_t *bufs, unsigned n
         total += bufs[i].len;
     if (total == 0)
         return 0;
+    /* Nothing queued: write what the socket takes now, without a copy or a
+     * callback (the common case; many streams fan out the same event). */
+    size_t skip = 0;
+    if (c->writes == 0) {
+        int w = uv_try_write((uv_stream_t *)c->tcp, bufs, n);
+        if (w > 0) {
+            skip = (size_t)w;
+            if (skip == total)
+                return 0;
+        } else if (w < 0 && w != UV_EAGAIN && w != UV_ENOSYS) {
+            conn_abort(c);
+            return TR_ECLOSED;
+        }
+    }
+    total -= skip;
     if (c->queued + total > c->srv->o.max_write_queue) {
         tr_log(TR_LOG_DEBUG, "httpd: client too slow (%zu bytes queued), closing", c->queued + total);
         conn_abort(c);
@@ -355,8 +370,10 @@ static int conn_writev(struct tr_httpd_conn *c, const uv_buf_t *bufs, unsigned n
     struct wreq *wr = tr_malloc(sizeof(*wr) + total);
     size_t off = 0;
     for (i = 0; i < n; i++) {
-        memcpy(wr->data + off, bufs[i].base, bufs[i].len);
-        off += bufs[i].len;
+        size_t from = skip < bufs[i].len ? skip : bufs[i].len;
+        skip -= from;
+        memcpy(wr->data + off, bufs[i].base + from, bufs[i].len - from);
+        off += bufs[i].len - from;
     }
     wr->conn = c;
     wr->len = total;
