@@ -344,17 +344,9 @@ static void sse_pump(struct gw_call *c)
                 return;
             }
             struct gw_ev *e = &v.ev[i];
-            size_t dlen;
-            const char *data = gw_ev_json(e, &dlen);
-            char head[128];
-            int hl = snprintf(head, sizeof head, "id: %llu\nevent: %s\ndata: ", (unsigned long long)e->seq,
-                              gw_event_type_name(e->type));
-            int w = tr_httpd_stream_write(c->req, head, (size_t)hl);
-            if (w == TR_OK)
-                w = tr_httpd_stream_write(c->req, data, dlen);
-            if (w == TR_OK)
-                w = tr_httpd_stream_write(c->req, "\n\n", 2);
-            if (w != TR_OK)
+            size_t len;
+            const char *frame = gw_ev_sse(e, &len); /* built once for every stream of the run */
+            if (tr_httpd_stream_write(c->req, frame, len) != TR_OK)
                 return; /* the connection is going: its close callback follows */
             c->sub.seq = e->seq;
         }
@@ -433,10 +425,37 @@ void gw_call_upgrade(struct gw_call *c, const char *head, size_t len,
  * replaces this with API keys looked up in the credentials family. The
  * comparison hashes both sides first, so that it takes the same time
  * whatever the lengths, then compares the digests with sodium_memcmp. */
-static int authenticate(struct tr_gateway *g, struct tr_httpd_req *req, struct gw_principal *p,
-                        struct gw_error *e)
+/* The credentials of req: Authorization, or for the WebSocket route (browsers
+ * cannot set headers on a WebSocket) "Bearer <t>" from ?token=<t> or from a
+ * Sec-WebSocket-Protocol entry "bearer.<t>". NULL when none. */
+static const char *auth_value(enum gw_route_id route, struct tr_httpd_req *req, char *buf, size_t cap)
 {
-    return gw_authenticate(g, tr_httpd_header(req, "Authorization"), p, e); /* auth.c */
+    const char *h = tr_httpd_header(req, "Authorization");
+    if (h != NULL || route != GW_R_RUN_WS)
+        return h;
+    memcpy(buf, "Bearer ", 7);
+    if (gw_query_get(req->query, "token", buf + 7, cap - 7) == 1)
+        return buf;
+    const char *p = tr_httpd_header(req, "Sec-WebSocket-Protocol");
+    while (p != NULL && *p != '\0') {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ", ");
+        if (n > 7 && strncmp(p, "bearer.", 7) == 0 && n - 7 < cap - 8) {
+            memcpy(buf + 7, p + 7, n - 7);
+            buf[n] = '\0';
+            return buf;
+        }
+        p += n;
+    }
+    return NULL;
+}
+
+static int authenticate(struct tr_gateway *g, struct tr_httpd_req *req, enum gw_route_id route,
+                        struct gw_principal *p, struct gw_error *e)
+{
+    char alt[GW_PARAM_MAX + 8];
+    return gw_authenticate(g, auth_value(route, req, alt, sizeof alt), p, e); /* auth.c */
 }
 
 /* ---- dispatch ------------------------------------------------------------------------- */
@@ -477,7 +496,7 @@ void gw_call_dispatch(struct gw_call *c)
     }
     if (strncmp(req->path, "/v1/", 4) == 0) {
         struct gw_error e;
-        if (authenticate(g, req, &c->who, &e) != 0 || gw_authorize(c, &e) != 0) {
+        if (authenticate(g, req, c->m.route, &c->who, &e) != 0 || gw_authorize(c, &e) != 0) {
             gw_respond_gw_error(c, &e);
             return;
         }
