@@ -29,8 +29,8 @@
  * pausing while more than GW_LIVE_HIGH_WATER bytes are unsent until the
  * connection drains, and ends with SubscriptionEnd once the run is terminal
  * and fully pushed. A connection whose subscription stays paused while new
- * events come for longer than the stall limit is dropped (slow reader). Tenants and cluster management
- * answer Unsupported in this version.
+ * events come for longer than the stall limit is dropped (slow reader). The
+ * tenant and key operations are translated by proto_tenants.c.
  */
 #include <stdarg.h>
 #include <stdio.h>
