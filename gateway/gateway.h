@@ -53,6 +53,8 @@ struct tr_gateway_opts {
     uint32_t max_connections;        /* HTTP connections (WebSockets counted apart); 0 = 1024 */
     uint32_t stream_stall_ms;        /* a stream paused on a reader that does not read is
                                         dropped when events come this long after; 0 = 10000 */
+    uint32_t request_timeout_ms;     /* first byte to complete request, else 408 (slowloris);
+                                        0 = 30000 */
 };
 
 /* Start the HTTP server on tr_ctx_loop(ctx). Call from a callback on the

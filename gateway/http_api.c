@@ -593,7 +593,7 @@ int tr_gateway_start(struct tr_ctx *ctx, const struct tr_gateway_opts *o, struct
     struct tr_httpd_opts ho = {
         .host = o->host, .port = o->port,
         .max_body_bytes = o->max_body_bytes ? o->max_body_bytes : GW_MAX_BODY_DEFAULT,
-        .max_connections = o->max_connections,
+        .max_connections = o->max_connections, .request_timeout_ms = o->request_timeout_ms,
         .on_request = on_request, .ud = g,
     };
     g->max_conns = o->max_connections ? o->max_connections : 1024;

@@ -31,6 +31,7 @@
 #include "gateway/gateway.h"
 #include "gateway/gw_int.h"
 #include "raft/raft.h"
+#include "schemas/protocol_generated.h"
 
 #define TOKEN "live-token"
 #define STALL_MS 300
@@ -41,7 +42,7 @@ static struct tr_state *state;
 static struct tr_gateway *gw;
 static tr_actor_id client;
 static char dir[64], raft_addr[32];
-static int port;
+static int port, cport;
 static atomic_int phase;
 static atomic_int n_replies, n_bad;
 
@@ -84,7 +85,8 @@ static void open_cb(struct tr_ctx *ctx, void *arg)
         return;
     }
     struct tr_gateway_opts go = { .rt = rt, .state = state, .host = "127.0.0.1", .port = 0, .admin_token = TOKEN,
-                                  .node_id = 1, .stream_stall_ms = STALL_MS };
+                                  .node_id = 1, .stream_stall_ms = STALL_MS, .request_timeout_ms = 1000,
+                                  .client_host = "127.0.0.1", .client_port = 0 };
     if (tr_gateway_start(ctx, &go, &gw, &err) != TR_OK) {
         fprintf(stderr, "gateway: %s\n", err.msg);
         tr_state_close(state, NULL, NULL);
@@ -93,6 +95,7 @@ static void open_cb(struct tr_ctx *ctx, void *arg)
     }
     tr_rt_on_shutdown(ctx, close_hook, NULL);
     port = tr_gateway_port(gw);
+    cport = tr_gateway_client_port(gw);
     atomic_store(&phase, 1);
 }
 
@@ -246,15 +249,49 @@ static void append_events(const char *run, int n, size_t size)
 
 /* ---- raw sockets -------------------------------------------------------------------- */
 
-static int dial(int rcvbuf)
+static void send_all(int fd, const void *p, size_t n);
+
+static int dial_port(int p, int rcvbuf)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
     if (rcvbuf > 0)
         assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)p) };
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+static int dial(int rcvbuf)
+{
+    return dial_port(port, rcvbuf);
+}
+
+/* A client-protocol connection that subscribes to run's events (after 0). */
+static int proto_subscribe(const char *run, int rcvbuf)
+{
+    int fd = dial_port(cport, rcvbuf);
+    struct tr_fb_builder b;
+    tr_fb_builder_init(&b);
+    tr_fb_ref rid = tr_fb_create_str(&b, run);
+    troupe_proto_Subscribe_start(&b);
+    troupe_proto_Subscribe_add_run_id(&b, rid);
+    troupe_proto_Subscribe_add_after_seq(&b, 0);
+    tr_fb_ref sub = troupe_proto_Subscribe_end(&b);
+    tr_fb_ref key = tr_fb_create_str(&b, TOKEN);
+    troupe_proto_Request_start(&b);
+    troupe_proto_Request_add_id(&b, 1);
+    troupe_proto_Request_add_api_key(&b, key);
+    troupe_proto_Request_add_op_Subscribe(&b, sub);
+    tr_fb_ref rq = troupe_proto_Request_end(&b);
+    troupe_proto_Frame_start(&b);
+    troupe_proto_Frame_add_body_Request(&b, rq);
+    troupe_proto_Frame_finish_sized(&b, troupe_proto_Frame_end(&b));
+    size_t len;
+    const uint8_t *data = tr_fb_builder_data(&b, &len);
+    send_all(fd, data, len);
+    tr_fb_builder_free(&b);
     return fd;
 }
 
@@ -715,6 +752,9 @@ static void test_slow_readers(void **st)
     snprintf(target, sizeof target, "/v1/runs/%s/ws?token=" TOKEN, run);
     assert_int_equal(ws_open(&w, target, NULL, 4096), 101);
     sse_open(&good, run, NULL, 0);
+    int pfd = proto_subscribe(run, 4096);
+    for (int i = 0; i < 2000 && metric("troupe_gateway_live_subscribers{kind=\"protocol\"}") < 1; i++)
+        uv_sleep(5);
     long long max_queued = 0;
     uint64_t last = 1;
     for (int round = 0; round < 400; round++) {
@@ -724,11 +764,11 @@ static void test_slow_readers(void **st)
         long long q = metric("troupe_gateway_live_max_queued_bytes");
         if (q > max_queued)
             max_queued = q;
-        if (metric("troupe_gateway_slow_disconnects_total") >= before + 2)
+        if (metric("troupe_gateway_slow_disconnects_total") >= before + 3)
             break;
         uv_sleep(STALL_MS / 4);
     }
-    assert_int_equal(metric("troupe_gateway_slow_disconnects_total"), before + 2);
+    assert_int_equal(metric("troupe_gateway_slow_disconnects_total"), before + 3);
     /* Bounded: the mark, plus one event's frame, plus small control frames. */
     assert_true(max_queued > 0);
     assert_true(max_queued <= (long long)(GW_LIVE_HIGH_WATER + 2 * BIG + 4096));
@@ -743,6 +783,15 @@ static void test_slow_readers(void **st)
         (void)fill(w.fd, &w.in, 1000);
     }
     assert_true(w.in.eof);
+    struct inbuf pin = { 0 };
+    for (int i = 0; i < 100000 && !pin.eof; i++) {
+        pin.len = pin.off = 0;
+        (void)fill(pfd, &pin, 1000);
+    }
+    assert_true(pin.eof); /* the protocol connection was dropped */
+    free(pin.p);
+    close(pfd);
+    assert_int_equal(metric("troupe_gateway_live_subscribers{kind=\"protocol\"}"), 0);
     cancel_run(run);
     sse_until(&good, 0);
     expect_ids(good.ids, good.n, 1, last + 1);
@@ -785,6 +834,34 @@ static void test_fanout_shares_reads(void **st)
     free(run);
 }
 
+/* Slowloris: headers dribbled a byte at a time never make a request; the
+ * node answers 408 after request_timeout_ms (1 s here) and closes, serving
+ * others meanwhile. */
+static void test_slowloris(void **st)
+{
+    int fd = dial(0);
+    static const char head[] = "GET /v1/runs HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    send_all(fd, head, sizeof head - 1);
+    struct inbuf in = { 0 };
+    int served = 0;
+    for (int i = 0; i < 600 && !in.eof; i++) {
+        if (send(fd, "a", 1, MSG_NOSIGNAL) != 1)
+            break;
+        struct resp h = req("GET", "/healthz", NULL); /* others are served meanwhile */
+        served += h.status == 200;
+        resp_free(&h);
+        (void)fill(fd, &in, 50);
+    }
+    for (int i = 0; i < 100 && !in.eof; i++)
+        (void)fill(fd, &in, 100);
+    assert_non_null(in.p);
+    assert_int_equal(atoi(in.p + 9), 408);
+    assert_true(in.eof);
+    assert_true(served > 0);
+    free(in.p);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -793,6 +870,7 @@ int main(void)
         cmocka_unit_test(test_websocket),
         cmocka_unit_test(test_fanout_shares_reads),
         cmocka_unit_test(test_slow_readers),
+        cmocka_unit_test(test_slowloris),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
