@@ -64,6 +64,7 @@ struct gw_ws {
     int closing;                 /* uv_close started */
     int ending;                  /* our close frame is queued: no more events */
     int upgraded;
+    int detached;                /* off g's list: g may be gone when the socket has closed */
 };
 
 struct ws_wreq {
@@ -102,6 +103,10 @@ static void ws_handle_closed(uv_handle_t *h)
     if (ws->ctx != NULL)
         wslay_event_context_free(ws->ctx);
     tr_buf_free(&ws->in);
+    if (ws->detached) {
+        tr_free(ws);
+        return;
+    }
     if (ws->prev != NULL)
         ws->prev->next = ws->next;
     else
@@ -333,16 +338,8 @@ static void ws_upgraded(uv_tcp_t *tcp, const void *rest, size_t rest_len, void *
     struct gw_ws *ws = arg;
     struct tr_gateway *g = ws->g;
     if (tcp == NULL || g->closing) {
-        /* The connection failed before the 101 was out, or the gateway closes. */
-        if (tcp != NULL) {
-            tcp->data = ws;
-            ws->tcp = tcp;
-            ws->closing = 1;
-            ws->handles = 1;
-            ws->ctx = NULL;
-            uv_close((uv_handle_t *)tcp, ws_handle_closed);
-            return;
-        }
+        /* The connection failed before the 101 was out, or the gateway closes
+         * (and may be freed before this socket's close callback). */
         if (ws->prev != NULL)
             ws->prev->next = ws->next;
         else
@@ -350,6 +347,15 @@ static void ws_upgraded(uv_tcp_t *tcp, const void *rest, size_t rest_len, void *
         if (ws->next != NULL)
             ws->next->prev = ws->prev;
         g->n_ws--;
+        if (tcp != NULL) {
+            tcp->data = ws;
+            ws->tcp = tcp;
+            ws->closing = 1;
+            ws->detached = 1;
+            ws->handles = 1;
+            uv_close((uv_handle_t *)tcp, ws_handle_closed);
+            return;
+        }
         tr_free(ws);
         return;
     }
