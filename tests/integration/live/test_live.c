@@ -20,6 +20,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 #include <openssl/sha.h>
@@ -862,6 +863,70 @@ static void test_slowloris(void **st)
     close(fd);
 }
 
+/* The same on a real `troupe` process (the hook wired by node/main.c): a run
+ * followed over SSE and WebSocket from its start, a long poll, and the run's
+ * end (it fails on its own, its LLM endpoint being closed, or is
+ * cancelled): both streams end having carried exactly GET .../events. */
+static void test_process_streams(void **st)
+{
+    if (h_bin("troupe") == NULL)
+        skip(); /* only when the daemon is not built in this tree */
+    char *pdir = h_tmpdir("live-proc");
+    char data[512], llm[128];
+    snprintf(data, sizeof data, "%s/n1", pdir);
+    snprintf(llm, sizeof llm, "OPENAI_BASE_URL=http://127.0.0.1:%d/v1", h_free_port());
+    char *const env[] = { "TROUPE_ADMIN_TOKEN=" TOKEN, llm, "OPENAI_API_KEY=k", "TROUPE_LOG=warn", NULL };
+    char *const args[] = { "--stream-stall-ms", "500", "--max-connections", "64", NULL };
+    struct h_node n = { 0 };
+    assert_int_equal(h_node_start(&n, data, args, env), 0);
+    int saved = port;
+    port = n.http_port;
+    char *run = create_run();
+    struct sse s;
+    sse_open(&s, run, NULL, 0);
+    struct ws w;
+    char target[256];
+    snprintf(target, sizeof target, "/v1/runs/%s/ws", run);
+    assert_int_equal(ws_open(&w, target, "Sec-WebSocket-Protocol: troupe, bearer." TOKEN "\r\n", 0), 101);
+    sse_until(&s, 1);
+    ws_until(&w, 1, 0);
+    struct poll_arg a = { 0 };
+    snprintf(a.path, sizeof a.path, "/v1/runs/%s?wait=60", run);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, long_poll, &a), 0);
+    cancel_run(run);
+    pthread_join(th, NULL);
+    assert_int_equal(a.r.status, 200);
+    const char *status = json_string_value(json_object_get(a.r.json, "status"));
+    assert_true(strcmp(status, "cancelled") == 0 || strcmp(status, "failed") == 0);
+    resp_free(&a.r);
+    sse_until(&s, 0);
+    ws_until(&w, 0, 1);
+    assert_int_equal(w.close_code, 1000);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/runs/%s/events", run);
+    struct resp ev = req("GET", path, NULL);
+    assert_int_equal(ev.status, 200);
+    size_t n_ev = json_array_size(ev.json);
+    assert_true(n_ev >= 2);
+    assert_int_equal(s.n, n_ev);
+    assert_int_equal(w.n, n_ev);
+    for (size_t i = 0; i < n_ev; i++) {
+        uint64_t seq = (uint64_t)json_integer_value(json_object_get(json_array_get(ev.json, i), "seq"));
+        assert_int_equal(s.ids[i], seq);
+        assert_int_equal(w.ids[i], seq);
+    }
+    resp_free(&ev);
+    sse_close(&s);
+    ws_close(&w);
+    port = saved;
+    int ws_status = h_proc_stop(&n.proc, 20000);
+    assert_true(WIFEXITED(ws_status) && WEXITSTATUS(ws_status) == 0);
+    h_node_free(&n);
+    h_tmpdir_remove(pdir);
+    free(run);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -871,6 +936,7 @@ int main(void)
         cmocka_unit_test(test_fanout_shares_reads),
         cmocka_unit_test(test_slow_readers),
         cmocka_unit_test(test_slowloris),
+        cmocka_unit_test(test_process_streams),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
