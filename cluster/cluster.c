@@ -99,11 +99,19 @@ static struct pconn *conn_by_gen(struct tr_cluster *c, uint64_t gen)
     return NULL;
 }
 
-static void fail_pending(struct tr_cluster *c, int status)
+/* Fail the writes for the leader: every one (all), or those sent (the
+ * connection they went out on is gone: outcome unknown). */
+static void fail_pending(struct tr_cluster *c, int status, bool all)
 {
-    while (c->pending != NULL) {
-        struct pending *p = c->pending;
-        c->pending = p->next;
+    struct pending **pp = &c->pending;
+    while (*pp != NULL) {
+        struct pending *p = *pp;
+        if (!all && p->request_id == 0) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        c->n_pending--;
         struct tr_state_result r = { .status = status };
         tr_state_forward_done(p->fwd, &r);
         tr_free(p);
@@ -125,7 +133,7 @@ void cl_conn_closed(struct tr_cluster *c, struct pconn *pc)
         c->lead = NULL;
         /* The outcome of these writes is unknown: their requesters re-read
          * and retry (an applied append then gets BAD_SEQ). */
-        fail_pending(c, TR_ENOTLEADER);
+        fail_pending(c, TR_ENOTLEADER, false);
     }
     if (c->closing)
         maybe_closed(c);
@@ -324,33 +332,117 @@ static int propose_node_simple(struct tr_cluster *c, uint8_t op_type, uint64_t i
 
 /* ---- follower: forwarding ---------------------------------------------------------- */
 
-static int forward(void *ud, const void *cmd, size_t len, struct tr_state_fwd *f)
+/* Writes wait in c->pending for a leader for at most FORWARD_TIMEOUT_MS:
+ * through a leader change they are sent to the new leader (or proposed here
+ * if this node won), so a client sees a slower write, not an error. A write
+ * sent and then answered NotLeader was not proposed: it goes back to the
+ * queue. A write sent on a connection that breaks has an unknown outcome:
+ * it fails (TR_ENOTLEADER) and its requester re-reads and retries — the FSM
+ * makes a repeat harmless (an append's seq, a run's id). */
+#define FORWARD_QUEUE_MAX 65536
+
+static bool lead_open(const struct tr_cluster *c)
 {
-    struct tr_cluster *c = ud;
+    return c->lead != NULL && c->lead->st == PC_OPEN && c->lead_target != 0 && c->joined;
+}
+
+static void send_pending(struct tr_cluster *c, struct pending *p)
+{
     struct pconn *pc = c->lead;
-    if (c->closing)
-        return TR_ECLOSED;
-    if (pc == NULL || pc->st != PC_OPEN || c->lead_target == 0 || !c->joined)
-        return TR_EUNAVAIL; /* no leader reachable now: the requester retries */
-    uint64_t id = ++c->next_request;
+    p->request_id = ++c->next_request;
+    p->sent_ms = uv_now(c->loop);
     msg_begin(c);
     struct tr_fb_builder *b = &c->b;
-    tr_fb_ref bytes = troupe_peer_Forward_create_command(b, cmd, len);
+    tr_fb_ref bytes = troupe_peer_Forward_create_command(b, p->cmd, p->len);
     troupe_peer_Forward_start(b);
-    troupe_peer_Forward_add_request_id(b, id);
+    troupe_peer_Forward_add_request_id(b, p->request_id);
     troupe_peer_Forward_add_origin_node(b, c->node_id);
     troupe_peer_Forward_add_command(b, bytes);
     msg_end(c, pc, troupe_peer_Body_Forward, troupe_peer_Forward_end(b));
-    if (c->lead != pc || pc->st != PC_OPEN)
-        return TR_EUNAVAIL; /* the send failed and closed it */
-    struct pending *p = tr_malloc(sizeof *p);
-    *p = (struct pending){ id, f, uv_now(c->loop), NULL };
-    /* Keep them in sending order (the timeout scan looks at the oldest). */
+    /* A failed send closes pc: cl_conn_closed fails p (sent: outcome unknown
+     * to the state service's bookkeeping, though nothing left this node). */
+}
+
+/* Send every queued write, in order, while the leader is reachable. */
+static void flush_pending(struct tr_cluster *c)
+{
+    for (struct pending *p = c->pending; p != NULL && lead_open(c); p = p->next)
+        if (p->request_id == 0)
+            send_pending(c, p);
+}
+
+static void pending_done(struct tr_cluster *c, struct pending *p, const struct tr_state_result *r)
+{
+    struct pending **pp = &c->pending;
+    while (*pp != p)
+        pp = &(*pp)->next;
+    *pp = p->next;
+    c->n_pending--;
+    tr_state_forward_done(p->fwd, r);
+    tr_free(p);
+}
+
+static int forward(void *ud, const void *cmd, size_t len, struct tr_state_fwd *f)
+{
+    struct tr_cluster *c = ud;
+    if (c->closing)
+        return TR_ECLOSED;
+    if (c->n_pending >= FORWARD_QUEUE_MAX)
+        return TR_EUNAVAIL;
+    struct pending *p = tr_malloc(sizeof *p + len);
+    *p = (struct pending){ .fwd = f, .queued_ms = uv_now(c->loop), .len = len };
+    memcpy(p->cmd, cmd, len);
     struct pending **tail = &c->pending;
     while (*tail != NULL)
         tail = &(*tail)->next;
     *tail = p;
+    c->n_pending++;
+    if (lead_open(c))
+        send_pending(c, p);
     return TR_OK;
+}
+
+/* This node leads now: propose what waited for a leader here. */
+static void local_applied(void *ud, const struct tr_state_result *r)
+{
+    struct tr_state_fwd *f = ud;
+    tr_state_forward_done(f, r);
+}
+
+static void propose_pending_here(struct tr_cluster *c)
+{
+    struct pending **pp = &c->pending;
+    while (*pp != NULL) {
+        struct pending *p = *pp;
+        if (p->request_id != 0) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        c->n_pending--;
+        int rv = tr_state_propose_full(c->state, p->cmd, p->len, local_applied, p->fwd);
+        if (rv != TR_OK) {
+            struct tr_state_result r = { .status = rv };
+            tr_state_forward_done(p->fwd, &r);
+        }
+        tr_free(p);
+    }
+}
+
+/* Fail what waited too long: queued ones with TR_EUNAVAIL; a sent one means
+ * the leader does not answer: drop the connection (which fails it). */
+static void expire_pending(struct tr_cluster *c, uint64_t now)
+{
+    for (struct pending *p = c->pending, *next; p != NULL; p = next) {
+        next = p->next;
+        if (p->request_id == 0 && now - p->queued_ms > FORWARD_TIMEOUT_MS) {
+            struct tr_state_result r = { .status = TR_EUNAVAIL };
+            pending_done(c, p, &r);
+        } else if (p->request_id != 0 && now - p->sent_ms > FORWARD_TIMEOUT_MS && c->lead != NULL) {
+            pc_close(c->lead, "a forwarded write timed out");
+            return;
+        }
+    }
 }
 
 static int status_from_peer(int8_t st)
@@ -367,15 +459,20 @@ static int status_from_peer(int8_t st)
 static void on_forward_result(struct tr_cluster *c, struct pconn *pc, const struct troupe_peer_ForwardResult *r)
 {
     uint64_t id = troupe_peer_ForwardResult_request_id(r);
-    struct pending **pp = &c->pending;
-    while (*pp != NULL && (*pp)->request_id != id)
-        pp = &(*pp)->next;
-    if (*pp == NULL)
-        return; /* timed out already */
-    struct pending *p = *pp;
-    *pp = p->next;
+    struct pending *p = c->pending;
+    while (p != NULL && (id == 0 || p->request_id != id))
+        p = p->next;
+    if (p == NULL)
+        return; /* failed already */
+    int status = status_from_peer(troupe_peer_ForwardResult_status(r));
+    if (status == TR_ENOTLEADER) {
+        /* Not proposed: back to the queue for the next leader. */
+        p->request_id = 0;
+        pc_close(pc, "it is not the leader any more");
+        return;
+    }
     struct tr_state_result res = {
-        .status = status_from_peer(troupe_peer_ForwardResult_status(r)),
+        .status = status,
         .verdict = troupe_peer_ForwardResult_verdict(r),
         .raft_index = troupe_peer_ForwardResult_raft_index(r),
         .run_id = troupe_peer_ForwardResult_run_id(r),
@@ -390,12 +487,9 @@ static void on_forward_result(struct tr_cluster *c, struct pconn *pc, const stru
     }
     res.n_appends = n;
     res.appends = v;
-    tr_state_forward_done(p->fwd, &res);
+    pending_done(c, p, &res);
     if (v != stack)
         tr_free(v);
-    tr_free(p);
-    if (res.status == TR_ENOTLEADER)
-        pc_close(pc, "it is not the leader any more");
 }
 
 /* ---- leader: answering forwards -------------------------------------------------------- */
@@ -653,6 +747,7 @@ static void on_join_result(struct tr_cluster *c, struct pconn *pc, const struct 
     if (st == troupe_peer_Status_Ok) {
         tr_log(TR_LOG_INFO, "cluster: joined the cluster through %s", pc->addr);
         c->joined = true;
+        flush_pending(c);
         return;
     }
     struct tr_fb_str addr = troupe_peer_JoinResult_leader_peer_address(r);
@@ -673,6 +768,8 @@ void cl_conn_open(struct tr_cluster *c, struct pconn *pc)
     tr_log(TR_LOG_DEBUG, "cluster: peer %s is node %llu", pc->addr, (unsigned long long)pc->peer_id);
     if (pc == c->lead && !c->joined)
         send_join(c, pc);
+    else if (pc == c->lead)
+        flush_pending(c);
 }
 
 void cl_dispatch(struct tr_cluster *c, struct pconn *pc, const struct troupe_peer_Message *m)
@@ -755,10 +852,6 @@ static void follower_tick(struct tr_cluster *c, const struct tr_raft_info *info,
     }
     if (now - c->last_ping_sent_ms >= c->ping_ms)
         send_ping(c, c->lead);
-    /* A leader that takes this long to answer a write is not well: give the
-     * write back (its requester retries) and reconnect. */
-    if (c->pending != NULL && now - c->pending->sent_ms > FORWARD_TIMEOUT_MS)
-        pc_close(c->lead, "a forwarded write timed out");
 }
 
 /* Leader: keep this node's record true and declare silent nodes down. */
@@ -827,10 +920,12 @@ static void on_tick(uv_timer_t *t)
     tr_raft_info(c->raft, &info);
     if (info.role == RAFT_LEADER) {
         leader_tick(c, now);
+        propose_pending_here(c);
     } else {
         c->was_leader = false;
         follower_tick(c, &info, now);
     }
+    expire_pending(c, now);
 }
 
 /* ---- start and close ------------------------------------------------------------------------- */
@@ -862,7 +957,7 @@ void tr_cluster_close(struct tr_cluster *c, void (*cb)(void *arg), void *arg)
     c->close_cb = cb;
     c->close_arg = arg;
     tr_state_set_forwarder(c->state, NULL, NULL, 0);
-    fail_pending(c, TR_ECLOSED);
+    fail_pending(c, TR_ECLOSED, true);
     for (struct pconn *pc = c->conns, *next; pc != NULL; pc = next) {
         next = pc->next;
         pc_close(pc, NULL);

@@ -33,12 +33,16 @@ struct pconn {
     struct pconn *prev, *next;
 };
 
-/* A write forwarded to the leader, waiting for its result (follower). */
+/* A write for the leader (follower): queued until a leader is reachable,
+ * then sent and waiting for its result. */
 struct pending {
-    uint64_t request_id;
+    uint64_t request_id;        /* 0 while not sent */
     struct tr_state_fwd *fwd;
+    uint64_t queued_ms;
     uint64_t sent_ms;
+    size_t len;
     struct pending *next;
+    uint8_t cmd[];              /* the Command, kept until sent (for a resend after NotLeader) */
 };
 
 #define CL_MAX_NODES 64
@@ -70,7 +74,8 @@ struct tr_cluster {
     uint64_t lead_target;     /* node id lead should reach (0: a join target) */
     uint64_t last_connect_ms;
     uint64_t last_ping_sent_ms;
-    struct pending *pending;
+    struct pending *pending;  /* in arrival order; sent ones and queued ones */
+    unsigned n_pending;
     uint64_t next_request;
     char join_addr[80];       /* where to send Join; "" when not joining */
     bool joined;
