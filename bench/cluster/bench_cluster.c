@@ -1,0 +1,774 @@
+/* bench_cluster: step overhead and failover of a three-node troupe cluster on
+ * loopback (real processes, fsync on), with troupe-mockllm as the model and
+ * troupe-toolserver as the tools.
+ *
+ *   bench_cluster WORKDIR TROUPE MOCKLLM TOOLSERVER
+ *
+ * Knobs (environment): BENCH_TRIALS (failover trials with a follower as the
+ * victim, default 20), BENCH_LEADER_TRIALS (with the leader as the victim,
+ * default 10), BENCH_FAILOVER_RUNS (runs in flight per trial, default 100),
+ * BENCH_TOOL_MS (the failover runs' tool latency, default 300),
+ * BENCH_STEP_RUNS (runs per step-overhead pass, default 50), BENCH_NODE_ARGS
+ * (extra troupe flags for every node, e.g. "--failure-timeout 800"; none by
+ * default, so the figures are the shipped defaults').
+ *
+ * 1. Step overhead, as bench/run/bench_e2e defines it: 10-step runs (9 write
+ *    tool calls and an answer), one at a time; for each step, the time from
+ *    its llm.requested event to the next step's (or the run's end), minus the
+ *    model's latency and the tool's duration as journaled, is what the
+ *    journal and the runtime add. Twice: runs owned by the leader (their
+ *    appends go to raft directly) and runs owned by a follower (each batch of
+ *    appends is forwarded to the leader and the verdict comes back). Which
+ *    node gets a new run is the FSM's choice (the least-loaded Up node, then
+ *    the lowest id), so the bench steers it by parking runs on the other
+ *    nodes: a parked run waits for a human's approval of an "irreversible"
+ *    tool, which keeps it active (counted by placement) and idle.
+ *
+ * 2. Failover. Each trial: BENCH_FAILOVER_RUNS runs in flight, spread by
+ *    placement over the three nodes, each looping over a write tool that
+ *    takes BENCH_TOOL_MS; once every run has started, the victim (a
+ *    follower, or the leader) is SIGKILLed. For each run the victim owned,
+ *    the failover time is
+ *        (time of the first event appended by the new owner) - (time of the kill)
+ *    where "the first event appended by the new owner" is the first event
+ *    after the run's run.assigned event (which the FSM writes when the
+ *    leader declares the victim down) whose epoch is run.assigned's epoch.
+ *    Both times are this host's wall clock: the kill's from this program,
+ *    the event's from the new owner's journal (all on one machine). The
+ *    trial also records when run.assigned was written (detection and
+ *    reassignment) and the side effects re-sent to the tool server (its
+ *    /_stats "resends": a resumed run repeating a tool call the victim had
+ *    started, deduplicated by the call's Idempotency-Key), and checks that
+ *    no effect was performed twice. Then every run of the trial is
+ *    cancelled and the victim restarted (it rejoins; it owns nothing).
+ *
+ * Prints `bench:` lines; everything else is for people. Exit status 0 when
+ * every run and trial behaved (no run lost, no effect performed twice). */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define N 3
+
+static const char *script =
+    "{\"model\": \"mock-gpt\", \"default\": \"ten\", \"scripts\": {"
+    " \"ten\": ["
+    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}]},"
+    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 2, \"b\": 3}}]},"
+    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 3, \"b\": 4}}]},"
+    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 4, \"b\": 5}}]},"
+    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 5, \"b\": 6}}]},"
+    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 6, \"b\": 7}}]},"
+    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 7, \"b\": 8}}]},"
+    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 8, \"b\": 9}}]},"
+    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 9, \"b\": 10}}]},"
+    "  {\"content\": \"The last sum was {{last_tool_result}}\"}"
+    " ],"
+    " \"park\": ["
+    "  {\"tool_calls\": [{\"name\": \"guarded\", \"arguments\": {\"note\": \"waits for a human\"}}]},"
+    "  {\"content\": \"done\"}"
+    " ],"
+    " \"loop\": ["
+    "  {\"tool_calls\": [{\"name\": \"nap\", \"arguments\": {\"ms\": %d, \"note\": \"step {{step}}\"}}], \"repeat\": true}"
+    " ]}}";
+
+/* ---- small things ------------------------------------------------------------------ */
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int64_t pct(int64_t *v, size_t n, double p)
+{
+    if (n == 0)
+        return 0;
+    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+    return v[i];
+}
+
+struct samples {
+    int64_t *v;
+    size_t n, cap;
+};
+
+static void push(struct samples *s, int64_t x)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 1024;
+        s->v = realloc(s->v, s->cap * sizeof *s->v);
+        if (s->v == NULL) {
+            perror("realloc");
+            exit(1);
+        }
+    }
+    s->v[s->n++] = x;
+}
+
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void nap(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+static int env_int(const char *name, int def)
+{
+    const char *s = getenv(name);
+    return s != NULL && *s ? atoi(s) : def;
+}
+
+/* An event's "time" (RFC 3339, UTC, up to µs) in µs since the epoch. */
+static int64_t ev_time(json_t *e)
+{
+    const char *s = json_string_value(json_object_get(e, "time"));
+    struct tm tm = { 0 };
+    long usec = 0;
+    if (s == NULL || sscanf(s, "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+                            &tm.tm_sec) != 6)
+        return -1;
+    const char *dot = strchr(s, '.');
+    if (dot != NULL) {
+        size_t digits = strspn(dot + 1, "0123456789");
+        usec = strtol(dot + 1, NULL, 10);
+        for (size_t d = digits; d < 6; d++)
+            usec *= 10;
+    }
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (int64_t)timegm(&tm) * 1000000 + usec;
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+static int64_t jint(json_t *o, const char *k)
+{
+    return (int64_t)json_integer_value(json_object_get(o, k));
+}
+
+static int is_terminal(const char *s)
+{
+    return s != NULL && (!strcmp(s, "succeeded") || !strcmp(s, "failed") || !strcmp(s, "cancelled"));
+}
+
+/* ---- the cluster -------------------------------------------------------------------- */
+
+struct cnode {
+    struct h_node n;     /* proc, id, data, base: what the harness' run helpers need */
+    int up;
+    int raft_port, peer_port, http_port;
+    char log[512];
+};
+
+static struct cnode nodes[N];
+static char **node_env;
+static char *extra_args[32];
+static int n_extra;
+static char secret_file[512];
+
+/* Start node i: bootstrap (i == 0, first time), join node 0 (others, first
+ * time), or plain restart. Waits for /healthz ready. */
+static int node_start(int i, int first)
+{
+    struct cnode *c = &nodes[i];
+    char id[16], raft[64], peer[64], http[64], join[64];
+    snprintf(id, sizeof id, "%d", i + 1);
+    snprintf(raft, sizeof raft, "127.0.0.1:%d", c->raft_port);
+    snprintf(peer, sizeof peer, "127.0.0.1:%d", c->peer_port);
+    snprintf(http, sizeof http, "127.0.0.1:%d", c->http_port);
+    snprintf(join, sizeof join, "127.0.0.1:%d", nodes[0].peer_port);
+    char *argv[64] = { (char *)h_bin("troupe"), "--id", id, "--data", c->n.data, "--raft", raft, "--peer", peer,
+                       "--http", http };
+    int k = 11;
+    if (first && i == 0) {
+        argv[k++] = "--bootstrap";
+    } else if (first) {
+        argv[k++] = "--join";
+        argv[k++] = join;
+        argv[k++] = "--cluster-secret-file";
+        argv[k++] = secret_file;
+    }
+    for (int j = 0; j < n_extra && k < 62; j++)
+        argv[k++] = extra_args[j];
+    argv[k] = NULL;
+    if (!first)
+        h_proc_free(&c->n.proc);
+    if (h_proc_start(&c->n.proc, argv, node_env, c->log) != 0)
+        return -1;
+    char url[128];
+    snprintf(url, sizeof url, "%s/healthz", c->n.base);
+    uint64_t guard = h_now_ms() + 60000;
+    while (h_now_ms() < guard) {
+        if (!h_proc_alive(&c->n.proc)) {
+            fprintf(stderr, "bench_cluster: node %d exited during start\n", i + 1);
+            h_proc_dump_log(&c->n.proc, 30);
+            return -1;
+        }
+        struct h_resp r;
+        h_http(&r, "GET", url, NULL, NULL, 1000);
+        int ok = r.status == 200 && r.json != NULL && json_is_true(json_object_get(r.json, "ready"));
+        h_resp_free(&r);
+        if (ok) {
+            c->up = 1;
+            return 0;
+        }
+        nap(10);
+    }
+    fprintf(stderr, "bench_cluster: node %d not ready\n", i + 1);
+    h_proc_dump_log(&c->n.proc, 30);
+    return -1;
+}
+
+/* GET /v1/cluster from a live node. */
+static json_t *cluster_view(int from)
+{
+    char url[128];
+    snprintf(url, sizeof url, "%s/v1/cluster", nodes[from].n.base);
+    struct h_resp r;
+    h_http(&r, "GET", url, NULL, NULL, 5000);
+    json_t *j = r.status == 200 && r.json != NULL ? json_incref(r.json) : NULL;
+    h_resp_free(&r);
+    return j;
+}
+
+static int any_up(void)
+{
+    for (int i = 0; i < N; i++)
+        if (nodes[i].up)
+            return i;
+    return -1;
+}
+
+/* Wait until a leader sees all three nodes alive and every node is ready;
+ * returns the leader's index (0-based) or -1. */
+static int wait_healthy(int timeout_ms)
+{
+    uint64_t guard = h_now_ms() + (uint64_t)timeout_ms;
+    while (h_now_ms() < guard) {
+        json_t *v = cluster_view(any_up());
+        int leader = v != NULL ? (int)jint(v, "leader") - 1 : -1;
+        json_decref(v);
+        if (leader >= 0 && leader < N && nodes[leader].up) {
+            json_t *lv = cluster_view(leader);
+            json_t *ns = lv != NULL ? json_object_get(lv, "nodes") : NULL;
+            int alive = 0;
+            for (size_t i = 0; i < json_array_size(ns); i++)
+                alive += json_is_true(json_object_get(json_array_get(ns, i), "alive"));
+            int is_leader = lv != NULL && jint(lv, "leader") == leader + 1;
+            json_decref(lv);
+            int ready = 0;
+            for (int i = 0; i < N; i++) {
+                char url[128];
+                snprintf(url, sizeof url, "%s/healthz", nodes[i].n.base);
+                struct h_resp r;
+                h_http(&r, "GET", url, NULL, NULL, 1000);
+                ready += r.status == 200 && r.json != NULL && json_is_true(json_object_get(r.json, "ready"));
+                h_resp_free(&r);
+            }
+            if (alive == N && is_leader && ready == N)
+                return leader;
+        }
+        nap(20);
+    }
+    fprintf(stderr, "bench_cluster: the cluster did not become healthy\n");
+    return -1;
+}
+
+/* Active runs per node (index 0..N-1) as the leader sees them. */
+static int loads(int leader, int64_t out[N])
+{
+    json_t *v = cluster_view(leader);
+    if (v == NULL)
+        return -1;
+    for (int i = 0; i < N; i++)
+        out[i] = 0;
+    json_t *ns = json_object_get(v, "nodes");
+    for (size_t i = 0; i < json_array_size(ns); i++) {
+        json_t *n = json_array_get(ns, i);
+        int64_t id = jint(n, "id");
+        if (id >= 1 && id <= N)
+            out[id - 1] = jint(n, "runs");
+    }
+    json_decref(v);
+    return 0;
+}
+
+static void register_tool(int at, const char *name, const char *endpoint, const char *risk, const char *toolbase)
+{
+    char body[1024], url[256];
+    snprintf(body, sizeof body,
+             "{\"name\": \"%s\", \"description\": \"%s\", \"input_schema\": {\"type\": \"object\"},"
+             " \"risk\": \"%s\", \"kind\": \"http\", \"config\": {\"url\": \"%s/tools/%s\","
+             " \"allow\": [\"127.0.0.1\"]}, \"timeout_ms\": 30000}",
+             name, name, risk, toolbase, endpoint);
+    snprintf(url, sizeof url, "%s/v1/tools", nodes[at].n.base);
+    struct h_resp r;
+    h_http(&r, "POST", url, body, NULL, 10000);
+    if (r.status != 201 && r.status != 200) {
+        fprintf(stderr, "bench_cluster: register %s: HTTP %ld %s\n", name, r.status, r.body);
+        exit(1);
+    }
+    h_resp_free(&r);
+}
+
+static char *create(int at, const char *script_name, int max_steps)
+{
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"goal\": \"benchmark\", \"agent\": {\"model\": \"mock-gpt\", \"system\": \"[mock:%s]\","
+             " \"tools\": [\"add\", \"guarded\", \"nap\"], \"max_steps\": %d}}",
+             script_name, max_steps);
+    return h_create_run(&nodes[at].n, body, NULL);
+}
+
+static int cancel(int at, const char *id)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s/v1/runs/%s/cancel", nodes[at].n.base, id);
+    struct h_resp r;
+    h_http(&r, "POST", url, "{}", NULL, 10000);
+    int ok = r.status >= 200 && r.status < 300;
+    if (!ok)
+        fprintf(stderr, "bench_cluster: cancel %s: HTTP %ld %s\n", id, r.status, r.body);
+    h_resp_free(&r);
+    return ok ? 0 : -1;
+}
+
+/* Long-poll until the run is terminal; returns 1 if it succeeded. */
+static int wait_terminal(int at, const char *id, char *status_out, size_t cap)
+{
+    uint64_t guard = h_now_ms() + 300000;
+    while (h_now_ms() < guard) {
+        char url[256];
+        snprintf(url, sizeof url, "%s/v1/runs/%s?wait=60", nodes[at].n.base, id);
+        struct h_resp r;
+        h_http(&r, "GET", url, NULL, NULL, 65000);
+        const char *st = r.json != NULL ? jstr(r.json, "status") : NULL;
+        int done = is_terminal(st);
+        if (done && status_out != NULL)
+            snprintf(status_out, cap, "%s", st);
+        h_resp_free(&r);
+        if (done)
+            return 1;
+    }
+    return 0;
+}
+
+static json_t *tool_stats(const char *toolbase)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s/_stats", toolbase);
+    struct h_resp r;
+    h_http(&r, "GET", url, NULL, NULL, 5000);
+    json_t *j = r.status == 200 && r.json != NULL ? json_incref(r.json) : NULL;
+    h_resp_free(&r);
+    return j;
+}
+
+/* ---- 1. step overhead ---------------------------------------------------------------- */
+
+/* Overhead samples (µs) of one finished run. */
+static void overheads(int at, const char *id, struct samples *out)
+{
+    json_t *ev = h_get_events(&nodes[at].n, id);
+    if (ev == NULL)
+        return;
+    int64_t start = -1, llm_us = 0, tool_us = 0;
+    for (size_t i = 0; i < json_array_size(ev); i++) {
+        json_t *e = json_array_get(ev, i);
+        const char *type = jstr(e, "type");
+        int64_t t = ev_time(e);
+        if (type == NULL)
+            continue;
+        int boundary = !strcmp(type, "llm.requested") || !strcmp(type, "run.succeeded") || !strcmp(type, "run.failed");
+        if (boundary && start >= 0) {
+            int64_t o = t - start - llm_us - tool_us;
+            push(out, o > 0 ? o : 0);
+        }
+        json_t *d = json_object_get(e, "data");
+        if (!strcmp(type, "llm.requested")) {
+            start = t;
+            llm_us = tool_us = 0;
+        } else if (!strcmp(type, "llm.completed")) {
+            llm_us = jint(d, "latency_us");
+        } else if (!strcmp(type, "tool.completed")) {
+            int64_t dur = jint(d, "duration_us");
+            if (dur > tool_us)
+                tool_us = dur;
+        }
+    }
+    json_decref(ev);
+}
+
+/* Park runs until placement picks `target` next; parked ids appended to *parked. */
+static int steer(int leader, int target, char ***parked, int *n_parked)
+{
+    for (int guard = 0; guard < 16; guard++) {
+        int64_t l[N];
+        if (loads(leader, l) != 0)
+            return -1;
+        int pick = 0;
+        for (int i = 1; i < N; i++)
+            if (l[i] < l[pick])
+                pick = i;
+        if (pick == target)
+            return 0;
+        char *id = create(leader, "park", 5);
+        if (id == NULL)
+            return -1;
+        *parked = realloc(*parked, (size_t)(*n_parked + 1) * sizeof **parked);
+        (*parked)[(*n_parked)++] = id;
+        /* wait until it waits for approval, so it stays put and idle */
+        uint64_t until = h_now_ms() + 30000;
+        for (;;) {
+            json_t *j = h_get_run(&nodes[leader].n, id);
+            const char *st = j != NULL ? jstr(j, "status") : NULL;
+            int parked_now = st != NULL && !strcmp(st, "waiting_approval");
+            json_decref(j);
+            if (parked_now)
+                break;
+            if (h_now_ms() > until) {
+                fprintf(stderr, "bench_cluster: run %s never waited for approval\n", id);
+                return -1;
+            }
+            nap(5);
+        }
+    }
+    return -1;
+}
+
+/* 50 (BENCH_STEP_RUNS) ten-step runs on `target`, one at a time. */
+static int step_pass(int leader, int target, const char *label, const char *name)
+{
+    char **parked = NULL;
+    int n_parked = 0, rc = 0;
+    int total = env_int("BENCH_STEP_RUNS", 50);
+    struct samples s = { 0 };
+    if (steer(leader, target, &parked, &n_parked) != 0) {
+        fprintf(stderr, "bench_cluster: could not steer placement to node %d\n", target + 1);
+        return -1;
+    }
+    for (int i = 0; i < total && rc == 0; i++) {
+        char *id = create(leader, "ten", 20);
+        if (id == NULL)
+            return -1;
+        char st[32] = "";
+        if (!wait_terminal(leader, id, st, sizeof st) || strcmp(st, "succeeded") != 0) {
+            fprintf(stderr, "bench_cluster: run %s ended %s\n", id, st);
+            rc = -1;
+        }
+        json_t *j = h_get_run(&nodes[leader].n, id);
+        int64_t owner = j != NULL ? jint(j, "owner_node") : 0;
+        json_decref(j);
+        if (owner != target + 1) {
+            fprintf(stderr, "bench_cluster: run %s went to node %lld, not %d\n", id, (long long)owner, target + 1);
+            rc = -1;
+        }
+        overheads(leader, id, &s);
+        free(id);
+    }
+    for (int i = 0; i < n_parked; i++) {
+        cancel(leader, parked[i]);
+        wait_terminal(leader, parked[i], NULL, 0);
+        free(parked[i]);
+    }
+    free(parked);
+    qsort(s.v, s.n, sizeof *s.v, cmp_i64);
+    printf("step overhead, %s-owned runs (node %d; %d parked runs steered placement): %zu steps of %d runs: "
+           "p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms\n",
+           label, target + 1, n_parked, s.n, total, pct(s.v, s.n, 0.5) / 1000.0, pct(s.v, s.n, 0.9) / 1000.0,
+           pct(s.v, s.n, 0.99) / 1000.0, s.n ? s.v[s.n - 1] / 1000.0 : 0.0);
+    printf("bench: cluster.step_overhead_p50_ms.%s %.3f ms\n", name, pct(s.v, s.n, 0.5) / 1000.0);
+    printf("bench: cluster.step_overhead_p99_ms.%s %.3f ms\n", name, pct(s.v, s.n, 0.99) / 1000.0);
+    fflush(stdout);
+    free(s.v);
+    return rc;
+}
+
+/* ---- 2. failover --------------------------------------------------------------------- */
+
+struct watched {
+    char *id;
+    int64_t epoch0;       /* the run's epoch before the kill */
+    int64_t after;        /* events after this seq are new */
+    int done;
+    int64_t assigned_us;  /* run.assigned's time */
+    int64_t first_us;     /* the new owner's first event */
+};
+
+/* Look for run.assigned (epoch > epoch0) and the new owner's first event
+ * after it; 1 when found. */
+static int check_run(int at, struct watched *w)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s/v1/runs/%s/events?after=%lld", nodes[at].n.base, w->id, (long long)w->after);
+    struct h_resp r;
+    h_http(&r, "GET", url, NULL, NULL, 5000);
+    json_t *ev = r.status == 200 && json_is_array(r.json) ? r.json : NULL;
+    int64_t epoch = -1;
+    for (size_t i = 0; ev != NULL && i < json_array_size(ev) && !w->done; i++) {
+        json_t *e = json_array_get(ev, i);
+        const char *type = jstr(e, "type");
+        if (type == NULL)
+            continue;
+        if (!strcmp(type, "run.assigned") && jint(e, "epoch") > w->epoch0) {
+            epoch = jint(e, "epoch");
+            w->assigned_us = ev_time(e);
+        } else if (epoch > 0 && jint(e, "epoch") == epoch) {
+            w->first_us = ev_time(e);
+            w->done = 1;
+        }
+    }
+    h_resp_free(&r);
+    return w->done;
+}
+
+struct fo_result {
+    struct samples first, assigned, worst;   /* ms from the kill */
+    long long resends, runs, lost, dup;
+};
+
+static int failover_trial(int victim, int leader, int n_runs, const char *toolbase, struct fo_result *res, int trial)
+{
+    /* runs in flight, spread by placement */
+    char **ids = calloc((size_t)n_runs, sizeof *ids);
+    int api = victim == leader ? (leader + 1) % N : leader; /* never ask the victim */
+    for (int i = 0; i < n_runs; i++) {
+        ids[i] = create(api, "loop", 10000);
+        if (ids[i] == NULL)
+            return -1;
+    }
+    /* every run started (its first tool call journaled), then note the victim's */
+    struct watched *w = calloc((size_t)n_runs, sizeof *w);
+    int n_w = 0;
+    uint64_t guard = h_now_ms() + 60000;
+    for (int i = 0; i < n_runs; i++) {
+        for (;;) {
+            json_t *j = h_get_run(&nodes[api].n, ids[i]);
+            int64_t step = j != NULL ? jint(j, "step") : 0;
+            int64_t owner = j != NULL ? jint(j, "owner_node") : 0;
+            int64_t epoch = j != NULL ? jint(j, "epoch") : 0;
+            int ended = j != NULL && is_terminal(jstr(j, "status"));
+            json_decref(j);
+            if (ended) {
+                fprintf(stderr, "bench_cluster: run %s ended before the kill\n", ids[i]);
+                return -1;
+            }
+            if (step >= 1) {
+                if (owner == victim + 1)
+                    w[n_w++] = (struct watched){ .id = ids[i], .epoch0 = epoch };
+                break;
+            }
+            if (h_now_ms() > guard) {
+                fprintf(stderr, "bench_cluster: run %s did not start\n", ids[i]);
+                return -1;
+            }
+            nap(5);
+        }
+    }
+    /* the victim's runs' journals so far: only later events can be the new owner's */
+    for (int i = 0; i < n_w; i++) {
+        json_t *j = h_get_run(&nodes[api].n, w[i].id);
+        w[i].after = j != NULL ? jint(j, "last_seq") : 0;
+        json_decref(j);
+    }
+    json_t *s0 = tool_stats(toolbase);
+
+    int64_t t_kill = wall_us();
+    h_proc_kill(&nodes[victim].n.proc, SIGKILL, 1);
+    nodes[victim].up = 0;
+
+    int survivor = (victim + 1) % N, left = n_w;
+    guard = h_now_ms() + 120000;
+    while (left > 0 && h_now_ms() < guard) {
+        for (int i = 0; i < n_w; i++)
+            if (!w[i].done && check_run(survivor, &w[i]))
+                left--;
+        if (left > 0)
+            nap(20);
+    }
+    int64_t worst = 0;
+    for (int i = 0; i < n_w; i++) {
+        if (!w[i].done) {
+            /* say what became of it */
+            json_t *j = h_get_run(&nodes[survivor].n, w[i].id);
+            char *txt = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+            fprintf(stderr, "bench_cluster: run %s (epoch %lld, seq %lld at the kill): no new owner's event: %s\n",
+                    w[i].id, (long long)w[i].epoch0, (long long)w[i].after, txt ? txt : "(no record)");
+            free(txt);
+            json_decref(j);
+            res->lost++;
+            continue;
+        }
+        push(&res->first, w[i].first_us - t_kill);
+        push(&res->assigned, w[i].assigned_us - t_kill);
+        if (w[i].first_us - t_kill > worst)
+            worst = w[i].first_us - t_kill;
+    }
+    push(&res->worst, worst);
+    res->runs += n_w;
+
+    /* cancel the trial's runs, restart the victim */
+    for (int i = 0; i < n_runs; i++)
+        cancel(survivor, ids[i]);
+    for (int i = 0; i < n_runs; i++)
+        wait_terminal(survivor, ids[i], NULL, 0);
+    json_t *s1 = tool_stats(toolbase);
+    long long resends = s0 && s1 ? (long long)(jint(s1, "resends") - jint(s0, "resends")) : -1;
+    long long dup = s1 ? (long long)jint(s1, "duplicates_performed") : -1;
+    res->resends += resends;
+    res->dup = dup;
+    json_decref(s0);
+    json_decref(s1);
+    printf("failover trial %d: killed node %d (%s) owning %d of %d runs: new owners' first events %.0f ms after "
+           "the kill at the latest, %d lost; %lld side effects re-sent\n",
+           trial, victim + 1, victim == leader ? "leader" : "follower", n_w, n_runs, worst / 1000.0,
+           left, resends);
+    fflush(stdout);
+    for (int i = 0; i < n_runs; i++)
+        free(ids[i]);
+    free(ids);
+    free(w);
+    if (node_start(victim, 0) != 0)
+        return -1;
+    return left == 0 ? 0 : -1;
+}
+
+static void report_failover(const char *name, const char *what, struct fo_result *r, int trials)
+{
+    qsort(r->first.v, r->first.n, sizeof *r->first.v, cmp_i64);
+    qsort(r->assigned.v, r->assigned.n, sizeof *r->assigned.v, cmp_i64);
+    qsort(r->worst.v, r->worst.n, sizeof *r->worst.v, cmp_i64);
+    printf("failover, %s killed: %d trials, %lld runs moved, %lld lost; per run, kill -> run.assigned p50 %.0f ms, "
+           "p99 %.0f ms; kill -> the new owner's first event p50 %.0f ms, p99 %.0f ms, max %.0f ms; per trial, "
+           "kill -> every run of the victim resumed p50 %.0f ms; %lld side effects re-sent in all "
+           "(%.1f per trial), %lld performed twice\n",
+           what, trials, r->runs, r->lost, pct(r->assigned.v, r->assigned.n, 0.5) / 1000.0,
+           pct(r->assigned.v, r->assigned.n, 0.99) / 1000.0, pct(r->first.v, r->first.n, 0.5) / 1000.0,
+           pct(r->first.v, r->first.n, 0.99) / 1000.0, r->first.n ? r->first.v[r->first.n - 1] / 1000.0 : 0.0,
+           pct(r->worst.v, r->worst.n, 0.5) / 1000.0, r->resends, trials ? (double)r->resends / trials : 0.0,
+           r->dup);
+    printf("bench: cluster.%s_p50_ms %.0f ms\n", name, pct(r->first.v, r->first.n, 0.5) / 1000.0);
+    printf("bench: cluster.%s_p99_ms %.0f ms\n", name, pct(r->first.v, r->first.n, 0.99) / 1000.0);
+    printf("bench: cluster.%s_detect_p50_ms %.0f ms\n", name, pct(r->assigned.v, r->assigned.n, 0.5) / 1000.0);
+    printf("bench: cluster.%s_all_runs_p50_ms %.0f ms\n", name, pct(r->worst.v, r->worst.n, 0.5) / 1000.0);
+    printf("bench: cluster.%s_resent_per_trial %.1f effects\n", name, trials ? (double)r->resends / trials : 0.0);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 5) {
+        fprintf(stderr, "usage: bench_cluster WORKDIR TROUPE MOCKLLM TOOLSERVER\n");
+        return 2;
+    }
+    const char *work = argv[1];
+    setenv("TROUPE_BIN", argv[2], 1);
+    setenv("TROUPE_MOCKLLM_BIN", argv[3], 1);
+    setenv("TROUPE_TOOLSERVER_BIN", argv[4], 1);
+    signal(SIGPIPE, SIG_IGN);
+    int trials = env_int("BENCH_TRIALS", 20), leader_trials = env_int("BENCH_LEADER_TRIALS", 10);
+    int fo_runs = env_int("BENCH_FAILOVER_RUNS", 100), tool_ms = env_int("BENCH_TOOL_MS", 300);
+    static char argbuf[512];
+    snprintf(argbuf, sizeof argbuf, "%s", getenv("BENCH_NODE_ARGS") ? getenv("BENCH_NODE_ARGS") : "");
+    for (char *tok = strtok(argbuf, " "); tok != NULL && n_extra < 30; tok = strtok(NULL, " "))
+        extra_args[n_extra++] = tok;
+
+    char path[512], mockbase[128], toolbase[128];
+    snprintf(path, sizeof path, "%s/script.json", work);
+    FILE *f = fopen(path, "w");
+    if (f == NULL) {
+        perror(path);
+        return 1;
+    }
+    fprintf(f, script, tool_ms);
+    fclose(f);
+    struct h_proc mock, tools;
+    if (h_mockllm_start(&mock, path, work, mockbase, sizeof mockbase) != 0 ||
+        h_toolserver_start(&tools, work, NULL, toolbase, sizeof toolbase) != 0)
+        return 1;
+    static char envbase[192];
+    snprintf(envbase, sizeof envbase, "OPENAI_BASE_URL=%s", mockbase);
+    static char *env[] = { envbase, "OPENAI_API_KEY=bench", "TROUPE_LOG=warn", NULL };
+    node_env = env;
+
+    for (int i = 0; i < N; i++) {
+        struct cnode *c = &nodes[i];
+        char data[512];
+        snprintf(data, sizeof data, "%s/n%d", work, i + 1);
+        c->n.data = strdup(data);
+        c->n.id = (uint64_t)(i + 1);
+        c->raft_port = h_free_port();
+        c->peer_port = h_free_port();
+        c->http_port = h_free_port();
+        snprintf(c->n.base, sizeof c->n.base, "http://127.0.0.1:%d", c->http_port);
+        snprintf(c->log, sizeof c->log, "%s/n%d.log", work, i + 1);
+    }
+    snprintf(secret_file, sizeof secret_file, "%s/n1/cluster.secret", work);
+    int rc = 0;
+    for (int i = 0; i < N; i++)
+        if (node_start(i, 1) != 0)
+            return 1;
+    int leader = wait_healthy(60000);
+    if (leader < 0)
+        return 1;
+    printf("cluster: 3 nodes, leader node %d; node flags: %s\n", leader + 1,
+           n_extra ? getenv("BENCH_NODE_ARGS") : "none (the shipped defaults: --failure-timeout 1500, raft's "
+                                                 "election timeout 1000 ms and heartbeat 100 ms)");
+    register_tool(leader, "add", "add", "write", toolbase);
+    register_tool(leader, "guarded", "echo", "irreversible", toolbase);
+    register_tool(leader, "nap", "sleep", "write", toolbase);
+
+    /* ---- 1. step overhead ---- */
+    int follower = (leader + 1) % N;
+    if (step_pass(leader, leader, "leader", "leader_owned") != 0 ||
+        step_pass(leader, follower, "follower", "follower_owned") != 0)
+        rc = 1;
+
+    /* ---- 2. failover ---- */
+    struct fo_result fr = { 0 }, lr = { 0 };
+    for (int t = 0; t < trials + leader_trials && rc == 0; t++) {
+        leader = wait_healthy(60000);
+        if (leader < 0) {
+            rc = 1;
+            break;
+        }
+        int kill_leader = t >= trials;
+        int victim = kill_leader ? leader : (leader + 1 + t % 2) % N;
+        if (failover_trial(victim, leader, fo_runs, toolbase, kill_leader ? &lr : &fr, t + 1) != 0)
+            rc = 1;
+    }
+    if (fr.first.n > 0)
+        report_failover("failover", "a follower", &fr, trials);
+    if (lr.first.n > 0)
+        report_failover("failover_leader", "the leader", &lr, leader_trials);
+    if (fr.dup != 0 || lr.dup != 0 || fr.lost != 0 || lr.lost != 0)
+        rc = 1;
+
+    for (int i = 0; i < N; i++) {
+        if (nodes[i].up)
+            h_proc_stop(&nodes[i].n.proc, 30000);
+        h_node_free(&nodes[i].n);
+    }
+    h_proc_stop(&mock, 5000);
+    h_proc_stop(&tools, 5000);
+    h_proc_free(&mock);
+    h_proc_free(&tools);
+    return rc;
+}
