@@ -55,6 +55,7 @@ struct tr_gateway_opts {
                                         dropped when events come this long after; 0 = 10000 */
     uint32_t request_timeout_ms;     /* first byte to complete request, else 408 (slowloris);
                                         0 = 30000 */
+    uint32_t stream_keepalive_ms;    /* SSE comment lines on live streams; 0 = 15000 */
 };
 
 /* Start the HTTP server on tr_ctx_loop(ctx). Call from a callback on the

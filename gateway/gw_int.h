@@ -288,6 +288,7 @@ struct tr_gateway {
     unsigned n_ws;
     uint32_t max_conns;            /* HTTP connections, and WebSockets apart */
     uint32_t stall_ms;             /* a paused stream with new events this long is dropped */
+    uint32_t keepalive_ms;         /* SSE keep-alive comments */
     uint64_t slow_disconnects;
     void (*ws_closed_cb)(void *);  /* gw_ws_close_all */
     void *ws_closed_arg;

@@ -383,6 +383,15 @@ static void sse_drained(struct tr_httpd_req *req, void *arg)
     }
 }
 
+/* A comment line every GW_LIVE_BEAT_MS: proxies keep the stream open and a
+ * vanished client shows up as a write error. Not while paused. */
+static void sse_beat(struct gw_sub *s)
+{
+    struct gw_call *c = s->ud;
+    if (c->req != NULL && !s->paused)
+        (void)tr_httpd_stream_write(c->req, ":\n\n", 3);
+}
+
 static size_t sse_queued(struct gw_sub *s)
 {
     struct gw_call *c = s->ud;
@@ -402,6 +411,7 @@ void gw_sse_start(struct gw_call *c, uint64_t run_id, uint64_t after)
     c->sub.seq = after;
     gw_sub_add(c->g, &c->sub, GW_SUB_SSE, run_id, sse_wake, c);
     c->sub.queued = sse_queued;
+    c->sub.beat = sse_beat;
     tr_httpd_on_drain(c->req, sse_drained, c);
     gw_sub_kick(&c->sub); /* the history goes out in the next round */
 }
@@ -598,6 +608,7 @@ int tr_gateway_start(struct tr_ctx *ctx, const struct tr_gateway_opts *o, struct
     };
     g->max_conns = o->max_connections ? o->max_connections : 1024;
     g->stall_ms = o->stream_stall_ms ? o->stream_stall_ms : GW_LIVE_STALL_MS_DEFAULT;
+    g->keepalive_ms = o->stream_keepalive_ms ? o->stream_keepalive_ms : GW_LIVE_BEAT_MS;
     int rv = tr_httpd_start(loop, &ho, &g->httpd, err);
     if (rv != TR_OK) {
         tr_err_wrap(err, "gateway");

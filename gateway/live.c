@@ -52,6 +52,8 @@ struct gw_watch {
 struct gw_live {
     struct tr_gateway *g;
     uv_timer_t timer;
+    uv_timer_t beat;              /* keep-alives (SSE), not reads: nothing polls the store */
+    int handles;
     struct gw_watch **buckets;
     size_t n_buckets, n_watches;
     struct gw_watch *pending;
@@ -430,6 +432,31 @@ bool gw_live_stalled(struct tr_gateway *g, struct gw_sub *s)
 
 /* ---- lifecycle ---------------------------------------------------------------------------------- */
 
+static void beat_cb(uv_timer_t *t)
+{
+    struct gw_live *L = t->data;
+    for (size_t b = 0; b < L->n_buckets; b++) {
+        for (struct gw_watch *w = L->buckets[b]; w != NULL; w = w->hnext) {
+            w->busy++;
+            for (struct gw_sub *s = w->subs; s != NULL; s = w->iter) {
+                w->iter = s->next;
+                if (s->beat != NULL)
+                    s->beat(s); /* may remove s (a write error closes its connection later) */
+            }
+            w->iter = NULL;
+            w->busy--;
+        }
+    }
+    /* Watches whose last sub left during the walk (busy then): free them. */
+    for (size_t b = 0; b < L->n_buckets; b++) {
+        struct gw_watch *next;
+        for (struct gw_watch *w = L->buckets[b]; w != NULL; w = next) {
+            next = w->hnext;
+            watch_maybe_free(L, w);
+        }
+    }
+}
+
 int gw_live_start(struct tr_gateway *g)
 {
     struct gw_live *L = tr_calloc(1, sizeof *L);
@@ -438,6 +465,10 @@ int gw_live_start(struct tr_gateway *g)
     L->buckets = tr_calloc(L->n_buckets, sizeof *L->buckets);
     uv_timer_init(g->loop, &L->timer);
     L->timer.data = L;
+    uv_timer_init(g->loop, &L->beat);
+    L->beat.data = L;
+    uv_timer_start(&L->beat, beat_cb, g->keepalive_ms, g->keepalive_ms);
+    L->handles = 2;
     g->live = L;
     tr_state_on_applied(g->state, on_applied, L);
     return TR_OK;
@@ -446,6 +477,8 @@ int gw_live_start(struct tr_gateway *g)
 static void live_closed(uv_handle_t *h)
 {
     struct gw_live *L = h->data;
+    if (--L->handles > 0)
+        return;
     tr_free(L->buckets);
     tr_free(L);
 }
@@ -459,6 +492,7 @@ void gw_live_close(struct tr_gateway *g)
     L->closing = 1;
     tr_state_on_applied(g->state, NULL, NULL);
     uv_timer_stop(&L->timer);
+    uv_timer_stop(&L->beat);
     for (size_t b = 0; b < L->n_buckets; b++) {
         while (L->buckets[b] != NULL) {
             struct gw_watch *w = L->buckets[b];
@@ -471,6 +505,7 @@ void gw_live_close(struct tr_gateway *g)
     L->pending = L->loaded = NULL;
     L->khead = L->ktail = NULL;
     uv_close((uv_handle_t *)&L->timer, live_closed);
+    uv_close((uv_handle_t *)&L->beat, live_closed);
 }
 
 static size_t queued_of(struct gw_sub *s)

@@ -38,6 +38,7 @@ struct gw_sub;
 
 #define GW_LIVE_HIGH_WATER (256u << 10) /* unsent bytes before a stream pauses */
 #define GW_LIVE_STALL_MS_DEFAULT 10000u
+#define GW_LIVE_BEAT_MS 15000u          /* default: SSE keep-alive comments */
 #define GW_LIVE_CACHE_EVENTS 512        /* events one read of a round holds */
 #define GW_LIVE_CACHE_BYTES (4u << 20)
 
@@ -59,6 +60,7 @@ struct gw_sub {
     gw_wake_fn wake;
     void *ud;
     size_t (*queued)(struct gw_sub *s); /* unsent bytes of its connection (metrics); may be NULL */
+    void (*beat)(struct gw_sub *s);     /* every keepalive_ms (SSE comment lines); may be NULL */
     /* For the stream kinds (the live module does not read these). */
     uint64_t seq;                 /* last seq sent */
     int paused;                   /* over the high-water mark: waiting for a drain */

@@ -87,6 +87,7 @@ static void open_cb(struct tr_ctx *ctx, void *arg)
     }
     struct tr_gateway_opts go = { .rt = rt, .state = state, .host = "127.0.0.1", .port = 0, .admin_token = TOKEN,
                                   .node_id = 1, .stream_stall_ms = STALL_MS, .request_timeout_ms = 1000,
+                                  .stream_keepalive_ms = 200,
                                   .client_host = "127.0.0.1", .client_port = 0 };
     if (tr_gateway_start(ctx, &go, &gw, &err) != TR_OK) {
         fprintf(stderr, "gateway: %s\n", err.msg);
@@ -605,6 +606,10 @@ static void test_sse_history_live_resume(void **st)
     struct sse b;
     sse_open(&b, run, "46", 0);
     sse_until(&b, 56);
+    /* An idle stream gets keep-alive comments (every 200 ms here). */
+    for (int i = 0; i < 100 && strstr(b.in.p, "\n\n:\n\n") == NULL; i++)
+        (void)fill(b.fd, &b.in, 100);
+    assert_non_null(strstr(b.in.p, "\n\n:\n\n"));
     append_events(run, 10, 100); /* 57..66 */
     cancel_run(run);             /* 67: run.cancelled, then the end */
     sse_until(&b, 0);
