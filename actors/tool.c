@@ -54,6 +54,7 @@ struct call {
     const char **hdrs;
     size_t n_hdrs;
     char *key_header;
+    char *who_header;          /* "X-Troupe-Caller: node=N run=ID" */
     uint32_t attempts;
     int http_active;
     uint64_t http_id;
@@ -194,6 +195,7 @@ static void call_free(struct call *c)
     tool_http_cfg_free(&c->http);
     tr_free(c->hdrs);
     tr_free(c->key_header);
+    tr_free(c->who_header);
     tr_free(c->body);
     tr_free(c->out);
     if (c->req)
@@ -409,7 +411,7 @@ static int key_ok(const char *k, size_t n)
 }
 
 static void start_http(struct tr_ctx *ctx, struct tool_state *st, struct call *c, const json_t *config,
-                       const char *key, const char *name)
+                       const char *key, const char *name, const char *run_id)
 {
     struct tr_err err = {0};
     if (tool_http_cfg_parse(config, &c->http, &err) != 0) {
@@ -424,11 +426,19 @@ static void start_http(struct tr_ctx *ctx, struct tool_state *st, struct call *c
     c->key_header = tr_malloc(kl + sizeof("Idempotency-Key: "));
     memcpy(c->key_header, "Idempotency-Key: ", sizeof("Idempotency-Key: ") - 1);
     memcpy(c->key_header + sizeof("Idempotency-Key: ") - 1, key, kl + 1);
-    c->hdrs = tr_calloc(c->http.n_headers + 2, sizeof(char *));
+    /* Who calls: the node and the run (API.md "Tools that call out"); the
+     * chaos suite's tool server checks with it that no two nodes act for
+     * one run at once. */
+    char who[160];
+    snprintf(who, sizeof who, "X-Troupe-Caller: node=%llu run=%.64s",
+             (unsigned long long)(st->opts->env ? st->opts->env->node_id : 0), run_id ? run_id : "");
+    c->who_header = tr_strdup(who);
+    c->hdrs = tr_calloc(c->http.n_headers + 3, sizeof(char *));
     for (size_t i = 0; i < c->http.n_headers; i++)
         c->hdrs[c->n_hdrs++] = c->http.headers[i];
     c->hdrs[c->n_hdrs++] = "Content-Type: application/json";
     c->hdrs[c->n_hdrs++] = c->key_header;
+    c->hdrs[c->n_hdrs++] = c->who_header;
     http_attempt(ctx, st, c);
 }
 
@@ -598,7 +608,8 @@ static void on_call(struct tr_ctx *ctx, struct tool_state *st, struct tr_msg *ms
     st->calls = c;
     st->n_calls++;
     if (ck == CALL_HTTP)
-        start_http(ctx, st, c, config, json_string_value(key), tname);
+        start_http(ctx, st, c, config, json_string_value(key), tname,
+                   json_string_value(json_object_get(root, "run_id")));
     else
         start_sandbox(ctx, st, c, config, tname);
 out:
