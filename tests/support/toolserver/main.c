@@ -9,9 +9,12 @@
  * the first is still running. 5xx answers record nothing (nothing was done),
  * so a resend runs the tool again. A request without a key is refused (400)
  * and counted. Every receipt is appended to the --log file as one JSON line
- *   {"key": str, "tool": str, "receipt": "first"|"resend", "time": RFC 3339}
+ *   {"key": str, "tool": str, "receipt": "first"|"resend", "time": RFC 3339, ...}
  * and flushed, so a test can check "no effect twice" across kills of the
- * troupe nodes that call this server.
+ * troupe nodes that call this server. The line also has "time_us" (the same
+ * instant in microseconds since the epoch) and, when the request carried
+ * X-Troupe-Caller (troupe's tool executor sends "node=N run=ID"), "caller":
+ * the chaos suite checks with it which node acted for a run, and when.
  *
  * Tools (arguments are the JSON body):
  *   echo      the body, unchanged (must be JSON)
@@ -168,7 +171,7 @@ static void respond_json(struct tr_httpd_req *req, int status, json_t *j)
     free(s);
 }
 
-static void log_receipt(struct app *app, const char *key, const char *tool, int first)
+static void log_receipt(struct app *app, const char *key, const char *tool, int first, const char *caller)
 {
     char when[64];
     struct timeval tv;
@@ -179,8 +182,10 @@ static void log_receipt(struct app *app, const char *key, const char *tool, int 
     gmtime_r(&tv.tv_sec, &tm);
     size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(when + n, sizeof(when) - n, ".%06ldZ", (long)tv.tv_usec);
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s}", "key", key, "tool", tool, "receipt", first ? "first" : "resend",
-                          "time", when);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I}", "key", key, "tool", tool, "receipt", first ? "first" : "resend",
+                          "time", when, "time_us", (json_int_t)tv.tv_sec * 1000000 + tv.tv_usec);
+    if (caller)
+        json_object_set_new(j, "caller", json_string(caller));
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     fprintf(app->log, "%s\n", s);
@@ -442,7 +447,7 @@ static void on_tool(struct app *app, struct tr_httpd_req *req, const char *name)
         rec->seen = describe(req);
     if (rec->received > 1)
         app->resends++;
-    log_receipt(app, key, name, rec->received == 1);
+    log_receipt(app, key, name, rec->received == 1, tr_httpd_header(req, "X-Troupe-Caller"));
 
     if (rec->done) {
         respond(req, rec->status, rec->body, rec->body_len, rec->text, rec->location);
