@@ -36,7 +36,8 @@ struct tr_msg *tr_llm_call_msg(const char *model, const char *tenant, const char
     p = (char *)m->data;
     memcpy(p, &h, sizeof h);
     p += sizeof h;
-    memcpy(p, model, ml);
+    if (ml)
+        memcpy(p, model, ml); /* model may be NULL (no model chosen) */
     p += ml;
     if (tl)
         memcpy(p, tenant, tl);
