@@ -7,14 +7,17 @@
 #      run finish, and the refund was performed exactly once;
 #   2. twenty research agents run in parallel; the node is SIGKILLed in the
 #      middle of them and restarted; every run finishes and no tool effect is
-#      performed twice.
+#      performed twice;
+#   3. a three-node cluster: writes through a follower, runs placed on every
+#      node, one node SIGKILLed with runs in flight: the leader moves its runs
+#      to the survivors, every run finishes, `troupectl cluster verify` agrees.
 # Everything runs on 127.0.0.1 and stops at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 scripts/install-deps.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc)" --target troupe troupe-mockllm troupe-toolserver troupe-showcase
+cmake --build build -j"$(nproc)" --target troupe troupe-mockllm troupe-toolserver troupe-showcase troupectl
 
 B=$root/build
 work=$(mktemp -d /tmp/troupe-demo-XXXXXX)
@@ -111,5 +114,53 @@ curl -sf "$api/v1/runs?limit=100" | json '"runs by status: %s" % json.dumps(__im
 curl -sf "http://127.0.0.1:$tools/_stats" | json '"tool server: %d effects for %d keys, %d re-sent after the kill, duplicates performed: %d" % (d["effects"], d["keys"], d["resends"], d["duplicates_performed"])'
 curl -sf "$api/v1/cluster/digest" | json '"state digest %s at raft index %d" % (d["digest"][:16], d["last_applied"])'
 kill "$node_pid"; wait "$node_pid" 2>/dev/null || true
+echo
+
+echo "== 3. a three-node cluster: a node dies with runs in flight"
+ctl() { "$B/tools/troupectl" --server "127.0.0.1:${cport[1]}" "$@"; }
+declare -A cpid hport cport pport
+for i in 1 2 3; do hport[$i]=$(free_port); cport[$i]=$(free_port); pport[$i]=$(free_port); done
+start_member() { # i extra-args...
+  local i=$1; shift
+  OPENAI_BASE_URL=http://127.0.0.1:$llm/v1 OPENAI_API_KEY=demo TROUPE_LOG=warn \
+    "$B/node/troupe" --id "$i" --data "$work/c$i" --raft "127.0.0.1:$(free_port)" --peer "127.0.0.1:${pport[$i]}" \
+    --client "127.0.0.1:${cport[$i]}" --http "127.0.0.1:${hport[$i]}" "$@" >>"$work/c$i.log" 2>&1 &
+  cpid[$i]=$!; pids+=("${cpid[$i]}")
+  for _ in $(seq 1 400); do
+    curl -sf "http://127.0.0.1:${hport[$i]}/healthz" 2>/dev/null | grep -q '"ready":true' && return 0
+    sleep 0.05
+  done
+  echo "demo: node $i did not become ready:" >&2; tail -20 "$work/c$i.log" >&2; return 1
+}
+start_member 1 --bootstrap
+start_member 2 --join "127.0.0.1:${pport[1]}" --cluster-secret-file "$work/c1/cluster.secret"
+start_member 3 --join "127.0.0.1:${pport[1]}" --cluster-secret-file "$work/c1/cluster.secret"
+ctl cluster status
+capi=http://127.0.0.1:${hport[2]}   # a follower: writes are forwarded to the leader
+cpost() { curl -sf -X POST "$capi$1" -H 'Content-Type: application/json' -d "$2"; }
+cpost /v1/tools "{\"name\":\"lookup_order\",\"description\":\"Look an order up\",\"risk\":\"read\",\"kind\":\"http\",
+  \"input_schema\":{\"type\":\"object\"},\"config\":{\"url\":\"http://127.0.0.1:$tools/tools/echo\",\"allow\":[\"127.0.0.1\"]}}" >/dev/null
+cpost /v1/tools "{\"name\":\"slow_report\",\"description\":\"Build a report (slow)\",\"risk\":\"write\",\"kind\":\"http\",
+  \"input_schema\":{\"type\":\"object\"},\"config\":{\"url\":\"http://127.0.0.1:$tools/tools/sleep\",\"allow\":[\"127.0.0.1\"]}}" >/dev/null
+before=$(curl -sf "http://127.0.0.1:$tools/_stats" | json 'd["resends"]')
+cids=()
+for i in $(seq 1 30); do
+  cids+=("$(cpost /v1/runs "{\"goal\":\"cluster-customer-$i\",\"agent\":{\"model\":\"mock-gpt\",\"system\":\"[mock:research]\",
+    \"tools\":[\"lookup_order\",\"slow_report\"]}}" | json 'd["id"]')")
+done
+curl -sf "$capi/v1/cluster" | json '"runs placed per node: %s" % ", ".join("node %d: %d" % (n["id"], n["runs"]) for n in d["nodes"])'
+sleep 0.4
+echo "killing node 3 with SIGKILL (it owns runs mid-step)..."
+kill -9 "${cpid[3]}"
+for id in "${cids[@]}"; do curl -sf "$capi/v1/runs/$id?wait=60" >/dev/null; done
+curl -sf "$capi/v1/runs?limit=200" | json '"cluster runs by status: %s" % json.dumps(__import__("collections").Counter(r["status"] for r in d["runs"] if r["goal"].startswith("cluster-")))'
+moved=0
+for id in "${cids[@]}"; do
+  n=$(curl -sf "$capi/v1/runs/$id/events" | json 'sum(1 for e in d if e["type"] == "run.assigned")')
+  moved=$((moved + n))
+done
+echo "runs moved off node 3 by the leader: $moved"
+curl -sf "http://127.0.0.1:$tools/_stats" | json '"tool server: duplicates performed %d, keys re-sent after this kill %d" % (d["duplicates_performed"], d["resends"] - '"$before"')'
+ctl cluster verify
 echo
 echo "demo done. API reference: ../shared/API.md; design: docs/ARCHITECTURE.md"
