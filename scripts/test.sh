@@ -2,6 +2,11 @@
 # Runs every test: installs dependencies, builds (release and ASan+UBSan), and
 # runs the whole ctest suite on the release build.
 #   TROUPE_TEST_LABEL=unit scripts/test.sh    only one label (unit, integration, chaos, fuzz)
+# The chaos suite's bounded slice runs with the integration tests (its tests
+# carry both labels; root is needed for its network namespaces): one schedule
+# per fault kind plus TROUPE_CHAOS_ROUNDS random faults (default 2) seeded by
+# TROUPE_CHAOS_SEED (default: the time, printed). The long run is
+# tests/chaos/soak.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
