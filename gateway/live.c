@@ -26,6 +26,11 @@
  *     callbacks of the same loop), so one read per run per round is exact.
  *  3. A sub kicked during a round is woken in the next one, never twice in
  *     one, so a round always ends.
+ *  4. A round wakes at most GW_LIVE_ROUND_WAKES subs; a walk cut short
+ *     resumes in the next round (zero-delay timer, so raft's and the
+ *     servers' callbacks run in between) from w->iter, which gw_sub_del
+ *     keeps pointing at a live sub. Its read is redone there (invariant 2
+ *     holds per round, not across them).
  */
 #include <stdio.h>
 #include <string.h>
@@ -56,7 +61,9 @@ struct gw_live {
     int handles;
     struct gw_watch **buckets;
     size_t n_buckets, n_watches;
-    struct gw_watch *pending;
+    struct gw_watch *pending;     /* marked by on_applied */
+    struct gw_watch *work;        /* taken from pending, not walked yet (still pending = 1) */
+    struct gw_watch *cur;         /* the walk cut short by the budget (busy; iter: next sub) */
     struct gw_watch *loaded;
     struct gw_sub *khead, *ktail;
     uint64_t round;
@@ -169,36 +176,71 @@ static void kick_unlink(struct gw_live *L, struct gw_sub *s)
     s->kprev = s->knext = NULL;
 }
 
+/* Wake w's subs from w->iter on, at most *budget of them; true when the
+ * walk is over (w->iter NULL). */
+static bool walk(struct gw_live *L, struct gw_watch *w, unsigned *budget)
+{
+    struct gw_sub *s;
+    while ((s = w->iter) != NULL && *budget > 0) {
+        w->iter = s->next;
+        kick_unlink(L, s); /* woken now: no need for its own */
+        L->wakes++;
+        (*budget)--;
+        s->wake(s); /* may remove s or others (gw_sub_del keeps w->iter right) */
+    }
+    return w->iter == NULL;
+}
+
+static void walk_done(struct gw_live *L, struct gw_watch *w)
+{
+    w->busy--;
+    watch_maybe_free(L, w);
+}
+
 static void round_cb(uv_timer_t *t)
 {
     struct gw_live *L = t->data;
     uint64_t round = ++L->round;
+    unsigned budget = GW_LIVE_ROUND_WAKES;
     L->rounds++;
-    /* Runs the applied entries changed: every sub of each, once. */
-    struct gw_watch *list = L->pending;
-    L->pending = NULL;
-    while (list != NULL) {
-        struct gw_watch *w = list;
-        list = w->pnext;
+    /* Runs the applied entries changed: every sub of each, once; a walk cut
+     * short by the budget goes on in the next round (raft and the other
+     * servers run in between: a run with 10,000 streams does not stall the
+     * loop). Entries applied meanwhile mark the watch again. */
+    if (L->cur != NULL) {
+        struct gw_watch *w = L->cur;
+        if (!walk(L, w, &budget))
+            goto out;
+        L->cur = NULL;
+        walk_done(L, w);
+    }
+    for (;;) {
+        if (L->work == NULL) {
+            L->work = L->pending;
+            L->pending = NULL;
+        }
+        if (L->work == NULL || budget == 0)
+            break;
+        struct gw_watch *w = L->work;
+        L->work = w->pnext;
         w->pending = 0;
         w->busy++;
-        for (struct gw_sub *s = w->subs; s != NULL; s = w->iter) {
-            w->iter = s->next;
-            kick_unlink(L, s); /* woken now: no need for its own */
-            L->wakes++;
-            s->wake(s); /* may remove s (gw_sub_del moves w->iter past it) */
+        w->iter = w->subs;
+        if (!walk(L, w, &budget)) {
+            L->cur = w;
+            goto out;
         }
-        w->iter = NULL;
-        w->busy--;
-        watch_maybe_free(L, w);
+        walk_done(L, w);
     }
     /* Subs that asked for a wake-up before this round (invariant 3). */
-    while (L->khead != NULL && L->khead->kick_round < round) {
+    while (budget > 0 && L->khead != NULL && L->khead->kick_round < round) {
         struct gw_sub *s = L->khead;
         kick_unlink(L, s);
         L->wakes++;
+        budget--;
         s->wake(s);
     }
+out:
     /* Drop the round's reads. */
     while (L->loaded != NULL) {
         struct gw_watch *w = L->loaded;
@@ -206,7 +248,7 @@ static void round_cb(uv_timer_t *t)
         cache_clear(w);
         watch_maybe_free(L, w);
     }
-    if (L->khead != NULL || L->pending != NULL)
+    if (L->cur != NULL || L->work != NULL || L->khead != NULL || L->pending != NULL)
         arm(L);
 }
 
@@ -435,26 +477,13 @@ bool gw_live_stalled(struct tr_gateway *g, struct gw_sub *s)
 static void beat_cb(uv_timer_t *t)
 {
     struct gw_live *L = t->data;
-    for (size_t b = 0; b < L->n_buckets; b++) {
-        for (struct gw_watch *w = L->buckets[b]; w != NULL; w = w->hnext) {
-            w->busy++;
-            for (struct gw_sub *s = w->subs; s != NULL; s = w->iter) {
-                w->iter = s->next;
+    /* A beat only queues a write (an error closes its connection later, from
+     * a callback), so the lists do not change under this walk. */
+    for (size_t b = 0; b < L->n_buckets; b++)
+        for (struct gw_watch *w = L->buckets[b]; w != NULL; w = w->hnext)
+            for (struct gw_sub *s = w->subs; s != NULL; s = s->next)
                 if (s->beat != NULL)
-                    s->beat(s); /* may remove s (a write error closes its connection later) */
-            }
-            w->iter = NULL;
-            w->busy--;
-        }
-    }
-    /* Watches whose last sub left during the walk (busy then): free them. */
-    for (size_t b = 0; b < L->n_buckets; b++) {
-        struct gw_watch *next;
-        for (struct gw_watch *w = L->buckets[b]; w != NULL; w = next) {
-            next = w->hnext;
-            watch_maybe_free(L, w);
-        }
-    }
+                    s->beat(s);
 }
 
 int gw_live_start(struct tr_gateway *g)
@@ -502,7 +531,7 @@ void gw_live_close(struct tr_gateway *g)
             watch_free(L, w);
         }
     }
-    L->pending = L->loaded = NULL;
+    L->pending = L->work = L->cur = L->loaded = NULL;
     L->khead = L->ktail = NULL;
     uv_close((uv_handle_t *)&L->timer, live_closed);
     uv_close((uv_handle_t *)&L->beat, live_closed);

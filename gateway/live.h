@@ -39,6 +39,7 @@ struct gw_sub;
 #define GW_LIVE_HIGH_WATER (256u << 10) /* unsent bytes before a stream pauses */
 #define GW_LIVE_STALL_MS_DEFAULT 10000u
 #define GW_LIVE_BEAT_MS 15000u          /* default: SSE keep-alive comments */
+#define GW_LIVE_ROUND_WAKES 1024        /* wake-ups per loop turn; the rest in the next */
 #define GW_LIVE_CACHE_EVENTS 512        /* events one read of a round holds */
 #define GW_LIVE_CACHE_BYTES (4u << 20)
 
