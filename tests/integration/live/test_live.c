@@ -86,7 +86,7 @@ static void open_cb(struct tr_ctx *ctx, void *arg)
         return;
     }
     struct tr_gateway_opts go = { .rt = rt, .state = state, .host = "127.0.0.1", .port = 0, .admin_token = TOKEN,
-                                  .node_id = 1, .stream_stall_ms = STALL_MS, .request_timeout_ms = 1000,
+                                  .node_id = 1, .stream_stall_ms = STALL_MS, .max_connections = 4096, .request_timeout_ms = 1000,
                                   .stream_keepalive_ms = 200,
                                   .client_host = "127.0.0.1", .client_port = 0 };
     if (tr_gateway_start(ctx, &go, &gw, &err) != TR_OK) {
@@ -811,11 +811,13 @@ static void test_slow_readers(void **st)
 }
 
 /* Many subscribers of one run: each append batch is one read of the
- * journal, shared (not one per subscriber). */
+ * journal per round, shared (not one per subscriber); more subscribers than
+ * one round wakes (GW_LIVE_ROUND_WAKES), so walks resume across rounds, and
+ * still every stream gets every event once. */
 static void test_fanout_shares_reads(void **st)
 {
     char *run = create_run();
-    enum { N = 50 };
+    enum { N = GW_LIVE_ROUND_WAKES + 76 };
     static struct sse s[N];
     for (int i = 0; i < N; i++)
         sse_open(&s[i], run, NULL, 0);
