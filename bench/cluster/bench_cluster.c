@@ -70,6 +70,18 @@ static const char *script =
     "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 9, \"b\": 10}}]},"
     "  {\"content\": \"The last sum was {{last_tool_result}}\"}"
     " ],"
+    " \"tenread\": ["
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 1, \"b\": 2}}]},"
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 2, \"b\": 3}}]},"
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 3, \"b\": 4}}]},"
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 4, \"b\": 5}}]},"
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 5, \"b\": 6}}]},"
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 6, \"b\": 7}}]},"
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 7, \"b\": 8}}]},"
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 8, \"b\": 9}}]},"
+    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 9, \"b\": 10}}]},"
+    "  {\"content\": \"The last sum was {{last_tool_result}}\"}"
+    " ],"
     " \"park\": ["
     "  {\"tool_calls\": [{\"name\": \"guarded\", \"arguments\": {\"note\": \"waits for a human\"}}]},"
     "  {\"content\": \"done\"}"
@@ -332,7 +344,7 @@ static char *create(int at, const char *script_name, int max_steps)
     char body[512];
     snprintf(body, sizeof body,
              "{\"goal\": \"benchmark\", \"agent\": {\"model\": \"mock-gpt\", \"system\": \"[mock:%s]\","
-             " \"tools\": [\"add\", \"guarded\", \"nap\"], \"max_steps\": %d}}",
+             " \"tools\": [\"add\", \"lookup\", \"guarded\", \"nap\"], \"max_steps\": %d}}",
              script_name, max_steps);
     return h_create_run(&nodes[at].n, body, NULL);
 }
@@ -383,19 +395,70 @@ static json_t *tool_stats(const char *toolbase)
 
 /* ---- 1. step overhead ---------------------------------------------------------------- */
 
+/* Where a step's overhead goes: the gap between each pair of consecutive
+ * events of a step, by pair of types (the model's latency and the tool's
+ * duration taken out of the pairs that contain them). */
+#define MAX_GAPS 16
+static struct gap {
+    char name[64];
+    struct samples s;
+} gaps[MAX_GAPS];
+static int n_gaps;
+
+static void gap_add(const char *from, const char *to, int64_t us)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%s -> %s", from, to);
+    int i;
+    for (i = 0; i < n_gaps; i++)
+        if (!strcmp(gaps[i].name, name))
+            break;
+    if (i == n_gaps) {
+        if (n_gaps == MAX_GAPS)
+            return;
+        snprintf(gaps[n_gaps++].name, sizeof gaps[0].name, "%s", name);
+    }
+    push(&gaps[i].s, us > 0 ? us : 0);
+}
+
+static void gaps_report(void)
+{
+    for (int i = 0; i < n_gaps; i++) {
+        struct samples *s = &gaps[i].s;
+        qsort(s->v, s->n, sizeof *s->v, cmp_i64);
+        printf("  %-40s %5zu gaps: p50 %.3f ms, p99 %.3f ms, max %.3f ms\n", gaps[i].name, s->n,
+               pct(s->v, s->n, 0.5) / 1000.0, pct(s->v, s->n, 0.99) / 1000.0, s->n ? s->v[s->n - 1] / 1000.0 : 0.0);
+        free(s->v);
+        memset(s, 0, sizeof *s);
+    }
+    n_gaps = 0;
+}
+
 /* Overhead samples (µs) of one finished run. */
 static void overheads(int at, const char *id, struct samples *out)
 {
     json_t *ev = h_get_events(&nodes[at].n, id);
     if (ev == NULL)
         return;
-    int64_t start = -1, llm_us = 0, tool_us = 0;
+    int64_t start = -1, llm_us = 0, tool_us = 0, prev_t = -1;
+    const char *prev_type = NULL;
     for (size_t i = 0; i < json_array_size(ev); i++) {
         json_t *e = json_array_get(ev, i);
         const char *type = jstr(e, "type");
         int64_t t = ev_time(e);
         if (type == NULL)
             continue;
+        if (prev_type != NULL && start >= 0) {
+            int64_t g = t - prev_t;
+            json_t *d = json_object_get(e, "data");
+            if (!strcmp(type, "llm.completed"))
+                g -= jint(d, "latency_us");
+            else if (!strcmp(type, "tool.completed"))
+                g -= jint(d, "duration_us");
+            gap_add(prev_type, type, g);
+        }
+        prev_type = type;
+        prev_t = t;
         int boundary = !strcmp(type, "llm.requested") || !strcmp(type, "run.succeeded") || !strcmp(type, "run.failed");
         if (boundary && start >= 0) {
             int64_t o = t - start - llm_us - tool_us;
@@ -453,8 +516,8 @@ static int steer(int leader, int target, char ***parked, int *n_parked)
     return -1;
 }
 
-/* 50 (BENCH_STEP_RUNS) ten-step runs on `target`, one at a time. */
-static int step_pass(int leader, int target, const char *label, const char *name)
+/* 50 (BENCH_STEP_RUNS) ten-step runs of `which` on `target`, one at a time. */
+static int step_pass(int leader, int target, const char *which, const char *label, const char *name)
 {
     char **parked = NULL;
     int n_parked = 0, rc = 0;
@@ -465,7 +528,7 @@ static int step_pass(int leader, int target, const char *label, const char *name
         return -1;
     }
     for (int i = 0; i < total && rc == 0; i++) {
-        char *id = create(leader, "ten", 20);
+        char *id = create(leader, which, 20);
         if (id == NULL)
             return -1;
         char st[32] = "";
@@ -490,10 +553,11 @@ static int step_pass(int leader, int target, const char *label, const char *name
     }
     free(parked);
     qsort(s.v, s.n, sizeof *s.v, cmp_i64);
-    printf("step overhead, %s-owned runs (node %d; %d parked runs steered placement): %zu steps of %d runs: "
+    printf("step overhead, %s (node %d; %d parked runs steered placement): %zu steps of %d runs: "
            "p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms\n",
            label, target + 1, n_parked, s.n, total, pct(s.v, s.n, 0.5) / 1000.0, pct(s.v, s.n, 0.9) / 1000.0,
            pct(s.v, s.n, 0.99) / 1000.0, s.n ? s.v[s.n - 1] / 1000.0 : 0.0);
+    gaps_report();
     printf("bench: cluster.step_overhead_p50_ms.%s %.3f ms\n", name, pct(s.v, s.n, 0.5) / 1000.0);
     printf("bench: cluster.step_overhead_p99_ms.%s %.3f ms\n", name, pct(s.v, s.n, 0.99) / 1000.0);
     fflush(stdout);
@@ -732,13 +796,16 @@ int main(int argc, char **argv)
            n_extra ? getenv("BENCH_NODE_ARGS") : "none (the shipped defaults: --failure-timeout 1500, raft's "
                                                  "election timeout 1000 ms and heartbeat 100 ms)");
     register_tool(leader, "add", "add", "write", toolbase);
+    register_tool(leader, "lookup", "add", "read", toolbase);
     register_tool(leader, "guarded", "echo", "irreversible", toolbase);
     register_tool(leader, "nap", "sleep", "write", toolbase);
 
     /* ---- 1. step overhead ---- */
     int follower = (leader + 1) % N;
-    if (step_pass(leader, leader, "leader", "leader_owned") != 0 ||
-        step_pass(leader, follower, "follower", "follower_owned") != 0)
+    if (step_pass(leader, leader, "ten", "leader-owned runs, a write tool", "leader_owned") != 0 ||
+        step_pass(leader, follower, "ten", "follower-owned runs, a write tool", "follower_owned") != 0 ||
+        step_pass(leader, follower, "tenread", "follower-owned runs, a read tool (no durable wait before the call)",
+                  "follower_owned.read_tool") != 0)
         rc = 1;
 
     /* ---- 2. failover ---- */

@@ -35,6 +35,7 @@
  *
  * Prints `bench:` lines (cluster.durable_events_per_s, and per-role append
  * round trips as extra lines); the rest is for people. */
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -92,6 +93,7 @@ static atomic_int stop_flag, created;
 static uint32_t *lat;
 static atomic_uint_fast64_t n_lat;
 static atomic_int measuring;
+static uint64_t slow_us;
 
 struct appender {
     uint64_t run_id;
@@ -235,9 +237,14 @@ static int appender_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
     }
     a->inflight--;
     if (atomic_load(&measuring) && r->status == TR_OK) {
+        uint64_t now = tr_wall_us(ctx), rtt = now - a->sent_us[r->seq % 64];
         uint64_t i = atomic_fetch_add(&n_lat, 1);
         if (i < LAT_MAX)
-            lat[i] = (uint32_t)(tr_wall_us(ctx) - a->sent_us[r->seq % 64]);
+            lat[i] = (uint32_t)rtt;
+        /* For finding stalls: BCJ_SLOW_MS=N logs every slower append. */
+        if (slow_us > 0 && rtt >= slow_us)
+            fprintf(stderr, "slow append: run %llu seq %llu sent at %.6f, %.3f ms\n", (unsigned long long)a->run_id,
+                    (unsigned long long)r->seq, (double)a->sent_us[r->seq % 64] / 1e6, (double)rtt / 1000.0);
     }
     if (r->status == TR_OK && r->verdict == TR_FSM_OK)
         atomic_fetch_add(&ok_appends, 1);
@@ -292,7 +299,9 @@ static void open_cb(struct tr_ctx *ctx, void *arg)
 {
     struct node_cfg *c = arg;
     struct tr_state_opts so = { .node_id = self_id, .data_dir = c->dir, .raft_address = c->raft,
-                                .bootstrap = c->join == NULL, .listener = c->listener, .cluster_key = c->key };
+                                .bootstrap = c->join == NULL, .listener = c->listener, .cluster_key = c->key,
+                                .max_inflight = getenv("BCJ_INFLIGHT") ? (uint32_t)atoi(getenv("BCJ_INFLIGHT")) : 0,
+                                .max_batch_appends = getenv("BCJ_BATCH") ? (uint32_t)atoi(getenv("BCJ_BATCH")) : 0 };
     int rv = tr_state_open(ctx, &so, &state, &c->err);
     if (rv == TR_OK) {
         tr_rt_on_shutdown(ctx, shutdown_hook, NULL);
@@ -371,12 +380,13 @@ static int node_main(int argc, char **argv)
     window = (uint32_t)atoi(argv[8]);
     const char *secret = getenv(SECRET_ENV);
     struct tr_err err = { 0 };
-    if (runs <= 0 || window == 0 || window > 64 || secret == NULL || sodium_init() < 0 ||
+    if (runs < 0 || window == 0 || window > 64 || secret == NULL || sodium_init() < 0 ||
         tr_cluster_key_derive(secret, strlen(secret), c.key, &err) != TR_OK) {
         fprintf(stderr, "node %llu: bad arguments or secret\n", (unsigned long long)self_id);
         return 2;
     }
     tr_log_set_level(TR_LOG_WARN);
+    slow_us = getenv("BCJ_SLOW_MS") ? (uint64_t)atoi(getenv("BCJ_SLOW_MS")) * 1000 : 0;
 
     struct tr_rt_opts ro = { 0 };
     if (tr_rt_new(&ro, &rt) != TR_OK || tr_rt_start(rt) != TR_OK)
@@ -413,7 +423,7 @@ static int node_main(int argc, char **argv)
     say("ready %llu", (unsigned long long)p.info.leader_id);
 
     char line[64];
-    tr_actor_id *ids = calloc((size_t)runs, sizeof *ids);
+    tr_actor_id *ids = calloc((size_t)runs + 1, sizeof *ids);
     lat = calloc(LAT_MAX, sizeof *lat);
     if (ids == NULL || lat == NULL)
         return 1;
@@ -485,6 +495,84 @@ struct child {
     FILE *to;   /* its stdin */
     FILE *from; /* its stdout */
 };
+
+/* utime + stime (clock ticks) of /proc/PID/stat or /proc/PID/task/TID/stat. */
+static long long cpu_ticks(const char *path)
+{
+    char buf[2048];
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long long ut, st;
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (long long)(ut + st);
+}
+
+/* Bytes the process caused to be written to storage (/proc/PID/io write_bytes:
+ * the raft log, RocksDB's WAL, flushes and compactions). */
+static long long write_bytes(pid_t pid)
+{
+    char path[64], line[128];
+    snprintf(path, sizeof path, "/proc/%d/io", (int)pid);
+    FILE *f = fopen(path, "r");
+    long long v = -1;
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, "write_bytes:", 12) == 0)
+            v = atoll(line + 12);
+    fclose(f);
+    return v;
+}
+
+/* CPU of a node: the process, and its busiest threads (by tid). */
+#define MAX_TASKS 64
+struct cpu_snap {
+    long long proc;
+    long long wbytes;
+    int n;
+    int tid[MAX_TASKS];
+    long long ticks[MAX_TASKS];
+};
+
+static void cpu_snap(pid_t pid, struct cpu_snap *s)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    s->proc = cpu_ticks(path);
+    s->wbytes = write_bytes(pid);
+    s->n = 0;
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && s->n < MAX_TASKS) {
+        if (e->d_name[0] == '.')
+            continue;
+        char tp[320];
+        snprintf(tp, sizeof tp, "/proc/%d/task/%s/stat", (int)pid, e->d_name);
+        s->tid[s->n] = atoi(e->d_name);
+        s->ticks[s->n++] = cpu_ticks(tp);
+    }
+    closedir(d);
+}
+
+/* Busiest thread's share of one core between two snapshots. */
+static double busiest(const struct cpu_snap *a, const struct cpu_snap *b, double secs)
+{
+    long long best = 0;
+    for (int i = 0; i < b->n; i++)
+        for (int j = 0; j < a->n; j++)
+            if (a->tid[j] == b->tid[i] && b->ticks[i] - a->ticks[j] > best)
+                best = b->ticks[i] - a->ticks[j];
+    return (double)best / (double)sysconf(_SC_CLK_TCK) / secs;
+}
 
 static int spawn_node(struct child *ch, char *const argv[], const char *log_path)
 {
@@ -571,11 +659,20 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *work = argv[1];
-    int runs = argc > 2 ? atoi(argv[2]) : 128;
+    int runs_n[N_NODES] = { 128, 128, 128 };
+    if (argc > 2) {
+        int k = sscanf(argv[2], "%d,%d,%d", &runs_n[0], &runs_n[1], &runs_n[2]);
+        if (k == 1)
+            runs_n[1] = runs_n[2] = runs_n[0];
+        else if (k != 3)
+            runs_n[0] = -1;
+    }
+    int runs = runs_n[0] + runs_n[1] + runs_n[2];
     int win = argc > 3 ? atoi(argv[3]) : 16;
     double seconds = argc > 4 ? atof(argv[4]) : 3.0;
-    if (runs <= 0 || win <= 0 || win > 64 || seconds <= 0) {
-        fprintf(stderr, "bench_cluster_journal: runs > 0, 0 < window <= 64, seconds > 0\n");
+    if (runs_n[0] < 0 || runs_n[1] < 0 || runs_n[2] < 0 || runs <= 0 || win <= 0 || win > 64 || seconds <= 0) {
+        fprintf(stderr, "bench_cluster_journal: runs per node N or N1,N2,N3 (>= 0, some > 0), 0 < window <= 64, "
+                        "seconds > 0\n");
         return 2;
     }
     if (sodium_init() < 0)
@@ -588,8 +685,9 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     char raft[N_NODES][32], peer[N_NODES][32], dir[N_NODES][512], logp[N_NODES][512], idtxt[N_NODES][8];
-    char runs_s[16], win_s[16];
-    snprintf(runs_s, sizeof runs_s, "%d", runs);
+    char runs_s[N_NODES][16], win_s[16];
+    for (int i = 0; i < N_NODES; i++)
+        snprintf(runs_s[i], sizeof runs_s[i], "%d", runs_n[i]);
     snprintf(win_s, sizeof win_s, "%d", win);
     for (int i = 0; i < N_NODES; i++) {
         snprintf(raft[i], sizeof raft[i], "127.0.0.1:%d", h_free_port());
@@ -603,16 +701,16 @@ int main(int argc, char **argv)
     int rc = 1;
     for (int i = 0; i < N_NODES; i++) {
         char *args[] = { argv[0], "--node", idtxt[i], dir[i], raft[i], peer[i], i == 0 ? "-" : peer[0],
-                         runs_s, win_s, NULL };
+                         runs_s[i], win_s, NULL };
         if (spawn_node(&ch[i], args, logp[i]) != 0 || expect(&ch[i], i + 1, "up", line, sizeof line) != 0)
             goto out;
     }
     for (int i = 0; i < N_NODES; i++)
         if (expect(&ch[i], i + 1, "ready", line, sizeof line) != 0)
             goto out;
-    printf("journal: 3 nodes (raft %s %s %s), leader %s; %d runs per node, each node owning its own, "
-           "%d appends in flight per run\n",
-           raft[0], raft[1], raft[2], line + 6, runs, win);
+    printf("journal: 3 nodes (raft %s %s %s), leader %s; runs owned by nodes 1, 2, 3: %d, %d, %d (each node "
+           "appends to its own), %d appends in flight per run\n",
+           raft[0], raft[1], raft[2], line + 6, runs_n[0], runs_n[1], runs_n[2], win);
     for (int i = 0; i < N_NODES; i++)
         tell(&ch[i], "create");
     for (int i = 0; i < N_NODES; i++)
@@ -621,13 +719,20 @@ int main(int argc, char **argv)
     for (int i = 0; i < N_NODES; i++)
         tell(&ch[i], "start");
     uv_sleep(1000); /* warm-up */
+    static struct cpu_snap c0[N_NODES], c1[N_NODES];
     for (int i = 0; i < N_NODES; i++)
         tell(&ch[i], "mark");
+    double w0 = now_s();
+    for (int i = 0; i < N_NODES; i++)
+        cpu_snap(ch[i].pid, &c0[i]);
     uv_sleep((unsigned)(seconds * 1000));
     for (int i = 0; i < N_NODES; i++)
         tell(&ch[i], "mark");
+    for (int i = 0; i < N_NODES; i++)
+        cpu_snap(ch[i].pid, &c1[i]);
+    double wsecs = now_s() - w0;
 
-    double rate = 0, worst_p99[2] = { 0, 0 }, p50[2] = { 0, 0 };
+    double wb_total = 0, cpu_total = 0, rate = 0, worst_p99[2] = { 0, 0 }, p50[2] = { 0, 0 };
     unsigned long long refused = 0, total = 0;
     for (int i = 0; i < N_NODES; i++) {
         if (expect(&ch[i], i + 1, "result", line, sizeof line) != 0)
@@ -641,11 +746,16 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_cluster_journal: node %d: bad result \"%s\"\n", i + 1, line);
             goto out;
         }
+        double cpu = (double)(c1[i].proc - c0[i].proc) / (double)sysconf(_SC_CLK_TCK) / wsecs;
+        cpu_total += cpu;
+        double wb = (double)(c1[i].wbytes - c0[i].wbytes);
+        wb_total += wb;
         printf("journal: node %d (%s): %llu appends acknowledged in %.2f s (%.0f/s) in %llu entries "
                "(%llu forwarded to the leader, up to %llu appends each); append round trip p50 %.3f ms, "
-               "p99 %.3f ms; %llu refused\n",
+               "p99 %.3f ms; %llu refused; CPU %.0f%% of a core (busiest thread %.0f%%); wrote %.1f MB/s to storage\n",
                i + 1, is_leader ? "leader" : "follower", appends, secs, (double)appends / secs,
-               is_leader ? entries : fwd, fwd, maxb, p50us / 1000.0, p99us / 1000.0, bad);
+               is_leader ? entries : fwd, fwd, maxb, p50us / 1000.0, p99us / 1000.0, bad, cpu * 100,
+               busiest(&c0[i], &c1[i], wsecs) * 100, wb / wsecs / 1e6);
         rate += (double)appends / secs;
         total += appends;
         refused += bad;
@@ -654,7 +764,12 @@ int main(int argc, char **argv)
         if (p50us / 1000.0 > p50[is_leader])
             p50[is_leader] = p50us / 1000.0;
     }
-    printf("journal: %llu durable appends in all, %llu refused or failed\n", total, refused);
+    printf("journal: %llu durable appends in all, %llu refused or failed; the three nodes used %.0f%% of a core "
+           "(%ld cores here), %.1f µs of CPU per durable append\n",
+           total, refused, cpu_total * 100, sysconf(_SC_NPROCESSORS_ONLN), rate > 0 ? cpu_total / rate * 1e6 : 0.0);
+    printf("journal: the three nodes wrote %.1f MB/s to storage, %.0f bytes per durable append (each node "
+           "keeps the raft log and RocksDB: WAL, flushes, compactions)\n",
+           wb_total / wsecs / 1e6, total > 0 ? wb_total / (double)total : 0.0);
     printf("bench: cluster.durable_events_per_s %.0f events/s\n", rate);
     printf("bench: cluster.append_round_trip_p50_ms.leader_owned %.3f ms\n", p50[1]);
     printf("bench: cluster.append_round_trip_p99_ms.leader_owned %.3f ms\n", worst_p99[1]);
