@@ -4,6 +4,13 @@
  *
  *   bench_cluster_journal WORKDIR [runs_per_node] [window] [seconds]
  *
+ * runs_per_node: N (default 256) or N1,N2,N3 (e.g. 0,1,0: one follower-owned
+ * run); window: appends in flight per run (default 16); seconds: measured
+ * time (default 3). For experiments: BCJ_INFLIGHT and BCJ_BATCH set the state
+ * service's raft entries in flight and appends per entry on every node;
+ * BCJ_SLOW_MS=N makes each node log every append slower than N ms to its
+ * log (when, which) - how the Nagle stalls below were found.
+ *
  * What runs. Three node processes (this program again, in node mode), each
  * the real components a troupe node writes its journal with: the runtime,
  * the state service (group commit -> canonical raft with its log fsynced on
@@ -32,6 +39,10 @@
  * "ready", "created", "result ..."; the parent's commands on the node's stdin
  * are "create", "start", "mark" (twice) and "exit". A node whose pipe closes
  * exits. Everything the nodes log goes to WORKDIR/nN.log.
+ *
+ * Also reported, for people: each node's CPU (/proc/PID/stat, and its
+ * busiest thread) and the bytes it caused to be written to storage
+ * (/proc/PID/io write_bytes) over the measured time.
  *
  * Prints `bench:` lines (cluster.durable_events_per_s, and per-role append
  * round trips as extra lines); the rest is for people. */
@@ -659,7 +670,7 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *work = argv[1];
-    int runs_n[N_NODES] = { 128, 128, 128 };
+    int runs_n[N_NODES] = { 256, 256, 256 };
     if (argc > 2) {
         int k = sscanf(argv[2], "%d,%d,%d", &runs_n[0], &runs_n[1], &runs_n[2]);
         if (k == 1)
