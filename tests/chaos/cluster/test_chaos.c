@@ -96,6 +96,7 @@ struct world {
 };
 
 static struct world W;
+static const char *scenario;
 
 static void nap(int ms)
 {
@@ -316,6 +317,11 @@ static int world_up(void **state)
     snprintf(envbase, sizeof envbase, "OPENAI_BASE_URL=%s", llm_base);
     char *env[] = { envbase, "OPENAI_API_KEY=test", NULL };
     struct h_cluster_opts o = { .n = NODES, .failure_timeout_ms = FAILURE_TIMEOUT_MS, .env = env };
+    /* Random schedules sometimes give the nodes a small capacity, so that
+     * runs queue and failover has to respect it. */
+    if (strcmp(scenario, "random") == 0 && rnd() % 2)
+        o.capacity = 2 + (unsigned)(rnd() % 3);
+    fprintf(stderr, "chaos: node capacity %u (0: unlimited)\n", o.capacity);
     for (int i = 0; i < NODES; i++) {
         o.hosts[i] = W.hosts[i];
         o.netns[i] = W.paths[i];
@@ -1008,8 +1014,6 @@ static void check_oracle(void)
 }
 
 /* ---- scenarios ---------------------------------------------------------------------------------- */
-
-static const char *scenario;
 
 /* The oracle can fail: after a clean kill_follower round, forge receipts the
  * way bugs would produce them and check that each is reported. */
