@@ -10,7 +10,8 @@
  * timeout, check its runs moved and progressed, SIGCONT it), partition (cut
  * the busiest node off from the other two past the failure timeout: it must
  * fence itself, its runs move; then heal), partition_leader (the same for
- * the leader), kill_two (two of three die: the survivor fences itself; both
+ * the leader), partition_blip (cut off only until it fences itself, then
+ * heal), kill_two (two of three die: the survivor fences itself; both
  * restart), restart_all (SIGKILL every node and start them all again), random (TROUPE_CHAOS_ROUNDS rounds, default 2, of faults
  * drawn from the above with TROUPE_CHAOS_SEED, default the time: printed so
  * that a failure can be replayed).
@@ -692,6 +693,35 @@ static void partition_node(const char *kind, int n)
     fault_end(f);
 }
 
+/* Cut the busiest node off only until it fences itself (half the failure
+ * timeout), then heal: usually before the leader declares it down, so it
+ * must unfence and go on with its own runs, or, on a slow machine, after,
+ * and then it must leave them to their new owners. */
+static void f_partition_blip(void)
+{
+    int n = busiest(-1);
+    assert_true(n >= 0);
+    struct fault *f = fault_begin("partition_blip", n);
+    int side[1] = { n };
+    assert_int_equal(cn_partition(side, 1), 0);
+    char url[160];
+    snprintf(url, sizeof url, "%s/healthz", W.c.nodes[n].base);
+    uint64_t until = h_now_ms() + LONG_WAIT_MS;
+    int fenced = 0;
+    while (!fenced && h_now_ms() < until) {
+        struct h_resp r;
+        h_http(&r, "GET", url, NULL, NULL, 5000);
+        fenced = r.json != NULL && json_is_false(json_object_get(r.json, "ready"));
+        h_resp_free(&r);
+        if (!fenced)
+            nap(10);
+    }
+    if (!fenced)
+        violation("node %d cut off from the majority never reported ready false", n + 1);
+    assert_int_equal(cn_heal(side, 1), 0);
+    fault_end(f);
+}
+
 static void f_partition(void)
 {
     int n = busiest(-1);
@@ -755,6 +785,7 @@ static const struct kind kinds[] = {
     { "kill_follower", f_kill_follower }, { "kill_leader", f_kill_leader }, { "kill_owner", f_kill_owner },
     { "stop_cont", f_stop_cont },         { "partition", f_partition },     { "restart_all", f_restart_all },
     { "partition_leader", f_partition_leader }, { "kill_two", f_kill_two },
+    { "partition_blip", f_partition_blip },
 };
 #define N_KINDS (sizeof kinds / sizeof kinds[0])
 
