@@ -9,6 +9,7 @@
 #                troupe-toolserver and chaos_schedules (default build; it is
 #                built here)
 #   TROUPE_CHAOS_ROUNDS  faults per schedule (default 6)
+#   TROUPE_CHAOS_FAILURE_MS  the nodes' --failure-timeout (default 3000)
 #   TROUPE_CHAOS_SEED    seed of the first schedule (default: the time);
 #                        schedule k uses seed + k
 #

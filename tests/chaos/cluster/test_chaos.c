@@ -12,9 +12,12 @@
  * fence itself, its runs move; then heal), partition_leader (the same for
  * the leader), partition_blip (cut off only until it fences itself, then
  * heal), kill_two (two of three die: the survivor fences itself; both
- * restart), restart_all (SIGKILL every node and start them all again), random (TROUPE_CHAOS_ROUNDS rounds, default 2, of faults
- * drawn from the above with TROUPE_CHAOS_SEED, default the time: printed so
- * that a failure can be replayed).
+ * restart), restart_all (SIGKILL every node and start them all again),
+ * random (TROUPE_CHAOS_ROUNDS rounds, default 2, of faults drawn from the
+ * above with TROUPE_CHAOS_SEED, default the time: printed so that a failure
+ * can be replayed; half the seeds cap the nodes' capacity), oracle_selftest
+ * (forged receipts must be reported). TROUPE_CHAOS_FAILURE_MS sets the
+ * nodes' --failure-timeout (default 3000).
  *
  * Each round creates runs on random nodes, waits (by polling the tool
  * server's receipts, never by sleeping) until a random number of tool calls
@@ -317,7 +320,9 @@ static int world_up(void **state)
     char envbase[256];
     snprintf(envbase, sizeof envbase, "OPENAI_BASE_URL=%s", llm_base);
     char *env[] = { envbase, "OPENAI_API_KEY=test", NULL };
-    struct h_cluster_opts o = { .n = NODES, .failure_timeout_ms = FAILURE_TIMEOUT_MS, .env = env };
+    const char *ft = getenv("TROUPE_CHAOS_FAILURE_MS");
+    struct h_cluster_opts o = { .n = NODES, .failure_timeout_ms = ft != NULL ? (unsigned)atoi(ft) : FAILURE_TIMEOUT_MS,
+                                .env = env };
     /* Random schedules sometimes give the nodes a small capacity, so that
      * runs queue and failover has to respect it. */
     if (strcmp(scenario, "random") == 0 && rnd() % 2)
