@@ -1318,8 +1318,11 @@ static int cluster_verify(struct cli *cli, int argc, char **argv)
         }
         if (devnull >= 0)
             close(devnull);
-        if (drv != 0)
-            snprintf(d->error, sizeof d->error, "cannot connect to %s", d->client);
+        if (drv != 0) {
+            char addr[sizeof d->client]; /* a copy: GCC's -Wrestrict sees d->error and d->client as one object */
+            memcpy(addr, d->client, sizeof addr);
+            snprintf(d->error, sizeof d->error, "cannot connect to %s", addr);
+        }
         else
             ask_digest(&other, index, d);
         tr_fb_builder_free(&other.b);

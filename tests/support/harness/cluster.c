@@ -234,7 +234,9 @@ int h_cluster_start(struct h_cluster *c, const char *dir, const struct h_cluster
         n->peer_port = h_free_port();
         n->client_port = h_free_port();
         n->http_port = h_free_port();
-        snprintf(n->base, sizeof n->base, "http://%s:%d", n->host, n->http_port);
+        char host[sizeof n->host]; /* a copy: GCC's -Wrestrict sees n->base and n->host as one object */
+        memcpy(host, n->host, sizeof host);
+        snprintf(n->base, sizeof n->base, "http://%s:%d", host, n->http_port);
     }
     for (int i = 0; i < c->n; i++) {
         if (start_node(c, i, 60000) != 0)
