@@ -343,10 +343,39 @@ static int world_up(void **state)
     return 0;
 }
 
+/* Sanitizer reports in the nodes' logs (a build with -DTR_SANITIZE=ON):
+ * leaks show only once the nodes have exited. Returns how many logs. */
+static int sanitizer_reports(void)
+{
+    int bad = 0;
+    for (int i = 0; i < NODES; i++) {
+        char path[600], *line = NULL;
+        size_t cap = 0;
+        snprintf(path, sizeof path, "%s/n%d.log", W.dir, i + 1);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        int hit = 0;
+        while (!hit && getline(&line, &cap, f) > 0)
+            hit = strstr(line, "ERROR: AddressSanitizer") != NULL || strstr(line, "ERROR: LeakSanitizer") != NULL ||
+                  strstr(line, "runtime error:") != NULL;
+        free(line);
+        fclose(f);
+        if (hit) {
+            fprintf(stderr, "chaos: FAILED: sanitizer report in %s\n", path);
+            bad++;
+        }
+    }
+    return bad;
+}
+
 static int world_down(void **state)
 {
     (void)state;
     h_cluster_free(&W.c);
+    int bad = W.dir != NULL ? sanitizer_reports() : 0;
+    if (bad > 0)
+        W.passed = 0;
     if (W.llm.pid > 0)
         h_proc_stop(&W.llm, 5000);
     if (W.tools.pid > 0)
@@ -366,7 +395,7 @@ static int world_down(void **state)
         h_tmpdir_remove(W.dir);
     else
         fprintf(stderr, "chaos: logs and receipts kept in %s\n", W.dir), free(W.dir);
-    return 0;
+    return bad > 0 ? -1 : 0;
 }
 
 /* ---- runs and receipts ------------------------------------------------------------------ */
