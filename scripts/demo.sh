@@ -148,17 +148,18 @@ for i in $(seq 1 30); do
   cids+=("$(cpost /v1/runs "{\"goal\":\"cluster-customer-$i\",\"agent\":{\"model\":\"mock-gpt\",\"system\":\"[mock:research]\",
     \"tools\":[\"lookup_order\",\"slow_report\"]}}" | json 'd["id"]')")
 done
-curl -sf "$capi/v1/cluster" | json '"runs placed per node: %s" % ", ".join("node %d: %d" % (n["id"], n["runs"]) for n in d["nodes"])'
 sleep 0.4
 echo "killing node 3 with SIGKILL (it owns runs mid-step)..."
-kill -9 "${cpid[3]}"
+kill -9 "${cpid[3]}"; wait "${cpid[3]}" 2>/dev/null || true
 for id in "${cids[@]}"; do curl -sf "$capi/v1/runs/$id?wait=60" >/dev/null; done
 curl -sf "$capi/v1/runs?limit=200" | json '"cluster runs by status: %s" % json.dumps(__import__("collections").Counter(r["status"] for r in d["runs"] if r["goal"].startswith("cluster-")))'
-moved=0
+moved=0; placed=""
 for id in "${cids[@]}"; do
-  n=$(curl -sf "$capi/v1/runs/$id/events" | json 'sum(1 for e in d if e["type"] == "run.assigned")')
-  moved=$((moved + n))
+  read -r first n < <(curl -sf "$capi/v1/runs/$id/events" |
+    json '"%d %d" % (d[0]["data"]["owner_node"], sum(1 for e in d if e["type"] == "run.assigned"))')
+  moved=$((moved + n)); placed="$placed $first"
 done
+echo "runs placed at creation on nodes:$(echo $placed | tr ' ' '\n' | sort | uniq -c | awk '{printf " node %s: %s", $2, $1}')"
 echo "runs moved off node 3 by the leader: $moved"
 curl -sf "http://127.0.0.1:$tools/_stats" | json '"tool server: duplicates performed %d, keys re-sent after this kill %d" % (d["duplicates_performed"], d["resends"] - '"$before"')'
 ctl cluster verify
