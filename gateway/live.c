@@ -2,7 +2,7 @@
  * hook. See live.h for the model.
  *
  * Happy path: the FSM commits entry i that appended to run R ->
- * on_applied(R) marks R's watch and arms a zero-delay timer -> round_cb
+ * on_applied(R) marks R's watch and starts an idle handle -> round_cb
  * wakes every sub of R once -> each calls gw_live_read(after = its seq),
  * served from one journal read of R shared by the round -> each writes its
  * frames. Then the kicked subs (history starts, drained connections).
@@ -27,7 +27,7 @@
  *  3. A sub kicked during a round is woken in the next one, never twice in
  *     one, so a round always ends.
  *  4. A round wakes at most GW_LIVE_ROUND_WAKES subs; a walk cut short
- *     resumes in the next round (zero-delay timer, so raft's and the
+ *     resumes in the next round (the next loop turn, so raft's and the
  *     servers' callbacks run in between) from w->iter, which gw_sub_del
  *     keeps pointing at a live sub. Its read is redone there (invariant 2
  *     holds per round, not across them).
@@ -56,7 +56,10 @@ struct gw_watch {
 
 struct gw_live {
     struct tr_gateway *g;
-    uv_timer_t timer;
+    uv_idle_t idle;               /* a round per loop turn while there is work (an idle
+                                     handle, not a 0 ms timer: libuv 1.44 runs a timer
+                                     restarted from its own callback again in the same
+                                     pass, so rounds would not interleave with raft) */
     uv_timer_t beat;              /* keep-alives (SSE), not reads: nothing polls the store */
     int handles;
     struct gw_watch **buckets;
@@ -138,12 +141,12 @@ static void watch_maybe_free(struct gw_live *L, struct gw_watch *w)
 
 /* ---- rounds ---------------------------------------------------------------------------- */
 
-static void round_cb(uv_timer_t *t);
+static void round_cb(uv_idle_t *t);
 
 static void arm(struct gw_live *L)
 {
-    if (!L->closing && !uv_is_active((uv_handle_t *)&L->timer))
-        uv_timer_start(&L->timer, round_cb, 0, 0);
+    if (!L->closing && !uv_is_active((uv_handle_t *)&L->idle))
+        uv_idle_start(&L->idle, round_cb);
 }
 
 static void on_applied(void *ud, uint64_t index, const uint64_t *ids, size_t n)
@@ -197,9 +200,10 @@ static void walk_done(struct gw_live *L, struct gw_watch *w)
     watch_maybe_free(L, w);
 }
 
-static void round_cb(uv_timer_t *t)
+static void round_cb(uv_idle_t *t)
 {
     struct gw_live *L = t->data;
+    uv_idle_stop(t); /* arm() below restarts it when work is left */
     uint64_t round = ++L->round;
     unsigned budget = GW_LIVE_ROUND_WAKES;
     L->rounds++;
@@ -492,8 +496,8 @@ int gw_live_start(struct tr_gateway *g)
     L->g = g;
     L->n_buckets = 64;
     L->buckets = tr_calloc(L->n_buckets, sizeof *L->buckets);
-    uv_timer_init(g->loop, &L->timer);
-    L->timer.data = L;
+    uv_idle_init(g->loop, &L->idle);
+    L->idle.data = L;
     uv_timer_init(g->loop, &L->beat);
     L->beat.data = L;
     uv_timer_start(&L->beat, beat_cb, g->keepalive_ms, g->keepalive_ms);
@@ -520,7 +524,7 @@ void gw_live_close(struct tr_gateway *g)
     g->live = NULL;
     L->closing = 1;
     tr_state_on_applied(g->state, NULL, NULL);
-    uv_timer_stop(&L->timer);
+    uv_idle_stop(&L->idle);
     uv_timer_stop(&L->beat);
     for (size_t b = 0; b < L->n_buckets; b++) {
         while (L->buckets[b] != NULL) {
@@ -533,7 +537,7 @@ void gw_live_close(struct tr_gateway *g)
     }
     L->pending = L->work = L->cur = L->loaded = NULL;
     L->khead = L->ktail = NULL;
-    uv_close((uv_handle_t *)&L->timer, live_closed);
+    uv_close((uv_handle_t *)&L->idle, live_closed);
     uv_close((uv_handle_t *)&L->beat, live_closed);
 }
 

@@ -4,7 +4,7 @@
  * polling; and the WebSocket endpoint (ws.c).
  *
  * A waiter is a struct gw_sub on run R. When an applied entry changes R, its
- * watch is marked; a zero-delay timer then runs one "round" on the loop:
+ * watch is marked; an idle handle then runs one "round" per loop turn:
  * every sub of every marked watch is woken once (many appends to R in one
  * entry, or in several entries applied in the same loop turn, are one
  * wake-up), and each reads what it has not sent yet through gw_live_read,
