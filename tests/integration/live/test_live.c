@@ -678,6 +678,9 @@ static void test_websocket(void **st)
     snprintf(target, sizeof target, "/v1/runs/0000000000000001/ws?token=" TOKEN);
     assert_int_equal(ws_open(&w, target, NULL, 0), 404);
     ws_close(&w);
+    snprintf(target, sizeof target, "/v1/runs/%s/ws?after=x1&token=" TOKEN, run);
+    assert_int_equal(ws_open(&w, target, NULL, 0), 400);
+    ws_close(&w);
     {
         int fd = dial(0);
         char rq[512];
