@@ -10,6 +10,7 @@
 #                built here)
 #   TROUPE_CHAOS_ROUNDS  faults per schedule (default 6)
 #   TROUPE_CHAOS_FAILURE_MS  the nodes' --failure-timeout (default 3000)
+#   TROUPE_CHAOS_RUNS    runs per fault: 3 + a random number below this (default 4)
 #   TROUPE_CHAOS_SEED    seed of the first schedule (default: the time);
 #                        schedule k uses seed + k
 #

@@ -17,7 +17,8 @@
  * above with TROUPE_CHAOS_SEED, default the time: printed so that a failure
  * can be replayed; half the seeds cap the nodes' capacity), oracle_selftest
  * (forged receipts must be reported). TROUPE_CHAOS_FAILURE_MS sets the
- * nodes' --failure-timeout (default 3000).
+ * nodes' --failure-timeout (default 3000); each round creates 3 + a random
+ * number below TROUPE_CHAOS_RUNS (default 4) runs.
  *
  * Each round creates runs on random nodes, waits (by polling the tool
  * server's receipts, never by sleeping) until a random number of tool calls
@@ -826,7 +827,9 @@ static const struct kind kinds[] = {
 /* One round: runs, a random amount of progress, the fault. */
 static void round_of(const struct kind *k)
 {
-    int n = 3 + (int)(rnd() % 4);
+    const char *more_runs = getenv("TROUPE_CHAOS_RUNS");
+    int spread = more_runs != NULL && atoi(more_runs) > 0 ? atoi(more_runs) : 4;
+    int n = 3 + (int)(rnd() % (uint64_t)spread);
     create_runs(n);
     size_t more = 1 + rnd() % (size_t)(3 * n);
     wait_receipts(more);
