@@ -7,7 +7,7 @@
  * Knobs (environment): BENCH_TRIALS (failover trials with a follower as the
  * victim, default 20), BENCH_LEADER_TRIALS (with the leader as the victim,
  * default 10), BENCH_FAILOVER_RUNS (runs in flight per trial, default 100),
- * BENCH_TOOL_MS (the failover runs' tool latency, default 300),
+ * BENCH_TOOL_MS (the failover runs' tool latency, default 300: 300-349 ms),
  * BENCH_STEP_RUNS (runs per step-overhead pass, default 50), BENCH_NODE_ARGS
  * (extra troupe flags for every node, e.g. "--failure-timeout 800"; none by
  * default, so the figures are the shipped defaults').
@@ -26,7 +26,7 @@
  *
  * 2. Failover. Each trial: BENCH_FAILOVER_RUNS runs in flight, spread by
  *    placement over the three nodes, each looping over a write tool that
- *    takes BENCH_TOOL_MS; once every run has started, the victim (a
+ *    takes BENCH_TOOL_MS (+ 0-49 ms); once every run has started, the victim (a
  *    follower, or the leader) is SIGKILLed. For each run the victim owned,
  *    the failover time is
  *        (time of the first event appended by the new owner) - (time of the kill)
@@ -41,6 +41,9 @@
  *    started, deduplicated by the call's Idempotency-Key), and checks that
  *    no effect was performed twice. Then every run of the trial is
  *    cancelled and the victim restarted (it rejoins; it owns nothing).
+ *
+ * The cluster is the harness' (h_cluster_*: node 1 bootstraps, 2 and 3 join;
+ * a killed node restarts with the same ports and data).
  *
  * Prints `bench:` lines; everything else is for people. Exit status 0 when
  * every run and trial behaved (no run lost, no effect performed twice). */
@@ -86,9 +89,24 @@ static const char *script =
     "  {\"tool_calls\": [{\"name\": \"guarded\", \"arguments\": {\"note\": \"waits for a human\"}}]},"
     "  {\"content\": \"done\"}"
     " ],"
-    " \"loop\": ["
-    "  {\"tool_calls\": [{\"name\": \"nap\", \"arguments\": {\"ms\": %d, \"note\": \"step {{step}}\"}}], \"repeat\": true}"
-    " ]}}";
+    " \"loop\": [%s]}}";
+
+/* The failover runs' script: LOOP_STEPS calls of the nap tool, each with
+ * another duration (tool_ms + step % 50 ms), so neither the arguments nor
+ * the results repeat (the run's loop detector would end a run that makes the
+ * same call, or gets nothing new, a few steps running). */
+#define LOOP_STEPS 1000
+static char *loop_steps(int tool_ms)
+{
+    size_t cap = (size_t)LOOP_STEPS * 96 + 64, len = 0;
+    char *out = malloc(cap);
+    if (out == NULL)
+        return NULL;
+    for (int i = 0; i < LOOP_STEPS; i++)
+        len += (size_t)snprintf(out + len, cap - len, "%s{\"tool_calls\": [{\"name\": \"nap\", \"arguments\": "
+                                "{\"ms\": %d}}]}", i ? ", " : "", tool_ms + i % 50);
+    return out;
+}
 
 /* ---- small things ------------------------------------------------------------------ */
 
@@ -181,124 +199,45 @@ static int is_terminal(const char *s)
 
 /* ---- the cluster -------------------------------------------------------------------- */
 
-struct cnode {
-    struct h_node n;     /* proc, id, data, base: what the harness' run helpers need */
-    int up;
-    int raft_port, peer_port, http_port;
-    char log[512];
-};
-
-static struct cnode nodes[N];
-static char **node_env;
-static char *extra_args[32];
+/* The nodes come from the harness (tests/support/harness/cluster.c); the
+ * harness' run helpers (h_create_run, h_get_run, h_get_events) take a struct
+ * h_node, of which they read only `base`: hv[i] is node i seen that way. */
+static struct h_cluster cl;
+static struct h_node hv[N];
+static char *extra_args[33];
 static int n_extra;
-static char secret_file[512];
 
-/* Start node i: bootstrap (i == 0, first time), join node 0 (others, first
- * time), or plain restart. Waits for /healthz ready. */
-static int node_start(int i, int first)
-{
-    struct cnode *c = &nodes[i];
-    char id[16], raft[64], peer[64], http[64], join[64];
-    snprintf(id, sizeof id, "%d", i + 1);
-    snprintf(raft, sizeof raft, "127.0.0.1:%d", c->raft_port);
-    snprintf(peer, sizeof peer, "127.0.0.1:%d", c->peer_port);
-    snprintf(http, sizeof http, "127.0.0.1:%d", c->http_port);
-    snprintf(join, sizeof join, "127.0.0.1:%d", nodes[0].peer_port);
-    char *argv[64] = { (char *)h_bin("troupe"), "--id", id, "--data", c->n.data, "--raft", raft, "--peer", peer,
-                       "--http", http };
-    int k = 11;
-    if (first && i == 0) {
-        argv[k++] = "--bootstrap";
-    } else if (first) {
-        argv[k++] = "--join";
-        argv[k++] = join;
-        argv[k++] = "--cluster-secret-file";
-        argv[k++] = secret_file;
-    }
-    for (int j = 0; j < n_extra && k < 62; j++)
-        argv[k++] = extra_args[j];
-    argv[k] = NULL;
-    if (!first)
-        h_proc_free(&c->n.proc);
-    if (h_proc_start(&c->n.proc, argv, node_env, c->log) != 0)
-        return -1;
-    char url[128];
-    snprintf(url, sizeof url, "%s/healthz", c->n.base);
-    uint64_t guard = h_now_ms() + 60000;
-    while (h_now_ms() < guard) {
-        if (!h_proc_alive(&c->n.proc)) {
-            fprintf(stderr, "bench_cluster: node %d exited during start\n", i + 1);
-            h_proc_dump_log(&c->n.proc, 30);
-            return -1;
-        }
-        struct h_resp r;
-        h_http(&r, "GET", url, NULL, NULL, 1000);
-        int ok = r.status == 200 && r.json != NULL && json_is_true(json_object_get(r.json, "ready"));
-        h_resp_free(&r);
-        if (ok) {
-            c->up = 1;
-            return 0;
-        }
-        nap(10);
-    }
-    fprintf(stderr, "bench_cluster: node %d not ready\n", i + 1);
-    h_proc_dump_log(&c->n.proc, 30);
-    return -1;
-}
+#define NODE(i) (&hv[i])
 
-/* GET /v1/cluster from a live node. */
+/* GET /v1/cluster from node i. */
 static json_t *cluster_view(int from)
 {
-    char url[128];
-    snprintf(url, sizeof url, "%s/v1/cluster", nodes[from].n.base);
-    struct h_resp r;
-    h_http(&r, "GET", url, NULL, NULL, 5000);
-    json_t *j = r.status == 200 && r.json != NULL ? json_incref(r.json) : NULL;
-    h_resp_free(&r);
-    return j;
+    return h_cluster_info(&cl, from);
 }
 
-static int any_up(void)
-{
-    for (int i = 0; i < N; i++)
-        if (nodes[i].up)
-            return i;
-    return -1;
-}
-
-/* Wait until a leader sees all three nodes alive and every node is ready;
- * returns the leader's index (0-based) or -1. */
+/* Wait until the leader every node agrees on sees all three nodes alive
+ * (a restarted node is Up again, so placement gives it runs) and every node
+ * is ready; returns the leader's index (0-based) or -1. */
 static int wait_healthy(int timeout_ms)
 {
     uint64_t guard = h_now_ms() + (uint64_t)timeout_ms;
     while (h_now_ms() < guard) {
-        json_t *v = cluster_view(any_up());
-        int leader = v != NULL ? (int)jint(v, "leader") - 1 : -1;
-        json_decref(v);
-        if (leader >= 0 && leader < N && nodes[leader].up) {
-            json_t *lv = cluster_view(leader);
-            json_t *ns = lv != NULL ? json_object_get(lv, "nodes") : NULL;
-            int alive = 0;
-            for (size_t i = 0; i < json_array_size(ns); i++)
-                alive += json_is_true(json_object_get(json_array_get(ns, i), "alive"));
-            int is_leader = lv != NULL && jint(lv, "leader") == leader + 1;
-            json_decref(lv);
-            int ready = 0;
-            for (int i = 0; i < N; i++) {
-                char url[128];
-                snprintf(url, sizeof url, "%s/healthz", nodes[i].n.base);
-                struct h_resp r;
-                h_http(&r, "GET", url, NULL, NULL, 1000);
-                ready += r.status == 200 && r.json != NULL && json_is_true(json_object_get(r.json, "ready"));
-                h_resp_free(&r);
-            }
-            if (alive == N && is_leader && ready == N)
-                return leader;
-        }
+        int leader = h_cluster_leader(&cl, timeout_ms);
+        if (leader < 0 || h_cluster_wait_ready(&cl, -1, timeout_ms) != 0)
+            break;
+        json_t *lv = cluster_view(leader);
+        json_t *ns = lv != NULL ? json_object_get(lv, "nodes") : NULL;
+        int alive = 0;
+        for (size_t i = 0; i < json_array_size(ns); i++)
+            alive += json_is_true(json_object_get(json_array_get(ns, i), "alive"));
+        int is_leader = lv != NULL && jint(lv, "leader") == leader + 1;
+        json_decref(lv);
+        if (alive == N && is_leader)
+            return leader;
         nap(20);
     }
     fprintf(stderr, "bench_cluster: the cluster did not become healthy\n");
+    h_cluster_dump_logs(&cl, 20);
     return -1;
 }
 
@@ -329,7 +268,7 @@ static void register_tool(int at, const char *name, const char *endpoint, const 
              " \"risk\": \"%s\", \"kind\": \"http\", \"config\": {\"url\": \"%s/tools/%s\","
              " \"allow\": [\"127.0.0.1\"]}, \"timeout_ms\": 30000}",
              name, name, risk, toolbase, endpoint);
-    snprintf(url, sizeof url, "%s/v1/tools", nodes[at].n.base);
+    snprintf(url, sizeof url, "%s/v1/tools", cl.nodes[at].base);
     struct h_resp r;
     h_http(&r, "POST", url, body, NULL, 10000);
     if (r.status != 201 && r.status != 200) {
@@ -346,13 +285,13 @@ static char *create(int at, const char *script_name, int max_steps)
              "{\"goal\": \"benchmark\", \"agent\": {\"model\": \"mock-gpt\", \"system\": \"[mock:%s]\","
              " \"tools\": [\"add\", \"lookup\", \"guarded\", \"nap\"], \"max_steps\": %d}}",
              script_name, max_steps);
-    return h_create_run(&nodes[at].n, body, NULL);
+    return h_create_run(NODE(at), body, NULL);
 }
 
 static int cancel(int at, const char *id)
 {
     char url[256];
-    snprintf(url, sizeof url, "%s/v1/runs/%s/cancel", nodes[at].n.base, id);
+    snprintf(url, sizeof url, "%s/v1/runs/%s/cancel", cl.nodes[at].base, id);
     struct h_resp r;
     h_http(&r, "POST", url, "{}", NULL, 10000);
     int ok = r.status >= 200 && r.status < 300;
@@ -368,7 +307,7 @@ static int wait_terminal(int at, const char *id, char *status_out, size_t cap)
     uint64_t guard = h_now_ms() + 300000;
     while (h_now_ms() < guard) {
         char url[256];
-        snprintf(url, sizeof url, "%s/v1/runs/%s?wait=60", nodes[at].n.base, id);
+        snprintf(url, sizeof url, "%s/v1/runs/%s?wait=60", cl.nodes[at].base, id);
         struct h_resp r;
         h_http(&r, "GET", url, NULL, NULL, 65000);
         const char *st = r.json != NULL ? jstr(r.json, "status") : NULL;
@@ -437,7 +376,7 @@ static void gaps_report(void)
 /* Overhead samples (µs) of one finished run. */
 static void overheads(int at, const char *id, struct samples *out)
 {
-    json_t *ev = h_get_events(&nodes[at].n, id);
+    json_t *ev = h_get_events(NODE(at), id);
     if (ev == NULL)
         return;
     int64_t start = -1, llm_us = 0, tool_us = 0, prev_t = -1;
@@ -500,7 +439,7 @@ static int steer(int leader, int target, char ***parked, int *n_parked)
         /* wait until it waits for approval, so it stays put and idle */
         uint64_t until = h_now_ms() + 30000;
         for (;;) {
-            json_t *j = h_get_run(&nodes[leader].n, id);
+            json_t *j = h_get_run(NODE(leader), id);
             const char *st = j != NULL ? jstr(j, "status") : NULL;
             int parked_now = st != NULL && !strcmp(st, "waiting_approval");
             json_decref(j);
@@ -536,7 +475,7 @@ static int step_pass(int leader, int target, const char *which, const char *labe
             fprintf(stderr, "bench_cluster: run %s ended %s\n", id, st);
             rc = -1;
         }
-        json_t *j = h_get_run(&nodes[leader].n, id);
+        json_t *j = h_get_run(NODE(leader), id);
         int64_t owner = j != NULL ? jint(j, "owner_node") : 0;
         json_decref(j);
         if (owner != target + 1) {
@@ -581,7 +520,7 @@ struct watched {
 static int check_run(int at, struct watched *w)
 {
     char url[256];
-    snprintf(url, sizeof url, "%s/v1/runs/%s/events?after=%lld", nodes[at].n.base, w->id, (long long)w->after);
+    snprintf(url, sizeof url, "%s/v1/runs/%s/events?after=%lld", cl.nodes[at].base, w->id, (long long)w->after);
     struct h_resp r;
     h_http(&r, "GET", url, NULL, NULL, 5000);
     json_t *ev = r.status == 200 && json_is_array(r.json) ? r.json : NULL;
@@ -604,8 +543,10 @@ static int check_run(int at, struct watched *w)
 }
 
 struct fo_result {
-    struct samples first, assigned, worst;   /* ms from the kill */
-    long long resends, runs, lost, dup;
+    struct samples first, assigned, worst;   /* µs from the kill */
+    struct samples resume;                   /* µs from run.assigned to the new owner's first event */
+    long long resends, runs, lost, dup, early;
+    int trials;
 };
 
 static int failover_trial(int victim, int leader, int n_runs, const char *toolbase, struct fo_result *res, int trial)
@@ -614,7 +555,7 @@ static int failover_trial(int victim, int leader, int n_runs, const char *toolba
     char **ids = calloc((size_t)n_runs, sizeof *ids);
     int api = victim == leader ? (leader + 1) % N : leader; /* never ask the victim */
     for (int i = 0; i < n_runs; i++) {
-        ids[i] = create(api, "loop", 10000);
+        ids[i] = create(api, "loop", LOOP_STEPS);
         if (ids[i] == NULL)
             return -1;
     }
@@ -624,16 +565,21 @@ static int failover_trial(int victim, int leader, int n_runs, const char *toolba
     uint64_t guard = h_now_ms() + 60000;
     for (int i = 0; i < n_runs; i++) {
         for (;;) {
-            json_t *j = h_get_run(&nodes[api].n, ids[i]);
+            json_t *j = h_get_run(NODE(api), ids[i]);
             int64_t step = j != NULL ? jint(j, "step") : 0;
             int64_t owner = j != NULL ? jint(j, "owner_node") : 0;
             int64_t epoch = j != NULL ? jint(j, "epoch") : 0;
             int ended = j != NULL && is_terminal(jstr(j, "status"));
-            json_decref(j);
             if (ended) {
-                fprintf(stderr, "bench_cluster: run %s ended before the kill\n", ids[i]);
-                return -1;
+                /* not a failover sample; counted, and the exit status says so */
+                char *txt = json_dumps(j, JSON_COMPACT);
+                fprintf(stderr, "bench_cluster: run %s ended before the kill: %s\n", ids[i], txt ? txt : "");
+                free(txt);
+                json_decref(j);
+                res->early++;
+                break;
             }
+            json_decref(j);
             if (step >= 1) {
                 if (owner == victim + 1)
                     w[n_w++] = (struct watched){ .id = ids[i], .epoch0 = epoch };
@@ -648,15 +594,14 @@ static int failover_trial(int victim, int leader, int n_runs, const char *toolba
     }
     /* the victim's runs' journals so far: only later events can be the new owner's */
     for (int i = 0; i < n_w; i++) {
-        json_t *j = h_get_run(&nodes[api].n, w[i].id);
+        json_t *j = h_get_run(NODE(api), w[i].id);
         w[i].after = j != NULL ? jint(j, "last_seq") : 0;
         json_decref(j);
     }
     json_t *s0 = tool_stats(toolbase);
 
     int64_t t_kill = wall_us();
-    h_proc_kill(&nodes[victim].n.proc, SIGKILL, 1);
-    nodes[victim].up = 0;
+    h_cluster_kill(&cl, victim);
 
     int survivor = (victim + 1) % N, left = n_w;
     guard = h_now_ms() + 120000;
@@ -671,7 +616,7 @@ static int failover_trial(int victim, int leader, int n_runs, const char *toolba
     for (int i = 0; i < n_w; i++) {
         if (!w[i].done) {
             /* say what became of it */
-            json_t *j = h_get_run(&nodes[survivor].n, w[i].id);
+            json_t *j = h_get_run(NODE(survivor), w[i].id);
             char *txt = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
             fprintf(stderr, "bench_cluster: run %s (epoch %lld, seq %lld at the kill): no new owner's event: %s\n",
                     w[i].id, (long long)w[i].epoch0, (long long)w[i].after, txt ? txt : "(no record)");
@@ -682,11 +627,13 @@ static int failover_trial(int victim, int leader, int n_runs, const char *toolba
         }
         push(&res->first, w[i].first_us - t_kill);
         push(&res->assigned, w[i].assigned_us - t_kill);
+        push(&res->resume, w[i].first_us - w[i].assigned_us);
         if (w[i].first_us - t_kill > worst)
             worst = w[i].first_us - t_kill;
     }
     push(&res->worst, worst);
     res->runs += n_w;
+    res->trials++;
 
     /* cancel the trial's runs, restart the victim */
     for (int i = 0; i < n_runs; i++)
@@ -709,31 +656,39 @@ static int failover_trial(int victim, int leader, int n_runs, const char *toolba
         free(ids[i]);
     free(ids);
     free(w);
-    if (node_start(victim, 0) != 0)
+    if (h_cluster_restart(&cl, victim, 60000) != 0)
         return -1;
     return left == 0 ? 0 : -1;
 }
 
-static void report_failover(const char *name, const char *what, struct fo_result *r, int trials)
+static void report_failover(const char *name, const char *what, struct fo_result *r)
 {
+    int trials = r->trials;
     qsort(r->first.v, r->first.n, sizeof *r->first.v, cmp_i64);
     qsort(r->assigned.v, r->assigned.n, sizeof *r->assigned.v, cmp_i64);
     qsort(r->worst.v, r->worst.n, sizeof *r->worst.v, cmp_i64);
+    qsort(r->resume.v, r->resume.n, sizeof *r->resume.v, cmp_i64);
     printf("failover, %s killed: %d trials, %lld runs moved, %lld lost; per run, kill -> run.assigned p50 %.0f ms, "
-           "p99 %.0f ms; kill -> the new owner's first event p50 %.0f ms, p99 %.0f ms, max %.0f ms; per trial, "
+           "p99 %.0f ms; run.assigned -> the new owner's first event p50 %.0f ms, p99 %.0f ms; kill -> the new owner's "
+           "first event p50 %.0f ms, p99 %.0f ms, max %.0f ms; per trial, "
            "kill -> every run of the victim resumed p50 %.0f ms; %lld side effects re-sent in all "
-           "(%.1f per trial), %lld performed twice\n",
+           "(%.1f per trial), %lld performed twice; %lld runs ended before the kill\n",
            what, trials, r->runs, r->lost, pct(r->assigned.v, r->assigned.n, 0.5) / 1000.0,
-           pct(r->assigned.v, r->assigned.n, 0.99) / 1000.0, pct(r->first.v, r->first.n, 0.5) / 1000.0,
+           pct(r->assigned.v, r->assigned.n, 0.99) / 1000.0, pct(r->resume.v, r->resume.n, 0.5) / 1000.0,
+           pct(r->resume.v, r->resume.n, 0.99) / 1000.0, pct(r->first.v, r->first.n, 0.5) / 1000.0,
            pct(r->first.v, r->first.n, 0.99) / 1000.0, r->first.n ? r->first.v[r->first.n - 1] / 1000.0 : 0.0,
            pct(r->worst.v, r->worst.n, 0.5) / 1000.0, r->resends, trials ? (double)r->resends / trials : 0.0,
-           r->dup);
+           r->dup, r->early);
     printf("bench: cluster.%s_p50_ms %.0f ms\n", name, pct(r->first.v, r->first.n, 0.5) / 1000.0);
     printf("bench: cluster.%s_p99_ms %.0f ms\n", name, pct(r->first.v, r->first.n, 0.99) / 1000.0);
     printf("bench: cluster.%s_detect_p50_ms %.0f ms\n", name, pct(r->assigned.v, r->assigned.n, 0.5) / 1000.0);
     printf("bench: cluster.%s_all_runs_p50_ms %.0f ms\n", name, pct(r->worst.v, r->worst.n, 0.5) / 1000.0);
     printf("bench: cluster.%s_resent_per_trial %.1f effects\n", name, trials ? (double)r->resends / trials : 0.0);
     fflush(stdout);
+    free(r->first.v);
+    free(r->assigned.v);
+    free(r->worst.v);
+    free(r->resume.v);
 }
 
 int main(int argc, char **argv)
@@ -761,7 +716,11 @@ int main(int argc, char **argv)
         perror(path);
         return 1;
     }
-    fprintf(f, script, tool_ms);
+    char *loop = loop_steps(tool_ms);
+    if (loop == NULL)
+        return 1;
+    fprintf(f, script, loop);
+    free(loop);
     fclose(f);
     struct h_proc mock, tools;
     if (h_mockllm_start(&mock, path, work, mockbase, sizeof mockbase) != 0 ||
@@ -770,25 +729,15 @@ int main(int argc, char **argv)
     static char envbase[192];
     snprintf(envbase, sizeof envbase, "OPENAI_BASE_URL=%s", mockbase);
     static char *env[] = { envbase, "OPENAI_API_KEY=bench", "TROUPE_LOG=warn", NULL };
-    node_env = env;
-
-    for (int i = 0; i < N; i++) {
-        struct cnode *c = &nodes[i];
-        char data[512];
-        snprintf(data, sizeof data, "%s/n%d", work, i + 1);
-        c->n.data = strdup(data);
-        c->n.id = (uint64_t)(i + 1);
-        c->raft_port = h_free_port();
-        c->peer_port = h_free_port();
-        c->http_port = h_free_port();
-        snprintf(c->n.base, sizeof c->n.base, "http://127.0.0.1:%d", c->http_port);
-        snprintf(c->log, sizeof c->log, "%s/n%d.log", work, i + 1);
-    }
-    snprintf(secret_file, sizeof secret_file, "%s/n1/cluster.secret", work);
+    extra_args[n_extra] = NULL;
+    struct h_cluster_opts co = { .n = N, .env = env, .args = extra_args };
     int rc = 0;
+    if (h_cluster_start(&cl, work, &co) != 0) {
+        h_cluster_free(&cl);
+        return 1;
+    }
     for (int i = 0; i < N; i++)
-        if (node_start(i, 1) != 0)
-            return 1;
+        snprintf(hv[i].base, sizeof hv[i].base, "%s", cl.nodes[i].base);
     int leader = wait_healthy(60000);
     if (leader < 0)
         return 1;
@@ -822,17 +771,13 @@ int main(int argc, char **argv)
             rc = 1;
     }
     if (fr.first.n > 0)
-        report_failover("failover", "a follower", &fr, trials);
+        report_failover("failover", "a follower", &fr);
     if (lr.first.n > 0)
-        report_failover("failover_leader", "the leader", &lr, leader_trials);
-    if (fr.dup != 0 || lr.dup != 0 || fr.lost != 0 || lr.lost != 0)
+        report_failover("failover_leader", "the leader", &lr);
+    if (fr.dup != 0 || lr.dup != 0 || fr.lost != 0 || lr.lost != 0 || fr.early != 0 || lr.early != 0)
         rc = 1;
 
-    for (int i = 0; i < N; i++) {
-        if (nodes[i].up)
-            h_proc_stop(&nodes[i].n.proc, 30000);
-        h_node_free(&nodes[i].n);
-    }
+    h_cluster_free(&cl);
     h_proc_stop(&mock, 5000);
     h_proc_stop(&tools, 5000);
     h_proc_free(&mock);
