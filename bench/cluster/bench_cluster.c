@@ -736,8 +736,15 @@ int main(int argc, char **argv)
         h_cluster_free(&cl);
         return 1;
     }
-    for (int i = 0; i < N; i++)
-        snprintf(hv[i].base, sizeof hv[i].base, "%s", cl.nodes[i].base);
+    for (int i = 0; i < N; i++) {
+        size_t bl = strlen(cl.nodes[i].base);
+        if (bl >= sizeof hv[i].base) {
+            fprintf(stderr, "bench_cluster: node address too long: %s\n", cl.nodes[i].base);
+            h_cluster_free(&cl);
+            return 1;
+        }
+        memcpy(hv[i].base, cl.nodes[i].base, bl + 1);
+    }
     int leader = wait_healthy(60000);
     if (leader < 0)
         return 1;
