@@ -111,6 +111,7 @@ struct tr_node_env {
     uint32_t approval_timeout_ms;  /* default deadline of approval requests */
     uint32_t context_tokens;       /* prompt budget for context assembly */
     void *models;                  /* the price table (actors/llm.h) */
+    struct tr_state *state;        /* tr_state_may_act before a side effect; NULL: always */
 };
 
 /* TR_MSG_RUN_EXITED payload. */

@@ -258,8 +258,22 @@ static size_t result_cap(const struct tool_state *st)
     return st->opts->max_result ? st->opts->max_result : TOOL_MAX_RESULT_DEFAULT;
 }
 
+/* 0 (and c answered) when this node must not start a side effect now: it is
+ * fenced or not yet ready (raft/raft.h tr_state_may_act). The run that asked
+ * is being stopped; its next owner sends the call with the same key. */
+static int may_act(struct tr_ctx *ctx, struct tool_state *st, struct call *c)
+{
+    const struct tr_node_env *env = st->opts->env;
+    if (env == NULL || env->state == NULL || tr_state_may_act(env->state))
+        return 1;
+    finish_error(ctx, st, c, 0, "not sent: this node is fenced (no live leader); the run's next owner will send it");
+    return 0;
+}
+
 static void http_attempt(struct tr_ctx *ctx, struct tool_state *st, struct call *c)
 {
+    if (!may_act(ctx, st, c))
+        return;
     uint64_t now = tr_now_ms(ctx);
     if (now >= c->deadline_ms) {
         finish_error(ctx, st, c, 0, "tool timed out after %u ms (%u attempts)", c->timeout_ms, c->attempts);
@@ -450,6 +464,8 @@ static void start_sandbox(struct tr_ctx *ctx, struct tool_state *st, struct call
 {
     struct tool_sandbox_cfg cfg;
     struct tr_err err = {0};
+    if (!may_act(ctx, st, c))
+        return;
     if (tool_sandbox_cfg_parse(config, &cfg, &err) != 0) {
         finish_error(ctx, st, c, 0, "tool %s: %s", name, err.msg);
         return;

@@ -37,6 +37,12 @@
 #define FORWARD_TIMEOUT_MS 5000
 #define JOIN_RETRY_MS 500
 
+/* Liveness stamps: a node's monotonic clock, only ever compared with itself. */
+static int64_t mono_us(void)
+{
+    return (int64_t)(uv_hrtime() / 1000);
+}
+
 /* The leader stamps its wall clock into commands (the FSM never reads one). */
 static int64_t wall_us(void)
 {
@@ -575,6 +581,8 @@ static void on_forward(struct tr_cluster *c, struct pconn *pc, const struct trou
 
 /* ---- leader: pings ---------------------------------------------------------------------- */
 
+static void leader_contact(struct tr_cluster *c, uint64_t now);
+
 static void on_ping(struct tr_cluster *c, struct pconn *pc, const struct troupe_peer_Ping *p)
 {
     uint64_t id = pc->peer_id;
@@ -584,6 +592,13 @@ static void on_ping(struct tr_cluster *c, struct pconn *pc, const struct troupe_
         int i = peer_slot(c, id);
         if (i >= 0) {
             c->peers[i].last_ms = uv_now(c->loop);
+            /* For this leader's own fencing a ping counts only if it echoes a
+             * pong this leader sent within the fence time: pings that sat in
+             * a socket buffer while this process was stopped do not. */
+            int64_t echo = troupe_peer_Ping_pong_sent_us(p);
+            if (echo > 0 && mono_us() - echo <= (int64_t)c->failure_ms / 2 * 1000)
+                c->peers[i].heard_ms = uv_now(c->loop);
+            leader_contact(c, uv_now(c->loop));
             struct tr_node_rec n;
             if (!c->peers[i].up_pending && tr_node_get(c->store, id, &n) == TR_OK &&
                 n.state == troupe_state_NodeState_Down) {
@@ -603,13 +618,19 @@ static void on_ping(struct tr_cluster *c, struct pconn *pc, const struct troupe_
     troupe_peer_Pong_add_term(b, info.term);
     troupe_peer_Pong_add_commit_index(b, info.commit_index);
     troupe_peer_Pong_add_echo_us(b, troupe_peer_Ping_sent_us(p));
+    troupe_peer_Pong_add_sent_us(b, mono_us());
     msg_end(c, pc, troupe_peer_Body_Pong, troupe_peer_Pong_end(b));
 }
 
 static void on_pong(struct tr_cluster *c, struct pconn *pc, const struct troupe_peer_Pong *p)
 {
-    if (troupe_peer_Pong_leader_id(p) == pc->peer_id && pc == c->lead)
-        tr_state_leader_contact(c->state, troupe_peer_Pong_commit_index(p));
+    if (troupe_peer_Pong_leader_id(p) == pc->peer_id && pc == c->lead) {
+        c->last_pong_sent_us = troupe_peer_Pong_sent_us(p);
+        /* Only a pong answering a recent ping is a sign of a live leader
+         * (not one that waited in a socket buffer while this node was stopped). */
+        if (mono_us() - troupe_peer_Pong_echo_us(p) <= (int64_t)c->failure_ms / 2 * 1000)
+            tr_state_leader_contact(c->state, troupe_peer_Pong_commit_index(p));
+    }
     else if (pc == c->lead)
         pc_close(pc, "it is not the leader");
 }
@@ -812,7 +833,8 @@ static void send_ping(struct tr_cluster *c, struct pconn *pc)
     troupe_peer_Ping_add_node_id(b, c->node_id);
     troupe_peer_Ping_add_term(b, info.term);
     troupe_peer_Ping_add_applied_index(b, tr_state_applied(c->state));
-    troupe_peer_Ping_add_sent_us(b, wall_us());
+    troupe_peer_Ping_add_sent_us(b, mono_us());
+    troupe_peer_Ping_add_pong_sent_us(b, c->last_pong_sent_us);
     msg_end(c, pc, troupe_peer_Body_Ping, troupe_peer_Ping_end(b));
     c->last_ping_sent_ms = uv_now(c->loop);
 }
@@ -854,9 +876,40 @@ static void follower_tick(struct tr_cluster *c, const struct tr_raft_info *info,
         send_ping(c, c->lead);
 }
 
+/* Leader: a sign of life for the state service's fencing when a majority of
+ * the voters (this node included) pinged within the fence time. A leader
+ * resumed after a SIGSTOP, or cut off from the others, still believes it
+ * leads until raft's own check deposes it; counting pings fences it first. */
+static void leader_contact(struct tr_cluster *c, uint64_t now)
+{
+    struct raft *r = tr_raft_raw(c->raft);
+    if (r == NULL)
+        return;
+    unsigned voters = 0, heard = 0;
+    for (unsigned k = 0; k < r->configuration.n; k++) {
+        const struct raft_server *s = &r->configuration.servers[k];
+        if (s->role != RAFT_VOTER)
+            continue;
+        voters++;
+        if (s->id == c->node_id) {
+            heard++;
+            continue;
+        }
+        for (unsigned i = 0; i < c->n_peers; i++)
+            if (c->peers[i].id == s->id && c->peers[i].heard_ms != 0 && now - c->peers[i].heard_ms <= c->failure_ms / 2)
+                heard++;
+    }
+    if (voters > 0 && 2 * heard > voters) {
+        struct tr_raft_info info;
+        tr_raft_info(c->raft, &info);
+        tr_state_leader_contact(c->state, info.commit_index);
+    }
+}
+
 /* Leader: keep this node's record true and declare silent nodes down. */
 static void leader_tick(struct tr_cluster *c, uint64_t now)
 {
+    leader_contact(c, now);
     if (!c->was_leader) {
         c->was_leader = true;
         c->leader_since_ms = now;

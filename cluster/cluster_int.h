@@ -74,6 +74,7 @@ struct tr_cluster {
     uint64_t lead_target;     /* node id lead should reach (0: a join target) */
     uint64_t last_connect_ms;
     uint64_t last_ping_sent_ms;
+    int64_t last_pong_sent_us;  /* the leader's stamp in the last pong (echoed in pings) */
     struct pending *pending;  /* in arrival order; sent ones and queued ones */
     unsigned n_pending;
     uint64_t next_request;
@@ -84,7 +85,8 @@ struct tr_cluster {
     /* Leader side. */
     bool was_leader;
     uint64_t leader_since_ms;
-    struct { uint64_t id; uint64_t last_ms; bool down_pending, up_pending; } peers[CL_MAX_NODES];
+    struct { uint64_t id; uint64_t last_ms; uint64_t heard_ms; bool down_pending, up_pending; } peers[CL_MAX_NODES];
+    /* last_ms: failure detection (starts at first sight: a grace); heard_ms: a real ping (0: none), for the leader's own fencing */
     unsigned n_peers;
     bool self_pending;        /* a NodeAdd/NodeUp for this node in flight */
     uint64_t refused, last_refused_log_ms;

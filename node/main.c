@@ -492,6 +492,7 @@ int main(int argc, char **argv)
     n->env.llm_timeout_ms = n->o.llm_timeout_s * 1000;
     n->env.approval_timeout_ms = n->o.approval_timeout_s * 1000;
     n->env.context_tokens = n->o.context_tokens;
+    n->env.state = n->state;
     n->llm_ids = tr_calloc((size_t)nsched, sizeof *n->llm_ids);
     n->tool_ids = tr_calloc((size_t)nsched, sizeof *n->tool_ids);
     n->env.llm_actors = n->llm_ids;

@@ -305,6 +305,11 @@ typedef int (*tr_state_forward_fn)(void *ud, const void *cmd, size_t len, struct
 void tr_state_set_forwarder(struct tr_state *s, tr_state_forward_fn fn, void *ud, unsigned fence_ms);
 void tr_state_forward_done(struct tr_state_fwd *f, const struct tr_state_result *res);
 void tr_state_leader_contact(struct tr_state *s, uint64_t commit_index);
+/* Thread-safe, for executors on any scheduler: 1 while this node may start a
+ * side effect — it is ready and, in a cluster, has heard from a live leader
+ * within the fence time by the monotonic clock (so a node resumed after a
+ * SIGSTOP answers 0 at once, before its loops notice anything). */
+int tr_state_may_act(struct tr_state *s);
 uint64_t tr_state_applied(struct tr_state *s);
 
 /* The node table (written by NodeAdd/NodeUp/NodeDown/NodeDrain), read from

@@ -19,6 +19,7 @@
  * entry gets the error; shutdown -> kept requests are freed unanswered (the
  * requesters are being stopped too).
  */
+#include <stdatomic.h>
 #include <string.h>
 #include <errno.h>
 #include <time.h>
@@ -94,6 +95,8 @@ struct tr_state {
     unsigned fence_ms;
     struct entry *held_head, *held_tail; /* forwarded replies waiting for apply */
     int fenced_noted;
+    _Atomic uint64_t contact_hr_ms;  /* uv_hrtime of the last contact, for tr_state_may_act */
+    _Atomic int act_ready;           /* ready, mirrored for other threads */
 
     /* Digests as of Checkpoint entries (see "checkpoints" below). */
     struct mark {
@@ -549,8 +552,23 @@ void tr_state_set_forwarder(struct tr_state *s, tr_state_forward_fn fn, void *ud
     s->fence_ms = fence_ms ? fence_ms : 750;
 }
 
+static uint64_t hr_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+int tr_state_may_act(struct tr_state *s)
+{
+    if (!atomic_load(&s->act_ready))
+        return 0;
+    if (!s->clustered)
+        return 1;
+    return hr_ms() - atomic_load(&s->contact_hr_ms) <= s->fence_ms;
+}
+
 void tr_state_leader_contact(struct tr_state *s, uint64_t commit_index)
 {
+    atomic_store(&s->contact_hr_ms, hr_ms());
     s->contact_ms = uv_now(s->loop);
     if (commit_index > s->contact_index)
         s->contact_index = commit_index;
@@ -570,6 +588,7 @@ static void barrier_cb(void *arg, int status, const char *msg)
     if (status != TR_OK || s->closing || s->listener == 0 || s->ready)
         return; /* the poll timer tries again (with a listener to tell) */
     s->ready = 1;
+    atomic_store(&s->act_ready, 1);
     {
         struct tr_state_note n = { .kind = TR_NOTE_READY };
         struct tr_raft_info info;
@@ -613,11 +632,14 @@ static int poll_ready(struct tr_ctx *ctx, struct tr_state *s)
         answer_digest_waits(s);
     uint64_t now = uv_now(s->loop);
     int leader = tr_raft_is_leader(s->raft);
-    if (leader)
+    if (leader && !s->clustered) {
         s->contact_ms = now;
-    int fresh = !s->clustered || leader || (s->contact_ms != 0 && now - s->contact_ms <= s->fence_ms);
+        atomic_store(&s->contact_hr_ms, hr_ms());
+    }
+    int fresh = !s->clustered || (s->contact_ms != 0 && now - s->contact_ms <= s->fence_ms);
     if (s->ready && !fresh) {
         s->ready = 0;
+        atomic_store(&s->act_ready, 0);
         tr_log(TR_LOG_WARN, "state: node %llu: no leader for %llu ms: fenced (run actors stop)",
                (unsigned long long)s->node_id, (unsigned long long)(now - s->contact_ms));
         note_listener(s, TR_NOTE_FENCED);
@@ -632,6 +654,7 @@ static int poll_ready(struct tr_ctx *ctx, struct tr_state *s)
             note_listener(s, TR_NOTE_READY);
         }
     }
+    atomic_store(&s->act_ready, s->ready);
     uint64_t t;
     return tr_timer_start(ctx, POLL_MS, tr_msg_new(MSG_POLL, 0), &t);
 }
