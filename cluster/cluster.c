@@ -500,10 +500,14 @@ static void on_forward_result(struct tr_cluster *c, struct pconn *pc, const stru
 
 /* ---- leader: answering forwards -------------------------------------------------------- */
 
+/* A forwarded write being proposed here. Its result may come after the
+ * cluster closed (the state service closes later and fails what raft still
+ * had): then c is NULL and the context is only freed. */
 struct fwd_ctx {
     struct tr_cluster *c;
     uint64_t gen;
     uint64_t request_id;
+    struct fwd_ctx *prev, *next;  /* c->proposing */
 };
 
 static void send_forward_result(struct tr_cluster *c, struct pconn *pc, uint64_t request_id,
@@ -559,6 +563,16 @@ static void forward_applied(void *ud, const struct tr_state_result *r)
 {
     struct fwd_ctx *x = ud;
     struct tr_cluster *c = x->c;
+    if (c == NULL) { /* the cluster closed meanwhile */
+        tr_free(x);
+        return;
+    }
+    if (x->prev != NULL)
+        x->prev->next = x->next;
+    else
+        c->proposing = x->next;
+    if (x->next != NULL)
+        x->next->prev = x->prev;
     struct pconn *pc = c->closing ? NULL : conn_by_gen(c, x->gen);
     if (pc != NULL)
         send_forward_result(c, pc, x->request_id, r, peer_status(r->status),
@@ -571,9 +585,13 @@ static void on_forward(struct tr_cluster *c, struct pconn *pc, const struct trou
     uint64_t id = troupe_peer_Forward_request_id(f);
     struct tr_fb_vec cmd = troupe_peer_Forward_command(f);
     struct fwd_ctx *x = tr_malloc(sizeof *x);
-    *x = (struct fwd_ctx){ c, pc->gen, id };
+    *x = (struct fwd_ctx){ c, pc->gen, id, NULL, c->proposing };
     int rv = tr_state_propose_full(c->state, cmd.data, cmd.len, forward_applied, x);
-    if (rv != TR_OK) {
+    if (rv == TR_OK) {
+        if (c->proposing != NULL)
+            c->proposing->prev = x;
+        c->proposing = x;
+    } else {
         tr_free(x);
         send_forward_result(c, pc, id, NULL, peer_status(rv), tr_strerror(rv));
     }
@@ -1011,6 +1029,9 @@ void tr_cluster_close(struct tr_cluster *c, void (*cb)(void *arg), void *arg)
     c->close_arg = arg;
     tr_state_set_forwarder(c->state, NULL, NULL, 0);
     fail_pending(c, TR_ECLOSED, true);
+    for (struct fwd_ctx *x = c->proposing; x != NULL; x = x->next)
+        x->c = NULL; /* orphans: forward_applied frees them */
+    c->proposing = NULL;
     for (struct pconn *pc = c->conns, *next; pc != NULL; pc = next) {
         next = pc->next;
         pc_close(pc, NULL);

@@ -12,6 +12,7 @@
 #include "schemas/schemas.h"
 
 struct troupe_peer_Message;
+struct fwd_ctx;
 
 enum pc_state { PC_CONNECTING, PC_AUTH, PC_OPEN, PC_CLOSING };
 
@@ -76,6 +77,7 @@ struct tr_cluster {
     uint64_t last_ping_sent_ms;
     int64_t last_pong_sent_us;  /* the leader's stamp in the last pong (echoed in pings) */
     struct pending *pending;  /* in arrival order; sent ones and queued ones */
+    struct fwd_ctx *proposing; /* leader: forwarded writes being proposed here */
     unsigned n_pending;
     uint64_t next_request;
     char join_addr[80];       /* where to send Join; "" when not joining */

@@ -851,6 +851,9 @@ static void raft_closed(void *arg)
         if (e->cb != NULL) {
             e->reply.status = TR_ECLOSED;
             e->cb(e->ud, &e->reply);
+        } else if (e->rcb != NULL) {
+            struct tr_state_result r = { .status = TR_ECLOSED };
+            e->rcb(e->ud, &r);
         }
         entry_free(e);
     }
