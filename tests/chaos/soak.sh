@@ -11,9 +11,8 @@
 #   TROUPE_CHAOS_ROUNDS  faults per schedule (default 6)
 #   TROUPE_CHAOS_FAILURE_MS  the nodes' --failure-timeout (default 3000)
 #   TROUPE_CHAOS_RUNS    runs per fault: 3 + a random number below this (default 4)
-#   TROUPE_CHAOS_FLAKY=1 every run also makes a call that fails once (503) and is
-#                        retried by the tool executor (see the known bug in
-#                        test_chaos.c: stop_cont then fails about half the time)
+#   TROUPE_CHAOS_FLAKY=0 no run makes the call that fails once (503) and is
+#                        retried by the tool executor
 #   TROUPE_CHAOS_SEED    seed of the first schedule (default: the time);
 #                        schedule k uses seed + k
 #
