@@ -489,6 +489,29 @@ static void on_request(struct tr_httpd_req *req, void *ud)
     gw_call_dispatch(c);
 }
 
+static void dispatch_route(struct gw_call *c);
+
+/* Read-your-writes: a read carrying `Troupe-Min-Index: N` (the
+ * Troupe-Raft-Index of a write, possibly answered by another node) is held
+ * until this node has applied N, at most MIN_INDEX_WAIT_MS (then 503
+ * timeout). */
+#define MIN_INDEX_WAIT_MS 5000
+
+static void min_index_reached(void *ud, int status)
+{
+    struct gw_call *c = ud;
+    c->pending = 0;
+    if (c->req == NULL || c->g == NULL) {
+        call_release(c);
+        return;
+    }
+    if (status != TR_OK) {
+        gw_respond_error(c, 503, "timeout", "this node has not applied the requested index yet (Troupe-Min-Index)");
+        return;
+    }
+    dispatch_route(c);
+}
+
 void gw_call_dispatch(struct gw_call *c)
 {
     struct tr_gateway *g = c->g;
@@ -511,6 +534,29 @@ void gw_call_dispatch(struct gw_call *c)
             return;
         }
     }
+    const char *min_index = strcmp(req->method, "GET") == 0 ? tr_httpd_header(req, "Troupe-Min-Index") : NULL;
+    if (min_index != NULL) {
+        uint64_t n;
+        if (gw_parse_u64(min_index, &n) != 0) {
+            gw_respond_error(c, 400, "bad_request", "Troupe-Min-Index: expected a raft index");
+            return;
+        }
+        if (n > tr_state_applied(g->state)) {
+            int rv = tr_state_wait_applied(g->state, n, MIN_INDEX_WAIT_MS, min_index_reached, c);
+            if (rv != TR_OK) {
+                respond_status(c, rv);
+                return;
+            }
+            c->pending = 1;
+            return;
+        }
+    }
+    dispatch_route(c);
+}
+
+static void dispatch_route(struct gw_call *c)
+{
+    struct tr_httpd_req *req = c->req;
     bool post = strcmp(req->method, "POST") == 0;
     switch (c->m.route) {
     case GW_R_HEALTHZ: gw_h_healthz(c); return;

@@ -337,6 +337,11 @@ int tr_node_list(struct tr_store *st, struct tr_node_rec *out, unsigned cap, uns
 typedef void (*tr_state_digest_cb)(void *ud, int status, uint64_t index, const unsigned char *digest,
                                    uint64_t last_applied, const char *msg);
 int tr_state_checkpoint(struct tr_state *s, tr_state_cb cb, void *ud);
+/* Read-your-writes on any node: cb(ud, status) once this node has applied
+ * raft index `index` (TR_OK), or TR_ETIMEDOUT after timeout_ms, TR_ECLOSED.
+ * Never from inside this call: answered by the service's poll (10 ms). */
+typedef void (*tr_state_wait_cb)(void *ud, int status);
+int tr_state_wait_applied(struct tr_state *s, uint64_t index, unsigned timeout_ms, tr_state_wait_cb cb, void *ud);
 int tr_state_digest_at(struct tr_state *s, uint64_t index, unsigned timeout_ms, tr_state_digest_cb cb, void *ud);
 
 /* Leader only (TR_ENOTLEADER otherwise; never forwarded): propose cmd and get

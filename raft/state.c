@@ -110,6 +110,7 @@ struct tr_state {
         struct tr_state *s;
     } marks[8];
     struct digest_wait *digest_waits;
+    struct applied_wait *applied_waits;
     unsigned digest_jobs;         /* marks being computed on the thread pool */
     int close_deferred;           /* raft closed; the store waits for digest_jobs */
     void (*close_cb)(void *);
@@ -183,6 +184,7 @@ static void signal_done(struct tr_state *s)
 static void entry_done(struct tr_state *s, struct entry *e);
 static void answer_digest_waits(struct tr_state *s);
 static void on_checkpoint(void *ud, uint64_t index);
+static void answer_applied_waits(struct tr_state *s, int closing);
 
 /* Raft's last applied index: it counts every entry (configuration changes
  * and barriers too), where the store's last_applied moves only with
@@ -630,6 +632,8 @@ static int poll_ready(struct tr_ctx *ctx, struct tr_state *s)
     release_held(ctx, s);
     if (s->digest_waits != NULL)
         answer_digest_waits(s);
+    if (s->applied_waits != NULL)
+        answer_applied_waits(s, 0);
     uint64_t now = uv_now(s->loop);
     int leader = tr_raft_is_leader(s->raft);
     if (leader && !s->clustered) {
@@ -861,6 +865,7 @@ static void raft_closed(void *arg)
         tr_msg_free(queue_pop(s));
     tr_free(s->queue);
     fail_digest_waits(s, TR_ECLOSED);
+    answer_applied_waits(s, 1);
     if (s->digest_jobs > 0) {
         s->close_deferred = 1; /* the last digest job finishes the close */
         return;
@@ -1107,7 +1112,7 @@ static void answer_digest_waits(struct tr_state *s)
         for (unsigned i = 0; i < N_MARKS; i++)
             if (s->marks[i].state != MARK_EMPTY && s->marks[i].index == w->index)
                 m = &s->marks[i];
-        int status = -1;
+        int status = TR_OK, decided = 1; /* TR_* errors are negative: a separate flag */
         const char *msg = NULL;
         if (m != NULL && m->state == MARK_DONE)
             status = TR_OK;
@@ -1117,7 +1122,9 @@ static void answer_digest_waits(struct tr_state *s)
             status = TR_ENOTFOUND, msg = "no digest kept for that index (too old, or this node caught up by snapshot)";
         else if (now >= w->deadline_ms)
             status = TR_ETIMEDOUT, msg = "this node has not applied that index yet";
-        if (status < 0) {
+        else
+            decided = 0;
+        if (!decided) {
             pp = &w->next;
             continue;
         }
@@ -1164,4 +1171,42 @@ int tr_state_checkpoint(struct tr_state *s, tr_state_cb cb, void *ud)
     int rv = tr_state_propose(s, data, len, cb, ud);
     tr_fb_builder_free(&b);
     return rv;
+}
+
+/* ---- read-your-writes -------------------------------------------------------------------- */
+
+struct applied_wait {
+    uint64_t index;
+    uint64_t deadline_ms;
+    tr_state_wait_cb cb;
+    void *ud;
+    struct applied_wait *next;
+};
+
+static void answer_applied_waits(struct tr_state *s, int closing)
+{
+    uint64_t now = uv_now(s->loop), applied = applied_index(s);
+    struct applied_wait **pp = &s->applied_waits;
+    while (*pp != NULL) {
+        struct applied_wait *w = *pp;
+        int decided = closing || applied >= w->index || now >= w->deadline_ms; /* TR_* errors are negative */
+        int status = closing ? TR_ECLOSED : applied >= w->index ? TR_OK : TR_ETIMEDOUT;
+        if (!decided) {
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        w->cb(w->ud, status);
+        tr_free(w);
+    }
+}
+
+int tr_state_wait_applied(struct tr_state *s, uint64_t index, unsigned timeout_ms, tr_state_wait_cb cb, void *ud)
+{
+    if (s->closing)
+        return TR_ECLOSED;
+    struct applied_wait *w = tr_malloc(sizeof *w);
+    *w = (struct applied_wait){ index, uv_now(s->loop) + timeout_ms, cb, ud, s->applied_waits };
+    s->applied_waits = w;
+    return TR_OK;
 }

@@ -439,6 +439,51 @@ static void bad_peers_refused(void **state)
     h_proc_free(&p4);
 }
 
+/* A write's Troupe-Raft-Index, given back as Troupe-Min-Index on a read at
+ * another node, makes that read see the write. */
+static void read_your_writes(void **state)
+{
+    int leader = h_cluster_leader(&F.c, 30000);
+    assert_true(leader >= 0);
+    for (int k = 0; k < 10; k++) {
+        int writer = (leader + k) % 3, reader = (leader + k + 1) % 3;
+        char url[256], body[256], hdr[64];
+        struct h_resp w, r;
+        snprintf(url, sizeof url, "%s/v1/runs", base(writer));
+        snprintf(body, sizeof body, "{\"goal\": \"ryw-%d\", \"agent\": {\"model\": \"mock-gpt\"}}", k);
+        h_http(&w, "POST", url, body, auth, 30000);
+        assert_int_equal(w.status, 201);
+        assert_true(w.raft_index[0] != '\0');
+        const char *id = json_string_value(json_object_get(w.json, "id"));
+        assert_non_null(id);
+        snprintf(hdr, sizeof hdr, "Troupe-Min-Index: %s", w.raft_index);
+        const char *const hdrs[] = { hdr, NULL };
+        snprintf(url, sizeof url, "%s/v1/runs/%s", base(reader), id);
+        h_http(&r, "GET", url, NULL, hdrs, 30000);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(json_string_value(json_object_get(r.json, "id")), id);
+        h_resp_free(&r);
+        h_resp_free(&w);
+    }
+    /* An index far ahead: 503 timeout (after the bounded wait); a bad one: 400. */
+    char url[256];
+    struct h_resp r;
+    snprintf(url, sizeof url, "%s/v1/cluster", base(0));
+    const char *const far[] = { "Troupe-Min-Index: 999999999", NULL };
+    h_http(&r, "GET", url, NULL, far, 30000);
+    assert_int_equal(r.status, 503);
+    h_resp_free(&r);
+    const char *const bad[] = { "Troupe-Min-Index: soon", NULL };
+    h_http(&r, "GET", url, NULL, bad, 30000);
+    assert_int_equal(r.status, 400);
+    h_resp_free(&r);
+    /* A digest at an index that is no checkpoint: 404, not a hang. */
+    snprintf(url, sizeof url, "%s/v1/cluster/digest?index=1", base(0));
+    h_http(&r, "GET", url, NULL, NULL, 30000);
+    assert_int_equal(r.status, 404);
+    h_resp_free(&r);
+}
+
 static void transfer_leadership(void **state)
 {
     int leader = h_cluster_leader(&F.c, 30000);
@@ -472,6 +517,7 @@ int main(void)
         cmocka_unit_test(runs_everywhere),
         cmocka_unit_test(owner_killed),
         cmocka_unit_test(bad_peers_refused),
+        cmocka_unit_test(read_your_writes),
         cmocka_unit_test(transfer_leadership),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
