@@ -1185,7 +1185,8 @@ struct applied_wait {
 
 static void answer_applied_waits(struct tr_state *s, int closing)
 {
-    uint64_t now = uv_now(s->loop), applied = applied_index(s);
+    /* Closing: raft is gone already (raft_closed); only fail the waits. */
+    uint64_t now = uv_now(s->loop), applied = closing ? 0 : applied_index(s);
     struct applied_wait **pp = &s->applied_waits;
     while (*pp != NULL) {
         struct applied_wait *w = *pp;
