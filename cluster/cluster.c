@@ -43,13 +43,6 @@ static int64_t mono_us(void)
     return (int64_t)(uv_hrtime() / 1000);
 }
 
-/* The leader stamps its wall clock into commands (the FSM never reads one). */
-static int64_t wall_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 /* ---- addresses ------------------------------------------------------------------ */
 
@@ -105,19 +98,41 @@ static struct pconn *conn_by_gen(struct tr_cluster *c, uint64_t gen)
     return NULL;
 }
 
+/* The queue of writes for the leader: a doubly linked list in arrival order. */
+static void pending_append(struct tr_cluster *c, struct pending *p)
+{
+    p->next = NULL;
+    p->prev = c->pending_tail;
+    if (c->pending_tail != NULL)
+        c->pending_tail->next = p;
+    else
+        c->pending = p;
+    c->pending_tail = p;
+    c->n_pending++;
+}
+
+static void pending_unlink(struct tr_cluster *c, struct pending *p)
+{
+    if (p->prev != NULL)
+        p->prev->next = p->next;
+    else
+        c->pending = p->next;
+    if (p->next != NULL)
+        p->next->prev = p->prev;
+    else
+        c->pending_tail = p->prev;
+    c->n_pending--;
+}
+
 /* Fail the writes for the leader: every one (all), or those sent (the
  * connection they went out on is gone: outcome unknown). */
 static void fail_pending(struct tr_cluster *c, int status, bool all)
 {
-    struct pending **pp = &c->pending;
-    while (*pp != NULL) {
-        struct pending *p = *pp;
-        if (!all && p->request_id == 0) {
-            pp = &p->next;
+    for (struct pending *p = c->pending, *next; p != NULL; p = next) {
+        next = p->next;
+        if (!all && p->request_id == 0)
             continue;
-        }
-        *pp = p->next;
-        c->n_pending--;
+        pending_unlink(c, p);
         struct tr_state_result r = { .status = status };
         tr_state_forward_done(p->fwd, &r);
         tr_free(p);
@@ -265,17 +280,7 @@ static void command_begin(struct tr_cluster *c)
 
 static void command_end(struct tr_cluster *c, uint8_t op_type, tr_fb_ref op)
 {
-    struct tr_fb_builder *b = &c->b;
-    struct tr_raft_info info;
-    tr_raft_info(c->raft, &info);
-    troupe_cmd_Command_start(b);
-    troupe_cmd_Command_add_time_us(b, wall_us());
-    troupe_cmd_Command_add_term(b, info.term);
-    troupe_cmd_Command_add_leader_node(b, c->node_id);
-    troupe_cmd_Command_add_origin_node(b, c->node_id);
-    troupe_cmd_Command_add_op_type(b, op_type);
-    troupe_cmd_Command_add_op(b, op);
-    troupe_cmd_Command_finish(b, troupe_cmd_Command_end(b));
+    tr_state_command_finish(c->state, &c->b, op_type, op);
 }
 
 static tr_fb_ref str_or_0(struct tr_fb_builder *b, const char *s)
@@ -379,11 +384,7 @@ static void flush_pending(struct tr_cluster *c)
 
 static void pending_done(struct tr_cluster *c, struct pending *p, const struct tr_state_result *r)
 {
-    struct pending **pp = &c->pending;
-    while (*pp != p)
-        pp = &(*pp)->next;
-    *pp = p->next;
-    c->n_pending--;
+    pending_unlink(c, p);
     tr_state_forward_done(p->fwd, r);
     tr_free(p);
 }
@@ -398,11 +399,7 @@ static int forward(void *ud, const void *cmd, size_t len, struct tr_state_fwd *f
     struct pending *p = tr_malloc(sizeof *p + len);
     *p = (struct pending){ .fwd = f, .queued_ms = uv_now(c->loop), .len = len };
     memcpy(p->cmd, cmd, len);
-    struct pending **tail = &c->pending;
-    while (*tail != NULL)
-        tail = &(*tail)->next;
-    *tail = p;
-    c->n_pending++;
+    pending_append(c, p);
     if (lead_open(c))
         send_pending(c, p);
     return TR_OK;
@@ -417,15 +414,11 @@ static void local_applied(void *ud, const struct tr_state_result *r)
 
 static void propose_pending_here(struct tr_cluster *c)
 {
-    struct pending **pp = &c->pending;
-    while (*pp != NULL) {
-        struct pending *p = *pp;
-        if (p->request_id != 0) {
-            pp = &p->next;
+    for (struct pending *p = c->pending, *next; p != NULL; p = next) {
+        next = p->next;
+        if (p->request_id != 0)
             continue;
-        }
-        *pp = p->next;
-        c->n_pending--;
+        pending_unlink(c, p);
         int rv = tr_state_propose_full(c->state, p->cmd, p->len, local_applied, p->fwd);
         if (rv != TR_OK) {
             struct tr_state_result r = { .status = rv };
@@ -722,15 +715,6 @@ static void join_added(void *arg, int status, const char *msg)
         join_finish(j, rv, tr_strerror(rv));
 }
 
-static void copy64(char dst[64], struct tr_fb_str s)
-{
-    size_t n = s.ptr != NULL ? s.len : 0;
-    if (n > 63)
-        n = 63;
-    memcpy(dst, s.ptr != NULL ? s.ptr : "", n);
-    dst[n] = '\0';
-}
-
 static void on_join(struct tr_cluster *c, struct pconn *pc, const struct troupe_peer_Join *m)
 {
     if (!tr_raft_is_leader(c->raft)) {
@@ -750,10 +734,10 @@ static void on_join(struct tr_cluster *c, struct pconn *pc, const struct troupe_
     j->c = c;
     j->gen = pc->gen;
     j->id = id;
-    copy64(j->raft, raft);
-    copy64(j->peer, troupe_peer_Join_peer_address(m));
-    copy64(j->client, troupe_peer_Join_client_address(m));
-    copy64(j->http, troupe_peer_Join_http_address(m));
+    tr_fb_str_copy(j->raft, sizeof j->raft, raft);
+    tr_fb_str_copy(j->peer, sizeof j->peer, troupe_peer_Join_peer_address(m));
+    tr_fb_str_copy(j->client, sizeof j->client, troupe_peer_Join_client_address(m));
+    tr_fb_str_copy(j->http, sizeof j->http, troupe_peer_Join_http_address(m));
     j->capacity = troupe_peer_Join_capacity(m);
     int rv = tr_raft_add(c->raft, id, j->raft, 1, join_added, j);
     if (rv != TR_OK) {
@@ -1191,7 +1175,7 @@ static void remove_step(void *ud, int status, const char *msg)
     }
 }
 
-static int start_remove(struct tr_cluster *c, uint64_t id, int drain, tr_cluster_cb cb, void *ud)
+int tr_cluster_remove(struct tr_cluster *c, uint64_t id, tr_cluster_cb cb, void *ud)
 {
     if (!tr_raft_is_leader(c->raft))
         return TR_ENOTLEADER;
@@ -1201,23 +1185,19 @@ static int start_remove(struct tr_cluster *c, uint64_t id, int drain, tr_cluster
         return TR_EBUSY; /* transfer leadership first */
     struct remove_ctx *x = tr_calloc(1, sizeof *x);
     *x = (struct remove_ctx){ c, id, 0, cb, ud };
-    /* Both start with NodeDrain: the FSM moves the node's active runs to live
-     * nodes at once (by replay there), which NodeRemove requires of a live node. */
-    (void)drain;
+    /* NodeDrain first: the FSM moves the node's active runs to live nodes at
+     * once (they resume there by replay), which NodeRemove requires of a live
+     * node. */
     int rv = propose_node_simple(c, troupe_cmd_Op_NodeDrain, id, NULL, K_OTHER, remove_step, x);
     if (rv != TR_OK)
         tr_free(x);
     return rv;
 }
 
-int tr_cluster_remove(struct tr_cluster *c, uint64_t id, tr_cluster_cb cb, void *ud)
-{
-    return start_remove(c, id, 0, cb, ud);
-}
-
+/* Runs move at NodeDrain's apply, so draining is removing. */
 int tr_cluster_drain(struct tr_cluster *c, uint64_t id, tr_cluster_cb cb, void *ud)
 {
-    return start_remove(c, id, 1, cb, ud);
+    return tr_cluster_remove(c, id, cb, ud);
 }
 
 int tr_cluster_transfer(struct tr_cluster *c, uint64_t id, tr_cluster_cb cb, void *ud)

@@ -73,8 +73,8 @@ int tr_cluster_add(struct tr_cluster *c, uint64_t id, const char *raft_address, 
 int tr_cluster_remove(struct tr_cluster *c, uint64_t id, tr_cluster_cb cb, void *ud);
 /* Transfer leadership to id (0: the most up-to-date voter). */
 int tr_cluster_transfer(struct tr_cluster *c, uint64_t id, tr_cluster_cb cb, void *ud);
-/* Drain node id: no new runs go there and its active runs move to others
- * (NodeDrain); then it leaves the cluster like tr_cluster_remove. */
+/* Drain node id: the same as tr_cluster_remove, since the FSM moves a
+ * draining node's runs at once (kept as the operator's word for it). */
 int tr_cluster_drain(struct tr_cluster *c, uint64_t id, tr_cluster_cb cb, void *ud);
 
 /* What this node knows of a peer's liveness: on the leader, ms since its last

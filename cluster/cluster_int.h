@@ -42,7 +42,7 @@ struct pending {
     uint64_t queued_ms;
     uint64_t sent_ms;
     size_t len;
-    struct pending *next;
+    struct pending *prev, *next;
     uint8_t cmd[];              /* the Command, kept until sent (for a resend after NotLeader) */
 };
 
@@ -76,7 +76,7 @@ struct tr_cluster {
     uint64_t last_connect_ms;
     uint64_t last_ping_sent_ms;
     int64_t last_pong_sent_us;  /* the leader's stamp in the last pong (echoed in pings) */
-    struct pending *pending;  /* in arrival order; sent ones and queued ones */
+    struct pending *pending, *pending_tail; /* in arrival order; sent ones and queued ones */
     struct fwd_ctx *proposing; /* leader: forwarded writes being proposed here */
     unsigned n_pending;
     uint64_t next_request;

@@ -175,20 +175,22 @@ static bool param_node(struct gw_call *c, uint64_t *id)
     return true;
 }
 
-void gw_h_cluster_node_remove(struct gw_call *c)
+static void node_action(struct gw_call *c, int (*action)(struct tr_cluster *, uint64_t, tr_cluster_cb, void *))
 {
     uint64_t id;
     if (!admin_only(c) || !have_cluster(c) || !param_node(c, &id))
         return;
-    held(c, tr_cluster_remove(c->g->cluster, id, op_done, c));
+    held(c, action(c->g->cluster, id, op_done, c));
+}
+
+void gw_h_cluster_node_remove(struct gw_call *c)
+{
+    node_action(c, tr_cluster_remove);
 }
 
 void gw_h_cluster_node_drain(struct gw_call *c)
 {
-    uint64_t id;
-    if (!admin_only(c) || !have_cluster(c) || !param_node(c, &id))
-        return;
-    held(c, tr_cluster_drain(c->g->cluster, id, op_done, c));
+    node_action(c, tr_cluster_drain);
 }
 
 void gw_h_cluster_transfer(struct gw_call *c)

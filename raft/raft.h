@@ -337,6 +337,11 @@ int tr_node_list(struct tr_store *st, struct tr_node_rec *out, unsigned cap, uns
 typedef void (*tr_state_digest_cb)(void *ud, int status, uint64_t index, const unsigned char *digest,
                                    uint64_t last_applied, const char *msg);
 int tr_state_checkpoint(struct tr_state *s, tr_state_cb cb, void *ud);
+/* Finish a troupe.cmd.Command around op in b, stamped by this node: the wall
+ * clock (the only clock the FSM sees), raft's current term, this node as
+ * leader and origin. Then tr_fb_builder_data(b) is the command to propose. */
+struct tr_fb_builder;
+void tr_state_command_finish(struct tr_state *s, struct tr_fb_builder *b, uint8_t op_type, uint32_t op);
 /* Read-your-writes on any node: cb(ud, status) once this node has applied
  * raft index `index` (TR_OK), or TR_ETIMEDOUT after timeout_ms, TR_ECLOSED.
  * Never from inside this call: answered by the service's poll (10 ms). */

@@ -452,12 +452,7 @@ static void flush_one(struct tr_ctx *ctx, struct tr_state *s)
     troupe_cmd_AppendBatch_start(b);
     troupe_cmd_AppendBatch_add_appends(b, vec);
     tr_fb_ref batch = troupe_cmd_AppendBatch_end(b);
-    troupe_cmd_Command_start(b);
-    troupe_cmd_Command_add_time_us(b, (int64_t)tr_wall_us(ctx));
-    troupe_cmd_Command_add_leader_node(b, s->node_id);
-    troupe_cmd_Command_add_origin_node(b, s->node_id);
-    troupe_cmd_Command_add_op_AppendBatch(b, batch);
-    troupe_cmd_Command_finish(b, troupe_cmd_Command_end(b));
+    tr_state_command_finish(s, b, troupe_cmd_Op_AppendBatch, batch);
     size_t len;
     const uint8_t *data = tr_fb_builder_data(b, &len);
 
@@ -938,15 +933,6 @@ void tr_state_stats(struct tr_state *s, struct tr_state_stats *out)
 
 /* ---- the node table ----------------------------------------------------------------- */
 
-static void copy_addr(char dst[64], struct tr_fb_str src)
-{
-    size_t n = src.ptr != NULL ? src.len : 0;
-    if (n > 63)
-        n = 63; /* addresses are host:port: never this long (NodeAdd is validated) */
-    memcpy(dst, src.ptr != NULL ? src.ptr : "", n);
-    dst[n] = '\0';
-}
-
 static int node_decode(const void *val, size_t len, struct tr_node_rec *out)
 {
     const struct troupe_state_Node *n =
@@ -958,10 +944,10 @@ static int node_decode(const void *val, size_t len, struct tr_node_rec *out)
     out->state = troupe_state_Node_state(n);
     out->capacity = troupe_state_Node_capacity(n);
     out->since_us = troupe_state_Node_since_us(n);
-    copy_addr(out->raft_address, troupe_state_Node_raft_address(n));
-    copy_addr(out->peer_address, troupe_state_Node_peer_address(n));
-    copy_addr(out->client_address, troupe_state_Node_client_address(n));
-    copy_addr(out->http_address, troupe_state_Node_http_address(n));
+    tr_fb_str_copy(out->raft_address, sizeof out->raft_address, troupe_state_Node_raft_address(n));
+    tr_fb_str_copy(out->peer_address, sizeof out->peer_address, troupe_state_Node_peer_address(n));
+    tr_fb_str_copy(out->client_address, sizeof out->client_address, troupe_state_Node_client_address(n));
+    tr_fb_str_copy(out->http_address, sizeof out->http_address, troupe_state_Node_http_address(n));
     return TR_OK;
 }
 
@@ -1149,6 +1135,22 @@ int tr_state_digest_at(struct tr_state *s, uint64_t index, unsigned timeout_ms, 
     return TR_OK;
 }
 
+void tr_state_command_finish(struct tr_state *s, struct tr_fb_builder *b, uint8_t op_type, uint32_t op)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tr_raft_info info;
+    tr_raft_info(s->raft, &info);
+    troupe_cmd_Command_start(b);
+    troupe_cmd_Command_add_time_us(b, (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+    troupe_cmd_Command_add_term(b, info.term);
+    troupe_cmd_Command_add_leader_node(b, s->node_id);
+    troupe_cmd_Command_add_origin_node(b, s->node_id);
+    troupe_cmd_Command_add_op_type(b, op_type);
+    troupe_cmd_Command_add_op(b, op);
+    troupe_cmd_Command_finish(b, troupe_cmd_Command_end(b));
+}
+
 int tr_state_checkpoint(struct tr_state *s, tr_state_cb cb, void *ud)
 {
     struct tr_fb_builder b;
@@ -1157,15 +1159,7 @@ int tr_state_checkpoint(struct tr_state *s, tr_state_cb cb, void *ud)
     randombytes_buf(&nonce, sizeof nonce);
     troupe_cmd_Checkpoint_start(&b);
     troupe_cmd_Checkpoint_add_nonce(&b, nonce);
-    tr_fb_ref op = troupe_cmd_Checkpoint_end(&b);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    troupe_cmd_Command_start(&b);
-    troupe_cmd_Command_add_time_us(&b, (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
-    troupe_cmd_Command_add_leader_node(&b, s->node_id);
-    troupe_cmd_Command_add_origin_node(&b, s->node_id);
-    troupe_cmd_Command_add_op_Checkpoint(&b, op);
-    troupe_cmd_Command_finish(&b, troupe_cmd_Command_end(&b));
+    tr_state_command_finish(s, &b, troupe_cmd_Op_Checkpoint, troupe_cmd_Checkpoint_end(&b));
     size_t len;
     const uint8_t *data = tr_fb_builder_data(&b, &len);
     int rv = tr_state_propose(s, data, len, cb, ud);

@@ -180,6 +180,16 @@ struct tr_fb_str {
   uint32_t len;
 };
 
+/* Copy s into dst (cap > 0 bytes with the NUL), truncated to fit; "" when absent. */
+static inline void tr_fb_str_copy(char *dst, size_t cap, struct tr_fb_str s) {
+  size_t n = s.ptr != NULL ? s.len : 0;
+  if (n > cap - 1)
+    n = cap - 1;
+  if (n > 0)
+    memcpy(dst, s.ptr, n);
+  dst[n] = '\0';
+}
+
 struct tr_fb_vec {
   const uint8_t *data; /* first element; NULL when absent */
   uint32_t len;        /* element count */

@@ -255,12 +255,28 @@ static const struct troupe_proto_Frame *read_frame(struct cli *cli)
     return f;
 }
 
+/* The server's error of the last call (cli->err_msg) on stderr, as JSON with --json. */
+static void print_error(const struct cli *cli, const char *code)
+{
+    if (cli->json) {
+        json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", code ? code : "Unknown", "message", cli->err_msg);
+        char *s = json_dumps(j, JSON_COMPACT);
+        fprintf(stderr, "%s\n", s ? s : "");
+        free(s);
+        json_decref(j);
+    } else {
+        fprintf(stderr, "troupectl: %s: %s\n", code ? code : "error", cli->err_msg);
+    }
+}
+
 /* Send the op just built (op_type, op) as a Request; wait for its Response.
  * Returns the verified Response, or NULL after printing why (exit 1). */
 static const struct troupe_proto_Response *call(struct cli *cli, uint8_t op_type, tr_fb_ref op)
 {
     struct tr_fb_builder *b = &cli->b;
     uint64_t id = ++cli->next_id;
+    cli->err_code = 0;
+    cli->err_msg[0] = '\0';
     tr_fb_ref key = cli->token != NULL ? tr_fb_create_str(b, cli->token) : 0;
     troupe_proto_Request_start(b);
     troupe_proto_Request_add_id(b, id);
@@ -292,18 +308,8 @@ static const struct troupe_proto_Response *call(struct cli *cli, uint8_t op_type
             struct tr_fb_str m = troupe_proto_Error_message(e);
             cli->err_code = troupe_proto_Error_code(e);
             snprintf(cli->err_msg, sizeof cli->err_msg, "%s", m.ptr ? m.ptr : "");
-            if (cli->quiet) {
-                /* the caller decides */
-            } else if (cli->json) {
-                json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", code ? code : "Unknown", "message",
-                                      m.ptr ? m.ptr : "");
-                char *s = json_dumps(j, JSON_COMPACT);
-                fprintf(stderr, "%s\n", s ? s : "");
-                free(s);
-                json_decref(j);
-            } else {
-                fprintf(stderr, "troupectl: %s: %s\n", code ? code : "error", m.ptr ? m.ptr : "");
-            }
+            if (!cli->quiet) /* else the caller decides */
+                print_error(cli, code);
             return NULL;
         }
         return r;
@@ -1101,17 +1107,10 @@ static const struct troupe_proto_Response *call_leader(struct cli *cli, uint8_t 
             return call(cli, op_type, build(&cli->b, arg));
         }
     }
-    /* Not redirectable: print it as call() would have. */
-    const char *code = troupe_proto_ErrorCode_name((uint16_t)cli->err_code);
-    if (cli->json) {
-        json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", code ? code : "Unknown", "message", cli->err_msg);
-        char *s = json_dumps(j, JSON_COMPACT);
-        fprintf(stderr, "%s\n", s ? s : "");
-        free(s);
-        json_decref(j);
-    } else if (cli->err_msg[0] != '\0' || code != NULL) {
-        fprintf(stderr, "troupectl: %s: %s\n", code ? code : "error", cli->err_msg);
-    }
+    /* Not redirectable: print it as call() would have (a failure to talk
+     * to the server was printed already and left no error code). */
+    if (cli->err_code != 0)
+        print_error(cli, troupe_proto_ErrorCode_name((uint16_t)cli->err_code));
     return NULL;
 }
 
@@ -1460,23 +1459,41 @@ static void print_tenant_head(void)
     printf("%-22s %-20s %-11s %-7s %-14s %s\n", "ID", "NAME", "MAX_ACTIVE", "RPS", "BUDGET/DAY", "SPENT_TODAY_USD");
 }
 
-static int tenant_create(struct cli *cli, int argc, char **argv)
-{
-    static const char *const known[] = { "max-active-runs", "rps", "budget-usd-per-day", "budget-policy", NULL };
-    struct args a;
-    int rv = args_parse(&a, argc, argv, known, 1);
-    if (rv != 0)
-        return rv;
-    if (a.n_pos != 1)
-        return usage_error("tenant create: NAME is required");
-    unsigned long long active = 100, rps = 50;
-    double budget = 0;
+/* The arguments of tenant create / update: one positional (what) and the
+ * limit options; absent ones keep the values *l holds. */
+struct tenant_limits {
+    unsigned long long active, rps;
+    double budget;
     int has_budget;
     const char *policy;
-    if ((rv = opt_uint(&a, "max-active-runs", 1000000, &active)) != 0 || (rv = opt_uint(&a, "rps", 1000000, &rps)) != 0 ||
-        (rv = opt_double(&a, "budget-usd-per-day", &budget, &has_budget)) != 0 ||
-        (rv = opt_policy(&a, "budget-policy", &policy)) != 0)
+};
+
+static int tenant_args(struct args *a, int argc, char **argv, const char *what, struct tenant_limits *l)
+{
+    static const char *const known[] = { "max-active-runs", "rps", "budget-usd-per-day", "budget-policy", NULL };
+    int rv = args_parse(a, argc, argv, known, 1);
+    if (rv != 0)
         return rv;
+    if (a->n_pos != 1)
+        return usage_error("tenant %s is required", what);
+    if ((rv = opt_uint(a, "max-active-runs", 1000000, &l->active)) != 0 ||
+        (rv = opt_uint(a, "rps", 1000000, &l->rps)) != 0 ||
+        (rv = opt_double(a, "budget-usd-per-day", &l->budget, &l->has_budget)) != 0 ||
+        (rv = opt_policy(a, "budget-policy", &l->policy)) != 0)
+        return rv;
+    return 0;
+}
+
+static int tenant_create(struct cli *cli, int argc, char **argv)
+{
+    struct args a;
+    struct tenant_limits l = { .active = 100, .rps = 50 };
+    int rv = tenant_args(&a, argc, argv, "create: NAME", &l);
+    if (rv != 0)
+        return rv;
+    unsigned long long active = l.active, rps = l.rps;
+    double budget = l.budget;
+    const char *policy = l.policy;
     struct tr_fb_builder *b = &cli->b;
     tr_fb_ref name = tr_fb_create_str(b, a.pos[0]);
     troupe_cmd_TenantLimits_start(b);
@@ -1625,23 +1642,13 @@ static int tenant_budget(struct cli *cli, int argc, char **argv)
 
 static int tenant_update(struct cli *cli, int argc, char **argv)
 {
-    static const char *const known[] = { "max-active-runs", "rps", "budget-usd-per-day", "budget-policy", NULL };
     struct args a;
-    int rv = args_parse(&a, argc, argv, known, 1);
+    struct tenant_limits l = { 0 };
+    int rv = tenant_args(&a, argc, argv, "update: TENANT", &l);
     if (rv != 0)
         return rv;
-    if (a.n_pos != 1)
-        return usage_error("tenant update: TENANT is required");
-    unsigned long long active = 0, rps = 0;
-    double budget = 0;
-    int has_budget;
-    const char *policy;
-    if ((rv = opt_uint(&a, "max-active-runs", 1000000, &active)) != 0 || (rv = opt_uint(&a, "rps", 1000000, &rps)) != 0 ||
-        (rv = opt_double(&a, "budget-usd-per-day", &budget, &has_budget)) != 0 ||
-        (rv = opt_policy(&a, "budget-policy", &policy)) != 0)
-        return rv;
-    return tenant_set(cli, a.pos[0], opt(&a, "max-active-runs") ? (long long)active : -1,
-                      opt(&a, "rps") ? (long long)rps : -1, has_budget ? budget : -1, policy);
+    return tenant_set(cli, a.pos[0], opt(&a, "max-active-runs") ? (long long)l.active : -1,
+                      opt(&a, "rps") ? (long long)l.rps : -1, l.has_budget ? l.budget : -1, l.policy);
 }
 
 static int key_create(struct cli *cli, int argc, char **argv)
