@@ -53,6 +53,8 @@ struct node_opts {
     uint32_t heartbeat_ms;
     uint32_t max_connections;     /* --max-connections: HTTP (and WebSocket) connections */
     uint32_t stream_stall_ms;     /* --stream-stall-ms: slow readers of live streams */
+    uint32_t snapshot_threshold;  /* --snapshot-threshold: raft entries between snapshots */
+    uint32_t snapshot_trailing;   /* --snapshot-trailing: entries kept in the log after one */
 };
 
 struct node {
@@ -86,7 +88,7 @@ static void usage(FILE *f)
             "              [--llm-timeout S] [--context-tokens N] [--ports-file F]\n"
             "              [--max-connections N] [--stream-stall-ms MS]\n"
             "              [--cluster-secret-file F] [--failure-timeout MS] [--election-timeout MS]\n"
-            "              [--heartbeat MS]\n"
+            "              [--heartbeat MS] [--snapshot-threshold N] [--snapshot-trailing N]\n"
             "environment: OPENAI_BASE_URL, OPENAI_API_KEY, TROUPE_MODELS, TROUPE_ADMIN_TOKEN,\n"
             "             TROUPE_CLUSTER_SECRET,\n"
             "             TROUPE_LOG=debug|info|warn|error\n");
@@ -118,7 +120,7 @@ static int split_hostport(const char *s, char *host, size_t cap, int *port)
 static int parse_args(int argc, char **argv, struct node_opts *o)
 {
     enum { O_ID = 1000, O_DATA, O_RAFT, O_PEER, O_CLIENT, O_HTTP, O_BOOT, O_JOIN, O_SCHED, O_MAXRUNS, O_APPROVAL,
-           O_LLMTIMEOUT, O_CTX, O_PORTS, O_SECRET, O_FAILURE, O_ELECTION, O_HEARTBEAT, O_MAXCONNS, O_STALL, O_HELP };
+           O_LLMTIMEOUT, O_CTX, O_PORTS, O_SECRET, O_FAILURE, O_ELECTION, O_HEARTBEAT, O_MAXCONNS, O_STALL, O_SNAP, O_TRAIL, O_HELP };
     static const struct option longopts[] = {
         { "id", required_argument, NULL, O_ID },
         { "data", required_argument, NULL, O_DATA },
@@ -140,6 +142,8 @@ static int parse_args(int argc, char **argv, struct node_opts *o)
         { "failure-timeout", required_argument, NULL, O_FAILURE },
         { "election-timeout", required_argument, NULL, O_ELECTION },
         { "heartbeat", required_argument, NULL, O_HEARTBEAT },
+        { "snapshot-threshold", required_argument, NULL, O_SNAP },
+        { "snapshot-trailing", required_argument, NULL, O_TRAIL },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 },
     };
@@ -180,6 +184,16 @@ static int parse_args(int argc, char **argv, struct node_opts *o)
             if (parse_u32(optarg, &v) != 0 || v < 5 || v > 60000)
                 goto bad;
             o->heartbeat_ms = v;
+            break;
+        case O_SNAP:
+            if (parse_u32(optarg, &v) != 0 || v < 2)
+                goto bad;
+            o->snapshot_threshold = v;
+            break;
+        case O_TRAIL:
+            if (parse_u32(optarg, &v) != 0 || v == 0)
+                goto bad;
+            o->snapshot_trailing = v;
             break;
         case O_SCHED:
             if (parse_u32(optarg, &v) != 0 || v > 64)
@@ -356,6 +370,7 @@ static void open_state_cb(struct tr_ctx *ctx, void *arg)
         .node_id = n->o.id, .data_dir = n->o.data, .raft_address = n->o.raft, .bootstrap = n->o.bootstrap,
         .on_fatal = fatal, .fatal_ud = n, .cluster_key = n->key,
         .election_timeout_ms = n->o.election_timeout_ms, .heartbeat_timeout_ms = n->o.heartbeat_ms,
+        .snapshot_threshold = n->o.snapshot_threshold, .snapshot_trailing = n->o.snapshot_trailing,
     };
     int rv = tr_state_open(ctx, &so, &n->state, &n->err);
     if (rv == TR_OK)

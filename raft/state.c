@@ -767,8 +767,16 @@ int tr_state_open(struct tr_ctx *ctx, const struct tr_state_opts *opts, struct t
     s->max_inflight = opts->max_inflight ? opts->max_inflight : 2;
     tr_fb_builder_init(&s->b);
 
+    /* The raft log is the store's WAL (storage.h "No WAL"): the FSM's
+     * commits skip RocksDB's own, and snapshots flush the store. */
+    struct tr_store_opts sopts;
+    if (opts->store_opts != NULL)
+        sopts = *opts->store_opts;
+    else
+        tr_store_opts_init(&sopts);
+    sopts.no_wal = 1;
     snprintf(path, sizeof path, "%s/db", opts->data_dir);
-    rv = tr_store_open(path, opts->store_opts, &s->store, err);
+    rv = tr_store_open(path, &sopts, &s->store, err);
     if (rv != TR_OK) {
         tr_err_wrap(err, "state");
         goto err_after_alloc;

@@ -33,6 +33,8 @@ struct tr_store {
     atomic_int failed;
     pthread_mutex_t fail_mu;
     struct tr_err fail_err;
+
+    pthread_mutex_t flush_mu;           /* one tr_store_flush at a time */
 };
 
 struct tr_batch {

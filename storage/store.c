@@ -16,10 +16,13 @@
  *   payloads out of LSM compactions;
  * - one shared LRU block cache, bloom filters, LZ4, dynamic level sizes.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -246,6 +249,7 @@ static void release(struct tr_store *s)
     if (s->ropts != NULL)
         rocksdb_readoptions_destroy(s->ropts);
     pthread_mutex_destroy(&s->fail_mu);
+    pthread_mutex_destroy(&s->flush_mu);
     tr_free(s->path);
     tr_free(s);
 }
@@ -268,6 +272,7 @@ int tr_store_open(const char *path, const struct tr_store_opts *opts, struct tr_
     struct tr_store *s = tr_calloc(1, sizeof(*s));
     s->path = tr_strdup(path);
     pthread_mutex_init(&s->fail_mu, NULL);
+    pthread_mutex_init(&s->flush_mu, NULL);
     db_options(s, opts);
     s->cache = rocksdb_cache_create_lru(opts->block_cache_bytes ? opts->block_cache_bytes
                                                                 : (64u << 20));
@@ -287,7 +292,10 @@ int tr_store_open(const char *path, const struct tr_store_opts *opts, struct tr_
     rocksdb_block_based_options_destroy(bbto_prefix);
 
     s->wopts = rocksdb_writeoptions_create();
-    rocksdb_writeoptions_set_sync(s->wopts, opts->sync ? 1 : 0);
+    if (opts->no_wal)
+        rocksdb_writeoptions_disable_WAL(s->wopts, 1);
+    else
+        rocksdb_writeoptions_set_sync(s->wopts, opts->sync ? 1 : 0);
     s->wopts_sync = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->wopts_sync, 1);
     s->ropts = rocksdb_readoptions_create();
@@ -360,4 +368,62 @@ void tr_store_close(struct tr_store *s)
     if (s == NULL)
         return;
     release(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Flush (see tr_store_flush in storage.h).                                   */
+
+/* Remove a checkpoint directory: RocksDB writes plain files into it, no
+ * subdirectories. A missing directory is not an error. */
+static int remove_flat_dir(const char *dir, struct tr_err *err)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+
+    if (d == NULL)
+        return errno == ENOENT ? TR_OK : tr_err_set(err, TR_EIO, "open %s: %s", dir, strerror(errno));
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (unlinkat(dirfd(d), de->d_name, 0) != 0 && errno != ENOENT) {
+            int e = errno;
+            closedir(d);
+            return tr_err_set(err, TR_EIO, "remove %s/%s: %s", dir, de->d_name, strerror(e));
+        }
+    }
+    closedir(d);
+    if (rmdir(dir) != 0 && errno != ENOENT)
+        return tr_err_set(err, TR_EIO, "remove %s: %s", dir, strerror(errno));
+    return TR_OK;
+}
+
+int tr_store_flush(struct tr_store *s, struct tr_err *err)
+{
+    TR__ERR_OR_LOCAL(err);
+    char dir[4096];
+    char *e = NULL;
+    int rv;
+
+    if (snprintf(dir, sizeof dir, "%s.flush", s->path) >= (int)sizeof dir)
+        return tr_err_set(err, TR_EINVAL, "store path too long");
+    pthread_mutex_lock(&s->flush_mu);
+    /* A checkpoint left by a crash during an earlier flush. */
+    rv = remove_flat_dir(dir, err);
+    if (rv == TR_OK) {
+        /* Creating a checkpoint flushes every family first, atomically
+         * (atomic_flush), and waits; the hard links it makes are then
+         * dropped again. */
+        rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(s->db, &e);
+        if (e == NULL) {
+            rocksdb_checkpoint_create(cp, dir, 0 /* log_size_for_flush: always flush */, &e);
+            rocksdb_checkpoint_object_destroy(cp);
+        }
+        if (e != NULL)
+            rv = tr__rdb_err(err, e, "flush");
+        int rv2 = remove_flat_dir(dir, rv == TR_OK ? err : NULL);
+        if (rv == TR_OK)
+            rv = rv2;
+    }
+    pthread_mutex_unlock(&s->flush_mu);
+    return rv;
 }

@@ -20,7 +20,12 @@
  *     store is deleted and rebuilt from the raft log alone.
  *
  * TROUPE_CRASH_RUNS (default 200) and TROUPE_CRASH_KILLS (default 8) scale it;
- * TROUPE_CRASH_SEED reproduces a schedule (the seed is printed). */
+ * TROUPE_CRASH_SEED reproduces a schedule (the seed is printed).
+ * TROUPE_CRASH_SNAPSHOT=N runs the node with --snapshot-threshold N (and a
+ * trailing log of N/4): raft snapshots and truncates its log over and over,
+ * so a kill usually finds the store (no RocksDB WAL: storage.h "No WAL")
+ * behind the newest snapshot, and recovery goes through a restore as well
+ * as a replay (ctest crash_recovery_snapshots). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -189,7 +194,12 @@ static void test_crash_recovery(void **unused)
     char envbase[192];
     snprintf(envbase, sizeof envbase, "OPENAI_BASE_URL=%s", mockbase);
     char *env[] = { envbase, "OPENAI_API_KEY=test", NULL };
-    char *args[] = { "--approval-timeout", "3600", NULL };
+    char snap[16], trail[16];
+    int snapshot = env_int("TROUPE_CRASH_SNAPSHOT", 0);
+    snprintf(snap, sizeof snap, "%d", snapshot);
+    snprintf(trail, sizeof trail, "%d", snapshot / 4 > 0 ? snapshot / 4 : 1);
+    char *args[] = { "--approval-timeout", "3600", snapshot ? "--snapshot-threshold" : NULL, snap,
+                     "--snapshot-trailing", trail, NULL };
     assert_int_equal(h_node_start(&node, data, args, env), 0);
 
     register_tool(&node, "add", "write",

@@ -15,6 +15,17 @@
  * different point each round (WAL append, memtable flush, ...); the failure
  * must surface as an error, stay sticky, and after a reopen the state must
  * again be exactly that of last_applied.
+ *
+ * test_sigkill_no_wal: the same kills with tr_store_opts.no_wal (what the raft
+ * state service runs with). A commit is now only in memory until a flush, so
+ * the child reports an index only once tr_store_flush has returned after it
+ * (every few batches; automatic flushes of the small memtables happen in
+ * between). After each kill the store must again be exactly the state of
+ * some L (every family cut at the same batch: atomic flush), with L at least
+ * the last flushed index reported.
+ *
+ * test_close_flushes_no_wal: without a WAL, a clean close must persist every
+ * commit (memtables far larger than what is written, so no automatic flush).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -101,20 +112,31 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
-static struct tr_store_opts child_opts(void)
+enum child_mode { MODE_WAL, MODE_NO_WAL, MODE_NO_WAL_CLOSE };
+
+#define FLUSH_EVERY 23     /* MODE_NO_WAL: tr_store_flush after this many batches */
+#define CLOSE_BATCHES 300  /* MODE_NO_WAL_CLOSE: batches before the clean close */
+
+static struct tr_store_opts child_opts(enum child_mode mode)
 {
     struct tr_store_opts o;
     tr_store_opts_init(&o);
     o.write_buffer_bytes = 64u << 10; /* flush often */
+    if (mode != MODE_WAL)
+        o.no_wal = 1;
+    if (mode == MODE_NO_WAL_CLOSE)
+        o.write_buffer_bytes = 64u << 20; /* never flushes on its own here */
     return o;
 }
 
-/* The child: write batches from last_applied+1 on, report each index. With
- * fsize > 0, lower the file size limit first and stop at the first failure;
- * exit 0 when that failure was reported and sticky. */
-static int child_main(const char *dir, int fd, long fsize)
+/* The child: write batches from last_applied+1 on, report each index (with
+ * MODE_NO_WAL: each index a tr_store_flush has persisted). With fsize > 0,
+ * lower the file size limit first and stop at the first failure; exit 0 when
+ * that failure was reported and sticky. MODE_NO_WAL_CLOSE: write
+ * CLOSE_BATCHES batches, close, report the last index, exit 0. */
+static int child_main(const char *dir, int fd, long fsize, enum child_mode mode)
 {
-    struct tr_store_opts o = child_opts();
+    struct tr_store_opts o = child_opts(mode);
     struct tr_store *s = NULL;
     struct tr_err err = {0};
     if (tr_store_open(dir, &o, &s, &err) != 0) {
@@ -130,7 +152,8 @@ static int child_main(const char *dir, int fd, long fsize)
     }
     struct tr_batch *b = tr_batch_new(s);
     int status = 3; /* no failure seen */
-    for (uint64_t i = tr_store_last_applied(s) + 1; fsize == 0 || i < 1000000; i++) {
+    uint64_t first = tr_store_last_applied(s) + 1;
+    for (uint64_t i = first; fsize == 0 || i < 1000000; i++) {
         if (fill_batch(b, i) != 0) {
             status = 4;
             break;
@@ -143,6 +166,22 @@ static int child_main(const char *dir, int fd, long fsize)
             int again = tr_batch_commit(b, i, &err);
             status = (fsize > 0 && again == rv && tr_store_failed(s, NULL) == rv) ? 0 : 5;
             break;
+        }
+        if (mode == MODE_NO_WAL_CLOSE) {
+            if (i - first + 1 < CLOSE_BATCHES)
+                continue;
+            tr_batch_free(b);
+            tr_store_close(s);
+            return write_all(fd, &i, sizeof(i)) == 0 ? 0 : 6;
+        }
+        if (mode == MODE_NO_WAL) {
+            if (i % FLUSH_EVERY != 0)
+                continue;
+            if (tr_store_flush(s, &err) != 0) {
+                fprintf(stderr, "child flush: %s\n", err.msg);
+                status = 7;
+                break;
+            }
         }
         if (write_all(fd, &i, sizeof(i)) != 0) {
             status = 6;
@@ -236,18 +275,19 @@ static void verify(const char *dir, uint64_t acked, uint64_t *L_out)
 static const char *self_exe;
 
 /* Start the child; returns its pid and the read end of its pipe. */
-static pid_t spawn_child(const char *dir, long fsize, int *rfd)
+static pid_t spawn_child(const char *dir, long fsize, enum child_mode mode, int *rfd)
 {
     int p[2];
     assert_int_equal(pipe(p), 0);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        char fdbuf[16], fsbuf[32];
+        char fdbuf[16], fsbuf[32], modebuf[16];
         close(p[0]);
         snprintf(fdbuf, sizeof(fdbuf), "%d", p[1]);
         snprintf(fsbuf, sizeof(fsbuf), "%ld", fsize);
-        execl(self_exe, self_exe, "--child", dir, fdbuf, fsbuf, (char *)NULL);
+        snprintf(modebuf, sizeof(modebuf), "%d", (int)mode);
+        execl(self_exe, self_exe, "--child", dir, fdbuf, fsbuf, modebuf, (char *)NULL);
         _exit(127);
     }
     close(p[1]);
@@ -271,20 +311,20 @@ static uint64_t read_ack(int fd)
     return i;
 }
 
-static void test_sigkill(void **state)
+static void sigkill_rounds(enum child_mode mode)
 {
-    (void)state;
     char *dir = tdir_new();
     uint64_t acked = 0, L = 0;
     unsigned seed = 12345;
     int rounds = getenv("TR_CRASH_ROUNDS") ? atoi(getenv("TR_CRASH_ROUNDS")) : 30;
     for (int round = 0; round < rounds; round++) {
         int fd;
-        pid_t pid = spawn_child(dir, 0, &fd);
+        pid_t pid = spawn_child(dir, 0, mode, &fd);
         seed = seed * 1103515245u + 12345u;
-        /* Let it commit between 0 and ~400 batches past this round's start,
-         * then kill it wherever it is. */
-        unsigned wait_for = (seed >> 8) % 400;
+        /* Let it commit between 0 and ~400 batches past this round's start
+         * (without a WAL: flush 0 to ~20 times), then kill it wherever it
+         * is. */
+        unsigned wait_for = (seed >> 8) % (mode == MODE_WAL ? 400 : 20);
         for (unsigned n = 0; n < wait_for; n++) {
             uint64_t i = read_ack(fd);
             if (i == 0)
@@ -305,6 +345,40 @@ static void test_sigkill(void **state)
     tdir_remove(dir);
 }
 
+static void test_sigkill(void **state)
+{
+    (void)state;
+    sigkill_rounds(MODE_WAL);
+}
+
+static void test_sigkill_no_wal(void **state)
+{
+    (void)state;
+    sigkill_rounds(MODE_NO_WAL);
+}
+
+static void test_close_flushes_no_wal(void **state)
+{
+    (void)state;
+    char *dir = tdir_new();
+    uint64_t L = 0, last = 0;
+    for (int round = 0; round < 3; round++) {
+        int fd;
+        pid_t pid = spawn_child(dir, 0, MODE_NO_WAL_CLOSE, &fd);
+        uint64_t i = read_ack(fd);
+        close(fd);
+        int st = 0;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+        assert_int_equal(i, last + CLOSE_BATCHES);
+        verify(dir, i, &L);
+        assert_int_equal(L, i); /* nothing more than was written either */
+        last = i;
+    }
+    tdir_remove(dir);
+}
+
 static void test_fsize_faults(void **state)
 {
     (void)state;
@@ -314,7 +388,7 @@ static void test_fsize_faults(void **state)
     for (int round = 0; round < 16; round++) {
         int fd;
         long limit = 24 * 1024 + round * 23 * 1024;
-        pid_t pid = spawn_child(dir, limit, &fd);
+        pid_t pid = spawn_child(dir, limit, MODE_WAL, &fd);
         for (uint64_t i; (i = read_ack(fd)) != 0;)
             acked = i;
         close(fd);
@@ -335,11 +409,13 @@ static void test_fsize_faults(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc == 5 && strcmp(argv[1], "--child") == 0)
-        return child_main(argv[2], atoi(argv[3]), atol(argv[4]));
+    if (argc == 6 && strcmp(argv[1], "--child") == 0)
+        return child_main(argv[2], atoi(argv[3]), atol(argv[4]), (enum child_mode)atoi(argv[5]));
     self_exe = "/proc/self/exe";
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sigkill),
+        cmocka_unit_test(test_sigkill_no_wal),
+        cmocka_unit_test(test_close_flushes_no_wal),
         cmocka_unit_test(test_fsize_faults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
