@@ -398,11 +398,33 @@ static int fsm_apply(struct raft_fsm *rf, const struct raft_buffer *buf, void **
 }
 
 /* ---- snapshots --------------------------------------------------------------------------
- * raft 0.15 as packaged here has no async_work in its libuv io, so the FSM is
- * version 2: snapshot() runs on the loop and serialises a point-in-time view
- * of every replicated family (the loop stalls for its duration: ~80 MB/s
- * measured by bench/storage); snapshot_finalize() frees the buffers after
- * raft has written them. restore() gets the whole stream back. */
+ * Version 3, with the io of raft/io.c (raft 0.15's core; which call runs on
+ * which thread is in that file's top comment):
+ *   fsm_snapshot           loop: open a point-in-time view of the store (a
+ *                          RocksDB snapshot: cheap); no buffers yet.
+ *   fsm_snapshot_async     libuv's thread pool: serialise the view into
+ *                          chunks (~80 MB/s, bench/storage), then
+ *                          tr_store_flush, so that the store's durable
+ *                          last_applied is at or past the snapshot (its
+ *                          commits skip RocksDB's WAL: storage.h "No WAL")
+ *                          and a restart after kill -9 need not restore it.
+ *   fsm_snapshot_finalize  loop: free chunks, buffers and view, after raft
+ *                          has written them, or after the job failed or was
+ *                          cancelled by a close.
+ * The loop keeps applying entries meanwhile. The thread touches only the
+ * view (immutable), the store (reads and tr_store_flush are thread-safe,
+ * storage.h) and the snap_chunks/snap_n/snap_bufs it fills, which nothing on
+ * the loop reads before finalize (uv_queue_work orders the two). The run
+ * cache, the load index, the batch and the builders are loop-only.
+ * A failed job logs and returns RAFT_IOERR: raft finalizes, keeps its log
+ * and tries again at the next threshold. The flush failing fails the
+ * snapshot too: raft must not truncate its log past what the store holds
+ * durably while the store cannot flush.
+ * Close: raft's close callback waits for the job and its finalize
+ * (raft/io.c), and tr_fsm_free runs after it (raft/state.c), so no job is
+ * in flight when the FSM is freed; tr_fsm_free still releases a view that
+ * was never finalized.
+ * restore() gets the whole stream back (loop). */
 
 static void snap_release(struct tr_fsm *f)
 {
@@ -420,23 +442,50 @@ static void snap_release(struct tr_fsm *f)
 static int fsm_snapshot(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned *n)
 {
     struct tr_fsm *f = rf->data;
-    struct tr_err err = { 0 };
+    *bufs = NULL;
+    *n = 0;
     if (f->snap_view != NULL)
-        return RAFT_BUSY;
+        return RAFT_BUSY; /* raft takes one at a time; never expected */
     f->snap_view = tr_store_view_open(f->store);
-    int rv = tr_store_snapshot_chunks(f->store, f->snap_view, 0, &f->snap_chunks, &f->snap_n, NULL, &err);
-    if (rv != TR_OK) {
-        tr_log(TR_LOG_ERROR, "fsm: snapshot: %s", err.msg);
-        snap_release(f);
+    if (f->snap_view == NULL) {
+        tr_log(TR_LOG_ERROR, "fsm: snapshot: cannot open a store view");
         return RAFT_IOERR;
     }
-    f->snap_bufs = tr_calloc(f->snap_n ? f->snap_n : 1, sizeof *f->snap_bufs);
-    for (unsigned i = 0; i < f->snap_n; i++) {
-        f->snap_bufs[i].base = f->snap_chunks[i].base;
-        f->snap_bufs[i].len = f->snap_chunks[i].len;
+    atomic_fetch_add(&f->snap_taken, 1);
+    return 0;
+}
+
+/* Thread pool: see above for what it may touch. */
+static int fsm_snapshot_async(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned *n)
+{
+    struct tr_fsm *f = rf->data;
+    struct tr_err err = { 0 };
+    uint64_t index = 0;
+    size_t bytes = 0;
+
+    atomic_store(&f->snap_running, 1);
+    int rv = tr_store_snapshot_chunks(f->store, f->snap_view, 0, &f->snap_chunks, &f->snap_n, &index, &err);
+    if (rv == TR_OK) {
+        f->snap_bufs = tr_calloc(f->snap_n ? f->snap_n : 1, sizeof *f->snap_bufs);
+        for (unsigned i = 0; i < f->snap_n; i++) {
+            f->snap_bufs[i].base = f->snap_chunks[i].base;
+            f->snap_bufs[i].len = f->snap_chunks[i].len;
+            bytes += f->snap_chunks[i].len;
+        }
+        rv = tr_store_flush(f->store, &err);
+    }
+    if (rv != TR_OK) {
+        tr_log(TR_LOG_ERROR, "fsm: snapshot at %llu: %s", (unsigned long long)index, err.msg);
+        atomic_fetch_add(&f->snap_failed, 1);
+        atomic_store(&f->snap_running, 0);
+        return RAFT_IOERR; /* finalize frees what was made */
     }
     *bufs = f->snap_bufs;
     *n = f->snap_n;
+    atomic_store(&f->snap_last_index, index);
+    atomic_store(&f->snap_last_bytes, (uint64_t)bytes);
+    atomic_fetch_add(&f->snap_written, 1);
+    atomic_store(&f->snap_running, 0);
     return 0;
 }
 
@@ -446,7 +495,19 @@ static int fsm_snapshot_finalize(struct raft_fsm *rf, struct raft_buffer *bufs[]
     snap_release(f);
     *bufs = NULL;
     *n = 0;
+    atomic_fetch_add(&f->snap_finalized, 1);
     return 0;
+}
+
+void tr_fsm_snap_stats(struct tr_fsm *f, struct tr_fsm_snap_stats *out)
+{
+    out->taken = atomic_load(&f->snap_taken);
+    out->written = atomic_load(&f->snap_written);
+    out->failed = atomic_load(&f->snap_failed);
+    out->finalized = atomic_load(&f->snap_finalized);
+    out->running = atomic_load(&f->snap_running);
+    out->last_index = atomic_load(&f->snap_last_index);
+    out->last_bytes = atomic_load(&f->snap_last_bytes);
 }
 
 static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
@@ -494,10 +555,11 @@ struct raft_fsm *tr_fsm_new(const struct tr_fsm_opts *opts, struct tr_fsm **out)
     f->batch = tr_batch_new(f->store);
     tr_fb_builder_init(&f->b);
     tr_fb_builder_init(&f->eb);
-    f->fsm.version = 2;
+    f->fsm.version = 3; /* snapshot_async: needs raft/io.c's io */
     f->fsm.data = f;
     f->fsm.apply = fsm_apply;
     f->fsm.snapshot = fsm_snapshot;
+    f->fsm.snapshot_async = fsm_snapshot_async;
     f->fsm.snapshot_finalize = fsm_snapshot_finalize;
     f->fsm.restore = fsm_restore;
     *out = f;

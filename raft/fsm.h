@@ -122,6 +122,18 @@ void tr_fsm_free(struct tr_fsm *f);
 /* Entries applied through this FSM since it was created (skipped ones too). */
 uint64_t tr_fsm_applied(struct tr_fsm *f);
 
+/* Raft snapshots taken through this FSM; safe from any thread. */
+struct tr_fsm_snap_stats {
+    uint64_t taken;             /* views opened (fsm->snapshot, on the loop) */
+    uint64_t written;           /* serialised and flushed (snapshot_async succeeded) */
+    uint64_t failed;            /* snapshot_async failed */
+    uint64_t finalized;         /* released (snapshot_finalize, on the loop) */
+    int running;                /* snapshot_async is running on the thread pool now */
+    uint64_t last_index;        /* store last_applied of the last snapshot written */
+    uint64_t last_bytes;        /* its size */
+};
+void tr_fsm_snap_stats(struct tr_fsm *f, struct tr_fsm_snap_stats *out);
+
 /* ---- placement, read-only (raft's thread, between entries) ----
  * The FSM places runs created with owner_node 0 and moves the runs of Down
  * and Draining nodes itself (rules at the top of raft/fsm_nodes.c), from an

@@ -3,6 +3,8 @@
 #ifndef TR_RAFT_FSM_INT_H
 #define TR_RAFT_FSM_INT_H
 
+#include <stdatomic.h>
+
 #include "raft/fsm.h"
 #include "schemas/command_generated.h"
 #include "schemas/journal_generated.h"
@@ -77,12 +79,16 @@ struct tr_fsm {
 
     struct fsm_load load;      /* placement (fsm_nodes.c) */
 
-    /* Snapshot in progress (raft calls snapshot, snapshot_async, finalize). */
+    /* Snapshot in progress (raft calls snapshot, snapshot_async, finalize:
+     * see fsm.c for which thread touches what) and counters for
+     * tr_fsm_snap_stats, atomic because snapshot_async runs on the pool. */
     struct tr_store_view *snap_view;
     struct tr_snapshot_chunk *snap_chunks;
     unsigned snap_n;
     struct raft_buffer *snap_bufs;
-    int snap_rv;
+    atomic_uint_fast64_t snap_taken, snap_written, snap_failed, snap_finalized;
+    atomic_uint_fast64_t snap_last_index, snap_last_bytes;
+    atomic_int snap_running;
 };
 
 /* The run with numeric id `key`, loaded into this entry's cache; NULL when

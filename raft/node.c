@@ -11,7 +11,12 @@
  * flight completes it from raft with RAFT_LEADERSHIPLOST -> TR_ENOTLEADER;
  * closing fails everything still queued with TR_ECLOSED after raft has
  * closed. Close order: raft first, then (in raft's close callback) its I/O
- * and transport, then our idle handle, then the user's callback.
+ * and transport, then our idle handle, then the user's callback. raft's
+ * close callback waits for a snapshot being serialised on the thread pool.
+ *
+ * I/O: raft/io.c, the libuv io raised to version 2 (async_work on libuv's
+ * thread pool), so that an FSM of version 3 (raft/fsm.c) serialises its
+ * snapshots off the loop.
  *
  * Transport: raft_uv_tcp (anyone may connect) unless opts->cluster_key is
  * set; then raft/transport.c, which admits only nodes that prove they hold
@@ -19,6 +24,7 @@
  */
 #include "raft/raft.h"
 #include "raft/auth.h"
+#include "raft/io.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -49,7 +55,7 @@ struct tr_raft {
     uv_loop_t *loop;
     struct raft_uv_transport transport;
     int authed;          /* transport is raft/transport.c's, not raft_uv_tcp */
-    struct raft_io io;
+    struct tr_raft_io io; /* raft/io.c: the libuv io with async_work */
     struct raft raft;
     uv_idle_t idle;      /* started while something is queued */
     int idle_on;
@@ -336,12 +342,12 @@ int tr_raft_open(uv_loop_t *loop, const struct tr_raft_opts *opts, struct tr_raf
             goto err_after_alloc;
         }
     }
-    rv = raft_uv_init(&r->io, loop, opts->dir, &r->transport);
+    rv = tr_raft_io_init(&r->io, loop, opts->dir, &r->transport);
     if (rv != 0) {
-        tr_err_set(err, tr_raft_errno(rv), "raft: open log in %s: %s", opts->dir, r->io.errmsg);
+        tr_err_set(err, tr_raft_errno(rv), "raft: open log in %s: %s", opts->dir, r->io.io.errmsg);
         goto err_after_transport;
     }
-    rv = raft_init(&r->raft, &r->io, opts->fsm, opts->id, r->address);
+    rv = raft_init(&r->raft, &r->io.io, opts->fsm, opts->id, r->address);
     if (rv != 0) {
         tr_err_set(err, tr_raft_errno(rv), "raft: init: %s", raft_errmsg(&r->raft));
         goto err_after_io;
@@ -376,7 +382,7 @@ int tr_raft_open(uv_loop_t *loop, const struct tr_raft_opts *opts, struct tr_raf
         /* raft 0.15 does not always carry the io's or transport's message up. */
         const char *why = raft_errmsg(&r->raft);
         if (why == NULL || why[0] == '\0')
-            why = r->io.errmsg[0] != '\0' ? r->io.errmsg : r->transport.errmsg;
+            why = r->io.io.errmsg[0] != '\0' ? r->io.io.errmsg : r->transport.errmsg;
         tr_err_set(err, tr_raft_errno(rv), "raft: start: %s", why[0] != '\0' ? why : raft_strerror(rv));
         /* raft is initialised: it must be closed asynchronously. */
         tr_raft_close(r, NULL, NULL);
@@ -392,7 +398,7 @@ err_after_raft:
     tr_raft_close(r, NULL, NULL);
     return err->code;
 err_after_io:
-    raft_uv_close(&r->io);
+    tr_raft_io_free(&r->io);
 err_after_transport:
     transport_free(r);
 err_after_alloc:
@@ -421,9 +427,10 @@ static void idle_closed_cb(uv_handle_t *h)
 static void raft_closed_cb(struct raft *raft)
 {
     struct tr_raft *r = raft->data;
-    /* raft_close has closed the io, which closed the transport: only
+    /* raft_close has closed the io, which closed the transport, and waited
+     * for its async work (a snapshot being serialised: raft/io.c): only
      * their memory is left (io first: it refers to the transport). */
-    raft_uv_close(&r->io);
+    tr_raft_io_free(&r->io);
     transport_free(r);
     /* What never reached raft fails now, outside any caller's stack. */
     while (r->queue_head != NULL) {
