@@ -215,6 +215,29 @@ static inline const uint8_t *tr_fb_field_ref(const void *t, unsigned id) {
   return p ? tr_fb_deref(p) : NULL;
 }
 
+/* The member table of the union whose value is field `id` (its tag is field
+ * id - 1, as flatc lays unions out) when the tag equals `tag`, else NULL:
+ * one check of the vtable's size serves both slots. */
+static inline const uint8_t *tr_fb_union_at(const uint8_t *tp,
+                                            const uint8_t *vt, unsigned vt_len,
+                                            unsigned id, uint8_t tag) {
+  unsigned at = 4 + 2 * id;
+  if (at + 2 > vt_len)
+    return NULL;
+  uint16_t toff = tr_fb_read_u16(vt + at - 2);
+  if (!toff || tp[toff] != tag)
+    return NULL;
+  uint16_t off = tr_fb_read_u16(vt + at);
+  return off ? tr_fb_deref(tp + off) : NULL;
+}
+
+static inline const uint8_t *tr_fb_field_union(const void *t, unsigned id,
+                                               uint8_t tag) {
+  const uint8_t *tp = (const uint8_t *)t;
+  const uint8_t *vt = tp - tr_fb_read_i32(tp);
+  return tr_fb_union_at(tp, vt, tr_fb_read_u16(vt), id, tag);
+}
+
 static inline struct tr_fb_str tr_fb_field_str(const void *t, unsigned id) {
   struct tr_fb_str s = {NULL, 0};
   const uint8_t *p = tr_fb_field_ref(t, id);
@@ -247,6 +270,68 @@ static inline struct tr_fb_str tr_fb_vec_str(struct tr_fb_vec v, uint32_t i) {
 
 static inline const void *tr_fb_vec_table(struct tr_fb_vec v, uint32_t i) {
   return i < v.len ? (const void *)tr_fb_deref(v.data + 4 * (size_t)i) : NULL;
+}
+
+/* A table with its vtable resolved once (the generated N_T_view types wrap
+ * it): reading a field through a view costs no reload of the table's soffset
+ * nor of the vtable's size, however many stores or calls come between the
+ * reads, because both live in this struct (on the caller's stack, in
+ * registers once inlined) rather than in the buffer. */
+struct tr_fb_view {
+  const uint8_t *t;  /* the table */
+  const uint8_t *vt; /* its vtable */
+  uint32_t vt_len;   /* the vtable's size in bytes (4 + 2 per slot) */
+};
+
+static inline struct tr_fb_view tr_fb_view_of(const void *t) {
+  struct tr_fb_view v;
+  v.t = (const uint8_t *)t;
+  v.vt = v.t - tr_fb_read_i32(v.t);
+  v.vt_len = tr_fb_read_u16(v.vt);
+  return v;
+}
+
+/* tr_fb_field through a view: the field with this id, or NULL when absent. */
+static inline const uint8_t *tr_fb_view_field(const struct tr_fb_view *v,
+                                              unsigned id) {
+  unsigned at = 4 + 2 * id;
+  if (at + 2 > v->vt_len)
+    return NULL;
+  uint16_t off = tr_fb_read_u16(v->vt + at);
+  return off ? v->t + off : NULL;
+}
+
+static inline const uint8_t *tr_fb_view_ref(const struct tr_fb_view *v,
+                                            unsigned id) {
+  const uint8_t *p = tr_fb_view_field(v, id);
+  return p ? tr_fb_deref(p) : NULL;
+}
+
+static inline const uint8_t *tr_fb_view_union(const struct tr_fb_view *v,
+                                              unsigned id, uint8_t tag) {
+  return tr_fb_union_at(v->t, v->vt, v->vt_len, id, tag);
+}
+
+static inline struct tr_fb_str tr_fb_view_str(const struct tr_fb_view *v,
+                                              unsigned id) {
+  struct tr_fb_str s = {NULL, 0};
+  const uint8_t *p = tr_fb_view_ref(v, id);
+  if (p) {
+    s.len = tr_fb_read_u32(p);
+    s.ptr = (const char *)p + 4;
+  }
+  return s;
+}
+
+static inline struct tr_fb_vec tr_fb_view_vec(const struct tr_fb_view *v,
+                                              unsigned id) {
+  struct tr_fb_vec r = {NULL, 0};
+  const uint8_t *p = tr_fb_view_ref(v, id);
+  if (p) {
+    r.len = tr_fb_read_u32(p);
+    r.data = p + 4;
+  }
+  return r;
 }
 
 /* The root table of a buffer (no verification). */

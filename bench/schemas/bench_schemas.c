@@ -65,31 +65,42 @@ static void encode_event(struct tr_fb_builder *b) {
   troupe_journal_Event_finish(b, troupe_journal_Event_end(b));
 }
 
+/* The readers use the view form (schemas/schemas.h): each table's vtable is
+ * resolved once, as Google's C++ code does when it keeps a table's vtable in
+ * a register. The fields read are exactly those bench_schemas_cpp.cc reads. */
 static uint64_t read_event(const struct troupe_journal_Event *ev) {
-  uint64_t acc = troupe_journal_Event_seq(ev) + troupe_journal_Event_epoch(ev) +
-                 (uint64_t)troupe_journal_Event_time_us(ev) +
-                 troupe_journal_Event_run_id(ev).len;
-  const struct troupe_journal_LlmCompleted *lc =
-      troupe_journal_Event_data_as_LlmCompleted(ev);
-  if (!lc)
+  struct troupe_journal_Event_view e = troupe_journal_Event_view(ev);
+  uint64_t acc = troupe_journal_Event_view_seq(&e) +
+                 troupe_journal_Event_view_epoch(&e) +
+                 (uint64_t)troupe_journal_Event_view_time_us(&e) +
+                 troupe_journal_Event_view_run_id(&e).len;
+  const struct troupe_journal_LlmCompleted *lcp =
+      troupe_journal_Event_view_data_as_LlmCompleted(&e);
+  if (!lcp)
     return acc;
-  acc += troupe_journal_LlmCompleted_step(lc);
-  acc += troupe_journal_LlmCompleted_model(lc).len;
-  acc += troupe_journal_LlmCompleted_content(lc).len;
-  acc += (uint64_t)troupe_journal_LlmCompleted_finish_reason(lc);
-  acc += troupe_journal_LlmCompleted_latency_ms(lc);
-  acc += troupe_journal_LlmCompleted_provider_request_id(lc).len;
-  const struct troupe_journal_Usage *u = troupe_journal_LlmCompleted_usage(lc);
-  if (u)
-    acc += troupe_journal_Usage_prompt_tokens(u) +
-           troupe_journal_Usage_completion_tokens(u) +
-           troupe_journal_Usage_cost_micro_usd(u);
-  struct tr_fb_vec calls = troupe_journal_LlmCompleted_tool_calls(lc);
+  struct troupe_journal_LlmCompleted_view lc =
+      troupe_journal_LlmCompleted_view(lcp);
+  acc += troupe_journal_LlmCompleted_view_step(&lc);
+  acc += troupe_journal_LlmCompleted_view_model(&lc).len;
+  acc += troupe_journal_LlmCompleted_view_content(&lc).len;
+  acc += (uint64_t)troupe_journal_LlmCompleted_view_finish_reason(&lc);
+  acc += troupe_journal_LlmCompleted_view_latency_ms(&lc);
+  acc += troupe_journal_LlmCompleted_view_provider_request_id(&lc).len;
+  const struct troupe_journal_Usage *up =
+      troupe_journal_LlmCompleted_view_usage(&lc);
+  if (up) {
+    struct troupe_journal_Usage_view u = troupe_journal_Usage_view(up);
+    acc += troupe_journal_Usage_view_prompt_tokens(&u) +
+           troupe_journal_Usage_view_completion_tokens(&u) +
+           troupe_journal_Usage_view_cost_micro_usd(&u);
+  }
+  struct tr_fb_vec calls = troupe_journal_LlmCompleted_view_tool_calls(&lc);
   for (uint32_t i = 0; i < calls.len; i++) {
-    const struct troupe_journal_ToolCall *tc = tr_fb_vec_table(calls, i);
-    acc += troupe_journal_ToolCall_id(tc).len +
-           troupe_journal_ToolCall_name(tc).len +
-           troupe_journal_ToolCall_arguments(tc).len;
+    struct troupe_journal_ToolCall_view tc =
+        troupe_journal_ToolCall_view(tr_fb_vec_table(calls, i));
+    acc += troupe_journal_ToolCall_view_id(&tc).len +
+           troupe_journal_ToolCall_view_name(&tc).len +
+           troupe_journal_ToolCall_view_arguments(&tc).len;
   }
   return acc;
 }
@@ -129,29 +140,36 @@ static void encode_frame(struct tr_fb_builder *b) {
   troupe_proto_Frame_finish(b, troupe_proto_Frame_end(b));
 }
 
-static uint64_t read_frame(const struct troupe_proto_Frame *f) {
-  const struct troupe_proto_Request *rq = troupe_proto_Frame_body_as_Request(f);
-  if (!rq)
+static uint64_t read_frame(const struct troupe_proto_Frame *fp) {
+  struct troupe_proto_Frame_view f = troupe_proto_Frame_view(fp);
+  const struct troupe_proto_Request *rqp =
+      troupe_proto_Frame_view_body_as_Request(&f);
+  if (!rqp)
     return 0;
-  uint64_t acc = troupe_proto_Request_id(rq) +
-                 troupe_proto_Request_api_key(rq).len;
-  const struct troupe_proto_CreateRun *cr =
-      troupe_proto_Request_op_as_CreateRun(rq);
-  if (!cr)
+  struct troupe_proto_Request_view rq = troupe_proto_Request_view(rqp);
+  uint64_t acc = troupe_proto_Request_view_id(&rq) +
+                 troupe_proto_Request_view_api_key(&rq).len;
+  const struct troupe_proto_CreateRun *crp =
+      troupe_proto_Request_view_op_as_CreateRun(&rq);
+  if (!crp)
     return acc;
-  acc += troupe_proto_CreateRun_goal(cr).len +
-         troupe_proto_CreateRun_metadata(cr).len +
-         troupe_proto_CreateRun_idempotency_key(cr).len;
-  const struct troupe_journal_AgentConfig *a = troupe_proto_CreateRun_agent(cr);
-  if (a) {
-    acc += troupe_journal_AgentConfig_model(a).len +
-           troupe_journal_AgentConfig_system(a).len +
-           troupe_journal_AgentConfig_max_steps(a) +
-           troupe_journal_AgentConfig_max_tokens(a) +
-           (uint64_t)troupe_journal_AgentConfig_max_cost_usd(a) +
-           troupe_journal_AgentConfig_timeout_s(a) +
-           (uint64_t)(troupe_journal_AgentConfig_temperature(a) * 10);
-    struct tr_fb_vec tools = troupe_journal_AgentConfig_tools(a);
+  struct troupe_proto_CreateRun_view cr = troupe_proto_CreateRun_view(crp);
+  acc += troupe_proto_CreateRun_view_goal(&cr).len +
+         troupe_proto_CreateRun_view_metadata(&cr).len +
+         troupe_proto_CreateRun_view_idempotency_key(&cr).len;
+  const struct troupe_journal_AgentConfig *ap =
+      troupe_proto_CreateRun_view_agent(&cr);
+  if (ap) {
+    struct troupe_journal_AgentConfig_view a =
+        troupe_journal_AgentConfig_view(ap);
+    acc += troupe_journal_AgentConfig_view_model(&a).len +
+           troupe_journal_AgentConfig_view_system(&a).len +
+           troupe_journal_AgentConfig_view_max_steps(&a) +
+           troupe_journal_AgentConfig_view_max_tokens(&a) +
+           (uint64_t)troupe_journal_AgentConfig_view_max_cost_usd(&a) +
+           troupe_journal_AgentConfig_view_timeout_s(&a) +
+           (uint64_t)(troupe_journal_AgentConfig_view_temperature(&a) * 10);
+    struct tr_fb_vec tools = troupe_journal_AgentConfig_view_tools(&a);
     for (uint32_t i = 0; i < tools.len; i++)
       acc += tr_fb_vec_str(tools, i).len;
   }

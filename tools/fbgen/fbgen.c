@@ -177,11 +177,38 @@ static const char *elem_ctype(const struct fbg_schema *s, int elem, int index,
   return NULL;
 }
 
+/* How gen_table_readers names and reaches the fields: the plain readers
+ * take the table (N_T_f(t)), the view readers a resolved view
+ * (N_T_view_f(&v)); both emit the same code over different primitives. */
+struct rd_mode {
+  const char *pre;    /* between N_T_ and the field's name: "" or "view_" */
+  const char *param;  /* suffix of the parameter's struct: "" or "_view" */
+  const char *arg;    /* what the primitives take: "t" or "&t->v" */
+  const char *field;  /* tr_fb_field / tr_fb_view_field */
+  const char *ref;    /* tr_fb_field_ref / tr_fb_view_ref */
+  const char *str;    /* tr_fb_field_str / tr_fb_view_str */
+  const char *vec;    /* tr_fb_field_vec / tr_fb_view_vec */
+  const char *uni;    /* tr_fb_field_union / tr_fb_view_union */
+};
+
+static const struct rd_mode rd_table = {"", "", "t", "tr_fb_field",
+                                        "tr_fb_field_ref", "tr_fb_field_str",
+                                        "tr_fb_field_vec", "tr_fb_field_union"};
+static const struct rd_mode rd_view = {"view_", "_view", "&t->v",
+                                       "tr_fb_view_field", "tr_fb_view_ref",
+                                       "tr_fb_view_str", "tr_fb_view_vec",
+                                       "tr_fb_view_union"};
+
 static void gen_table_readers(FILE *h, const struct fbg_schema *s,
-                              const struct fbg_object *o) {
-  char tn[256];
+                              const struct fbg_object *o,
+                              const struct rd_mode *m) {
+  char tn[256], pt[300], fx[300];
   snprintf(tn, sizeof tn, "%s", fbg_cname(o->name));
   const char *T = tn;
+  /* PT: the parameter's type; FX: the function names' prefix */
+  snprintf(pt, sizeof pt, "%s%s", T, m->param);
+  snprintf(fx, sizeof fx, "%s_%s", T, m->pre);
+  const char *PT = pt, *FX = fx, *A = m->arg;
   for (size_t i = 0; i < o->nfields; i++) {
     const struct fbg_field *f = &o->fields[i];
     const char *fn = f->name;
@@ -189,102 +216,101 @@ static void gen_table_readers(FILE *h, const struct fbg_schema *s,
     if (f->deprecated)
       continue;
     fprintf(h,
-            "static inline bool %s_has_%s(const struct %s *t) {\n"
-            "  return tr_fb_field(t, %u) != NULL;\n}\n",
-            T, fn, T, id);
+            "static inline bool %shas_%s(const struct %s *t) {\n"
+            "  return %s(%s, %u) != NULL;\n}\n",
+            FX, fn, PT, m->field, A, id);
     int base = f->type.base;
     if (fbg_is_scalar(base)) {
       const struct fbg_scalar *sc = &scalars[base];
       fprintf(h,
-              "static inline %s %s_%s(const struct %s *t) {\n"
-              "  const uint8_t *p = tr_fb_field(t, %u);\n"
+              "static inline %s %s%s(const struct %s *t) {\n"
+              "  const uint8_t *p = %s(%s, %u);\n"
               "  return p ? tr_fb_read_%s(p) : ",
-              sc->ctype, T, fn, T, id, sc->load);
+              sc->ctype, FX, fn, PT, m->field, A, id, sc->load);
       print_default(h, f);
       fprintf(h, ";\n}\n");
     } else if (base == FBG_STRING) {
       fprintf(h,
-              "static inline struct tr_fb_str %s_%s(const struct %s *t) {\n"
-              "  return tr_fb_field_str(t, %u);\n}\n",
-              T, fn, T, id);
+              "static inline struct tr_fb_str %s%s(const struct %s *t) {\n"
+              "  return %s(%s, %u);\n}\n",
+              FX, fn, PT, m->str, A, id);
     } else if (base == FBG_OBJ) {
       const struct fbg_object *so = &s->objects[f->type.index];
       const char *sn = fbg_cname(so->name);
       if (so->is_struct)
         fprintf(h,
-                "static inline struct %s %s_%s(const struct %s *t) {\n"
+                "static inline struct %s %s%s(const struct %s *t) {\n"
                 "  struct %s v;\n"
-                "  const uint8_t *p = tr_fb_field(t, %u);\n"
+                "  const uint8_t *p = %s(%s, %u);\n"
                 "  if (p)\n    memcpy(&v, p, sizeof v);\n"
                 "  else\n    memset(&v, 0, sizeof v);\n"
                 "  return v;\n}\n",
-                sn, T, fn, T, sn, id);
+                sn, FX, fn, PT, sn, m->field, A, id);
       else
         fprintf(h,
-                "static inline const struct %s *%s_%s(const struct %s *t) {\n"
-                "  return (const struct %s *)tr_fb_field_ref(t, %u);\n}\n",
-                sn, T, fn, T, sn, id);
+                "static inline const struct %s *%s%s(const struct %s *t) {\n"
+                "  return (const struct %s *)%s(%s, %u);\n}\n",
+                sn, FX, fn, PT, sn, m->ref, A, id);
     } else if (base == FBG_UNION) {
       const struct fbg_enum *u = fbg_union_of(s, f);
       fprintf(h,
-              "static inline const void *%s_%s(const struct %s *t) {\n"
-              "  return tr_fb_field_ref(t, %u);\n}\n",
-              T, fn, T, id);
+              "static inline const void *%s%s(const struct %s *t) {\n"
+              "  return %s(%s, %u);\n}\n",
+              FX, fn, PT, m->ref, A, id);
       for (size_t k = 0; u && k < u->nvals; k++) {
         if (u->vals[k].object < 0)
           continue;
         const char *mn = fbg_cname(s->objects[u->vals[k].object].name);
         fprintf(h,
-                "static inline const struct %s *%s_%s_as_%s(const struct %s "
+                "static inline const struct %s *%s%s_as_%s(const struct %s "
                 "*t) {\n"
-                "  return %s_%s_type(t) == %" PRId64
-                " ? (const struct %s *)tr_fb_field_ref(t, %u) : NULL;\n}\n",
-                mn, T, fn, u->vals[k].name, T, T, fn, u->vals[k].value, mn,
-                id);
+                "  return (const struct %s *)%s(%s, %u, %" PRId64 ");\n}\n",
+                mn, FX, fn, u->vals[k].name, PT, mn, m->uni, A, id,
+                u->vals[k].value);
       }
     } else if (base == FBG_VECTOR) {
       int el = f->type.element;
       fprintf(h,
-              "static inline struct tr_fb_vec %s_%s(const struct %s *t) {\n"
-              "  return tr_fb_field_vec(t, %u);\n}\n"
-              "static inline uint32_t %s_%s_len(const struct %s *t) {\n"
-              "  return tr_fb_field_vec(t, %u).len;\n}\n",
-              T, fn, T, id, T, fn, T, id);
+              "static inline struct tr_fb_vec %s%s(const struct %s *t) {\n"
+              "  return %s(%s, %u);\n}\n"
+              "static inline uint32_t %s%s_len(const struct %s *t) {\n"
+              "  return %s(%s, %u).len;\n}\n",
+              FX, fn, PT, m->vec, A, id, FX, fn, PT, m->vec, A, id);
       if (fbg_is_scalar(el)) {
         const struct fbg_scalar *sc = &scalars[el];
         fprintf(h,
-                "static inline %s %s_%s_at(const struct %s *t, uint32_t i) {\n"
-                "  struct tr_fb_vec v = tr_fb_field_vec(t, %u);\n"
+                "static inline %s %s%s_at(const struct %s *t, uint32_t i) {\n"
+                "  struct tr_fb_vec v = %s(%s, %u);\n"
                 "  return i < v.len ? tr_fb_read_%s(v.data + (size_t)i * %u) "
                 ": 0;\n}\n",
-                sc->ctype, T, fn, T, id, sc->load, sc->size);
+                sc->ctype, FX, fn, PT, m->vec, A, id, sc->load, sc->size);
       } else if (el == FBG_STRING) {
         fprintf(h,
-                "static inline struct tr_fb_str %s_%s_at(const struct %s *t, "
+                "static inline struct tr_fb_str %s%s_at(const struct %s *t, "
                 "uint32_t i) {\n"
-                "  return tr_fb_vec_str(tr_fb_field_vec(t, %u), i);\n}\n",
-                T, fn, T, id);
+                "  return tr_fb_vec_str(%s(%s, %u), i);\n}\n",
+                FX, fn, PT, m->vec, A, id);
       } else if (el == FBG_OBJ) {
         const struct fbg_object *so = &s->objects[f->type.index];
         const char *sn = fbg_cname(so->name);
         if (so->is_struct)
           fprintf(h,
-                  "static inline struct %s %s_%s_at(const struct %s *t, "
+                  "static inline struct %s %s%s_at(const struct %s *t, "
                   "uint32_t i) {\n"
                   "  struct %s e;\n"
-                  "  struct tr_fb_vec v = tr_fb_field_vec(t, %u);\n"
+                  "  struct tr_fb_vec v = %s(%s, %u);\n"
                   "  if (i < v.len)\n"
                   "    memcpy(&e, v.data + (size_t)i * sizeof e, sizeof e);\n"
                   "  else\n    memset(&e, 0, sizeof e);\n"
                   "  return e;\n}\n",
-                  sn, T, fn, T, sn, id);
+                  sn, FX, fn, PT, sn, m->vec, A, id);
         else
           fprintf(h,
-                  "static inline const struct %s *%s_%s_at(const struct %s "
+                  "static inline const struct %s *%s%s_at(const struct %s "
                   "*t, uint32_t i) {\n"
-                  "  return (const struct %s *)tr_fb_vec_table("
-                  "tr_fb_field_vec(t, %u), i);\n}\n",
-                  sn, T, fn, T, sn, id);
+                  "  return (const struct %s *)tr_fb_vec_table(%s(%s, %u), "
+                  "i);\n}\n",
+                  sn, FX, fn, PT, sn, m->vec, A, id);
       } else {
         die("%s.%s: unsupported vector element (vector of unions?)", o->name,
             fn);
@@ -293,6 +319,25 @@ static void gen_table_readers(FILE *h, const struct fbg_schema *s,
       die("%s.%s: unsupported field type (fixed arrays?)", o->name, fn);
     }
   }
+}
+
+/* The view form of a table's readers: struct N_T_view, N_T_view(t) resolving
+ * the vtable once, then N_T_view_<reader>(&v) for every reader above. A
+ * field named `view` or `view_*` would collide with these names. */
+static void gen_table_view(FILE *h, const struct fbg_schema *s,
+                           const struct fbg_object *o) {
+  const char *T = fbg_cname(o->name);
+  for (size_t i = 0; i < o->nfields; i++)
+    if (!strcmp(o->fields[i].name, "view") ||
+        !strncmp(o->fields[i].name, "view_", 5))
+      die("%s.%s: field name collides with the view readers (N_T_view_*)",
+          o->name, o->fields[i].name);
+  fprintf(h,
+          "struct %s_view {\n  struct tr_fb_view v;\n};\n"
+          "static inline struct %s_view %s_view(const struct %s *t) {\n"
+          "  struct %s_view v = {tr_fb_view_of(t)};\n  return v;\n}\n",
+          T, T, T, T, T);
+  gen_table_readers(h, s, o, &rd_view);
 }
 
 static unsigned table_slots(const struct fbg_object *o) {
@@ -637,7 +682,8 @@ static void gen_c(const struct fbg_schema *s, const char *name,
     if (!fbg_declared_in(o->decl_file, decl) || o->is_struct)
       continue;
     fprintf(h, "/* ---- %s ---- */\n", o->name);
-    gen_table_readers(h, s, o);
+    gen_table_readers(h, s, o, &rd_table);
+    gen_table_view(h, s, o);
     gen_table_builders(h, s, o, o == root);
     fprintf(h, "\n");
   }

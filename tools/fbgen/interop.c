@@ -637,10 +637,29 @@ static void gen_build(const struct gen *g, const struct fbg_object *o,
 }
 
 /* The check function of object o in variant v, in C and Python. */
+/* Writes checks written with placeholders: @R@ becomes the readers' prefix
+ * (N_T_ or N_T_view_), @X@ their argument (t or &w), @C@ the check macro
+ * (CHK, or CHKV whose mismatches say "view"). */
+static void emit_checks(FILE *out, const char *body, const char *r,
+                        const char *x, const char *chk) {
+  for (const char *p = body; *p; p++) {
+    if (p[0] == '@' && p[1] && p[2] == '@') {
+      const char *sub = p[1] == 'R' ? r : p[1] == 'X' ? x : p[1] == 'C' ? chk
+                                                                        : NULL;
+      if (sub) {
+        fputs(sub, out);
+        p += 2;
+        continue;
+      }
+    }
+    fputc(*p, out);
+  }
+}
+
 static void gen_check(const struct gen *g, const struct fbg_object *o,
                       const struct variant *v) {
   const struct fbg_schema *s = g->s;
-  FILE *c = g->c, *py = g->py;
+  FILE *py = g->py;
   char fn[300];
   c_fn_name(fn, sizeof fn, 'c', o->name, v);
   char Tn[256];
@@ -648,11 +667,24 @@ static void gen_check(const struct gen *g, const struct fbg_object *o,
   const char *P = pymod(o->name);
   char Pn[256];
   snprintf(Pn, sizeof Pn, "%s", P);
-  fprintf(c,
+  fprintf(g->c,
           "static void %s(const struct %s *t) {\n"
           "  static const char T[] = \"%s\";\n"
-          "  if (!t) {\n    mismatch(T, \"(table missing)\");\n    return;\n  }\n",
-          fn, Tn, o->name);
+          "  if (!t) {\n    mismatch(T, \"(table missing)\");\n    return;\n  }\n"
+          "  struct %s_view w = %s_view(t);\n"
+          "  (void)w;\n",
+          fn, Tn, o->name, Tn, Tn);
+  /* The C checks are written once with placeholders (see emit_checks) and
+   * emitted twice: through the plain readers, then through the view. */
+  char *cbody = NULL;
+  size_t cblen = 0;
+  FILE *c = open_memstream(&cbody, &cblen);
+  if (!c) {
+    perror("fbgen: open_memstream");
+    exit(1);
+  }
+  struct gen gm = *g;
+  gm.c = c;
   fprintf(py,
           "def %s(t, F):\n"
           "    p = '%s'\n"
@@ -674,7 +706,7 @@ static void gen_check(const struct gen *g, const struct fbg_object *o,
       continue;
     }
     /* presence, through the Google runtime's vtable lookup */
-    fprintf(c, "  CHK(%s_has_%s(t) == %s, \"%s present\");\n", Tn, f->name,
+    fprintf(c, "  @C@(@R@has_%s(@X@) == %s, \"%s present\");\n", f->name,
             set ? "true" : "false", f->name);
     fprintf(py, "    ck(F, p, '%s present', (t._tab.Offset(%u) != 0) == %s)\n",
             f->name, 4 + 2 * id, set ? "True" : "False");
@@ -682,7 +714,7 @@ static void gen_check(const struct gen *g, const struct fbg_object *o,
       struct sval sv = set && v->kind == V_FULL
                            ? pick_scalar(s, f, seed(o, f, v, 0), true)
                            : default_of(f);
-      fprintf(c, "  CHK(%s_%s(t) == ", Tn, f->name);
+      fprintf(c, "  @C@(@R@%s(@X@) == ", f->name);
       c_lit(c, base, sv);
       fprintf(c, ", \"%s\");\n", f->name);
       fprintf(py, "    ck(F, p, '%s', t.%s() == ", f->name, CF);
@@ -690,7 +722,7 @@ static void gen_check(const struct gen *g, const struct fbg_object *o,
       fprintf(py, ")\n");
     } else if (base == FBG_STRING) {
       if (!set) {
-        fprintf(c, "  CHK(%s_%s(t).ptr == NULL, \"%s\");\n", Tn, f->name,
+        fprintf(c, "  @C@(@R@%s(@X@).ptr == NULL, \"%s\");\n", f->name,
                 f->name);
         fprintf(py, "    ck(F, p, '%s', t.%s() is None)\n", f->name, CF);
         continue;
@@ -698,7 +730,7 @@ static void gen_check(const struct gen *g, const struct fbg_object *o,
       char str[256] = "";
       if (v->kind != V_DEFAULTS)
         make_string(str, sizeof str, o->name, f->name, seed(o, f, v, 0));
-      fprintf(c, "  CHK(str_eq(%s_%s(t), ", Tn, f->name);
+      fprintf(c, "  @C@(str_eq(@R@%s(@X@), ", f->name);
       c_str(c, str);
       fprintf(c, ", %zu), \"%s\");\n", strlen(str), f->name);
       fprintf(py, "    ck(F, p, '%s', t.%s() == ", f->name, CF);
@@ -707,9 +739,9 @@ static void gen_check(const struct gen *g, const struct fbg_object *o,
     } else if (base == FBG_OBJ && s->objects[f->type.index].is_struct) {
       const struct fbg_object *so = &s->objects[f->type.index];
       bool zero = !set || v->kind == V_DEFAULTS;
-      fprintf(c, "  {\n  struct %s sv = %s_%s(t);\n", fbg_cname(so->name), Tn,
+      fprintf(c, "  {\n  struct %s sv = @R@%s(@X@);\n", fbg_cname(so->name),
               f->name);
-      c_struct_check(g, so, o, f, v, 0, zero, "sv");
+      c_struct_check(&gm, so, o, f, v, 0, zero, "sv");
       fprintf(c, "  }\n");
       if (set) {
         fprintf(py, "    sv = t.%s()\n", CF);
@@ -722,7 +754,7 @@ static void gen_check(const struct gen *g, const struct fbg_object *o,
     } else if (is_table(s, f)) {
       const struct fbg_object *m = &s->objects[f->type.index];
       if (!set) {
-        fprintf(c, "  CHK(%s_%s(t) == NULL, \"%s\");\n", Tn, f->name, f->name);
+        fprintf(c, "  @C@(@R@%s(@X@) == NULL, \"%s\");\n", f->name, f->name);
         fprintf(py, "    ck(F, p, '%s', t.%s() is None)\n", f->name, CF);
         continue;
       }
@@ -730,14 +762,18 @@ static void gen_check(const struct gen *g, const struct fbg_object *o,
       child_variant(v, f->required, &cv);
       char cfn[300];
       c_fn_name(cfn, sizeof cfn, 'c', m->name, &cv);
-      fprintf(c, "  %s(%s_%s(t));\n", cfn, Tn, f->name);
+      fprintf(c, "  %s(@R@%s(@X@));\n", cfn, f->name);
       fprintf(py, "    %s(t.%s(), F)\n", cfn, CF);
     } else if (base == FBG_UNION) {
       const struct fbg_enum *u = fbg_union_of(s, f);
       if (!set) {
-        fprintf(c, "  CHK(%s_%s_type(t) == 0, \"%s_type\");\n", Tn, f->name,
+        fprintf(c, "  @C@(@R@%s_type(@X@) == 0, \"%s_type\");\n", f->name,
                 f->name);
-        fprintf(c, "  CHK(%s_%s(t) == NULL, \"%s\");\n", Tn, f->name, f->name);
+        fprintf(c, "  @C@(@R@%s(@X@) == NULL, \"%s\");\n", f->name, f->name);
+        for (size_t k = 0; k < u->nvals; k++)
+          if (u->vals[k].object >= 0)
+            fprintf(c, "  @C@(@R@%s_as_%s(@X@) == NULL, \"%s\");\n", f->name,
+                    u->vals[k].name, f->name);
         fprintf(py, "    ck(F, p, '%s_type', t.%sType() == 0)\n", f->name, CF);
         fprintf(py, "    ck(F, p, '%s', t.%s() is None)\n", f->name, CF);
         continue;
@@ -748,9 +784,14 @@ static void gen_check(const struct gen *g, const struct fbg_object *o,
       child_variant(v, f->required, &cv);
       char cfn[300];
       c_fn_name(cfn, sizeof cfn, 'c', m->name, &cv);
-      fprintf(c, "  CHK(%s_%s_type(t) == %" PRId64 ", \"%s_type\");\n", Tn,
+      fprintf(c, "  @C@(@R@%s_type(@X@) == %" PRId64 ", \"%s_type\");\n",
               f->name, ev->value, f->name);
-      fprintf(c, "  %s(%s_%s_as_%s(t));\n", cfn, Tn, f->name, ev->name);
+      fprintf(c, "  %s(@R@%s_as_%s(@X@));\n", cfn, f->name, ev->name);
+      /* the other members read as NULL */
+      for (size_t k = 0; k < u->nvals; k++)
+        if (u->vals[k].object >= 0 && &u->vals[k] != ev)
+          fprintf(c, "  @C@(@R@%s_as_%s(@X@) == NULL, \"%s as %s\");\n",
+                  f->name, u->vals[k].name, f->name, u->vals[k].name);
       fprintf(py,
               "    ck(F, p, '%s_type', t.%sType() == %" PRId64 ")\n"
               "    u = t.%s()\n"
@@ -769,7 +810,7 @@ static void gen_check(const struct gen *g, const struct fbg_object *o,
               set ? "False" : "True");
       if (f->nested) {
         if (!set || v->kind == V_DEFAULTS) {
-          fprintf(c, "  CHK(%s_%s(t).len == 0, \"%s len\");\n", Tn, f->name,
+          fprintf(c, "  @C@(@R@%s(@X@).len == 0, \"%s len\");\n", f->name,
                   f->name);
           fprintf(py, "    ck(F, p, '%s len', t.%sLength() == 0)\n", f->name,
                   CF);
@@ -783,11 +824,11 @@ static void gen_check(const struct gen *g, const struct fbg_object *o,
         char cfn[300];
         c_fn_name(cfn, sizeof cfn, 'c', m->name, &cv);
         fprintf(c,
-                "  {\n    struct tr_fb_vec nv = %s_%s(t);\n"
-                "    CHK(nv.len > 0, \"%s len\");\n"
+                "  {\n    struct tr_fb_vec nv = @R@%s(@X@);\n"
+                "    @C@(nv.len > 0, \"%s len\");\n"
                 "    if (nv.len)\n"
                 "      %s((const struct %s *)tr_fb_root(nv.data));\n  }\n",
-                Tn, f->name, f->name, cfn, fbg_cname(m->name));
+                f->name, f->name, cfn, fbg_cname(m->name));
         fprintf(py,
                 "    nv = bytes(bytearray(t.%s(j) for j in range(t.%sLength())))\n"
                 "    ck(F, p, '%s len', len(nv) > 0)\n"
@@ -796,18 +837,18 @@ static void gen_check(const struct gen *g, const struct fbg_object *o,
                 CF, CF, f->name, cfn, pymod(m->name), fbg_short(m->name));
         continue;
       }
-      fprintf(c, "  CHK(%s_%s_len(t) == %d, \"%s len\");\n", Tn, f->name, n,
+      fprintf(c, "  @C@(@R@%s_len(@X@) == %d, \"%s len\");\n", f->name, n,
               f->name);
       fprintf(py, "    ck(F, p, '%s len', t.%sLength() == %d)\n", f->name, CF,
               n);
       if (!n)
         continue;
       fprintf(py, "    if t.%sLength() == %d:\n", CF, n);
-      fprintf(c, "  if (%s_%s_len(t) == %d) {\n", Tn, f->name, n);
+      fprintf(c, "  if (@R@%s_len(@X@) == %d) {\n", f->name, n);
       for (int e = 0; e < n; e++) {
         if (fbg_is_scalar(el)) {
           struct sval sv = pick_scalar(s, f, seed(o, f, v, e), false);
-          fprintf(c, "  CHK(%s_%s_at(t, %d) == ", Tn, f->name, e);
+          fprintf(c, "  @C@(@R@%s_at(@X@, %d) == ", f->name, e);
           c_lit(c, el, sv);
           fprintf(c, ", \"%s[%d]\");\n", f->name, e);
           fprintf(py, "        ck(F, p, '%s[%d]', t.%s(%d) == ", f->name, e,
@@ -817,7 +858,7 @@ static void gen_check(const struct gen *g, const struct fbg_object *o,
         } else if (el == FBG_STRING) {
           char str[256];
           make_string(str, sizeof str, o->name, f->name, seed(o, f, v, e));
-          fprintf(c, "  CHK(str_eq(%s_%s_at(t, %d), ", Tn, f->name, e);
+          fprintf(c, "  @C@(str_eq(@R@%s_at(@X@, %d), ", f->name, e);
           c_str(c, str);
           fprintf(c, ", %zu), \"%s[%d]\");\n", strlen(str), f->name, e);
           fprintf(py, "        ck(F, p, '%s[%d]', t.%s(%d) == ", f->name, e,
@@ -827,8 +868,8 @@ static void gen_check(const struct gen *g, const struct fbg_object *o,
         } else if (s->objects[f->type.index].is_struct) {
           const struct fbg_object *so = &s->objects[f->type.index];
           char ex[300];
-          snprintf(ex, sizeof ex, "%s_%s_at(t, %d)", Tn, f->name, e);
-          c_struct_check(g, so, o, f, v, e, false, ex);
+          snprintf(ex, sizeof ex, "@R@%s_at(@X@, %d)", f->name, e);
+          c_struct_check(&gm, so, o, f, v, e, false, ex);
           snprintf(ex, sizeof ex, "t.%s(%d)", CF, e);
           py_struct_check(g, so, o, f, v, e, false, ex, "        ");
         } else {
@@ -837,14 +878,24 @@ static void gen_check(const struct gen *g, const struct fbg_object *o,
           child_variant(v, f->required, &cv);
           char cfn[300];
           c_fn_name(cfn, sizeof cfn, 'c', m->name, &cv);
-          fprintf(c, "  %s(%s_%s_at(t, %d));\n", cfn, Tn, f->name, e);
+          fprintf(c, "  %s(@R@%s_at(@X@, %d));\n", cfn, f->name, e);
           fprintf(py, "        %s(t.%s(%d), F)\n", cfn, CF, e);
         }
       }
       fprintf(c, "  }\n");
     }
   }
-  fprintf(c, "}\n\n");
+  if (ferror(c) || fclose(c)) {
+    fprintf(stderr, "fbgen: interop: out of memory\n");
+    exit(1);
+  }
+  char rp[300], rv[300];
+  snprintf(rp, sizeof rp, "%s_", Tn);
+  snprintf(rv, sizeof rv, "%s_view_", Tn);
+  emit_checks(g->c, cbody, rp, "t", "CHK");
+  emit_checks(g->c, cbody, rv, "&w", "CHKV");
+  free(cbody);
+  fprintf(g->c, "}\n\n");
   fprintf(py, "\n\n");
 }
 
@@ -999,6 +1050,9 @@ static void case_variants(const struct gen *g, const struct fbg_object *o,
 
 /* ---- walkers: read every field of a verified buffer (fuzz targets) ---- */
 
+/* Every field is read through the plain readers and through the view; the
+ * two must agree (same value, same pointer into the buffer) on any buffer
+ * the verifier accepted, else the walker aborts (SAME). */
 static void gen_walk(const struct gen *g, const struct fbg_object *o,
                      bool proto) {
   const struct fbg_schema *s = g->s;
@@ -1009,60 +1063,94 @@ static void gen_walk(const struct gen *g, const struct fbg_object *o,
           proto ? ";" : " {");
   if (proto)
     return;
-  fprintf(c, "  uint64_t acc = 0;\n  if (!t)\n    return 0;\n");
+  fprintf(c,
+          "  uint64_t acc = 0;\n  if (!t)\n    return 0;\n"
+          "  struct %s_view w = %s_view(t);\n  (void)w;\n",
+          Tn, Tn);
   for (size_t i = 0; i < o->nfields; i++) {
     const struct fbg_field *f = &o->fields[i];
     if (f->deprecated)
       continue;
     int base = f->type.base;
     const char *fn = f->name;
-    if (is_float(base)) {
-      fprintf(c, "  acc += %s_%s(t) > 0;\n", Tn, fn);
-    } else if (fbg_is_scalar(base)) {
-      fprintf(c, "  acc += (uint64_t)%s_%s(t);\n", Tn, fn);
+    fprintf(c, "  SAME(%s_has_%s(t), %s_view_has_%s(&w));\n", Tn, fn, Tn, fn);
+    if (fbg_is_scalar(base)) {
+      fprintf(c,
+              "  {\n    %s x = %s_%s(t), y = %s_view_%s(&w);\n"
+              "    SAME_BYTES(x, y);\n",
+              fbg_scalar_info(base)->ctype, Tn, fn, Tn, fn);
+      if (is_float(base))
+        fprintf(c, "    acc += x > 0;\n  }\n");
+      else
+        fprintf(c, "    acc += (uint64_t)x;\n  }\n");
     } else if (base == FBG_STRING) {
       fprintf(c,
-              "  {\n    struct tr_fb_str x = %s_%s(t);\n"
+              "  {\n    struct tr_fb_str x = %s_%s(t), y = %s_view_%s(&w);\n"
+              "    SAME(x.ptr, y.ptr);\n    SAME(x.len, y.len);\n"
               "    if (x.ptr)\n      acc += x.len + (uint8_t)x.ptr[x.len] + "
               "(x.len ? (uint8_t)x.ptr[x.len - 1] : 0);\n  }\n",
-              Tn, fn);
+              Tn, fn, Tn, fn);
     } else if (base == FBG_OBJ && s->objects[f->type.index].is_struct) {
       fprintf(c,
-              "  {\n    struct %s x = %s_%s(t);\n"
+              "  {\n    struct %s x = %s_%s(t), y = %s_view_%s(&w);\n"
+              "    SAME_BYTES(x, y);\n"
               "    const uint8_t *p = (const uint8_t *)&x;\n"
               "    for (size_t k = 0; k < sizeof x; k++)\n      acc += p[k];\n"
               "  }\n",
-              fbg_cname(s->objects[f->type.index].name), Tn, fn);
+              fbg_cname(s->objects[f->type.index].name), Tn, fn, Tn, fn);
     } else if (base == FBG_OBJ) {
-      fprintf(c, "  acc += w_%s(%s_%s(t));\n",
-              fbg_cname(s->objects[f->type.index].name), Tn, fn);
+      fprintf(c,
+              "  SAME(%s_%s(t), %s_view_%s(&w));\n"
+              "  acc += w_%s(%s_%s(t));\n",
+              Tn, fn, Tn, fn, fbg_cname(s->objects[f->type.index].name), Tn,
+              fn);
     } else if (base == FBG_UNION) {
       const struct fbg_enum *u = fbg_union_of(s, f);
+      fprintf(c, "  SAME(%s_%s(t), %s_view_%s(&w));\n", Tn, fn, Tn, fn);
       for (size_t k = 0; k < u->nvals; k++)
         if (u->vals[k].object >= 0)
-          fprintf(c, "  acc += w_%s(%s_%s_as_%s(t));\n",
+          fprintf(c,
+                  "  SAME(%s_%s_as_%s(t), %s_view_%s_as_%s(&w));\n"
+                  "  acc += w_%s(%s_%s_as_%s(t));\n",
+                  Tn, fn, u->vals[k].name, Tn, fn, u->vals[k].name,
                   fbg_cname(s->objects[u->vals[k].object].name), Tn, fn,
                   u->vals[k].name);
     } else if (base == FBG_VECTOR) {
       int el = f->type.element;
+      fprintf(c,
+              "  {\n    struct tr_fb_vec x = %s_%s(t), y = %s_view_%s(&w);\n"
+              "    SAME(x.data, y.data);\n    SAME(x.len, y.len);\n"
+              "    SAME(%s_%s_len(t), %s_view_%s_len(&w));\n  }\n",
+              Tn, fn, Tn, fn, Tn, fn, Tn, fn);
       fprintf(c, "  for (uint32_t i = 0; i < %s_%s_len(t); i++) {\n", Tn, fn);
-      if (is_float(el)) {
-        fprintf(c, "    acc += %s_%s_at(t, i) > 0;\n", Tn, fn);
-      } else if (fbg_is_scalar(el)) {
-        fprintf(c, "    acc += (uint64_t)%s_%s_at(t, i);\n", Tn, fn);
+      if (fbg_is_scalar(el)) {
+        fprintf(c,
+                "    %s x = %s_%s_at(t, i), y = %s_view_%s_at(&w, i);\n"
+                "    SAME_BYTES(x, y);\n",
+                fbg_scalar_info(el)->ctype, Tn, fn, Tn, fn);
+        if (is_float(el))
+          fprintf(c, "    acc += x > 0;\n");
+        else
+          fprintf(c, "    acc += (uint64_t)x;\n");
       } else if (el == FBG_STRING) {
         fprintf(c,
-                "    struct tr_fb_str x = %s_%s_at(t, i);\n"
+                "    struct tr_fb_str x = %s_%s_at(t, i), y = "
+                "%s_view_%s_at(&w, i);\n"
+                "    SAME(x.ptr, y.ptr);\n"
                 "    acc += x.len + (uint8_t)x.ptr[x.len];\n",
-                Tn, fn);
+                Tn, fn, Tn, fn);
       } else if (s->objects[f->type.index].is_struct) {
         fprintf(c,
-                "    struct %s x = %s_%s_at(t, i);\n"
+                "    struct %s x = %s_%s_at(t, i), y = %s_view_%s_at(&w, i);\n"
+                "    SAME_BYTES(x, y);\n"
                 "    acc += ((const uint8_t *)&x)[sizeof x - 1];\n",
-                fbg_cname(s->objects[f->type.index].name), Tn, fn);
+                fbg_cname(s->objects[f->type.index].name), Tn, fn, Tn, fn);
       } else {
-        fprintf(c, "    acc += w_%s(%s_%s_at(t, i));\n",
-                fbg_cname(s->objects[f->type.index].name), Tn, fn);
+        fprintf(c,
+                "    SAME(%s_%s_at(t, i), %s_view_%s_at(&w, i));\n"
+                "    acc += w_%s(%s_%s_at(t, i));\n",
+                Tn, fn, Tn, fn, fbg_cname(s->objects[f->type.index].name), Tn,
+                fn);
       }
       fprintf(c, "  }\n");
       if (f->nested) {
@@ -1087,6 +1175,7 @@ int fbg_gen_interop(const struct fbg_schema *s, const char *name,
           "/* Generated by tools/fbgen --interop-c from schemas/%s.fbs. */\n"
           "#include \"schemas/%s_generated.h\"\n"
           "#include \"tests/unit/schemas/interop.h\"\n\n"
+          "#include <stdio.h>\n#include <stdlib.h>\n\n"
           "/* every variant is generated; not every one is used */\n"
           "#pragma GCC diagnostic ignored \"-Wunused-function\"\n"
           "#define mismatch(what, detail) interop_mismatch(what, detail)\n"
@@ -1095,11 +1184,27 @@ int fbg_gen_interop(const struct fbg_schema *s, const char *name,
           "    if (!(cond))                                               \\\n"
           "      interop_mismatch(T, what);                               \\\n"
           "  } while (0)\n"
+          "#define CHKV(cond, what) CHK(cond, \"view \" what)\n"
+          "/* walkers: the plain and the view readers disagree -> abort */\n"
+          "#define SAME(a, b)                                              \\\n"
+          "  do {                                                         \\\n"
+          "    if ((a) != (b))                                            \\\n"
+          "      walk_mismatch(__LINE__);                                 \\\n"
+          "  } while (0)\n"
+          "#define SAME_BYTES(a, b)                                       \\\n"
+          "  do {                                                         \\\n"
+          "    if (memcmp(&(a), &(b), sizeof(a)))                         \\\n"
+          "      walk_mismatch(__LINE__);                                 \\\n"
+          "  } while (0)\n"
+          "static _Noreturn void walk_mismatch(int line) {\n"
+          "  fprintf(stderr, \"interop_%s.c:%%d: the plain and the view readers \"\n"
+          "          \"disagree\\n\", line);\n"
+          "  abort();\n}\n\n"
           "static inline bool str_eq(struct tr_fb_str s, const char *want, "
           "size_t n) {\n"
           "  return s.ptr && s.len == n && !memcmp(s.ptr, want, n) && "
           "s.ptr[n] == 0;\n}\n\n",
-          name, name);
+          name, name, name);
   fprintf(py,
           "# Generated by tools/fbgen --interop-py from schemas/%s.fbs.\n"
           "import flatbuffers\n\n",

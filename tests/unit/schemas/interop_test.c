@@ -6,6 +6,10 @@
  *   interop_test selftest     C round trip of every case, and proof that the
  *                             checks discriminate: a table's `full` buffer
  *                             must fail its `absent` check and vice versa
+ * Every check reads each field twice: through the plain readers and through
+ * the view readers (N_T_view_*). check and selftest also walk every buffer
+ * of a root type that passed (the fuzz targets' walker), which aborts when
+ * the two forms disagree on any field.
  * Exit status 0 when everything passed. */
 #include "tests/unit/schemas/interop.h"
 
@@ -17,15 +21,31 @@
 struct schema_cases {
   const struct interop_case *cases;
   const size_t *n;
+  /* reads every field of a root through the plain and the view readers;
+   * aborts when they disagree */
+  uint64_t (*walk)(const void *root);
 };
 
 static const struct schema_cases all[] = {
-    {interop_journal_cases, &interop_journal_ncases},
-    {interop_command_cases, &interop_command_ncases},
-    {interop_peer_cases, &interop_peer_ncases},
-    {interop_protocol_cases, &interop_protocol_ncases},
-    {interop_state_cases, &interop_state_ncases},
+    {interop_journal_cases, &interop_journal_ncases, interop_journal_walk},
+    {interop_command_cases, &interop_command_ncases, interop_command_walk},
+    {interop_peer_cases, &interop_peer_ncases, interop_peer_walk},
+    {interop_protocol_cases, &interop_protocol_ncases, interop_protocol_walk},
+    {interop_state_cases, &interop_state_ncases, interop_state_walk},
 };
+
+static volatile uint64_t walked;
+static int nwalked;
+
+/* After a check passed (the buffer verified): the walker over a root-type
+ * case's buffer (cases with an identifier are of the schema's root type). */
+static void walk(const struct schema_cases *sc, const struct interop_case *c,
+                 const void *buf, bool sized) {
+  if (c->ident) {
+    walked += sc->walk(tr_fb_root((const uint8_t *)buf + (sized ? 4 : 0)));
+    nwalked++;
+  }
+}
 
 static int mismatches;
 static bool quiet;
@@ -137,11 +157,15 @@ static int cmd_check(const char *dir) {
           fprintf(stderr, "FAIL %s%s (Python-built, read by C)\n", c->name,
                   sized ? " (size-prefixed)" : "");
           fails++;
+        } else {
+          walk(&all[s], c, buf, sized);
         }
         free(buf);
       }
     }
-  printf("interop_test: C checked %d Python buffers, %d failed\n", n, fails);
+  printf("interop_test: C checked %d Python buffers, %d failed; walked %d "
+         "root buffers\n",
+         n, fails, nwalked);
   return fails != 0;
 }
 
@@ -171,6 +195,8 @@ static int cmd_selftest(void) {
       if (run_check(c, d, len)) {
         fprintf(stderr, "FAIL %s (C round trip)\n", c->name);
         fails++;
+      } else {
+        walk(&all[s], c, d, false);
       }
       const char *dot = strrchr(c->name, '.');
       if (strcmp(dot + 1, "full"))
@@ -200,8 +226,8 @@ static int cmd_selftest(void) {
     }
   tr_fb_builder_free(&b);
   printf("interop_test: selftest %d cases round-tripped, %d of %d tables "
-         "discriminated, %d failures\n",
-         n, discriminated, tables, fails);
+         "discriminated, %d failures; walked %d root buffers\n",
+         n, discriminated, tables, fails, nwalked);
   return fails != 0;
 }
 
