@@ -1,0 +1,455 @@
+/* The view readers (N_T_view: a table's vtable resolved once, then every
+ * reader on it) against the plain readers, on buffers built by our builder
+ * and verified: present fields, absent fields reading as their defaults,
+ * required fields, vectors of scalars, strings, structs and tables, unions
+ * (every member, a tag without a value, a value without a tag), nested tables
+ * and nested buffers, and vtables shorter than the schema's field count (a
+ * writer that set only the first fields). The interop test compares the two
+ * forms on every table of every schema; this file pins the edge cases. */
+#include "fbgen_test_generated.h"
+#include "schemas/journal_generated.h"
+#include "schemas/protocol_generated.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+/* A verified copy of the builder's finished buffer (freed by the caller). */
+static uint8_t *take(struct tr_fb_builder *b, size_t *len) {
+  const uint8_t *d = tr_fb_builder_data(b, len);
+  uint8_t *copy = malloc(*len);
+  assert_non_null(copy);
+  memcpy(copy, d, *len);
+  return copy;
+}
+
+static bool str_is(struct tr_fb_str s, const char *want) {
+  return s.ptr && s.len == strlen(want) && !memcmp(s.ptr, want, s.len) &&
+         s.ptr[s.len] == 0;
+}
+
+static bool str_same(struct tr_fb_str a, struct tr_fb_str b) {
+  return a.ptr == b.ptr && a.len == b.len;
+}
+
+/* An llm.completed event: two tool calls (the second without arguments),
+ * usage without cost, no content. */
+static uint8_t *make_event(size_t *len) {
+  struct tr_fb_builder b;
+  tr_fb_builder_init(&b);
+  tr_fb_ref id1 = tr_fb_create_str(&b, "call_1");
+  tr_fb_ref nm1 = tr_fb_create_str(&b, "search");
+  tr_fb_ref ar1 = tr_fb_create_str(&b, "{\"q\":\"weather\"}");
+  troupe_journal_ToolCall_start(&b);
+  troupe_journal_ToolCall_add_id(&b, id1);
+  troupe_journal_ToolCall_add_name(&b, nm1);
+  troupe_journal_ToolCall_add_arguments(&b, ar1);
+  tr_fb_ref tc1 = troupe_journal_ToolCall_end(&b);
+  tr_fb_ref id2 = tr_fb_create_str(&b, "call_2");
+  tr_fb_ref nm2 = tr_fb_create_str(&b, "fetch");
+  troupe_journal_ToolCall_start(&b);
+  troupe_journal_ToolCall_add_id(&b, id2);
+  troupe_journal_ToolCall_add_name(&b, nm2);
+  tr_fb_ref tc2 = troupe_journal_ToolCall_end(&b);
+  tr_fb_ref calls[] = {tc1, tc2};
+  tr_fb_ref vcalls = troupe_journal_LlmCompleted_create_tool_calls(&b, calls, 2);
+  troupe_journal_Usage_start(&b);
+  troupe_journal_Usage_add_prompt_tokens(&b, 1200);
+  troupe_journal_Usage_add_completion_tokens(&b, 80);
+  tr_fb_ref usage = troupe_journal_Usage_end(&b);
+  tr_fb_ref model = tr_fb_create_str(&b, "gpt-4o-mini");
+  troupe_journal_LlmCompleted_start(&b);
+  troupe_journal_LlmCompleted_add_step(&b, 3);
+  troupe_journal_LlmCompleted_add_model(&b, model);
+  troupe_journal_LlmCompleted_add_tool_calls(&b, vcalls);
+  troupe_journal_LlmCompleted_add_finish_reason(
+      &b, troupe_journal_FinishReason_ToolCalls);
+  troupe_journal_LlmCompleted_add_usage(&b, usage);
+  troupe_journal_LlmCompleted_add_latency_us(&b, 987654321);
+  tr_fb_ref data = troupe_journal_LlmCompleted_end(&b);
+  tr_fb_ref run = tr_fb_create_str(&b, "r_0001");
+  troupe_journal_Event_start(&b);
+  troupe_journal_Event_add_seq(&b, 7);
+  troupe_journal_Event_add_time_us(&b, -1700000000000000);
+  troupe_journal_Event_add_run_id(&b, run);
+  troupe_journal_Event_add_epoch(&b, 2);
+  troupe_journal_Event_add_data_LlmCompleted(&b, data);
+  troupe_journal_Event_finish(&b, troupe_journal_Event_end(&b));
+  uint8_t *copy = take(&b, len);
+  tr_fb_builder_free(&b);
+  return copy;
+}
+
+static void test_event(void **state) {
+  size_t len;
+  uint8_t *buf = make_event(&len);
+  const struct troupe_journal_Event *ev =
+      troupe_journal_Event_verify_as_root(buf, len, NULL);
+  assert_non_null(ev);
+  struct troupe_journal_Event_view e = troupe_journal_Event_view(ev);
+  /* scalars, a required string */
+  assert_true(troupe_journal_Event_view_seq(&e) == 7);
+  assert_true(troupe_journal_Event_view_time_us(&e) == -1700000000000000);
+  assert_true(troupe_journal_Event_view_epoch(&e) == 2);
+  assert_true(troupe_journal_Event_view_has_run_id(&e));
+  assert_true(str_is(troupe_journal_Event_view_run_id(&e), "r_0001"));
+  assert_true(str_same(troupe_journal_Event_view_run_id(&e),
+                       troupe_journal_Event_run_id(ev)));
+  /* the union: its tag, the member, every other member NULL */
+  assert_int_equal(troupe_journal_Event_view_data_type(&e),
+                   troupe_journal_Data_LlmCompleted);
+  const struct troupe_journal_LlmCompleted *lcp =
+      troupe_journal_Event_view_data_as_LlmCompleted(&e);
+  assert_non_null(lcp);
+  assert_ptr_equal(lcp, troupe_journal_Event_data_as_LlmCompleted(ev));
+  assert_ptr_equal(troupe_journal_Event_view_data(&e), lcp);
+  assert_null(troupe_journal_Event_view_data_as_RunCreated(&e));
+  assert_null(troupe_journal_Event_view_data_as_LlmRequested(&e));
+  assert_null(troupe_journal_Event_view_data_as_LoopDetected(&e));
+
+  struct troupe_journal_LlmCompleted_view lc =
+      troupe_journal_LlmCompleted_view(lcp);
+  assert_int_equal(troupe_journal_LlmCompleted_view_step(&lc), 3);
+  assert_true(str_is(troupe_journal_LlmCompleted_view_model(&lc),
+                     "gpt-4o-mini"));
+  assert_int_equal(troupe_journal_LlmCompleted_view_finish_reason(&lc),
+                   troupe_journal_FinishReason_ToolCalls);
+  assert_true(troupe_journal_LlmCompleted_view_latency_us(&lc) == 987654321);
+  /* absent: a string is {NULL, 0}, scalars their defaults */
+  assert_false(troupe_journal_LlmCompleted_view_has_content(&lc));
+  struct tr_fb_str content = troupe_journal_LlmCompleted_view_content(&lc);
+  assert_null(content.ptr);
+  assert_int_equal(content.len, 0);
+  assert_false(troupe_journal_LlmCompleted_view_has_latency_ms(&lc));
+  assert_int_equal(troupe_journal_LlmCompleted_view_latency_ms(&lc), 0);
+  assert_int_equal(troupe_journal_LlmCompleted_view_attempt(&lc), 0);
+  assert_null(troupe_journal_LlmCompleted_view_provider_request_id(&lc).ptr);
+
+  /* a nested table */
+  const struct troupe_journal_Usage *up =
+      troupe_journal_LlmCompleted_view_usage(&lc);
+  assert_non_null(up);
+  assert_ptr_equal(up, troupe_journal_LlmCompleted_usage(lcp));
+  struct troupe_journal_Usage_view u = troupe_journal_Usage_view(up);
+  assert_true(troupe_journal_Usage_view_prompt_tokens(&u) == 1200);
+  assert_true(troupe_journal_Usage_view_completion_tokens(&u) == 80);
+  assert_false(troupe_journal_Usage_view_has_cost_micro_usd(&u));
+  assert_true(troupe_journal_Usage_view_cost_micro_usd(&u) == 0);
+
+  /* a vector of tables, each with required strings */
+  assert_int_equal(troupe_journal_LlmCompleted_view_tool_calls_len(&lc), 2);
+  struct tr_fb_vec calls = troupe_journal_LlmCompleted_view_tool_calls(&lc);
+  struct tr_fb_vec calls_plain = troupe_journal_LlmCompleted_tool_calls(lcp);
+  assert_ptr_equal(calls.data, calls_plain.data);
+  assert_int_equal(calls.len, calls_plain.len);
+  const char *ids[] = {"call_1", "call_2"}, *names[] = {"search", "fetch"};
+  for (uint32_t i = 0; i < 2; i++) {
+    const struct troupe_journal_ToolCall *tcp =
+        troupe_journal_LlmCompleted_view_tool_calls_at(&lc, i);
+    assert_ptr_equal(tcp, tr_fb_vec_table(calls, i));
+    struct troupe_journal_ToolCall_view tc = troupe_journal_ToolCall_view(tcp);
+    assert_true(str_is(troupe_journal_ToolCall_view_id(&tc), ids[i]));
+    assert_true(str_is(troupe_journal_ToolCall_view_name(&tc), names[i]));
+    assert_int_equal(troupe_journal_ToolCall_view_has_arguments(&tc), i == 0);
+  }
+  /* past the end */
+  assert_null(troupe_journal_LlmCompleted_view_tool_calls_at(&lc, 2));
+  free(buf);
+}
+
+/* A writer that set only the first field of Usage: the vtable has one slot,
+ * the other fields lie past its end and must read as absent. */
+static void test_short_vtable(void **state) {
+  struct tr_fb_builder b;
+  tr_fb_builder_init(&b);
+  troupe_journal_Usage_start(&b);
+  troupe_journal_Usage_add_prompt_tokens(&b, 5);
+  tr_fb_finish(&b, troupe_journal_Usage_end(&b), NULL);
+  size_t len;
+  uint8_t *buf = take(&b, &len);
+  const struct troupe_journal_Usage *up =
+      troupe_journal_Usage_verify_as_root_opts(buf, len, NULL, NULL, NULL);
+  assert_non_null(up);
+  struct troupe_journal_Usage_view u = troupe_journal_Usage_view(up);
+  assert_int_equal(u.v.vt_len, 4 + 2 * 1);
+  assert_true(troupe_journal_Usage_view_prompt_tokens(&u) == 5);
+  assert_false(troupe_journal_Usage_view_has_completion_tokens(&u));
+  assert_true(troupe_journal_Usage_view_completion_tokens(&u) == 0);
+  assert_true(troupe_journal_Usage_view_cost_micro_usd(&u) == 0);
+  free(buf);
+
+  /* an empty AgentConfig: every field past the vtable, defaults not zero */
+  tr_fb_builder_reset(&b);
+  troupe_journal_AgentConfig_start(&b);
+  tr_fb_finish(&b, troupe_journal_AgentConfig_end(&b), NULL);
+  buf = take(&b, &len);
+  const struct troupe_journal_AgentConfig *ap =
+      troupe_journal_AgentConfig_verify_as_root_opts(buf, len, NULL, NULL,
+                                                     NULL);
+  assert_non_null(ap);
+  struct troupe_journal_AgentConfig_view a = troupe_journal_AgentConfig_view(ap);
+  assert_int_equal(a.v.vt_len, 4);
+  assert_int_equal(troupe_journal_AgentConfig_view_max_steps(&a), 50);
+  assert_true(troupe_journal_AgentConfig_view_temperature(&a) == 1.0f);
+  assert_int_equal(troupe_journal_AgentConfig_view_tools_len(&a), 0);
+  assert_null(troupe_journal_AgentConfig_view_tools(&a).data);
+  assert_null(troupe_journal_AgentConfig_view_tools_at(&a, 0).ptr);
+  assert_null(troupe_journal_AgentConfig_view_model(&a).ptr);
+  free(buf);
+
+  /* an Event without data: the union's slots lie past the vtable */
+  tr_fb_builder_reset(&b);
+  tr_fb_ref run = tr_fb_create_str(&b, "r_2");
+  troupe_journal_Event_start(&b);
+  troupe_journal_Event_add_run_id(&b, run);
+  troupe_journal_Event_finish(&b, troupe_journal_Event_end(&b));
+  buf = take(&b, &len);
+  const struct troupe_journal_Event *ev =
+      troupe_journal_Event_verify_as_root(buf, len, NULL);
+  assert_non_null(ev);
+  struct troupe_journal_Event_view e = troupe_journal_Event_view(ev);
+  assert_true(e.v.vt_len < 4 + 2 * 5);
+  assert_int_equal(troupe_journal_Event_view_data_type(&e),
+                   troupe_journal_Data_NONE);
+  assert_null(troupe_journal_Event_view_data(&e));
+  assert_null(troupe_journal_Event_view_data_as_RunCancelled(&e));
+  assert_true(str_is(troupe_journal_Event_view_run_id(&e), "r_2"));
+  free(buf);
+  tr_fb_builder_free(&b);
+}
+
+/* Unions written oddly (both verify): a tag without a value, and a value
+ * without a tag. Neither has a member to read. */
+static void test_union_halves(void **state) {
+  struct tr_fb_builder b;
+  tr_fb_builder_init(&b);
+  tr_fb_ref run = tr_fb_create_str(&b, "r_3");
+  troupe_journal_Event_start(&b);
+  troupe_journal_Event_add_run_id(&b, run);
+  troupe_journal_Event_add_data_type(&b, troupe_journal_Data_RunCancelled);
+  troupe_journal_Event_finish(&b, troupe_journal_Event_end(&b));
+  size_t len;
+  uint8_t *buf = take(&b, &len);
+  const struct troupe_journal_Event *ev =
+      troupe_journal_Event_verify_as_root(buf, len, NULL);
+  assert_non_null(ev);
+  struct troupe_journal_Event_view e = troupe_journal_Event_view(ev);
+  /* the tag's slot is the vtable's last */
+  assert_int_equal(e.v.vt_len, 4 + 2 * 5);
+  assert_int_equal(troupe_journal_Event_view_data_type(&e),
+                   troupe_journal_Data_RunCancelled);
+  assert_null(troupe_journal_Event_view_data_as_RunCancelled(&e));
+  assert_null(troupe_journal_Event_data_as_RunCancelled(ev));
+  assert_null(troupe_journal_Event_view_data(&e));
+  free(buf);
+
+  tr_fb_builder_reset(&b);
+  troupe_journal_RunCancelled_start(&b);
+  tr_fb_ref data = troupe_journal_RunCancelled_end(&b);
+  run = tr_fb_create_str(&b, "r_4");
+  troupe_journal_Event_start(&b);
+  troupe_journal_Event_add_run_id(&b, run);
+  troupe_journal_Event_add_data(&b, data); /* no tag */
+  troupe_journal_Event_finish(&b, troupe_journal_Event_end(&b));
+  buf = take(&b, &len);
+  ev = troupe_journal_Event_verify_as_root(buf, len, NULL);
+  assert_non_null(ev);
+  e = troupe_journal_Event_view(ev);
+  assert_int_equal(troupe_journal_Event_view_data_type(&e),
+                   troupe_journal_Data_NONE);
+  assert_null(troupe_journal_Event_view_data_as_RunCancelled(&e));
+  assert_null(troupe_journal_Event_data_as_RunCancelled(ev));
+  /* the raw value is there, as with the plain reader */
+  assert_non_null(troupe_journal_Event_view_data(&e));
+  assert_ptr_equal(troupe_journal_Event_view_data(&e),
+                   troupe_journal_Event_data(ev));
+  free(buf);
+  tr_fb_builder_free(&b);
+}
+
+/* The protocol frame of bench/schemas, size-prefixed as on the wire: unions
+ * two levels deep, a nested table from another schema, a vector of
+ * strings. */
+static void test_frame(void **state) {
+  struct tr_fb_builder b;
+  tr_fb_builder_init(&b);
+  const char *tool_names[] = {"web_search", "http_get", "draft_po"};
+  tr_fb_ref tl[3];
+  for (int i = 0; i < 3; i++)
+    tl[i] = tr_fb_create_str(&b, tool_names[i]);
+  tr_fb_ref tools = troupe_journal_AgentConfig_create_tools(&b, tl, 3);
+  tr_fb_ref model = tr_fb_create_str(&b, "m1");
+  troupe_journal_AgentConfig_start(&b);
+  troupe_journal_AgentConfig_add_model(&b, model);
+  troupe_journal_AgentConfig_add_tools(&b, tools);
+  troupe_journal_AgentConfig_add_max_steps(&b, 30);
+  troupe_journal_AgentConfig_add_max_cost_usd(&b, 2.5);
+  tr_fb_ref agent = troupe_journal_AgentConfig_end(&b);
+  tr_fb_ref goal = tr_fb_create_str(&b, "find bearings");
+  troupe_proto_CreateRun_start(&b);
+  troupe_proto_CreateRun_add_goal(&b, goal);
+  troupe_proto_CreateRun_add_agent(&b, agent);
+  tr_fb_ref cr = troupe_proto_CreateRun_end(&b);
+  troupe_proto_Request_start(&b);
+  troupe_proto_Request_add_id(&b, 17);
+  troupe_proto_Request_add_op_CreateRun(&b, cr);
+  tr_fb_ref rq = troupe_proto_Request_end(&b);
+  troupe_proto_Frame_start(&b);
+  troupe_proto_Frame_add_body_Request(&b, rq);
+  tr_fb_finish_sized(&b, troupe_proto_Frame_end(&b),
+                     troupe_proto_Frame_IDENTIFIER);
+  size_t len;
+  uint8_t *buf = take(&b, &len);
+  struct tr_fb_error err;
+  const struct troupe_proto_Frame *fp =
+      troupe_proto_Frame_verify_as_root_sized(buf, len, &err);
+  assert_non_null(fp);
+  struct troupe_proto_Frame_view f = troupe_proto_Frame_view(fp);
+  assert_null(troupe_proto_Frame_view_body_as_Response(&f));
+  assert_null(troupe_proto_Frame_view_body_as_EventPush(&f));
+  const struct troupe_proto_Request *rqp =
+      troupe_proto_Frame_view_body_as_Request(&f);
+  assert_non_null(rqp);
+  struct troupe_proto_Request_view r = troupe_proto_Request_view(rqp);
+  assert_true(troupe_proto_Request_view_id(&r) == 17);
+  assert_false(troupe_proto_Request_view_has_api_key(&r));
+  assert_int_equal(troupe_proto_Request_view_op_type(&r),
+                   troupe_proto_Op_CreateRun);
+  assert_null(troupe_proto_Request_view_op_as_Auth(&r));
+  const struct troupe_proto_CreateRun *crp =
+      troupe_proto_Request_view_op_as_CreateRun(&r);
+  assert_non_null(crp);
+  struct troupe_proto_CreateRun_view c = troupe_proto_CreateRun_view(crp);
+  assert_true(str_is(troupe_proto_CreateRun_view_goal(&c), "find bearings"));
+  assert_null(troupe_proto_CreateRun_view_metadata(&c).ptr);
+  const struct troupe_journal_AgentConfig *ap =
+      troupe_proto_CreateRun_view_agent(&c);
+  assert_non_null(ap);
+  struct troupe_journal_AgentConfig_view a = troupe_journal_AgentConfig_view(ap);
+  assert_true(str_is(troupe_journal_AgentConfig_view_model(&a), "m1"));
+  assert_int_equal(troupe_journal_AgentConfig_view_max_steps(&a), 30);
+  assert_true(troupe_journal_AgentConfig_view_max_cost_usd(&a) == 2.5);
+  assert_true(troupe_journal_AgentConfig_view_max_tokens(&a) == 0);
+  assert_true(troupe_journal_AgentConfig_view_temperature(&a) == 1.0f);
+  assert_int_equal(troupe_journal_AgentConfig_view_tools_len(&a), 3);
+  for (uint32_t i = 0; i < 3; i++) {
+    assert_true(str_is(troupe_journal_AgentConfig_view_tools_at(&a, i),
+                       tool_names[i]));
+    assert_true(str_same(troupe_journal_AgentConfig_view_tools_at(&a, i),
+                         troupe_journal_AgentConfig_tools_at(ap, i)));
+  }
+  assert_null(troupe_journal_AgentConfig_view_tools_at(&a, 3).ptr);
+  free(buf);
+  tr_fb_builder_free(&b);
+}
+
+/* fbgen_test.fbs: the default of every scalar type, structs, vectors of
+ * structs and of bytes, a nested buffer. */
+static void test_defaults_structs_nested(void **state) {
+  struct tr_fb_builder b;
+  tr_fb_builder_init(&b);
+  fbgen_test_Root_start(&b);
+  fbgen_test_Root_finish(&b, fbgen_test_Root_end(&b));
+  size_t len;
+  uint8_t *buf = take(&b, &len);
+  const struct fbgen_test_Root *r = fbgen_test_Root_verify_as_root(buf, len, NULL);
+  assert_non_null(r);
+  struct fbgen_test_Root_view v = fbgen_test_Root_view(r);
+  assert_true(fbgen_test_Root_view_b(&v));
+  assert_int_equal(fbgen_test_Root_view_i8(&v), -1);
+  assert_int_equal(fbgen_test_Root_view_u16(&v), 65535);
+  assert_true(fbgen_test_Root_view_i64(&v) == INT64_C(-9000000000));
+  assert_true(fbgen_test_Root_view_u64(&v) == UINT64_C(9000000000000000000));
+  assert_true(fbgen_test_Root_view_f(&v) == 1.5f);
+  assert_true(fbgen_test_Root_view_d(&v) == -2.25);
+  assert_int_equal(fbgen_test_Root_view_color(&v), fbgen_test_Color_Blue);
+  struct fbgen_test_Outer zero, o = fbgen_test_Root_view_outer(&v);
+  memset(&zero, 0, sizeof zero);
+  assert_memory_equal(&o, &zero, sizeof o);
+  assert_int_equal(fbgen_test_Root_view_outers_len(&v), 0);
+  o = fbgen_test_Root_view_outers_at(&v, 0);
+  assert_memory_equal(&o, &zero, sizeof o);
+  assert_null(fbgen_test_Root_view_leaf(&v));
+  assert_int_equal(fbgen_test_Root_view_payload_len(&v), 0);
+  free(buf);
+
+  /* present: structs, a vector of structs, a table, a nested buffer */
+  struct tr_fb_builder nb;
+  tr_fb_builder_init(&nb);
+  tr_fb_ref lname = tr_fb_create_str(&nb, "inner leaf");
+  fbgen_test_Leaf_start(&nb);
+  fbgen_test_Leaf_add_n(&nb, 42);
+  fbgen_test_Leaf_add_name(&nb, lname);
+  tr_fb_finish(&nb, fbgen_test_Leaf_end(&nb), NULL);
+  size_t nlen;
+  const uint8_t *nd = tr_fb_builder_data(&nb, &nlen);
+  tr_fb_builder_reset(&b);
+  struct fbgen_test_Outer os[2] = {
+      {.x = -3, .inner = {.a = 9, .b = -5}, .c = fbgen_test_Color_Red},
+      {.x = 4, .inner = {.a = 1, .b = INT64_MAX}, .c = fbgen_test_Color_Green}};
+  struct fbgen_test_Wide wd = {.v = 77};
+  tr_fb_ref outs = fbgen_test_Root_create_outers(&b, os, 2);
+  tr_fb_ref payload = tr_fb_create_bytes(&b, nd, nlen);
+  tr_fb_ref leaf_name = tr_fb_create_str(&b, "leaf");
+  fbgen_test_Leaf_start(&b);
+  fbgen_test_Leaf_add_name(&b, leaf_name);
+  tr_fb_ref leaf = fbgen_test_Leaf_end(&b);
+  fbgen_test_Root_start(&b);
+  fbgen_test_Root_add_leaf(&b, leaf);
+  fbgen_test_Root_add_payload(&b, payload);
+  fbgen_test_Root_add_outer(&b, &os[0]);
+  fbgen_test_Root_add_wide(&b, &wd);
+  fbgen_test_Root_add_outers(&b, outs);
+  fbgen_test_Root_add_b(&b, false);
+  fbgen_test_Root_add_color(&b, fbgen_test_Color_Black);
+  fbgen_test_Root_finish(&b, fbgen_test_Root_end(&b));
+  buf = take(&b, &len);
+  r = fbgen_test_Root_verify_as_root(buf, len, NULL);
+  assert_non_null(r);
+  v = fbgen_test_Root_view(r);
+  assert_false(fbgen_test_Root_view_b(&v));
+  assert_int_equal(fbgen_test_Root_view_color(&v), fbgen_test_Color_Black);
+  o = fbgen_test_Root_view_outer(&v);
+  assert_memory_equal(&o, &os[0], sizeof o);
+  assert_int_equal(fbgen_test_Root_view_wide(&v).v, 77);
+  assert_int_equal(fbgen_test_Root_view_outers_len(&v), 2);
+  for (uint32_t i = 0; i < 2; i++) {
+    o = fbgen_test_Root_view_outers_at(&v, i);
+    assert_memory_equal(&o, &os[i], sizeof o);
+  }
+  o = fbgen_test_Root_view_outers_at(&v, 2);
+  assert_memory_equal(&o, &zero, sizeof o);
+  /* a table whose n is absent: its default, -7 */
+  const struct fbgen_test_Leaf *lp = fbgen_test_Root_view_leaf(&v);
+  assert_non_null(lp);
+  struct fbgen_test_Leaf_view lv = fbgen_test_Leaf_view(lp);
+  assert_int_equal(fbgen_test_Leaf_view_n(&lv), -7);
+  assert_true(str_is(fbgen_test_Leaf_view_name(&lv), "leaf"));
+  /* the nested buffer, byte by byte, then its root through a view */
+  assert_int_equal(fbgen_test_Root_view_payload_len(&v), nlen);
+  for (uint32_t i = 0; i < nlen; i++)
+    assert_int_equal(fbgen_test_Root_view_payload_at(&v, i), nd[i]);
+  assert_int_equal(fbgen_test_Root_view_payload_at(&v, (uint32_t)nlen), 0);
+  struct tr_fb_vec pv = fbgen_test_Root_view_payload(&v);
+  struct fbgen_test_Leaf_view nl =
+      fbgen_test_Leaf_view(fbgen_test_Leaf_as_root(pv.data));
+  assert_int_equal(fbgen_test_Leaf_view_n(&nl), 42);
+  assert_true(str_is(fbgen_test_Leaf_view_name(&nl), "inner leaf"));
+  free(buf);
+  tr_fb_builder_free(&nb);
+  tr_fb_builder_free(&b);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_event),
+      cmocka_unit_test(test_short_vtable),
+      cmocka_unit_test(test_union_halves),
+      cmocka_unit_test(test_frame),
+      cmocka_unit_test(test_defaults_structs_nested),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
