@@ -45,6 +45,25 @@
  *                                        N_M_as_root(v.data) is safe.
  *   struct S fields   plain C members of struct N_S (host is little-endian).
  *
+ * View readers (static inline): the same readers on a table whose vtable was
+ * resolved once. Every reader above has a twin N_T_view_<reader>(&v), with
+ * the same result, defaults and absent-field behaviour (required fields are
+ * checked like the others):
+ *   struct N_T_view v = N_T_view(t);        t verified (or just built), not NULL
+ *   N_T_view_f(&v), N_T_view_has_f(&v), N_T_view_f_len(&v), N_T_view_f_at(&v, i),
+ *   N_T_view_u_type(&v), N_T_view_u_as_M(&v) ...
+ * A view is a small value (table pointer, vtable pointer, vtable size) that
+ * lives on the caller's stack and points into the buffer: valid while the
+ * buffer is. Child tables come back as pointers; take their own view:
+ *   struct troupe_proto_Request_view r =
+ *       troupe_proto_Request_view(troupe_proto_Frame_view_body_as_Request(&f));
+ * (after checking the pointer). Use a view when reading several fields of a
+ * table, especially with calls or stores between the reads (copying strings
+ * out, filling a struct): the plain readers re-read the table's soffset and
+ * the vtable's size from the buffer at every call unless the compiler can
+ * prove nothing wrote to memory in between; a view keeps both in registers.
+ * Tables may not have a field named `view` or `view_*` (fbgen refuses them).
+ *
  * Builders (struct tr_fb_builder *b; children before parents, one table open
  * at a time):
  *   N_T_start(b); N_T_add_f(b, v) ...; tr_fb_ref r = N_T_end(b);
