@@ -3,7 +3,11 @@
  * Happy path. init reads the run record and folds the whole journal from the
  * local store; a kick message starts the pump. The pump asks the core for
  * the next action and carries it out until the core says WAIT or EXIT:
- * appends go to the state service (pipelined), llm and tool calls to this
+ * appends go to the state service (pipelined; the appends of one pump are
+ * sent together when it ends, so that they reach the group-commit batcher
+ * together and share one raft entry — one fsync — instead of racing it one
+ * by one: a step's tool.completed and the next llm.requested used to take
+ * two entries, the second queued behind the first's write), llm and tool calls to this
  * scheduler's llm and tool actors, deadlines become timers. Every reply,
  * note and timer folds what it brings into the core's inputs and pumps
  * again.
@@ -49,6 +53,12 @@ struct pending_append {
     uint64_t seq;
 };
 
+/* An append decided (and folded) in this pump, not sent yet. */
+struct unsent_append {
+    struct tr_msg *m;
+    uint64_t seq;
+};
+
 struct tool_entry {
     char *name;
     uint32_t version;
@@ -68,6 +78,8 @@ struct run_actor {
     struct tr_run_vol v;
     struct tr_run_env renv;
     struct pending_append appends[MAX_APPENDS];
+    struct unsent_append unsent[MAX_APPENDS];
+    uint32_t n_unsent;
     uint64_t llm_corr;
     uint32_t llm_step;
     uint64_t tool_corr[TR_RUN_MAX_CALLS];
@@ -372,16 +384,16 @@ static void want_refold(struct tr_ctx *ctx, struct run_actor *r, uint64_t delay_
         arm(ctx, r, TR_RUN_TIMER_KICK, 0, 0, delay_ms);
 }
 
-static int send_append(struct tr_ctx *ctx, struct run_actor *r, const struct tr_run_action *a)
+/* Queue the append of action a for send_unsent. Its slot in r->appends is
+ * taken only when it is sent; the core counts it in flight from now on
+ * (tr_run_performed), and never has more than MAX_APPENDS in flight. */
+static int queue_append(struct run_actor *r, const struct tr_run_action *a)
 {
+    if (r->n_unsent >= MAX_APPENDS)
+        return TR_EFULL;
     struct tr_msg *m = tr_msg_new(TR_MSG_STATE_APPEND, (uint32_t)(sizeof(struct tr_append_msg) + a->len + a->blob_len));
     struct tr_append_msg *am = (struct tr_append_msg *)m->data;
-    uint64_t corr = 0;
-    int slot = -1, rv;
 
-    for (int i = 0; i < MAX_APPENDS && slot < 0; i++)
-        if (!r->appends[i].corr)
-            slot = i;
     am->run_id = r->run_id;
     am->epoch = r->s.epoch;
     am->seq = r->s.next_seq;
@@ -390,13 +402,44 @@ static int send_append(struct tr_ctx *ctx, struct run_actor *r, const struct tr_
     memcpy(am->event, a->buf, a->len);
     if (a->blob_len)
         memcpy(am->event + a->len, a->blob, a->blob_len);
-    if (slot < 0 || (rv = tr_request(ctx, r->env->state_actor, m, APPEND_TIMEOUT_MS, &corr)) != 0) {
-        tr_msg_free(m);
-        return slot < 0 ? TR_EFULL : rv;
-    }
-    r->appends[slot].corr = corr;
-    r->appends[slot].seq = r->s.next_seq;
+    r->unsent[r->n_unsent].m = m;
+    r->unsent[r->n_unsent].seq = r->s.next_seq;
+    r->n_unsent++;
     return TR_OK;
+}
+
+/* Send the queued appends, in order. They are folded already, so one that
+ * cannot be sent (nor any after it: their seqs would leave a gap) is
+ * dropped and the run refolds from the store, as after a transport error. */
+static void send_unsent(struct tr_ctx *ctx, struct run_actor *r)
+{
+    uint32_t i = 0;
+    int rv = TR_OK;
+
+    for (; i < r->n_unsent; i++) {
+        int slot = -1;
+        uint64_t corr = 0;
+        for (int k = 0; k < MAX_APPENDS && slot < 0; k++)
+            if (!r->appends[k].corr)
+                slot = k;
+        if (slot < 0) {
+            rv = TR_EFULL;
+            break;
+        }
+        if ((rv = tr_request(ctx, r->env->state_actor, r->unsent[i].m, APPEND_TIMEOUT_MS, &corr)) != TR_OK)
+            break;
+        r->appends[slot].corr = corr;
+        r->appends[slot].seq = r->unsent[i].seq;
+    }
+    if (i < r->n_unsent) {
+        tr_log(TR_LOG_DEBUG, "run %s: %u append(s) not sent: %s", r->s.run_text, r->n_unsent - i, tr_strerror(rv));
+        for (; i < r->n_unsent; i++) {
+            tr_msg_free(r->unsent[i].m);
+            r->v.appends_inflight--;
+        }
+        want_refold(ctx, r, BACKOFF_MS);
+    }
+    r->n_unsent = 0;
 }
 
 static int send_call(struct tr_ctx *ctx, const tr_actor_id *actors, uint32_t type, const struct tr_run_action *a,
@@ -431,7 +474,23 @@ static int send_llm_call(struct tr_ctx *ctx, struct run_actor *r, const struct t
     return rv;
 }
 
+static void pump_actions(struct tr_ctx *ctx, struct run_actor *r);
+
 static void pump(struct tr_ctx *ctx, struct run_actor *r)
+{
+    pump_actions(ctx, r);
+    if (r->n_unsent > 0) {
+        if (r->stopping) { /* exiting: nothing more will be journaled from here */
+            for (uint32_t i = 0; i < r->n_unsent; i++)
+                tr_msg_free(r->unsent[i].m);
+            r->n_unsent = 0;
+        } else {
+            send_unsent(ctx, r);
+        }
+    }
+}
+
+static void pump_actions(struct tr_ctx *ctx, struct run_actor *r)
 {
     struct tr_run_action a;
 
@@ -473,7 +532,7 @@ static void pump(struct tr_ctx *ctx, struct run_actor *r)
             tr_run_action_free(&a);
             return;
         case TR_RUN_APPEND:
-            rv = send_append(ctx, r, &a);
+            rv = queue_append(r, &a);
             break;
         case TR_RUN_CALL_LLM:
             rv = send_llm_call(ctx, r, &a);
@@ -490,6 +549,8 @@ static void pump(struct tr_ctx *ctx, struct run_actor *r)
             break;
         }
         case TR_RUN_PROPOSE_EXPIRE: {
+            /* The state service sees this run's messages in the order decided. */
+            send_unsent(ctx, r);
             struct tr_msg *m = tr_msg_make(TR_MSG_STATE_PROPOSE, a.buf, (uint32_t)a.len);
             if ((rv = tr_request(ctx, r->env->state_actor, m, PROPOSE_TIMEOUT_MS, &r->propose_corr[a.call_index])))
                 tr_msg_free(m);

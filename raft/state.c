@@ -322,8 +322,13 @@ static void release_held(struct tr_ctx *ctx, struct tr_state *s)
     }
 }
 
+/* Answer the entries raft completed; if that freed room for another entry
+ * in flight, propose what is queued. Only then: an append that arrives must
+ * not push out the ones queued before it as an entry of their own (their
+ * FLUSH is coming, behind whatever else was sent with them). */
 static void drain_done(struct tr_ctx *ctx, struct tr_state *s)
 {
+    int completed = s->done_head != NULL;
     release_held(ctx, s);
     while (s->done_head != NULL) {
         struct entry *e = s->done_head;
@@ -341,7 +346,7 @@ static void drain_done(struct tr_ctx *ctx, struct tr_state *s)
         }
         answer(ctx, s, e);
     }
-    if (s->q_len > 0)
+    if (completed && s->q_len > 0)
         flush(ctx, s);
 }
 
@@ -485,11 +490,17 @@ static void flush(struct tr_ctx *ctx, struct tr_state *s)
     }
 }
 
+/* The FLUSH goes behind the scheduler's inbox (tr_tell_self_behind): a plain
+ * tell to itself would be handled in this very turn, before the scheduler
+ * drains its inbox again, so of a run's appends sent back to back from
+ * another thread (actors/run.c sends one pump's appends together) the first
+ * would get an entry of its own and the rest another one, queued behind the
+ * first's write. */
 static void schedule_flush(struct tr_ctx *ctx, struct tr_state *s)
 {
     if (s->flush_pending)
         return;
-    if (tr_tell(ctx, s->actor, MSG_FLUSH, NULL, 0) == TR_OK)
+    if (tr_tell_self_behind(ctx, MSG_FLUSH, NULL, 0) == TR_OK)
         s->flush_pending = 1;
     else
         flush(ctx, s); /* mailbox full: flush now rather than never */

@@ -272,6 +272,11 @@ TR_API int tr_send(struct tr_ctx *ctx, tr_actor_id to, struct tr_msg *msg);
 TR_API int tr_rt_send(struct tr_rt *rt, tr_actor_id to, struct tr_msg *msg);
 /* Copy data into a new message and send it; frees the copy on error. */
 TR_API int tr_tell(struct tr_ctx *ctx, tr_actor_id to, uint32_t type, const void *data, uint32_t len);
+/* tr_tell to this actor itself, delivered after every message that other
+ * threads have already sent to this scheduler (a plain tell to oneself is
+ * handled in the same turn, before the scheduler looks at its inbox again).
+ * For batching: "act once what others sent in the meantime is queued". */
+TR_API int tr_tell_self_behind(struct tr_ctx *ctx, uint32_t type, const void *data, uint32_t len);
 
 /* Keep msg past the end of receive; the actor frees it later (tr_msg_free). */
 TR_API void tr_msg_keep(struct tr_ctx *ctx, struct tr_msg *msg);

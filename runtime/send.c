@@ -6,7 +6,8 @@
  * Per sender->receiver FIFO holds because each path is FIFO and a sender is
  * on one thread: a local sender uses the direct path, except while the
  * target's spawn is itself still in the inbox, where it queues behind it
- * (and so do all local sends until those queued ones have drained).
+ * (and so do all local sends until those queued ones have drained), and
+ * except tr_tell_self_behind, which takes the inbox path on purpose.
  * Nothing here blocks or makes a syscall except the coalesced wakeup. */
 #include <string.h>
 
@@ -62,7 +63,7 @@ int tr__send(struct tr_rt *rt, tr_actor_id to, struct tr_msg *m, int capped)
     m->to = to;
     if (s == tr__tl_sched || rt->det) {
         a = sl->ptr;
-        if (a == NULL || s->via_inbox != 0) {
+        if (a == NULL || s->via_inbox != 0 || (m->flags & TR__MSGF_VIA)) {
             /* Its spawn is still in the inbox: queue behind it, and keep
              * later local sends behind this one until the inbox drains. */
             m->flags |= TR__MSGF_VIA;
@@ -123,6 +124,22 @@ int tr_tell(struct tr_ctx *ctx, tr_actor_id to, uint32_t type, const void *data,
     struct tr_msg *m = tr_msg_make(type, data, len);
     int rv = tr_send(ctx, to, m);
 
+    if (rv != TR_OK)
+        tr_msg_free(m);
+    return rv;
+}
+
+int tr_tell_self_behind(struct tr_ctx *ctx, uint32_t type, const void *data, uint32_t len)
+{
+    struct tr_msg *m = tr_msg_make(type, data, len);
+    int rv;
+
+    /* VIA asks tr__send for the inbox path; a send to oneself is always
+     * local, which that path (and the via_inbox count) requires. */
+    m->from = ctx->a->id;
+    m->corr = 0;
+    m->flags = TR__MSGF_VIA;
+    rv = tr__send(ctx->s->rt, ctx->a->id, m, 1);
     if (rv != TR_OK)
         tr_msg_free(m);
     return rv;

@@ -204,6 +204,74 @@ static void overheads(struct h_node *n, const char *id, uint64_t **v, size_t *nv
     json_decref(ev);
 }
 
+/* Where a step's time goes: the median gap (µs) between each pair of
+ * consecutive event types of the finished runs, the model's latency and the
+ * tool's duration taken out of the gaps that contain them. For people. */
+#define GAP_KINDS 16
+struct gaps {
+    char name[GAP_KINDS][64];
+    uint64_t *v[GAP_KINDS];
+    size_t n[GAP_KINDS], cap[GAP_KINDS];
+    int kinds;
+};
+
+static void gaps_add(struct gaps *g, const char *from, const char *to, int64_t us)
+{
+    char name[64];
+    int k;
+    snprintf(name, sizeof name, "%s>%s", from, to);
+    for (k = 0; k < g->kinds; k++)
+        if (!strcmp(g->name[k], name))
+            break;
+    if (k == g->kinds) {
+        if (k == GAP_KINDS)
+            return;
+        snprintf(g->name[k], sizeof g->name[k], "%s", name);
+        g->kinds++;
+    }
+    if (g->n[k] == g->cap[k]) {
+        g->cap[k] = g->cap[k] ? 2 * g->cap[k] : 256;
+        g->v[k] = realloc(g->v[k], g->cap[k] * sizeof *g->v[k]);
+    }
+    g->v[k][g->n[k]++] = us > 0 ? (uint64_t)us : 0;
+}
+
+static void gaps_of(struct h_node *n, const char *id, struct gaps *g)
+{
+    json_t *ev = h_get_events(n, id);
+    if (ev == NULL)
+        return;
+    const char *prev = NULL;
+    int64_t prev_t = 0;
+    for (size_t i = 0; i < json_array_size(ev); i++) {
+        json_t *e = json_array_get(ev, i);
+        const char *type = json_string_value(json_object_get(e, "type"));
+        int64_t t = ev_time(e);
+        if (prev != NULL) {
+            int64_t d = t - prev_t;
+            if (!strcmp(type, "llm.completed"))
+                d -= (int64_t)data_u64(e, "latency_us");
+            else if (!strcmp(type, "tool.completed"))
+                d -= (int64_t)data_u64(e, "duration_us");
+            gaps_add(g, prev, type, d);
+        }
+        prev = type;
+        prev_t = t;
+    }
+    json_decref(ev);
+}
+
+static void gaps_print(struct gaps *g)
+{
+    for (int k = 0; k < g->kinds; k++) {
+        qsort(g->v[k], g->n[k], sizeof *g->v[k], cmp_u64);
+        if (g->n[k] >= 20)
+            printf("  %-40s p50 %6.3f ms  p90 %6.3f ms  (%zu)\n", g->name[k],
+                   (double)g->v[k][g->n[k] / 2] / 1000, (double)g->v[k][g->n[k] * 9 / 10] / 1000, g->n[k]);
+        free(g->v[k]);
+    }
+}
+
 static char *create(struct h_node *n, const char *script_name, int max_steps)
 {
     char body[512];
@@ -295,8 +363,11 @@ int main(int argc, char **argv)
         }
         uint64_t *ov = NULL;
         size_t nov = 0, cov = 0;
+        struct gaps g = { 0 };
         for (int i = 0; i < total; i++) {
             overheads(&node, a_ids[i], &ov, &nov, &cov);
+            if (conc == 1)
+                gaps_of(&node, a_ids[i], &g);
             free(a_ids[i]);
         }
         free(a_ids);
@@ -306,6 +377,7 @@ int main(int argc, char **argv)
                conc, conc == 1 ? "" : "s", pass == 2 ? ", a read tool" : ", a write tool", nov, total, (double)pct(ov, nov, 0.5) / 1000,
                (double)pct(ov, nov, 0.9) / 1000, (double)pct(ov, nov, 0.99) / 1000,
                nov ? (double)ov[nov - 1] / 1000 : 0.0);
+        gaps_print(&g);
         if (pass == 0) {
             p50_1 = pct(ov, nov, 0.5);
             p99_1 = pct(ov, nov, 0.99);

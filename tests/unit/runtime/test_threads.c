@@ -830,10 +830,75 @@ static void test_send_to_fresh_spawn(void **st)
     tr_rt_shutdown(rt);
 }
 
+/* ---- tr_tell_self_behind ------------------------------------------------ */
+
+/* Round 1: the actor, on GO, waits until the test thread has sent DATA from
+ * outside (so DATA sits in the scheduler's inbox), then tells itself PING
+ * with tr_tell and MARK with tr_tell_self_behind. PING comes in the same
+ * turn, before DATA; MARK only after DATA. Round 2: nothing is pending, and
+ * a plain tell (HOLD) sent after MARK stays behind it. */
+struct behind {
+    atomic_int in_go, data_sent, round;
+    uint32_t order[8];
+    atomic_int n;
+};
+
+static int behind_rx(struct tr_ctx *ctx, void *state, struct tr_msg *m)
+{
+    struct behind *b = *(struct behind **)state;
+    int k = atomic_load(&b->n);
+    if (k < 8)
+        b->order[k] = m->type;
+    if (m->type == T_GO) {
+        atomic_store(&b->in_go, 1);
+        while (!atomic_load(&b->data_sent))
+            uv_sleep(1);
+        assert_int_equal(tr_tell(ctx, tr_self(ctx), T_PING, NULL, 0), TR_OK);
+        assert_int_equal(tr_tell_self_behind(ctx, T_MARK, NULL, 0), TR_OK);
+        if (atomic_load(&b->round) == 2)
+            assert_int_equal(tr_tell(ctx, tr_self(ctx), T_HOLD, NULL, 0), TR_OK);
+    }
+    atomic_store(&b->n, k + 1);
+    return 0;
+}
+
+static const struct tr_behavior behind_beh = { "behind", sizeof(void *), keep_arg_init, behind_rx, NULL };
+
+static void test_tell_self_behind(void **st)
+{
+    struct tr_rt *rt = rt_start(2);
+    static struct behind b;
+
+    memset(&b, 0, sizeof b);
+    atomic_store(&b.round, 1);
+    tr_actor_id id = spawn_on(rt, &behind_beh, &b, 0, 0, 0);
+    tell(rt, id, T_GO, NULL, 0);
+    WAIT_FOR(atomic_load(&b.in_go));
+    tell(rt, id, T_DATA, NULL, 0);
+    atomic_store(&b.data_sent, 1);
+    WAIT_FOR(atomic_load(&b.n) == 4);
+    assert_int_equal(b.order[0], T_GO);
+    assert_int_equal(b.order[1], T_PING); /* a plain tell to oneself: same turn */
+    assert_int_equal(b.order[2], T_DATA);
+    assert_int_equal(b.order[3], T_MARK);
+
+    memset(b.order, 0, sizeof b.order);
+    atomic_store(&b.round, 2);
+    atomic_store(&b.n, 0);
+    tell(rt, id, T_GO, NULL, 0);
+    WAIT_FOR(atomic_load(&b.n) == 4);
+    assert_int_equal(b.order[0], T_GO);
+    assert_int_equal(b.order[1], T_PING);
+    assert_int_equal(b.order[2], T_MARK);
+    assert_int_equal(b.order[3], T_HOLD);
+    tr_rt_shutdown(rt);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mailbox_order),
+        cmocka_unit_test(test_tell_self_behind),
         cmocka_unit_test(test_cross_thread_delivery),
         cmocka_unit_test(test_fairness),
         cmocka_unit_test(test_timers),
