@@ -13,7 +13,10 @@
  *   u<id>_<k>  as f0, with union field <id> holding its k-th member
  * Cases (one buffer each) are T.full (f0), T.absent, T.defaults and every
  * union member of T, for the tables declared in the schema; the root type's
- * cases carry the file identifier. */
+ * cases carry the file identifier. The C checks read every field twice,
+ * through the plain readers (N_T_f(t)) and through a view (N_T_view_f(&w)).
+ * The walkers (w_N_T, for the fuzz targets and interop_test) read every
+ * field of any verified buffer both ways and abort when the two differ. */
 #include "tools/fbgen/fbgen.h"
 
 #include <inttypes.h>
