@@ -13,8 +13,11 @@
  *  3. the tool server performed no effect twice (duplicates_performed = 0),
  *     each run was charged exactly once (balance), and every tool call in the
  *     journals completed exactly once;
- *  4. a key was re-sent only for a call in flight at a kill: its first
- *     receipt came before some kill and the resend after that kill;
+ *  4. a key was re-sent only for a call in flight at a kill: some kill came
+ *     after the call's tool.started was journaled and before its
+ *     tool.completed was, and the resend after that kill. (Journal times,
+ *     not the tool server's first receipt: under load the server may read a
+ *     request the node sent just before it was killed only after the kill.)
  *  5. the state digest after recovery equals the digest of the committed
  *     state: the same after another SIGKILL + restart, and the same when the
  *     store is deleted and rebuilt from the raft log alone.
@@ -278,8 +281,10 @@ static void test_crash_recovery(void **unused)
     /* 1. terminal, and succeeded. */
     assert_int_equal(done, n_runs);
 
-    /* 2 + 3: journals. */
+    /* 2 + 3: journals. Also when each call (by Idempotency-Key) was started
+     * and completed, for 4. */
     int succeeded = 0, tool_calls = 0;
+    json_t *call_start = json_object(), *call_end = json_object(), *call_key = json_object();
     for (int i = 0; i < n_runs; i++) {
         json_t *run = h_get_run(&node, ids[i]);
         assert_non_null(run);
@@ -301,6 +306,23 @@ static void test_crash_recovery(void **unused)
             const char *type = json_string_value(json_object_get(e, "type"));
             started += strcmp(type, "tool.started") == 0;
             completed += strcmp(type, "tool.completed") == 0;
+            json_t *d = json_object_get(e, "data");
+            const char *call_id = json_string_value(json_object_get(d, "call_id"));
+            char id_key[256];
+            snprintf(id_key, sizeof id_key, "%s/%s", ids[i], call_id != NULL ? call_id : "");
+            uint64_t et = parse_time_us(json_string_value(json_object_get(e, "time")));
+            if (strcmp(type, "tool.started") == 0) {
+                const char *key = json_string_value(json_object_get(d, "idempotency_key"));
+                assert_non_null(key);
+                assert_true(et > 0);
+                if (json_object_get(call_start, key) == NULL)
+                    json_object_set_new(call_start, key, json_integer((json_int_t)et));
+                json_object_set_new(call_key, id_key, json_string(key));
+            } else if (strcmp(type, "tool.completed") == 0) {
+                const char *key = json_string_value(json_object_get(call_key, id_key));
+                if (key != NULL && json_object_get(call_end, key) == NULL)
+                    json_object_set_new(call_end, key, json_integer((json_int_t)et));
+            }
         }
         assert_string_equal(json_string_value(json_object_get(json_array_get(ev, n - 1), "type")), terminal_type(st));
         assert_string_equal(json_string_value(json_object_get(json_array_get(ev, 0), "type")), "run.created");
@@ -330,7 +352,7 @@ static void test_crash_recovery(void **unused)
     assert_int_equal(balance, (json_int_t)AMOUNT * n_runs);
     h_resp_free(&st);
 
-    /* 4. every resend straddles a kill. */
+    /* 4. every resend is of a call in flight at a kill before it. */
     f = fopen(receipts, "r");
     assert_non_null(f);
     char line[1024];
@@ -348,19 +370,27 @@ static void test_crash_recovery(void **unused)
         } else {
             resent++;
             uint64_t t0 = (uint64_t)json_integer_value(json_object_get(first, key));
+            uint64_t started_at = (uint64_t)json_integer_value(json_object_get(call_start, key));
+            uint64_t ended_at = (uint64_t)json_integer_value(json_object_get(call_end, key));
             assert_true(t0 > 0);
-            int straddles = 0;
+            if (started_at == 0 || ended_at == 0)
+                fail_msg("key %s was re-sent but no tool.started/tool.completed carries it", key);
+            int in_flight = 0;
             for (int k = 0; k < n_kills; k++)
-                if (t0 <= kills[k] && kills[k] <= t)
-                    straddles = 1;
-            if (!straddles)
-                fail_msg("key %s re-sent at %llu with no kill since its first receipt at %llu", key,
-                         (unsigned long long)t, (unsigned long long)t0);
+                if (started_at <= kills[k] && kills[k] <= ended_at && kills[k] <= t)
+                    in_flight = 1;
+            if (!in_flight)
+                fail_msg("key %s re-sent at %llu (first receipt %llu) but in flight (%llu..%llu) at no kill before",
+                         key, (unsigned long long)t, (unsigned long long)t0, (unsigned long long)started_at,
+                         (unsigned long long)ended_at);
         }
         json_decref(j);
     }
     fclose(f);
     json_decref(first);
+    json_decref(call_start);
+    json_decref(call_end);
+    json_decref(call_key);
     fprintf(stderr, "crash: %d re-sent keys, each for a call in flight at a kill\n", resent);
 
     /* 5. digests: committed state == after kill+restart == rebuilt from the raft log. */
