@@ -55,36 +55,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_support.h"
 #include "harness.h"
 
 #define N 3
 
 static const char *script =
     "{\"model\": \"mock-gpt\", \"default\": \"ten\", \"scripts\": {"
-    " \"ten\": ["
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}]},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 2, \"b\": 3}}]},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 3, \"b\": 4}}]},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 4, \"b\": 5}}]},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 5, \"b\": 6}}]},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 6, \"b\": 7}}]},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 7, \"b\": 8}}]},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 8, \"b\": 9}}]},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 9, \"b\": 10}}]},"
-    "  {\"content\": \"The last sum was {{last_tool_result}}\"}"
-    " ],"
-    " \"tenread\": ["
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 1, \"b\": 2}}]},"
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 2, \"b\": 3}}]},"
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 3, \"b\": 4}}]},"
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 4, \"b\": 5}}]},"
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 5, \"b\": 6}}]},"
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 6, \"b\": 7}}]},"
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 7, \"b\": 8}}]},"
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 8, \"b\": 9}}]},"
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 9, \"b\": 10}}]},"
-    "  {\"content\": \"The last sum was {{last_tool_result}}\"}"
-    " ],"
+    BENCH_SCRIPT_TEN BENCH_SCRIPT_TENREAD
     " \"park\": ["
     "  {\"tool_calls\": [{\"name\": \"guarded\", \"arguments\": {\"note\": \"waits for a human\"}}]},"
     "  {\"content\": \"done\"}"
@@ -110,38 +88,6 @@ static char *loop_steps(int tool_ms)
 
 /* ---- small things ------------------------------------------------------------------ */
 
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int64_t pct(int64_t *v, size_t n, double p)
-{
-    if (n == 0)
-        return 0;
-    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
-    return v[i];
-}
-
-struct samples {
-    int64_t *v;
-    size_t n, cap;
-};
-
-static void push(struct samples *s, int64_t x)
-{
-    if (s->n == s->cap) {
-        s->cap = s->cap ? 2 * s->cap : 1024;
-        s->v = realloc(s->v, s->cap * sizeof *s->v);
-        if (s->v == NULL) {
-            perror("realloc");
-            exit(1);
-        }
-    }
-    s->v[s->n++] = x;
-}
-
 static int64_t wall_us(void)
 {
     struct timespec ts;
@@ -159,27 +105,6 @@ static int env_int(const char *name, int def)
 {
     const char *s = getenv(name);
     return s != NULL && *s ? atoi(s) : def;
-}
-
-/* An event's "time" (RFC 3339, UTC, up to µs) in µs since the epoch. */
-static int64_t ev_time(json_t *e)
-{
-    const char *s = json_string_value(json_object_get(e, "time"));
-    struct tm tm = { 0 };
-    long usec = 0;
-    if (s == NULL || sscanf(s, "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
-                            &tm.tm_sec) != 6)
-        return -1;
-    const char *dot = strchr(s, '.');
-    if (dot != NULL) {
-        size_t digits = strspn(dot + 1, "0123456789");
-        usec = strtol(dot + 1, NULL, 10);
-        for (size_t d = digits; d < 6; d++)
-            usec *= 10;
-    }
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    return (int64_t)timegm(&tm) * 1000000 + usec;
 }
 
 static const char *jstr(json_t *o, const char *k)
@@ -334,87 +259,16 @@ static json_t *tool_stats(const char *toolbase)
 
 /* ---- 1. step overhead ---------------------------------------------------------------- */
 
-/* Where a step's overhead goes: the gap between each pair of consecutive
- * events of a step, by pair of types (the model's latency and the tool's
- * duration taken out of the pairs that contain them). */
-#define MAX_GAPS 16
-static struct gap {
-    char name[64];
-    struct samples s;
-} gaps[MAX_GAPS];
-static int n_gaps;
-
-static void gap_add(const char *from, const char *to, int64_t us)
-{
-    char name[64];
-    snprintf(name, sizeof name, "%s -> %s", from, to);
-    int i;
-    for (i = 0; i < n_gaps; i++)
-        if (!strcmp(gaps[i].name, name))
-            break;
-    if (i == n_gaps) {
-        if (n_gaps == MAX_GAPS)
-            return;
-        snprintf(gaps[n_gaps++].name, sizeof gaps[0].name, "%s", name);
-    }
-    push(&gaps[i].s, us > 0 ? us : 0);
-}
-
-static void gaps_report(void)
-{
-    for (int i = 0; i < n_gaps; i++) {
-        struct samples *s = &gaps[i].s;
-        qsort(s->v, s->n, sizeof *s->v, cmp_i64);
-        printf("  %-40s %5zu gaps: p50 %.3f ms, p99 %.3f ms, max %.3f ms\n", gaps[i].name, s->n,
-               pct(s->v, s->n, 0.5) / 1000.0, pct(s->v, s->n, 0.99) / 1000.0, s->n ? s->v[s->n - 1] / 1000.0 : 0.0);
-        free(s->v);
-        memset(s, 0, sizeof *s);
-    }
-    n_gaps = 0;
-}
+/* Where a step's overhead goes, over the runs of one pass (bench_support.h). */
+static struct bench_gaps gaps;
 
 /* Overhead samples (µs) of one finished run. */
-static void overheads(int at, const char *id, struct samples *out)
+static void overheads(int at, const char *id, struct bench_samples *out)
 {
     json_t *ev = h_get_events(NODE(at), id);
     if (ev == NULL)
         return;
-    int64_t start = -1, llm_us = 0, tool_us = 0, prev_t = -1;
-    const char *prev_type = NULL;
-    for (size_t i = 0; i < json_array_size(ev); i++) {
-        json_t *e = json_array_get(ev, i);
-        const char *type = jstr(e, "type");
-        int64_t t = ev_time(e);
-        if (type == NULL)
-            continue;
-        if (prev_type != NULL && start >= 0) {
-            int64_t g = t - prev_t;
-            json_t *d = json_object_get(e, "data");
-            if (!strcmp(type, "llm.completed"))
-                g -= jint(d, "latency_us");
-            else if (!strcmp(type, "tool.completed"))
-                g -= jint(d, "duration_us");
-            gap_add(prev_type, type, g);
-        }
-        prev_type = type;
-        prev_t = t;
-        int boundary = !strcmp(type, "llm.requested") || !strcmp(type, "run.succeeded") || !strcmp(type, "run.failed");
-        if (boundary && start >= 0) {
-            int64_t o = t - start - llm_us - tool_us;
-            push(out, o > 0 ? o : 0);
-        }
-        json_t *d = json_object_get(e, "data");
-        if (!strcmp(type, "llm.requested")) {
-            start = t;
-            llm_us = tool_us = 0;
-        } else if (!strcmp(type, "llm.completed")) {
-            llm_us = jint(d, "latency_us");
-        } else if (!strcmp(type, "tool.completed")) {
-            int64_t dur = jint(d, "duration_us");
-            if (dur > tool_us)
-                tool_us = dur;
-        }
-    }
+    bench_step_overheads(ev, out, &gaps);
     json_decref(ev);
 }
 
@@ -458,12 +312,12 @@ static int steer(int leader, int target, char ***parked, int *n_parked)
 /* 50 (BENCH_STEP_RUNS) ten-step runs of `which` on `target`, one at a time;
  * every sample is also added to *all when it is not NULL. */
 static int step_pass(int leader, int target, const char *which, const char *label, const char *name,
-                     struct samples *all)
+                     struct bench_samples *all)
 {
     char **parked = NULL;
     int n_parked = 0, rc = 0;
     int total = env_int("BENCH_STEP_RUNS", 50);
-    struct samples s = { 0 };
+    struct bench_samples s = { 0 };
     if (steer(leader, target, &parked, &n_parked) != 0) {
         fprintf(stderr, "bench_cluster: could not steer placement to node %d\n", target + 1);
         return -1;
@@ -487,7 +341,7 @@ static int step_pass(int leader, int target, const char *which, const char *labe
         size_t before = s.n;
         overheads(leader, id, &s);
         for (size_t k = before; all != NULL && k < s.n; k++)
-            push(all, s.v[k]);
+            bench_push(all, s.v[k]);
         free(id);
     }
     for (int i = 0; i < n_parked; i++) {
@@ -496,14 +350,14 @@ static int step_pass(int leader, int target, const char *which, const char *labe
         free(parked[i]);
     }
     free(parked);
-    qsort(s.v, s.n, sizeof *s.v, cmp_i64);
+    bench_sort(&s);
     printf("step overhead, %s (node %d; %d parked runs steered placement): %zu steps of %d runs: "
            "p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms\n",
-           label, target + 1, n_parked, s.n, total, pct(s.v, s.n, 0.5) / 1000.0, pct(s.v, s.n, 0.9) / 1000.0,
-           pct(s.v, s.n, 0.99) / 1000.0, s.n ? s.v[s.n - 1] / 1000.0 : 0.0);
-    gaps_report();
-    printf("bench: cluster.step_overhead_p50_ms.%s %.3f ms\n", name, pct(s.v, s.n, 0.5) / 1000.0);
-    printf("bench: cluster.step_overhead_p99_ms.%s %.3f ms\n", name, pct(s.v, s.n, 0.99) / 1000.0);
+           label, target + 1, n_parked, s.n, total, bench_pct(&s, 0.5) / 1000.0, bench_pct(&s, 0.9) / 1000.0,
+           bench_pct(&s, 0.99) / 1000.0, s.n ? s.v[s.n - 1] / 1000.0 : 0.0);
+    bench_gaps_report(&gaps);
+    printf("bench: cluster.step_overhead_p50_ms.%s %.3f ms\n", name, bench_pct(&s, 0.5) / 1000.0);
+    printf("bench: cluster.step_overhead_p99_ms.%s %.3f ms\n", name, bench_pct(&s, 0.99) / 1000.0);
     fflush(stdout);
     free(s.v);
     return rc;
@@ -537,9 +391,9 @@ static int check_run(int at, struct watched *w)
             continue;
         if (!strcmp(type, "run.assigned") && jint(e, "epoch") > w->epoch0) {
             epoch = jint(e, "epoch");
-            w->assigned_us = ev_time(e);
+            w->assigned_us = bench_ev_time(e);
         } else if (epoch > 0 && jint(e, "epoch") == epoch) {
-            w->first_us = ev_time(e);
+            w->first_us = bench_ev_time(e);
             w->done = 1;
         }
     }
@@ -548,8 +402,8 @@ static int check_run(int at, struct watched *w)
 }
 
 struct fo_result {
-    struct samples first, assigned, worst;   /* µs from the kill */
-    struct samples resume;                   /* µs from run.assigned to the new owner's first event */
+    struct bench_samples first, assigned, worst;   /* µs from the kill */
+    struct bench_samples resume;                   /* µs from run.assigned to the new owner's first event */
     long long resends, runs, lost, dup, early;
     int trials;
 };
@@ -630,13 +484,13 @@ static int failover_trial(int victim, int leader, int n_runs, const char *toolba
             res->lost++;
             continue;
         }
-        push(&res->first, w[i].first_us - t_kill);
-        push(&res->assigned, w[i].assigned_us - t_kill);
-        push(&res->resume, w[i].first_us - w[i].assigned_us);
+        bench_push(&res->first, w[i].first_us - t_kill);
+        bench_push(&res->assigned, w[i].assigned_us - t_kill);
+        bench_push(&res->resume, w[i].first_us - w[i].assigned_us);
         if (w[i].first_us - t_kill > worst)
             worst = w[i].first_us - t_kill;
     }
-    push(&res->worst, worst);
+    bench_push(&res->worst, worst);
     res->runs += n_w;
     res->trials++;
 
@@ -669,25 +523,25 @@ static int failover_trial(int victim, int leader, int n_runs, const char *toolba
 static void report_failover(const char *name, const char *what, struct fo_result *r)
 {
     int trials = r->trials;
-    qsort(r->first.v, r->first.n, sizeof *r->first.v, cmp_i64);
-    qsort(r->assigned.v, r->assigned.n, sizeof *r->assigned.v, cmp_i64);
-    qsort(r->worst.v, r->worst.n, sizeof *r->worst.v, cmp_i64);
-    qsort(r->resume.v, r->resume.n, sizeof *r->resume.v, cmp_i64);
+    bench_sort(&r->first);
+    bench_sort(&r->assigned);
+    bench_sort(&r->worst);
+    bench_sort(&r->resume);
     printf("failover, %s killed: %d trials, %lld runs moved, %lld lost; per run, kill -> run.assigned p50 %.0f ms, "
            "p99 %.0f ms; run.assigned -> the new owner's first event p50 %.0f ms, p99 %.0f ms; kill -> the new owner's "
            "first event p50 %.0f ms, p99 %.0f ms, max %.0f ms; per trial, "
            "kill -> every run of the victim resumed p50 %.0f ms; %lld side effects re-sent in all "
            "(%.1f per trial), %lld performed twice; %lld runs ended before the kill\n",
-           what, trials, r->runs, r->lost, pct(r->assigned.v, r->assigned.n, 0.5) / 1000.0,
-           pct(r->assigned.v, r->assigned.n, 0.99) / 1000.0, pct(r->resume.v, r->resume.n, 0.5) / 1000.0,
-           pct(r->resume.v, r->resume.n, 0.99) / 1000.0, pct(r->first.v, r->first.n, 0.5) / 1000.0,
-           pct(r->first.v, r->first.n, 0.99) / 1000.0, r->first.n ? r->first.v[r->first.n - 1] / 1000.0 : 0.0,
-           pct(r->worst.v, r->worst.n, 0.5) / 1000.0, r->resends, trials ? (double)r->resends / trials : 0.0,
+           what, trials, r->runs, r->lost, bench_pct(&r->assigned, 0.5) / 1000.0,
+           bench_pct(&r->assigned, 0.99) / 1000.0, bench_pct(&r->resume, 0.5) / 1000.0,
+           bench_pct(&r->resume, 0.99) / 1000.0, bench_pct(&r->first, 0.5) / 1000.0,
+           bench_pct(&r->first, 0.99) / 1000.0, r->first.n ? r->first.v[r->first.n - 1] / 1000.0 : 0.0,
+           bench_pct(&r->worst, 0.5) / 1000.0, r->resends, trials ? (double)r->resends / trials : 0.0,
            r->dup, r->early);
-    printf("bench: cluster.%s_p50_ms %.0f ms\n", name, pct(r->first.v, r->first.n, 0.5) / 1000.0);
-    printf("bench: cluster.%s_p99_ms %.0f ms\n", name, pct(r->first.v, r->first.n, 0.99) / 1000.0);
-    printf("bench: cluster.%s_detect_p50_ms %.0f ms\n", name, pct(r->assigned.v, r->assigned.n, 0.5) / 1000.0);
-    printf("bench: cluster.%s_all_runs_p50_ms %.0f ms\n", name, pct(r->worst.v, r->worst.n, 0.5) / 1000.0);
+    printf("bench: cluster.%s_p50_ms %.0f ms\n", name, bench_pct(&r->first, 0.5) / 1000.0);
+    printf("bench: cluster.%s_p99_ms %.0f ms\n", name, bench_pct(&r->first, 0.99) / 1000.0);
+    printf("bench: cluster.%s_detect_p50_ms %.0f ms\n", name, bench_pct(&r->assigned, 0.5) / 1000.0);
+    printf("bench: cluster.%s_all_runs_p50_ms %.0f ms\n", name, bench_pct(&r->worst, 0.5) / 1000.0);
     printf("bench: cluster.%s_resent_per_trial %.1f effects\n", name, trials ? (double)r->resends / trials : 0.0);
     fflush(stdout);
     free(r->first.v);
@@ -765,17 +619,17 @@ int main(int argc, char **argv)
     /* The named figures: every write-tool step, leader- and follower-owned
      * runs together. */
     int follower = (leader + 1) % N;
-    struct samples all = { 0 };
+    struct bench_samples all = { 0 };
     if (step_pass(leader, leader, "ten", "leader-owned runs, a write tool", "leader_owned", &all) != 0 ||
         step_pass(leader, follower, "ten", "follower-owned runs, a write tool", "follower_owned", &all) != 0 ||
         step_pass(leader, follower, "tenread", "follower-owned runs, a read tool (no durable wait before the call)",
                   "follower_owned.read_tool", NULL) != 0)
         rc = 1;
     if (all.n > 0) {
-        qsort(all.v, all.n, sizeof *all.v, cmp_i64);
+        bench_sort(&all);
         printf("step overhead, write-tool steps of leader- and follower-owned runs together: %zu steps\n", all.n);
-        printf("bench: cluster.step_overhead_p50_ms %.3f ms\n", pct(all.v, all.n, 0.5) / 1000.0);
-        printf("bench: cluster.step_overhead_p99_ms %.3f ms\n", pct(all.v, all.n, 0.99) / 1000.0);
+        printf("bench: cluster.step_overhead_p50_ms %.3f ms\n", bench_pct(&all, 0.5) / 1000.0);
+        printf("bench: cluster.step_overhead_p99_ms %.3f ms\n", bench_pct(&all, 0.99) / 1000.0);
         fflush(stdout);
     }
     free(all.v);

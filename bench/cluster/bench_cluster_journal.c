@@ -62,6 +62,7 @@
 #include <sodium.h>
 
 #include "cluster/cluster.h"
+#include "bench_support.h"
 #include "harness.h"
 #include "raft/auth.h"
 #include "raft/raft.h"
@@ -115,53 +116,9 @@ struct appender {
     struct tr_fb_builder b;
 };
 
-static void build_event(struct appender *a, uint64_t seq, uint8_t **out, size_t *len)
-{
-    struct tr_fb_builder *b = &a->b;
-    char text[TR_RUN_ID_TEXT_LEN];
-    tr_fb_builder_reset(b);
-    tr_run_id_text(a->run_id, text);
-    static const char content[] =
-        "Thinking about the next step: the search returned three candidate documents; the second "
-        "one looks most relevant, so I will fetch it and summarise the key findings for the user.";
-    tr_fb_ref c = tr_fb_create_str(b, content);
-    tr_fb_ref model = tr_fb_create_str(b, "gpt-4o-mini");
-    troupe_journal_Usage_start(b);
-    troupe_journal_Usage_add_prompt_tokens(b, 1200);
-    troupe_journal_Usage_add_completion_tokens(b, 60);
-    troupe_journal_Usage_add_cost_micro_usd(b, 216);
-    tr_fb_ref u = troupe_journal_Usage_end(b);
-    troupe_journal_LlmCompleted_start(b);
-    troupe_journal_LlmCompleted_add_step(b, (uint32_t)seq);
-    troupe_journal_LlmCompleted_add_model(b, model);
-    troupe_journal_LlmCompleted_add_content(b, c);
-    troupe_journal_LlmCompleted_add_usage(b, u);
-    tr_fb_ref data = troupe_journal_LlmCompleted_end(b);
-    tr_fb_ref rid = tr_fb_create_str(b, text);
-    troupe_journal_Event_start(b);
-    troupe_journal_Event_add_seq(b, seq);
-    troupe_journal_Event_add_time_us(b, 1700000000000000LL + (int64_t)seq);
-    troupe_journal_Event_add_run_id(b, rid);
-    troupe_journal_Event_add_epoch(b, 1);
-    troupe_journal_Event_add_data_type(b, troupe_journal_Data_LlmCompleted);
-    troupe_journal_Event_add_data(b, data);
-    troupe_journal_Event_finish(b, troupe_journal_Event_end(b));
-    *out = (uint8_t *)tr_fb_builder_data(b, len);
-}
-
 static void send_append(struct tr_ctx *ctx, struct appender *a)
 {
-    uint8_t *ev;
-    size_t len;
-    build_event(a, a->next_seq, &ev, &len);
-    struct tr_msg *m = tr_msg_new(TR_MSG_STATE_APPEND, (uint32_t)(sizeof(struct tr_append_msg) + len));
-    struct tr_append_msg *am = (struct tr_append_msg *)m->data;
-    am->run_id = a->run_id;
-    am->epoch = 1;
-    am->seq = a->next_seq;
-    am->len = (uint32_t)len;
-    am->blob_len = 0;
-    memcpy(am->event, ev, len);
+    struct tr_msg *m = bench_append_msg(&a->b, a->run_id, a->next_seq);
     uint64_t corr;
     if (tr_request(ctx, tr_state_actor(state), m, 30000, &corr) != TR_OK) {
         tr_msg_free(m);

@@ -26,63 +26,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_support.h"
 #include "harness.h"
 
 static const char *script =
     "{\"model\": \"mock-gpt\", \"default\": \"ten\", \"scripts\": {"
-    " \"ten\": ["
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}]},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 2, \"b\": 3}}]},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 3, \"b\": 4}}]},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 4, \"b\": 5}}]},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 5, \"b\": 6}}]},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 6, \"b\": 7}}]},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 7, \"b\": 8}}]},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 8, \"b\": 9}}]},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 9, \"b\": 10}}]},"
-    "  {\"content\": \"The last sum was {{last_tool_result}}\"}"
-    " ],"
-    " \"tenread\": ["
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 1, \"b\": 2}}]},"
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 2, \"b\": 3}}]},"
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 3, \"b\": 4}}]},"
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 4, \"b\": 5}}]},"
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 5, \"b\": 6}}]},"
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 6, \"b\": 7}}]},"
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 7, \"b\": 8}}]},"
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 8, \"b\": 9}}]},"
-    "  {\"tool_calls\": [{\"name\": \"lookup\", \"arguments\": {\"a\": 9, \"b\": 10}}]},"
-    "  {\"content\": \"The last sum was {{last_tool_result}}\"}"
-    " ],"
-    " \"tenslow\": ["
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}], \"delay_ms\": 20},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 2, \"b\": 3}}], \"delay_ms\": 20},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 3, \"b\": 4}}], \"delay_ms\": 20},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 4, \"b\": 5}}], \"delay_ms\": 20},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 5, \"b\": 6}}], \"delay_ms\": 20},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 6, \"b\": 7}}], \"delay_ms\": 20},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 7, \"b\": 8}}], \"delay_ms\": 20},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 8, \"b\": 9}}], \"delay_ms\": 20},"
-    "  {\"tool_calls\": [{\"name\": \"add\", \"arguments\": {\"a\": 9, \"b\": 10}}], \"delay_ms\": 20},"
-    "  {\"content\": \"The last sum was {{last_tool_result}}\", \"delay_ms\": 20}"
-    " ],"
+    BENCH_SCRIPT_TEN BENCH_SCRIPT_TENREAD BENCH_SCRIPT_TENSLOW
     " \"long\": ["
     "  {\"tool_calls\": [{\"name\": \"echo\", \"arguments\": {\"note\": \"step {{step}}\"}}], \"repeat\": true}"
     " ]}}";
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static uint64_t pct(uint64_t *v, size_t n, double p)
-{
-    if (n == 0)
-        return 0;
-    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
-    return v[i];
-}
 
 /* utime + stime of pid in ms. */
 static double cpu_ms(pid_t pid)
@@ -154,135 +106,15 @@ static const char *run_status(struct h_node *n, const char *id, json_t **keep)
     return j != NULL ? json_string_value(json_object_get(j, "status")) : NULL;
 }
 
-static int64_t ev_time(json_t *e)
-{
-    /* "time" is RFC 3339 with µs; parse it */
-    const char *s = json_string_value(json_object_get(e, "time"));
-    struct tm tm = { 0 };
-    long usec = 0;
-    if (s == NULL || sscanf(s, "%d-%d-%dT%d:%d:%d.%ldZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-                            &tm.tm_min, &tm.tm_sec, &usec) < 6)
-        return -1;
-    /* fractional digits may be fewer than 6 */
-    const char *dot = strchr(s, '.');
-    if (dot != NULL) {
-        size_t digits = strspn(dot + 1, "0123456789");
-        for (size_t d = digits; d < 6; d++)
-            usec *= 10;
-    }
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    return (int64_t)timegm(&tm) * 1000000 + usec;
-}
-
-static uint64_t data_u64(json_t *e, const char *key)
-{
-    return (uint64_t)json_integer_value(json_object_get(json_object_get(e, "data"), key));
-}
-
-/* Overhead samples (µs) of one finished run, appended to v. */
-static void overheads(struct h_node *n, const char *id, uint64_t **v, size_t *nv, size_t *cap)
+/* Step overheads (µs) of one finished run, added to out; its gaps to g when
+ * g is not NULL. */
+static void overheads(struct h_node *n, const char *id, struct bench_samples *out, struct bench_gaps *g)
 {
     json_t *ev = h_get_events(n, id);
     if (ev == NULL)
         return;
-    size_t len = json_array_size(ev);
-    int64_t start = -1;
-    uint64_t llm_us = 0, tool_us = 0;
-    for (size_t i = 0; i < len; i++) {
-        json_t *e = json_array_get(ev, i);
-        const char *type = json_string_value(json_object_get(e, "type"));
-        int64_t t = ev_time(e);
-        int boundary = !strcmp(type, "llm.requested") || !strcmp(type, "run.succeeded") || !strcmp(type, "run.failed");
-        if (boundary && start >= 0) {
-            int64_t span = t - start;
-            int64_t o = span - (int64_t)llm_us - (int64_t)tool_us;
-            if (*nv == *cap) {
-                *cap = *cap ? 2 * *cap : 1024;
-                *v = realloc(*v, *cap * sizeof **v);
-            }
-            (*v)[(*nv)++] = o > 0 ? (uint64_t)o : 0;
-        }
-        if (!strcmp(type, "llm.requested")) {
-            start = t;
-            llm_us = tool_us = 0;
-        } else if (!strcmp(type, "llm.completed")) {
-            llm_us = data_u64(e, "latency_us");
-        } else if (!strcmp(type, "tool.completed")) {
-            uint64_t d = data_u64(e, "duration_us");
-            if (d > tool_us)
-                tool_us = d; /* parallel calls overlap: the longest */
-        }
-    }
+    bench_step_overheads(ev, out, g);
     json_decref(ev);
-}
-
-/* Where a step's time goes: the median gap (µs) between each pair of
- * consecutive event types of the finished runs, the model's latency and the
- * tool's duration taken out of the gaps that contain them. For people. */
-#define GAP_KINDS 16
-struct gaps {
-    char name[GAP_KINDS][64];
-    uint64_t *v[GAP_KINDS];
-    size_t n[GAP_KINDS], cap[GAP_KINDS];
-    int kinds;
-};
-
-static void gaps_add(struct gaps *g, const char *from, const char *to, int64_t us)
-{
-    char name[64];
-    int k;
-    snprintf(name, sizeof name, "%s>%s", from, to);
-    for (k = 0; k < g->kinds; k++)
-        if (!strcmp(g->name[k], name))
-            break;
-    if (k == g->kinds) {
-        if (k == GAP_KINDS)
-            return;
-        snprintf(g->name[k], sizeof g->name[k], "%s", name);
-        g->kinds++;
-    }
-    if (g->n[k] == g->cap[k]) {
-        g->cap[k] = g->cap[k] ? 2 * g->cap[k] : 256;
-        g->v[k] = realloc(g->v[k], g->cap[k] * sizeof *g->v[k]);
-    }
-    g->v[k][g->n[k]++] = us > 0 ? (uint64_t)us : 0;
-}
-
-static void gaps_of(struct h_node *n, const char *id, struct gaps *g)
-{
-    json_t *ev = h_get_events(n, id);
-    if (ev == NULL)
-        return;
-    const char *prev = NULL;
-    int64_t prev_t = 0;
-    for (size_t i = 0; i < json_array_size(ev); i++) {
-        json_t *e = json_array_get(ev, i);
-        const char *type = json_string_value(json_object_get(e, "type"));
-        int64_t t = ev_time(e);
-        if (prev != NULL) {
-            int64_t d = t - prev_t;
-            if (!strcmp(type, "llm.completed"))
-                d -= (int64_t)data_u64(e, "latency_us");
-            else if (!strcmp(type, "tool.completed"))
-                d -= (int64_t)data_u64(e, "duration_us");
-            gaps_add(g, prev, type, d);
-        }
-        prev = type;
-        prev_t = t;
-    }
-    json_decref(ev);
-}
-
-static void gaps_print(struct gaps *g)
-{
-    for (int k = 0; k < g->kinds; k++) {
-        qsort(g->v[k], g->n[k], sizeof *g->v[k], cmp_u64);
-        if (g->n[k] >= 20)
-            printf("  %-40s p50 %6.3f ms  p90 %6.3f ms  (%zu)\n", g->name[k],
-                   (double)g->v[k][g->n[k] / 2] / 1000, (double)g->v[k][g->n[k] * 9 / 10] / 1000, g->n[k]);
-        free(g->v[k]);
-    }
 }
 
 static char *create(struct h_node *n, const char *script_name, int max_steps)
@@ -339,7 +171,7 @@ int main(int argc, char **argv)
      * named figures). Then ten at a time: on this 2-core machine the node,
      * the mock model, the tool server and this driver share the cores, so
      * the extra figures include queueing behind other runs' work. */
-    uint64_t p50_1 = 0, p99_1 = 0;
+    double p50_1 = 0, p99_1 = 0;
     /* Pass 3: the write tool again, the model answering after 20 ms (every
      * real model takes longer): the previous entry of the step (tool.completed
      * + llm.requested) is written while the model thinks, as in production,
@@ -379,43 +211,34 @@ int main(int argc, char **argv)
                 }
             }
         }
-        uint64_t *ov = NULL;
-        size_t nov = 0, cov = 0;
-        struct gaps g = { 0 };
+        struct bench_samples ov = { 0 };
+        struct bench_gaps g = { 0 };
         for (int i = 0; i < total; i++) {
-            overheads(&node, a_ids[i], &ov, &nov, &cov);
-            if (conc == 1)
-                gaps_of(&node, a_ids[i], &g);
+            overheads(&node, a_ids[i], &ov, conc == 1 ? &g : NULL);
             free(a_ids[i]);
         }
         free(a_ids);
-        qsort(ov, nov, sizeof *ov, cmp_u64);
+        bench_sort(&ov);
+        double p50 = bench_pct(&ov, 0.5) / 1000.0, p99 = bench_pct(&ov, 0.99) / 1000.0;
         printf("step overhead, %d run%s at a time%s: %zu steps of %d runs: p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, "
                "max %.3f ms\n",
                conc, conc == 1 ? "" : "s",
                pass == 2 ? ", a read tool" : pass == 3 ? ", a write tool, the model answering after 20 ms" : ", a write tool",
-               nov, total, (double)pct(ov, nov, 0.5) / 1000,
-               (double)pct(ov, nov, 0.9) / 1000, (double)pct(ov, nov, 0.99) / 1000,
-               nov ? (double)ov[nov - 1] / 1000 : 0.0);
-        gaps_print(&g);
-        if (pass == 0) {
-            p50_1 = pct(ov, nov, 0.5);
-            p99_1 = pct(ov, nov, 0.99);
-        } else if (pass == 3) {
-            printf("bench: run.step_overhead_p50_ms.model_20ms %.3f ms\n", (double)pct(ov, nov, 0.5) / 1000);
-            printf("bench: run.step_overhead_p99_ms.model_20ms %.3f ms\n", (double)pct(ov, nov, 0.99) / 1000);
-        } else if (pass == 2) {
-            /* Read tools run without waiting for tool.started's ack. */
-            printf("bench: run.step_overhead_p50_ms.read_tool %.3f ms\n", (double)pct(ov, nov, 0.5) / 1000);
-            printf("bench: run.step_overhead_p99_ms.read_tool %.3f ms\n", (double)pct(ov, nov, 0.99) / 1000);
+               ov.n, total, p50, bench_pct(&ov, 0.9) / 1000.0, p99, ov.n ? ov.v[ov.n - 1] / 1000.0 : 0.0);
+        bench_gaps_report(&g);
+        const char *suffix = pass == 1 ? ".10_runs" : pass == 2 ? ".read_tool" : pass == 3 ? ".model_20ms" : NULL;
+        if (suffix == NULL) {
+            p50_1 = p50;
+            p99_1 = p99;
         } else {
-            printf("bench: run.step_overhead_p50_ms.10_runs %.3f ms\n", (double)pct(ov, nov, 0.5) / 1000);
-            printf("bench: run.step_overhead_p99_ms.10_runs %.3f ms\n", (double)pct(ov, nov, 0.99) / 1000);
+            /* read_tool: no wait for tool.started's ack before the call. */
+            printf("bench: run.step_overhead_p50_ms%s %.3f ms\n", suffix, p50);
+            printf("bench: run.step_overhead_p99_ms%s %.3f ms\n", suffix, p99);
         }
-        free(ov);
+        bench_samples_free(&ov);
     }
-    printf("bench: run.step_overhead_p50_ms %.3f ms\n", (double)p50_1 / 1000);
-    printf("bench: run.step_overhead_p99_ms %.3f ms\n", (double)p99_1 / 1000);
+    printf("bench: run.step_overhead_p50_ms %.3f ms\n", p50_1);
+    printf("bench: run.step_overhead_p99_ms %.3f ms\n", p99_1);
     fflush(stdout);
 
     /* ---- 2. 1,000 runs in flight ----------------------------------------------- */
