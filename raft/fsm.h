@@ -1,5 +1,6 @@
 /* Private to raft/: the FSM that applies committed commands to the store,
- * and the codec of the records it keeps. */
+ * and the codec of the records it keeps. cluster/ uses only the read-only
+ * placement and rebalancing section at the end, on raft's thread. */
 #ifndef TR_RAFT_FSM_H
 #define TR_RAFT_FSM_H
 
@@ -147,6 +148,34 @@ void tr_fsm_snap_stats(struct tr_fsm *f, struct tr_fsm_snap_stats *out);
 int tr_fsm_node_load(struct tr_fsm *f, uint64_t id, uint32_t *active, uint32_t *capacity, int8_t *state);
 /* The smallest registered node id above `after` (0 to start); 0 at the end. */
 uint64_t tr_fsm_node_next(struct tr_fsm *f, uint64_t after);
+/* Of node id's active runs, how many are still in status Queued (no owner
+ * append yet); 0 for an unknown node or when the index cannot be built. */
+uint32_t tr_fsm_node_queued(struct tr_fsm *f, uint64_t id);
+
+/* ---- rebalancing queued runs (the cluster leader, raft's thread) ----
+ * A run placed on a full node waits there `queued`; when another Up node has
+ * room, the leader moves it with RunReassign{only_if_queued} (rules at the
+ * top of raft/fsm_nodes.c). tr_fsm_rebalance_plan proposes nothing itself:
+ * it fills out[0..cap) with moves, oldest run first, each against the run's
+ * current owner and epoch (epoch is the new one: current + 1), leaving out
+ * the runs of `pending` (moves proposed and not answered yet, whose `to`
+ * already counts as taken room and whose `from` as given up). Receivers are
+ * Up nodes with room for which may_receive(ud, id) is nonzero (NULL: all);
+ * donors are Up nodes with more active runs than their capacity, and give
+ * only the queued runs beyond it (their owner admits the oldest ones
+ * itself). Returns the number of moves. */
+struct tr_fsm_move {
+    uint64_t run_id;
+    uint64_t from;
+    uint64_t to;
+    uint64_t epoch;
+};
+uint32_t tr_fsm_rebalance_plan(struct tr_fsm *f, const struct tr_fsm_move *pending, uint32_t n_pending,
+                               int (*may_receive)(void *ud, uint64_t node), void *ud, struct tr_fsm_move *out,
+                               uint32_t cap);
+/* The FSM raft applies through (what tr_fsm_new returned to raft), for the
+ * cluster module on raft's thread; NULL when raft is not driving one. */
+struct tr_fsm *tr_fsm_of_raft(struct raft *r);
 
 /* Apply one Command buffer at raft index `index` (what fsm->apply does; also
  * the seam for tests without raft). */

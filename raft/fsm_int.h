@@ -27,6 +27,7 @@ struct fsm_node_load {
     uint64_t id;
     uint32_t capacity;          /* 0 = unlimited */
     uint32_t active;            /* non-terminal runs it owns */
+    uint32_t queued;            /* of those, still in status Queued (no owner append yet) */
     int8_t state;               /* troupe_state_NodeState_*; FSM_NODE_UNREGISTERED */
 };
 #define FSM_NODE_UNREGISTERED ((int8_t)-1)
@@ -37,6 +38,8 @@ struct fsm_load {
     uint32_t n_nodes, cap_nodes;
     uint64_t *run_keys;         /* run_cap slots; 0 = empty */
     uint64_t *run_owners;
+    int64_t *run_created;       /* the run's created_at_us (rebalancing: oldest first) */
+    uint8_t *run_queued;        /* 1 while its status is Queued */
     uint32_t run_cap;           /* power of two, or 0 */
     uint32_t n_active;
 };
@@ -149,6 +152,10 @@ void fsm_load_sync_run(struct tr_fsm *f, const struct run_rec *r);
 uint64_t fsm_load_pick(struct tr_fsm *f, uint64_t exclude);
 /* Number of registered nodes (any state). The index must be valid. */
 uint32_t fsm_load_registered(struct tr_fsm *f);
+/* Rebalancing guard (RunReassign with only_if_queued): true when `from` is
+ * Up and still holds more active runs than its capacity (> 0), and `to` is
+ * another Up node with room (capacity 0, or active < capacity). */
+bool fsm_load_may_rebalance(struct tr_fsm *f, uint64_t from, uint64_t to);
 
 /* Read a record from the store into a tr_malloc'd buffer; TR_ENOTFOUND. */
 int fsm_get(struct tr_fsm *f, enum tr_cf cf, const void *key, size_t klen, void **val, size_t *vlen);

@@ -34,9 +34,26 @@
  * FSM_MOVES_MAX runs (see there): the same command proposed again moves the
  * rest (NodeDown/NodeDrain of a node already in that state do just that).
  *
+ * Rebalancing (tr_fsm_rebalance_plan, read-only; the cluster leader proposes
+ * what it returns as RunReassign{only_if_queued}, which fsm_runs.c checks
+ * again at apply time). Queued runs move from a full node to one with room:
+ *   - a receiver is an Up node with room: capacity 0, or active (queued runs
+ *     included) plus the moves to it still pending below its capacity;
+ *   - a donor is an Up node with active > capacity > 0; of its runs still in
+ *     status Queued, sorted oldest first (created_at, then run id), its run
+ *     manager starts the first queued - min(queued, active - capacity)
+ *     itself, and only the ones after those may move (less the pending ones);
+ *   - the candidates of every donor go oldest first, each to the receiver
+ *     placement would pick (the order of fsm_load_pick over the receivers,
+ *     counting the moves planned so far), until no receiver has room.
+ * Since active counts queued runs, a move never takes a receiver past its
+ * capacity and a donor only gives runs beyond its own: a moved run never
+ * makes its new owner a donor, so runs do not travel back and forth.
+ *
  * The load index (struct fsm_load). Placement needs, for every node, its
  * state, capacity and active-run count; failover needs the active runs of one
- * node. Both are derived from the store and kept in memory: node records and
+ * node, and rebalancing the queued ones (status Queued, created_at) of each.
+ * All are derived from the store and kept in memory: node records and
  * a scan of the whole runs family, read the first time the index is needed
  * after the FSM is created, after a snapshot restore and after a failed
  * commit. From then on every applied change keeps it current: run creation,
@@ -154,30 +171,43 @@ static void runs_grow(struct fsm_load *l)
 {
     uint32_t old_cap = l->run_cap;
     uint64_t *old_keys = l->run_keys, *old_owners = l->run_owners;
+    int64_t *old_created = l->run_created;
+    uint8_t *old_queued = l->run_queued;
     l->run_cap = old_cap ? 2 * old_cap : 64;
     l->run_keys = tr_calloc(l->run_cap, sizeof *l->run_keys);
     l->run_owners = tr_calloc(l->run_cap, sizeof *l->run_owners);
+    l->run_created = tr_calloc(l->run_cap, sizeof *l->run_created);
+    l->run_queued = tr_calloc(l->run_cap, sizeof *l->run_queued);
     for (uint32_t i = 0; i < old_cap; i++) {
         if (old_keys[i] == 0)
             continue;
         uint32_t h = run_slot_of(l, old_keys[i]);
         l->run_keys[h] = old_keys[i];
         l->run_owners[h] = old_owners[i];
+        l->run_created[h] = old_created[i];
+        l->run_queued[h] = old_queued[i];
     }
     tr_free(old_keys);
     tr_free(old_owners);
+    tr_free(old_created);
+    tr_free(old_queued);
 }
 
-/* Record active run `key` owned by `owner` (not present yet). */
-static void run_insert(struct fsm_load *l, uint64_t key, uint64_t owner)
+/* Record active run `key` owned by `owner` (not present yet); `queued`
+ * while its status is Queued. */
+static void run_insert(struct fsm_load *l, uint64_t key, uint64_t owner, bool queued, int64_t created_us)
 {
     if (2 * ((uint64_t)l->n_active + 1) > l->run_cap)
         runs_grow(l);
     uint32_t h = run_slot_of(l, key);
     l->run_keys[h] = key;
     l->run_owners[h] = owner;
+    l->run_created[h] = created_us;
+    l->run_queued[h] = queued;
     l->n_active++;
-    node_get(l, owner)->active++;
+    struct fsm_node_load *n = node_get(l, owner);
+    n->active++;
+    n->queued += queued;
 }
 
 /* Forget the active run in slot h: backward-shift deletion keeps every probe
@@ -188,6 +218,7 @@ static void run_erase(struct fsm_load *l, uint32_t h)
     struct fsm_node_load *n = node_find(l, l->run_owners[h]);
     if (n != NULL) {
         n->active--;
+        n->queued -= l->run_queued[h];
         node_tidy(l, n);
     }
     l->run_keys[h] = 0;
@@ -204,6 +235,8 @@ static void run_erase(struct fsm_load *l, uint32_t h)
             continue;
         l->run_keys[hole] = l->run_keys[j];
         l->run_owners[hole] = l->run_owners[j];
+        l->run_created[hole] = l->run_created[j];
+        l->run_queued[hole] = l->run_queued[j];
         l->run_keys[j] = 0;
         hole = j;
     }
@@ -215,14 +248,15 @@ void fsm_load_sync_run(struct tr_fsm *f, const struct run_rec *r)
     if (!l->valid || r->key == 0)
         return;
     bool want = !tr_run_status_terminal(r->status);
+    bool queued = r->status == troupe_journal_RunStatus_Queued;
     uint32_t h = l->run_cap ? run_slot_of(l, r->key) : 0;
     bool have = l->run_cap && l->run_keys[h] == r->key;
-    if (have && want && l->run_owners[h] == r->owner_node)
+    if (have && want && l->run_owners[h] == r->owner_node && l->run_queued[h] == queued)
         return;
     if (have)
         run_erase(l, h);
     if (want)
-        run_insert(l, r->key, r->owner_node);
+        run_insert(l, r->key, r->owner_node, queued, r->created_at_us);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -270,6 +304,8 @@ void fsm_load_free(struct tr_fsm *f)
     tr_free(l->nodes);
     tr_free(l->run_keys);
     tr_free(l->run_owners);
+    tr_free(l->run_created);
+    tr_free(l->run_queued);
     memset(l, 0, sizeof *l);
 }
 
@@ -324,8 +360,10 @@ static int scan_runs(struct tr_fsm *f, struct tr_err *err)
         struct tr_fb_str rid = r != NULL ? troupe_state_Run_run_id(r) : (struct tr_fb_str){ 0 };
         if (r == NULL || tr_run_id_from_text(rid.ptr, rid.len, &id) != TR_OK || id != k)
             continue; /* invariant 3: fsm_run_get logs it when it is read */
-        if (!tr_run_status_terminal(troupe_state_Run_status(r)))
-            run_insert(&f->load, k, troupe_state_Run_owner_node(r));
+        int8_t status = troupe_state_Run_status(r);
+        if (!tr_run_status_terminal(status))
+            run_insert(&f->load, k, troupe_state_Run_owner_node(r), status == troupe_journal_RunStatus_Queued,
+                       troupe_state_Run_created_at_us(r));
     }
     tr_store_iter_close(it);
     return rv < 0 ? rv : TR_OK;
@@ -406,6 +444,212 @@ uint32_t fsm_load_registered(struct tr_fsm *f)
         if (f->load.nodes[i].state != FSM_NODE_UNREGISTERED)
             n++;
     return n;
+}
+
+/* ---- rebalancing queued runs ---------------------------------------------------------- */
+
+bool fsm_load_may_rebalance(struct tr_fsm *f, uint64_t from, uint64_t to)
+{
+    if (from == to || fsm_load_ensure(f) != TR_OK)
+        return false;
+    const struct fsm_node_load *a = node_find(&f->load, from), *b = node_find(&f->load, to);
+    return a != NULL && b != NULL && a->state == troupe_state_NodeState_Up && a->capacity > 0 &&
+           a->active > a->capacity && b->state == troupe_state_NodeState_Up &&
+           (b->capacity == 0 || b->active < b->capacity);
+}
+
+/* One node's part in a plan (indexes parallel to f->load.nodes). */
+struct rb_node {
+    uint32_t in, out;           /* pending moves to / from it */
+    uint32_t assigned;          /* moves to it in this plan */
+    uint32_t room;              /* receiver: runs it may still take */
+    uint32_t keep, give;        /* donor: queued runs its owner admits itself; runs to give */
+    bool receiver, donor;
+};
+
+struct rb_run {
+    uint64_t key, owner;
+    int64_t created;
+};
+
+/* Oldest first; equal times in run-id order. */
+static int rb_age_cmp(const struct rb_run *x, const struct rb_run *y)
+{
+    if (x->created != y->created)
+        return x->created < y->created ? -1 : 1;
+    return x->key < y->key ? -1 : x->key > y->key;
+}
+
+static int rb_by_owner(const void *a, const void *b)
+{
+    const struct rb_run *x = a, *y = b;
+    if (x->owner != y->owner)
+        return x->owner < y->owner ? -1 : 1;
+    return rb_age_cmp(x, y);
+}
+
+static int rb_by_age(const void *a, const void *b)
+{
+    return rb_age_cmp(a, b);
+}
+
+static bool rb_pending(const struct tr_fsm_move *p, uint32_t n, uint64_t key)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (p[i].run_id == key)
+            return true;
+    return false;
+}
+
+/* The index in f->load.nodes of node id, or n_nodes. */
+static uint32_t rb_index(const struct fsm_load *l, uint64_t id)
+{
+    uint32_t i = node_lower(l, id);
+    return i < l->n_nodes && l->nodes[i].id == id ? i : l->n_nodes;
+}
+
+/* The run's current epoch when the store's record agrees with the index
+ * (owned by `owner`, status Queued); 0 otherwise (logged). */
+static uint64_t rb_queued_epoch(struct tr_fsm *f, uint64_t key, uint64_t owner)
+{
+    unsigned char k[8];
+    void *val = NULL;
+    size_t vlen = 0;
+    tr_run_key(key, k);
+    struct tr_err err = { 0 };
+    int rv = tr_store_get(f->store, NULL, TR_CF_RUNS, k, sizeof k, &val, &vlen, &err);
+    if (rv != TR_OK) {
+        tr_log(TR_LOG_ERROR, "fsm: rebalancing: run %016llx: %s", (unsigned long long)key,
+               rv == TR_ENOTFOUND ? "no record" : err.msg);
+        return 0;
+    }
+    struct tr_fb_error ferr;
+    const struct troupe_state_Run *r = troupe_state_Run_verify_as_root(val, vlen, &ferr);
+    uint64_t epoch = 0;
+    if (r != NULL && troupe_state_Run_owner_node(r) == owner &&
+        troupe_state_Run_status(r) == troupe_journal_RunStatus_Queued)
+        epoch = troupe_state_Run_epoch(r);
+    else
+        tr_log(TR_LOG_ERROR, "fsm: rebalancing: the load index is out of line for run %016llx",
+               (unsigned long long)key);
+    tr_free(val);
+    return epoch;
+}
+
+uint32_t tr_fsm_rebalance_plan(struct tr_fsm *f, const struct tr_fsm_move *pending, uint32_t n_pending,
+                               int (*may_receive)(void *ud, uint64_t node), void *ud, struct tr_fsm_move *out,
+                               uint32_t cap)
+{
+    if (cap == 0 || fsm_load_ensure(f) != TR_OK)
+        return 0;
+    struct fsm_load *l = &f->load;
+    uint32_t nn = l->n_nodes;
+    if (nn < 2)
+        return 0;
+    struct rb_node *rb = tr_calloc(nn, sizeof *rb);
+    for (uint32_t i = 0; i < n_pending; i++) {
+        uint32_t a = rb_index(l, pending[i].from), b = rb_index(l, pending[i].to);
+        if (a < nn)
+            rb[a].out++;
+        if (b < nn)
+            rb[b].in++;
+    }
+
+    /* Receivers and donors, from the counters alone: most ticks end here. */
+    uint64_t room_total = 0, give_total = 0, queued_total = 0;
+    uint32_t cmax = 1;
+    for (uint32_t i = 0; i < nn; i++) {
+        const struct fsm_node_load *n = &l->nodes[i];
+        struct rb_node *x = &rb[i];
+        if (n->state != troupe_state_NodeState_Up)
+            continue;
+        uint64_t load = (uint64_t)n->active + x->in;
+        if (n->capacity == 0 || load < n->capacity) {
+            if (may_receive != NULL && !may_receive(ud, n->id))
+                continue;
+            x->receiver = true;
+            x->room = n->capacity == 0 ? UINT32_MAX : (uint32_t)(n->capacity - load);
+            room_total += x->room;
+            if (n->capacity > cmax)
+                cmax = n->capacity;
+        } else if (n->active > n->capacity && n->queued > 0) {
+            uint32_t beyond = n->active - n->capacity < n->queued ? n->active - n->capacity : n->queued;
+            x->keep = n->queued - beyond;
+            x->give = beyond > x->out ? beyond - x->out : 0;
+            x->donor = x->give > 0;
+            give_total += x->give;
+            queued_total += x->donor ? n->queued : 0;
+        }
+    }
+    uint64_t want = room_total < give_total ? room_total : give_total;
+    if (want > cap)
+        want = cap;
+    uint32_t n_out = 0;
+    if (want == 0)
+        goto done;
+
+    /* The donors' queued runs, per donor oldest first. */
+    struct rb_run *runs = tr_malloc(queued_total * sizeof *runs);
+    uint32_t n_runs = 0;
+    for (uint32_t h = 0; h < l->run_cap && n_runs < queued_total; h++) {
+        if (l->run_keys[h] == 0 || !l->run_queued[h])
+            continue;
+        uint32_t i = rb_index(l, l->run_owners[h]);
+        if (i < nn && rb[i].donor)
+            runs[n_runs++] = (struct rb_run){ l->run_keys[h], l->run_owners[h], l->run_created[h] };
+    }
+    qsort(runs, n_runs, sizeof *runs, rb_by_owner);
+    /* Each donor keeps the oldest `keep` (its owner starts those first) and
+     * offers the next `give` not already on their way: compacted in place. */
+    uint32_t n_cand = 0;
+    for (uint32_t s = 0; s < n_runs;) {
+        uint32_t e = s;
+        while (e < n_runs && runs[e].owner == runs[s].owner)
+            e++;
+        struct rb_node *x = &rb[rb_index(l, runs[s].owner)];
+        uint32_t given = 0;
+        for (uint32_t j = s + x->keep; j < e && given < x->give; j++) {
+            if (rb_pending(pending, n_pending, runs[j].key))
+                continue;
+            runs[n_cand++] = runs[j];
+            given++;
+        }
+        s = e;
+    }
+    qsort(runs, n_cand, sizeof *runs, rb_by_age);
+
+    /* Oldest first, each to the least-loaded receiver (placement's order). */
+    for (uint32_t c = 0; c < n_cand && n_out < want; c++) {
+        const struct fsm_node_load *best = NULL;
+        struct fsm_node_load best_now = { 0 };
+        uint32_t best_i = 0;
+        uint64_t best_eff = 0;
+        for (uint32_t i = 0; i < nn; i++) {
+            if (!rb[i].receiver || rb[i].room == 0 || l->nodes[i].id == runs[c].owner)
+                continue;
+            struct fsm_node_load now = l->nodes[i];
+            now.active += rb[i].in + rb[i].assigned;
+            uint64_t eff = now.capacity ? now.capacity : cmax;
+            if (best == NULL || better(&now, eff, &best_now, best_eff)) {
+                best = &l->nodes[i];
+                best_now = now;
+                best_eff = eff;
+                best_i = i;
+            }
+        }
+        if (best == NULL)
+            break;
+        uint64_t epoch = rb_queued_epoch(f, runs[c].key, runs[c].owner);
+        if (epoch == 0)
+            continue;
+        out[n_out++] = (struct tr_fsm_move){ runs[c].key, runs[c].owner, best->id, epoch + 1 };
+        rb[best_i].assigned++;
+        rb[best_i].room--;
+    }
+    tr_free(runs);
+done:
+    tr_free(rb);
+    return n_out;
 }
 
 /* Move every active run of `from`, in run-id order, to the least-loaded Up
@@ -653,6 +897,22 @@ int tr_fsm_node_load(struct tr_fsm *f, uint64_t id, uint32_t *active, uint32_t *
     *capacity = n->capacity;
     *state = n->state;
     return n->state == FSM_NODE_UNREGISTERED ? TR_ENOTFOUND : TR_OK;
+}
+
+uint32_t tr_fsm_node_queued(struct tr_fsm *f, uint64_t id)
+{
+    if (fsm_load_ensure(f) != TR_OK)
+        return 0;
+    const struct fsm_node_load *n = node_find(&f->load, id);
+    return n != NULL ? n->queued : 0;
+}
+
+struct tr_fsm *tr_fsm_of_raft(struct raft *r)
+{
+    if (r == NULL || r->fsm == NULL || r->fsm->data == NULL)
+        return NULL;
+    struct tr_fsm *f = r->fsm->data;
+    return &f->fsm == r->fsm ? f : NULL; /* tr_fsm_new sets data to the tr_fsm around it */
 }
 
 uint64_t tr_fsm_node_next(struct tr_fsm *f, uint64_t after)

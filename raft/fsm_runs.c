@@ -532,7 +532,26 @@ int fsm_run_cancel(struct tr_fsm *f, const struct troupe_cmd_RunCancel *c, struc
     return TR_FSM_OK;
 }
 
-/* ---- reassignment (failover, drain) ----------------------------------------------------- */
+/* ---- reassignment (failover, drain, rebalancing) ---------------------------------------- *
+ *
+ * Every move goes through fsm_run_move: owner and epoch + 1 in the record,
+ * run.assigned journaled with the reason, TR_NOTE_RUN_ASSIGNED, the load
+ * index synced. An explicit RunReassign (alone, or inside NodeDown/NodeDrain)
+ * is applied only against the state it was decided on: from_node is still
+ * the owner and epoch is the current one + 1 (else STALE_EPOCH).
+ *
+ * Rebalancing (RunReassign with only_if_queued, proposed by the cluster
+ * leader for a run queued on a full node while another node has room) adds
+ * three conditions, checked here at apply time because the proposal may be
+ * stale by then: the run is still Queued (its owner has not appended: once
+ * it has, the run stays), from_node still holds more active runs than its
+ * capacity, and to_node is another Up node with room. Any of them false:
+ * STALE_EPOCH, nothing changes. A run its old owner had admitted but not yet
+ * appended to is fenced by the epoch bump: its first append gets STALE_EPOCH
+ * and the TR_NOTE_RUN_ASSIGNED away stops its actor; it cannot have had a
+ * side effect (a tool call needs tool.started committed first, which would
+ * have made the run Running). Journaled with reason "rebalanced".
+ */
 
 uint64_t fsm_run_move(struct tr_fsm *f, struct run_slot *s, uint64_t to, const char *why)
 {
@@ -575,6 +594,16 @@ int fsm_reassign_cmd(struct tr_fsm *f, const struct troupe_cmd_RunReassign *c, c
     uint64_t to = troupe_cmd_RunReassign_to_node(c);
     if (to == 0)
         return TR_FSM_INVALID;
+    if (troupe_cmd_RunReassign_only_if_queued(c)) {
+        if (r->status != troupe_journal_RunStatus_Queued || !fsm_load_may_rebalance(f, r->owner_node, to)) {
+            tr_log(TR_LOG_DEBUG, "fsm: rebalancing run %s from node %llu to %llu refused: %s", r->run_id,
+                   (unsigned long long)r->owner_node, (unsigned long long)to,
+                   r->status != troupe_journal_RunStatus_Queued ? "it is no longer queued"
+                                                                 : "the nodes' load changed");
+            return TR_FSM_STALE_EPOCH;
+        }
+        why = "rebalanced";
+    }
     uint64_t seq = fsm_run_move(f, s, to, why);
     if (res != NULL) {
         res->run_id = key;
