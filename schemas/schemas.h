@@ -277,6 +277,31 @@ static inline struct tr_fb_vec tr_fb_field_vec(const void *t, unsigned id) {
   return v;
 }
 
+/* Required fields. A buffer a reader may see has every required field: the
+ * verifier rejects one without it (TR_FB_E_REQUIRED: its slot is inside the
+ * vtable and not 0) and N_T_end aborts before writing one. So the readers of
+ * a required field read its slot directly: no vtable-size check, no zero
+ * check, nothing to branch on (Google's C++ code keeps both checks). The
+ * field with this id of table t, which must be present. */
+static inline const uint8_t *tr_fb_field_req(const void *t, unsigned id) {
+  const uint8_t *tp = (const uint8_t *)t;
+  const uint8_t *vt = tp - tr_fb_read_i32(tp);
+  return tp + tr_fb_read_u16(vt + 4 + 2 * id);
+}
+
+/* The string or vector whose uoffset is at p (a present field). */
+static inline struct tr_fb_str tr_fb_str_at(const uint8_t *p) {
+  const uint8_t *s = tr_fb_deref(p);
+  struct tr_fb_str r = {(const char *)s + 4, tr_fb_read_u32(s)};
+  return r;
+}
+
+static inline struct tr_fb_vec tr_fb_vec_at(const uint8_t *p) {
+  const uint8_t *s = tr_fb_deref(p);
+  struct tr_fb_vec r = {s + 4, tr_fb_read_u32(s)};
+  return r;
+}
+
 static inline struct tr_fb_str tr_fb_vec_str(struct tr_fb_vec v, uint32_t i) {
   struct tr_fb_str s = {NULL, 0};
   if (i < v.len) {
@@ -318,6 +343,12 @@ static inline const uint8_t *tr_fb_view_field(const struct tr_fb_view *v,
     return NULL;
   uint16_t off = tr_fb_read_u16(v->vt + at);
   return off ? v->t + off : NULL;
+}
+
+/* tr_fb_field_req through a view: the required field with this id. */
+static inline const uint8_t *tr_fb_view_field_req(const struct tr_fb_view *v,
+                                                  unsigned id) {
+  return v->t + tr_fb_read_u16(v->vt + 4 + 2 * id);
 }
 
 static inline const uint8_t *tr_fb_view_ref(const struct tr_fb_view *v,

@@ -6,8 +6,10 @@
 #include "schemas/journal_generated.h"
 #include "schemas/protocol_generated.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double now(void) {
@@ -192,19 +194,35 @@ static volatile uint64_t sink;
     (double)n_ / t_;                                                           \
   })
 
+/* argv[2], when given, names the one measurement to run (event_encode,
+ * event_verify, event_read, frame_encode, frame_verify, frame_read); the
+ * others then run one batch of 1000 untimed (the read and verify loops need
+ * the buffers the encode loops leave) and print nothing. bench_schemas_cpp
+ * takes the same switch. */
+static const char *only;
+
+static bool want(const char *what) { return !only || !strcmp(only, what); }
+
 int main(int argc, char **argv) {
   double secs = argc > 1 ? atof(argv[1]) : 0.5;
+  only = argc > 2 ? argv[2] : NULL;
+  if (only && !want("event_encode") && !want("event_verify") &&
+      !want("event_read") && !want("frame_encode") && !want("frame_verify") &&
+      !want("frame_read")) {
+    fprintf(stderr, "bench: unknown measurement %s\n", only);
+    return 2;
+  }
   struct tr_fb_builder b;
   tr_fb_builder_init(&b);
   size_t len;
 
-  double ev_enc = RATE(secs, encode_event(&b));
+  double ev_enc = RATE(want("event_encode") ? secs : 0, encode_event(&b));
   encode_event(&b);
   const uint8_t *d = tr_fb_builder_data(&b, &len);
   uint8_t *ev = malloc(len);
   memcpy(ev, d, len);
   size_t ev_len = len;
-  double ev_ver = RATE(secs, sink += troupe_journal_Event_verify_as_root(
+  double ev_ver = RATE(want("event_verify") ? secs : 0, sink += troupe_journal_Event_verify_as_root(
                                          ev, ev_len, NULL) != NULL);
   const struct troupe_journal_Event *root =
       troupe_journal_Event_verify_as_root(ev, ev_len, NULL);
@@ -212,15 +230,15 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench: event does not verify\n");
     return 1;
   }
-  double ev_read = RATE(secs, sink += read_event(root));
+  double ev_read = RATE(want("event_read") ? secs : 0, sink += read_event(root));
 
-  double fr_enc = RATE(secs, encode_frame(&b));
+  double fr_enc = RATE(want("frame_encode") ? secs : 0, encode_frame(&b));
   encode_frame(&b);
   d = tr_fb_builder_data(&b, &len);
   uint8_t *fr = malloc(len);
   memcpy(fr, d, len);
   size_t fr_len = len;
-  double fr_ver = RATE(secs, sink += troupe_proto_Frame_verify_as_root(
+  double fr_ver = RATE(want("frame_verify") ? secs : 0, sink += troupe_proto_Frame_verify_as_root(
                                          fr, fr_len, NULL) != NULL);
   const struct troupe_proto_Frame *froot =
       troupe_proto_Frame_verify_as_root(fr, fr_len, NULL);
@@ -228,18 +246,26 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench: frame does not verify\n");
     return 1;
   }
-  double fr_read = RATE(secs, sink += read_frame(froot));
+  double fr_read = RATE(want("frame_read") ? secs : 0, sink += read_frame(froot));
 
-  printf("bench: schemas.event_bytes %zu B\n", ev_len);
-  printf("bench: schemas.event_encode_per_s %.0f ops/s\n", ev_enc);
-  printf("bench: schemas.event_verify_mb_per_s %.1f MB/s\n",
-         ev_ver * (double)ev_len / 1e6);
-  printf("bench: schemas.event_read_per_s %.0f ops/s\n", ev_read);
-  printf("bench: schemas.frame_bytes %zu B\n", fr_len);
-  printf("bench: schemas.frame_encode_per_s %.0f ops/s\n", fr_enc);
-  printf("bench: schemas.frame_verify_mb_per_s %.1f MB/s\n",
-         fr_ver * (double)fr_len / 1e6);
-  printf("bench: schemas.frame_read_per_s %.0f ops/s\n", fr_read);
+  if (!only)
+    printf("bench: schemas.event_bytes %zu B\n", ev_len);
+  if (want("event_encode"))
+    printf("bench: schemas.event_encode_per_s %.0f ops/s\n", ev_enc);
+  if (want("event_verify"))
+    printf("bench: schemas.event_verify_mb_per_s %.1f MB/s\n",
+           ev_ver * (double)ev_len / 1e6);
+  if (want("event_read"))
+    printf("bench: schemas.event_read_per_s %.0f ops/s\n", ev_read);
+  if (!only)
+    printf("bench: schemas.frame_bytes %zu B\n", fr_len);
+  if (want("frame_encode"))
+    printf("bench: schemas.frame_encode_per_s %.0f ops/s\n", fr_enc);
+  if (want("frame_verify"))
+    printf("bench: schemas.frame_verify_mb_per_s %.1f MB/s\n",
+           fr_ver * (double)fr_len / 1e6);
+  if (want("frame_read"))
+    printf("bench: schemas.frame_read_per_s %.0f ops/s\n", fr_read);
   free(ev);
   free(fr);
   tr_fb_builder_free(&b);

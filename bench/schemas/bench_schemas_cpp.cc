@@ -158,14 +158,26 @@ static uint64_t read_frame(const proto::Frame *f) {
 
 static volatile uint64_t sink;
 
+// argv[2]: the one measurement to run, as in bench_schemas.c.
+static const char *only;
+
+static bool want(const char *what) { return !only || !strcmp(only, what); }
+
 int main(int argc, char **argv) {
   double secs = argc > 1 ? atof(argv[1]) : 0.5;
+  only = argc > 2 ? argv[2] : nullptr;
+  if (only && !want("event_encode") && !want("event_verify") &&
+      !want("event_read") && !want("frame_encode") && !want("frame_verify") &&
+      !want("frame_read")) {
+    fprintf(stderr, "bench: unknown measurement %s\n", only);
+    return 2;
+  }
   flatbuffers::FlatBufferBuilder b(1024);
 
-  double ev_enc = rate(secs, [&] { encode_event(b); });
+  double ev_enc = rate(want("event_encode") ? secs : 0, [&] { encode_event(b); });
   encode_event(b);
   std::vector<uint8_t> ev(b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize());
-  double ev_ver = rate(secs, [&] {
+  double ev_ver = rate(want("event_verify") ? secs : 0, [&] {
     flatbuffers::Verifier v(ev.data(), ev.size());
     sink += journal::VerifyEventBuffer(v);
   });
@@ -177,27 +189,35 @@ int main(int argc, char **argv) {
     }
   }
   const journal::Event *root = journal::GetEvent(ev.data());
-  double ev_read = rate(secs, [&] { sink += read_event(root); });
+  double ev_read = rate(want("event_read") ? secs : 0, [&] { sink += read_event(root); });
 
-  double fr_enc = rate(secs, [&] { encode_frame(b); });
+  double fr_enc = rate(want("frame_encode") ? secs : 0, [&] { encode_frame(b); });
   encode_frame(b);
   std::vector<uint8_t> fr(b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize());
-  double fr_ver = rate(secs, [&] {
+  double fr_ver = rate(want("frame_verify") ? secs : 0, [&] {
     flatbuffers::Verifier v(fr.data(), fr.size());
     sink += proto::VerifyFrameBuffer(v);
   });
   const proto::Frame *froot = proto::GetFrame(fr.data());
-  double fr_read = rate(secs, [&] { sink += read_frame(froot); });
+  double fr_read = rate(want("frame_read") ? secs : 0, [&] { sink += read_frame(froot); });
 
-  printf("bench: schemas.cpp.event_bytes %zu B\n", ev.size());
-  printf("bench: schemas.cpp.event_encode_per_s %.0f ops/s\n", ev_enc);
-  printf("bench: schemas.cpp.event_verify_mb_per_s %.1f MB/s\n",
-         ev_ver * (double)ev.size() / 1e6);
-  printf("bench: schemas.cpp.event_read_per_s %.0f ops/s\n", ev_read);
-  printf("bench: schemas.cpp.frame_bytes %zu B\n", fr.size());
-  printf("bench: schemas.cpp.frame_encode_per_s %.0f ops/s\n", fr_enc);
-  printf("bench: schemas.cpp.frame_verify_mb_per_s %.1f MB/s\n",
-         fr_ver * (double)fr.size() / 1e6);
-  printf("bench: schemas.cpp.frame_read_per_s %.0f ops/s\n", fr_read);
+  if (!only)
+    printf("bench: schemas.cpp.event_bytes %zu B\n", ev.size());
+  if (want("event_encode"))
+    printf("bench: schemas.cpp.event_encode_per_s %.0f ops/s\n", ev_enc);
+  if (want("event_verify"))
+    printf("bench: schemas.cpp.event_verify_mb_per_s %.1f MB/s\n",
+           ev_ver * (double)ev.size() / 1e6);
+  if (want("event_read"))
+    printf("bench: schemas.cpp.event_read_per_s %.0f ops/s\n", ev_read);
+  if (!only)
+    printf("bench: schemas.cpp.frame_bytes %zu B\n", fr.size());
+  if (want("frame_encode"))
+    printf("bench: schemas.cpp.frame_encode_per_s %.0f ops/s\n", fr_enc);
+  if (want("frame_verify"))
+    printf("bench: schemas.cpp.frame_verify_mb_per_s %.1f MB/s\n",
+           fr_ver * (double)fr.size() / 1e6);
+  if (want("frame_read"))
+    printf("bench: schemas.cpp.frame_read_per_s %.0f ops/s\n", fr_read);
   return 0;
 }

@@ -189,15 +189,34 @@ struct rd_mode {
   const char *str;    /* tr_fb_field_str / tr_fb_view_str */
   const char *vec;    /* tr_fb_field_vec / tr_fb_view_vec */
   const char *uni;    /* tr_fb_field_union / tr_fb_view_union */
+  const char *req;    /* tr_fb_field_req / tr_fb_view_field_req */
 };
 
-static const struct rd_mode rd_table = {"", "", "t", "tr_fb_field",
-                                        "tr_fb_field_ref", "tr_fb_field_str",
-                                        "tr_fb_field_vec", "tr_fb_field_union"};
-static const struct rd_mode rd_view = {"view_", "_view", "&t->v",
-                                       "tr_fb_view_field", "tr_fb_view_ref",
-                                       "tr_fb_view_str", "tr_fb_view_vec",
-                                       "tr_fb_view_union"};
+static const struct rd_mode rd_table = {
+    "",           "",   "t", "tr_fb_field", "tr_fb_field_ref", "tr_fb_field_str",
+    "tr_fb_field_vec", "tr_fb_field_union", "tr_fb_field_req"};
+static const struct rd_mode rd_view = {
+    "view_", "_view", "&t->v", "tr_fb_view_field", "tr_fb_view_ref",
+    "tr_fb_view_str", "tr_fb_view_vec", "tr_fb_view_union",
+    "tr_fb_view_field_req"};
+
+/* Required strings, tables, structs and vectors (not unions: a tag may name
+ * a member the value does not match) are read without the absent checks:
+ * the verifier and N_T_end guarantee them (schemas.h, tr_fb_field_req).
+ * Writes into str/vec/ref the expressions that reach field `id`'s string,
+ * vector and table in mode m. */
+static void field_exprs(const struct rd_mode *m, const struct fbg_field *f,
+                        char *str, char *vec, char *ref, size_t n) {
+  if (f->required && f->type.base != FBG_UNION) {
+    snprintf(str, n, "tr_fb_str_at(%s(%s, %u))", m->req, m->arg, f->id);
+    snprintf(vec, n, "tr_fb_vec_at(%s(%s, %u))", m->req, m->arg, f->id);
+    snprintf(ref, n, "tr_fb_deref(%s(%s, %u))", m->req, m->arg, f->id);
+  } else {
+    snprintf(str, n, "%s(%s, %u)", m->str, m->arg, f->id);
+    snprintf(vec, n, "%s(%s, %u)", m->vec, m->arg, f->id);
+    snprintf(ref, n, "%s(%s, %u)", m->ref, m->arg, f->id);
+  }
+}
 
 static void gen_table_readers(FILE *h, const struct fbg_schema *s,
                               const struct fbg_object *o,
@@ -215,6 +234,8 @@ static void gen_table_readers(FILE *h, const struct fbg_schema *s,
     unsigned id = f->id;
     if (f->deprecated)
       continue;
+    char es[160], ev[160], er[160];
+    field_exprs(m, f, es, ev, er, sizeof es);
     fprintf(h,
             "static inline bool %shas_%s(const struct %s *t) {\n"
             "  return %s(%s, %u) != NULL;\n}\n",
@@ -232,12 +253,19 @@ static void gen_table_readers(FILE *h, const struct fbg_schema *s,
     } else if (base == FBG_STRING) {
       fprintf(h,
               "static inline struct tr_fb_str %s%s(const struct %s *t) {\n"
-              "  return %s(%s, %u);\n}\n",
-              FX, fn, PT, m->str, A, id);
+              "  return %s;\n}\n",
+              FX, fn, PT, es);
     } else if (base == FBG_OBJ) {
       const struct fbg_object *so = &s->objects[f->type.index];
       const char *sn = fbg_cname(so->name);
-      if (so->is_struct)
+      if (so->is_struct && f->required)
+        fprintf(h,
+                "static inline struct %s %s%s(const struct %s *t) {\n"
+                "  struct %s v;\n"
+                "  memcpy(&v, %s(%s, %u), sizeof v);\n"
+                "  return v;\n}\n",
+                sn, FX, fn, PT, sn, m->req, A, id);
+      else if (so->is_struct)
         fprintf(h,
                 "static inline struct %s %s%s(const struct %s *t) {\n"
                 "  struct %s v;\n"
@@ -249,8 +277,8 @@ static void gen_table_readers(FILE *h, const struct fbg_schema *s,
       else
         fprintf(h,
                 "static inline const struct %s *%s%s(const struct %s *t) {\n"
-                "  return (const struct %s *)%s(%s, %u);\n}\n",
-                sn, FX, fn, PT, sn, m->ref, A, id);
+                "  return (const struct %s *)%s;\n}\n",
+                sn, FX, fn, PT, sn, er);
     } else if (base == FBG_UNION) {
       const struct fbg_enum *u = fbg_union_of(s, f);
       fprintf(h,
@@ -272,24 +300,24 @@ static void gen_table_readers(FILE *h, const struct fbg_schema *s,
       int el = f->type.element;
       fprintf(h,
               "static inline struct tr_fb_vec %s%s(const struct %s *t) {\n"
-              "  return %s(%s, %u);\n}\n"
+              "  return %s;\n}\n"
               "static inline uint32_t %s%s_len(const struct %s *t) {\n"
-              "  return %s(%s, %u).len;\n}\n",
-              FX, fn, PT, m->vec, A, id, FX, fn, PT, m->vec, A, id);
+              "  return %s.len;\n}\n",
+              FX, fn, PT, ev, FX, fn, PT, ev);
       if (fbg_is_scalar(el)) {
         const struct fbg_scalar *sc = &scalars[el];
         fprintf(h,
                 "static inline %s %s%s_at(const struct %s *t, uint32_t i) {\n"
-                "  struct tr_fb_vec v = %s(%s, %u);\n"
+                "  struct tr_fb_vec v = %s;\n"
                 "  return i < v.len ? tr_fb_read_%s(v.data + (size_t)i * %u) "
                 ": 0;\n}\n",
-                sc->ctype, FX, fn, PT, m->vec, A, id, sc->load, sc->size);
+                sc->ctype, FX, fn, PT, ev, sc->load, sc->size);
       } else if (el == FBG_STRING) {
         fprintf(h,
                 "static inline struct tr_fb_str %s%s_at(const struct %s *t, "
                 "uint32_t i) {\n"
-                "  return tr_fb_vec_str(%s(%s, %u), i);\n}\n",
-                FX, fn, PT, m->vec, A, id);
+                "  return tr_fb_vec_str(%s, i);\n}\n",
+                FX, fn, PT, ev);
       } else if (el == FBG_OBJ) {
         const struct fbg_object *so = &s->objects[f->type.index];
         const char *sn = fbg_cname(so->name);
@@ -298,19 +326,18 @@ static void gen_table_readers(FILE *h, const struct fbg_schema *s,
                   "static inline struct %s %s%s_at(const struct %s *t, "
                   "uint32_t i) {\n"
                   "  struct %s e;\n"
-                  "  struct tr_fb_vec v = %s(%s, %u);\n"
+                  "  struct tr_fb_vec v = %s;\n"
                   "  if (i < v.len)\n"
                   "    memcpy(&e, v.data + (size_t)i * sizeof e, sizeof e);\n"
                   "  else\n    memset(&e, 0, sizeof e);\n"
                   "  return e;\n}\n",
-                  sn, FX, fn, PT, sn, m->vec, A, id);
+                  sn, FX, fn, PT, sn, ev);
         else
           fprintf(h,
                   "static inline const struct %s *%s%s_at(const struct %s "
                   "*t, uint32_t i) {\n"
-                  "  return (const struct %s *)tr_fb_vec_table(%s(%s, %u), "
-                  "i);\n}\n",
-                  sn, FX, fn, PT, sn, m->vec, A, id);
+                  "  return (const struct %s *)tr_fb_vec_table(%s, i);\n}\n",
+                  sn, FX, fn, PT, sn, ev);
       } else {
         die("%s.%s: unsupported vector element (vector of unions?)", o->name,
             fn);
