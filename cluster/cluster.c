@@ -16,7 +16,9 @@
  *  voter, then NodeAdd). Keep its own node record true (NodeAdd when
  *  missing or changed, NodeUp when marked Down). Declare down (NodeDown) each
  *  Up or Draining node silent for the failure timeout, counted from the later
- *  of its last ping and the moment this node became leader.
+ *  of its last ping and the moment this node became leader. Move runs queued
+ *  on a full node to a node with room (rebalance(), below: RunReassign with
+ *  only_if_queued, which the FSM applies only if it still holds).
  *
  * Answers to a connection find it by its generation number: a connection
  * closed meanwhile simply does not get them.
@@ -30,6 +32,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "raft/fsm.h"
 #include "schemas/command_generated.h"
 #include "schemas/peer_generated.h"
 #include "schemas/state_generated.h"
@@ -339,6 +342,147 @@ static int propose_node_simple(struct tr_cluster *c, uint8_t op_type, uint64_t i
     }
     command_end(c, op_type, op);
     return propose_built(c, id, kind, cb, ud);
+}
+
+/* ---- leader: rebalancing queued runs -------------------------------------------------
+ *
+ * A run placed on a full node waits `queued` there. When another Up node has
+ * room, the leader moves the oldest queued runs beyond their owner's capacity
+ * to it: raft/fsm_nodes.c plans the moves from the FSM's load index
+ * (tr_fsm_rebalance_plan, read-only, on this loop between entries) and this
+ * module proposes each as RunReassign{only_if_queued} with epoch + 1. The
+ * FSM applies one only if, at that point in the log, the run is still
+ * Queued, its owner still over capacity and the target still Up with room;
+ * otherwise it is refused as stale and nothing changes. So a plan made from
+ * a moment-old view is never wrong, only wasted.
+ *
+ * Pending moves (proposed, not answered) are remembered so that the same run
+ * is not proposed twice and the room they take counts; they are forgotten
+ * when answered, after REBALANCE_PENDING_MS, when this node stops leading
+ * and at close (a forgotten context is freed by its callback, which always
+ * comes: c is NULL then). At most REBALANCE_MAX_PENDING at once. A receiver
+ * must have pinged recently (or be this node): runs do not move to a node
+ * about to be declared down. */
+#define REBALANCE_MAX_PENDING 64
+#define REBALANCE_PENDING_MS 5000
+
+struct rb_ctx {
+    struct tr_cluster *c;       /* NULL once forgotten */
+    struct tr_fsm_move move;
+    uint64_t since_ms;
+    struct rb_ctx *prev, *next; /* c->rebalancing */
+};
+
+static void rb_forget(struct tr_cluster *c, struct rb_ctx *x)
+{
+    if (x->prev != NULL)
+        x->prev->next = x->next;
+    else
+        c->rebalancing = x->next;
+    if (x->next != NULL)
+        x->next->prev = x->prev;
+    else
+        c->rebalancing_tail = x->prev;
+    x->prev = x->next = NULL;
+    x->c = NULL;
+    c->n_rebalancing--;
+}
+
+static void rb_forget_all(struct tr_cluster *c)
+{
+    while (c->rebalancing != NULL)
+        rb_forget(c, c->rebalancing);
+}
+
+static void rebalance_done(void *ud, const struct tr_state_reply *r)
+{
+    struct rb_ctx *x = ud;
+    struct tr_cluster *c = x->c;
+    if (c != NULL) {
+        rb_forget(c, x);
+        char id[TR_RUN_ID_TEXT_LEN];
+        tr_run_id_text(x->move.run_id, id);
+        if (r->status == TR_OK && r->verdict == TR_FSM_OK) {
+            c->rebalanced++;
+            tr_log(TR_LOG_INFO, "cluster: queued run %s moved from node %llu (full) to node %llu", id,
+                   (unsigned long long)x->move.from, (unsigned long long)x->move.to);
+        } else {
+            c->rebalance_refused++;
+            tr_log(TR_LOG_DEBUG, "cluster: moving queued run %s to node %llu: %s", id, (unsigned long long)x->move.to,
+                   r->status != TR_OK ? tr_strerror(r->status) : tr_fsm_verdict_name(r->verdict));
+        }
+    }
+    tr_free(x);
+}
+
+/* A node may receive runs when it is this one or has pinged within half the
+ * failure timeout. */
+static int rb_may_receive(void *ud, uint64_t node)
+{
+    struct tr_cluster *c = ud;
+    if (node == c->node_id)
+        return 1;
+    uint64_t now = uv_now(c->loop);
+    for (unsigned i = 0; i < c->n_peers; i++)
+        if (c->peers[i].id == node)
+            return c->peers[i].heard_ms != 0 && now - c->peers[i].heard_ms <= c->failure_ms / 2;
+    return 0;
+}
+
+static int propose_rebalance(struct tr_cluster *c, const struct tr_fsm_move *m, uint64_t now)
+{
+    char id[TR_RUN_ID_TEXT_LEN];
+    tr_run_id_text(m->run_id, id);
+    command_begin(c);
+    struct tr_fb_builder *b = &c->b;
+    tr_fb_ref rid = tr_fb_create_str(b, id);
+    troupe_cmd_RunReassign_start(b);
+    troupe_cmd_RunReassign_add_run_id(b, rid);
+    troupe_cmd_RunReassign_add_from_node(b, m->from);
+    troupe_cmd_RunReassign_add_to_node(b, m->to);
+    troupe_cmd_RunReassign_add_epoch(b, m->epoch);
+    troupe_cmd_RunReassign_add_only_if_queued(b, true);
+    command_end(c, troupe_cmd_Op_RunReassign, troupe_cmd_RunReassign_end(b));
+    size_t len;
+    const uint8_t *data = tr_fb_builder_data(b, &len);
+    struct rb_ctx *x = tr_malloc(sizeof *x);
+    *x = (struct rb_ctx){ .c = c, .move = *m, .since_ms = now, .prev = c->rebalancing_tail };
+    int rv = tr_state_propose(c->state, data, len, rebalance_done, x);
+    if (rv != TR_OK) {
+        tr_free(x);
+        return rv;
+    }
+    if (c->rebalancing_tail != NULL)
+        c->rebalancing_tail->next = x;
+    else
+        c->rebalancing = x;
+    c->rebalancing_tail = x;
+    c->n_rebalancing++;
+    return TR_OK;
+}
+
+/* Leader tick: propose the moves the FSM's load index calls for. */
+static void rebalance(struct tr_cluster *c, uint64_t now)
+{
+    while (c->rebalancing != NULL && now - c->rebalancing->since_ms > REBALANCE_PENDING_MS)
+        rb_forget(c, c->rebalancing);
+    if (c->n_rebalancing >= REBALANCE_MAX_PENDING || !tr_state_ready(c->state))
+        return;
+    struct tr_fsm *f = tr_fsm_of_raft(tr_raft_raw(c->raft));
+    if (f == NULL)
+        return;
+    struct tr_fsm_move pending[REBALANCE_MAX_PENDING], moves[REBALANCE_MAX_PENDING];
+    uint32_t np = 0;
+    for (struct rb_ctx *x = c->rebalancing; x != NULL; x = x->next)
+        pending[np++] = x->move;
+    uint32_t n = tr_fsm_rebalance_plan(f, pending, np, rb_may_receive, c, moves, REBALANCE_MAX_PENDING - np);
+    for (uint32_t i = 0; i < n; i++) {
+        int rv = propose_rebalance(c, &moves[i], now);
+        if (rv != TR_OK) {
+            tr_log(TR_LOG_WARN, "cluster: rebalancing: cannot propose: %s", tr_strerror(rv));
+            break;
+        }
+    }
 }
 
 /* ---- follower: forwarding ---------------------------------------------------------- */
@@ -917,6 +1061,7 @@ static void leader_tick(struct tr_cluster *c, uint64_t now)
         c->leader_since_ms = now;
         for (unsigned i = 0; i < c->n_peers; i++)
             c->peers[i].down_pending = c->peers[i].up_pending = false;
+        rb_forget_all(c);
         tr_log(TR_LOG_INFO, "cluster: node %llu leads; failure detection starts in %u ms",
                (unsigned long long)c->node_id, c->failure_ms);
     }
@@ -963,6 +1108,7 @@ static void leader_tick(struct tr_cluster *c, uint64_t now)
         if (propose_node_simple(c, troupe_cmd_Op_NodeDown, r->id, why, K_DOWN, NULL, NULL) == TR_OK)
             c->peers[i].down_pending = true;
     }
+    rebalance(c, now);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -978,6 +1124,7 @@ static void on_tick(uv_timer_t *t)
         propose_pending_here(c);
     } else {
         c->was_leader = false;
+        rb_forget_all(c); /* their answers still come: the contexts are freed then */
         follower_tick(c, &info, now);
     }
     expire_pending(c, now);
@@ -1016,6 +1163,7 @@ void tr_cluster_close(struct tr_cluster *c, void (*cb)(void *arg), void *arg)
     for (struct fwd_ctx *x = c->proposing; x != NULL; x = x->next)
         x->c = NULL; /* orphans: forward_applied frees them */
     c->proposing = NULL;
+    rb_forget_all(c); /* likewise: rebalance_done frees them */
     for (struct pconn *pc = c->conns, *next; pc != NULL; pc = next) {
         next = pc->next;
         pc_close(pc, NULL);

@@ -13,6 +13,7 @@
 
 struct troupe_peer_Message;
 struct fwd_ctx;
+struct rb_ctx;
 
 enum pc_state { PC_CONNECTING, PC_AUTH, PC_OPEN, PC_CLOSING };
 
@@ -91,6 +92,11 @@ struct tr_cluster {
     /* last_ms: failure detection (starts at first sight: a grace); heard_ms: a real ping (0: none), for the leader's own fencing */
     unsigned n_peers;
     bool self_pending;        /* a NodeAdd/NodeUp for this node in flight */
+    /* Rebalancing queued runs: the RunReassign{only_if_queued} proposed and
+     * not answered yet (cluster.c, rebalance()), oldest first. */
+    struct rb_ctx *rebalancing, *rebalancing_tail;
+    unsigned n_rebalancing;
+    uint64_t rebalanced, rebalance_refused; /* moves applied / refused as stale */
     uint64_t refused, last_refused_log_ms;
 
     struct tr_fb_builder b;
