@@ -3,8 +3,9 @@
  * and verified: present fields, absent fields reading as their defaults,
  * required fields, vectors of scalars, strings, structs and tables, unions
  * (every member, a tag without a value, a value without a tag), nested tables
- * and nested buffers, and vtables shorter than the schema's field count (a
- * writer that set only the first fields). The interop test compares the two
+ * and nested buffers, vtables shorter than the schema's field count (a
+ * writer that set only the first fields), and required fields of every kind
+ * (read without absent checks; the verifier rejects buffers lacking one). The interop test compares the two
  * forms on every table of every schema; this file pins the edge cases. */
 #include "fbgen_test_generated.h"
 #include "schemas/journal_generated.h"
@@ -443,6 +444,156 @@ static void test_defaults_structs_nested(void **state) {
   tr_fb_builder_free(&b);
 }
 
+/* Required fields are read without absent checks (tr_fb_field_req): what
+ * makes that safe is that no buffer a reader may see lacks one. Every kind
+ * of required field (struct, table, string, vectors of strings, tables,
+ * bytes, scalars and structs) reads the same through the plain and the view
+ * readers; a buffer missing any one of them, its slot 0 inside the vtable or
+ * past a vtable that ends early, is rejected by the verifier naming it. */
+#define REQ_FIELDS 8 /* ids 1..8; id 0 (opt) is optional */
+
+/* A Req with the fields whose bit is set in `have` (bit id), written with
+ * the runtime's primitives so that required ones can be left out (Req_end
+ * would abort). */
+static uint8_t *make_req(unsigned have, size_t *len) {
+  static const char *names[] = {"n0", "n1", "n2"};
+  static const uint8_t bytes[] = {1, 2, 3, 4, 5};
+  static const int32_t nums[] = {-1, 7, INT32_MAX};
+  struct fbgen_test_Wide wides[2] = {{.v = 11}, {.v = 12}};
+  struct fbgen_test_Outer s = {.x = -9, .inner = {.a = 3, .b = -4},
+                               .c = fbgen_test_Color_Green};
+  struct tr_fb_builder b;
+  tr_fb_builder_init(&b);
+  tr_fb_ref leaves[2];
+  for (int i = 0; i < 2; i++) {
+    tr_fb_ref ln = tr_fb_create_str(&b, names[i]);
+    fbgen_test_Leaf_start(&b);
+    fbgen_test_Leaf_add_n(&b, 100 + i);
+    fbgen_test_Leaf_add_name(&b, ln);
+    leaves[i] = fbgen_test_Leaf_end(&b);
+  }
+  tr_fb_ref sv[3];
+  for (int i = 0; i < 3; i++)
+    sv[i] = tr_fb_create_str(&b, names[i]);
+  tr_fb_ref vnames = fbgen_test_Req_create_names(&b, sv, 3);
+  tr_fb_ref vleaves = fbgen_test_Req_create_leaves(&b, leaves, 2);
+  tr_fb_ref vbytes = tr_fb_create_bytes(&b, bytes, sizeof bytes);
+  tr_fb_ref vnums = fbgen_test_Req_create_nums(&b, nums, 3);
+  tr_fb_ref vwides = fbgen_test_Req_create_wides(&b, wides, 2);
+  tr_fb_ref name = tr_fb_create_str(&b, "required name");
+  tr_fb_table_start(&b, 1 + REQ_FIELDS);
+  fbgen_test_Req_add_opt(&b, 6);
+  if (have & 1u << 1)
+    fbgen_test_Req_add_s(&b, &s);
+  if (have & 1u << 2)
+    fbgen_test_Req_add_leaf(&b, leaves[0]);
+  if (have & 1u << 3)
+    fbgen_test_Req_add_name(&b, name);
+  if (have & 1u << 4)
+    fbgen_test_Req_add_names(&b, vnames);
+  if (have & 1u << 5)
+    fbgen_test_Req_add_leaves(&b, vleaves);
+  if (have & 1u << 6)
+    fbgen_test_Req_add_bytes(&b, vbytes);
+  if (have & 1u << 7)
+    fbgen_test_Req_add_nums(&b, vnums);
+  if (have & 1u << 8)
+    fbgen_test_Req_add_wides(&b, vwides);
+  tr_fb_finish(&b, tr_fb_table_end(&b), NULL);
+  uint8_t *copy = take(&b, len);
+  tr_fb_builder_free(&b);
+  return copy;
+}
+
+static void test_required(void **state) {
+  const unsigned all = ((1u << REQ_FIELDS) - 1) << 1;
+  size_t len;
+  uint8_t *buf = make_req(all, &len);
+  struct tr_fb_error err;
+  const struct fbgen_test_Req *r =
+      fbgen_test_Req_verify_as_root_opts(buf, len, NULL, NULL, &err);
+  assert_non_null(r);
+  struct fbgen_test_Req_view v = fbgen_test_Req_view(r);
+  assert_int_equal(fbgen_test_Req_opt(r), 6);
+  assert_int_equal(fbgen_test_Req_view_opt(&v), 6);
+
+  struct fbgen_test_Outer s = fbgen_test_Req_s(r), sv = fbgen_test_Req_view_s(&v);
+  assert_int_equal(s.x, -9);
+  assert_int_equal(s.inner.a, 3);
+  assert_true(s.inner.b == -4);
+  assert_int_equal(s.c, fbgen_test_Color_Green);
+  assert_memory_equal(&s, &sv, sizeof s);
+  assert_true(fbgen_test_Req_has_s(r) && fbgen_test_Req_view_has_s(&v));
+
+  const struct fbgen_test_Leaf *lp = fbgen_test_Req_leaf(r);
+  assert_ptr_equal(lp, fbgen_test_Req_view_leaf(&v));
+  assert_int_equal(fbgen_test_Leaf_n(lp), 100);
+  assert_true(str_is(fbgen_test_Leaf_name(lp), "n0"));
+
+  assert_true(str_is(fbgen_test_Req_name(r), "required name"));
+  assert_true(str_same(fbgen_test_Req_name(r), fbgen_test_Req_view_name(&v)));
+
+  assert_int_equal(fbgen_test_Req_names_len(r), 3);
+  assert_int_equal(fbgen_test_Req_view_names_len(&v), 3);
+  const char *want[] = {"n0", "n1", "n2"};
+  for (uint32_t i = 0; i < 3; i++) {
+    assert_true(str_is(fbgen_test_Req_names_at(r, i), want[i]));
+    assert_true(str_same(fbgen_test_Req_view_names_at(&v, i),
+                         fbgen_test_Req_names_at(r, i)));
+  }
+  assert_null(fbgen_test_Req_view_names_at(&v, 3).ptr);
+
+  assert_int_equal(fbgen_test_Req_view_leaves_len(&v), 2);
+  for (uint32_t i = 0; i < 2; i++) {
+    const struct fbgen_test_Leaf *e = fbgen_test_Req_view_leaves_at(&v, i);
+    assert_ptr_equal(e, fbgen_test_Req_leaves_at(r, i));
+    assert_int_equal(fbgen_test_Leaf_n(e), 100 + (int)i);
+  }
+  assert_ptr_equal(fbgen_test_Req_view_leaves_at(&v, 0), lp);
+  assert_null(fbgen_test_Req_view_leaves_at(&v, 2));
+
+  struct tr_fb_vec bv = fbgen_test_Req_view_bytes(&v);
+  assert_ptr_equal(bv.data, fbgen_test_Req_bytes(r).data);
+  assert_int_equal(bv.len, 5);
+  for (uint32_t i = 0; i < 5; i++) {
+    assert_int_equal(fbgen_test_Req_bytes_at(r, i), i + 1);
+    assert_int_equal(fbgen_test_Req_view_bytes_at(&v, i), i + 1);
+  }
+  assert_int_equal(fbgen_test_Req_view_bytes_at(&v, 5), 0);
+
+  assert_int_equal(fbgen_test_Req_nums_len(r), 3);
+  assert_int_equal(fbgen_test_Req_view_nums_at(&v, 0), -1);
+  assert_int_equal(fbgen_test_Req_nums_at(r, 1), 7);
+  assert_int_equal(fbgen_test_Req_view_nums_at(&v, 2), INT32_MAX);
+
+  assert_int_equal(fbgen_test_Req_view_wides_len(&v), 2);
+  assert_int_equal(fbgen_test_Req_wides_at(r, 0).v, 11);
+  assert_int_equal(fbgen_test_Req_view_wides_at(&v, 1).v, 12);
+  free(buf);
+
+  /* each required field missing in turn: rejected, naming it */
+  static const char *fields[] = {NULL,     "s",      "leaf",  "name", "names",
+                                 "leaves", "bytes", "nums", "wides"};
+  for (unsigned id = 1; id <= REQ_FIELDS; id++) {
+    buf = make_req(all & ~(1u << id), &len);
+    if (id == REQ_FIELDS) /* the last: the vtable ends before its slot */
+      assert_int_equal(tr_fb_view_of(tr_fb_root(buf)).vt_len, 4 + 2 * id);
+    memset(&err, 0, sizeof err);
+    assert_null(fbgen_test_Req_verify_as_root_opts(buf, len, NULL, NULL, &err));
+    assert_int_equal(err.code, TR_FB_E_REQUIRED);
+    assert_string_equal(err.field, fields[id]);
+    free(buf);
+  }
+  /* only the optional field: the vtable ends before every required slot */
+  buf = make_req(0, &len);
+  assert_int_equal(tr_fb_view_of(tr_fb_root(buf)).vt_len, 4 + 2 * 1);
+  memset(&err, 0, sizeof err);
+  assert_null(fbgen_test_Req_verify_as_root_opts(buf, len, NULL, NULL, &err));
+  assert_int_equal(err.code, TR_FB_E_REQUIRED);
+  assert_string_equal(err.field, "s");
+  free(buf);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_event),
@@ -450,6 +601,7 @@ int main(void) {
       cmocka_unit_test(test_union_halves),
       cmocka_unit_test(test_frame),
       cmocka_unit_test(test_defaults_structs_nested),
+      cmocka_unit_test(test_required),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
