@@ -51,6 +51,7 @@
 struct pending_append {
     uint64_t corr;
     uint64_t seq;
+    bool lazy;                  /* sent TR_APPEND_LAZY and not urged since */
 };
 
 /* An append decided (and folded) in this pump, not sent yet. */
@@ -410,12 +411,24 @@ static int queue_append(struct run_actor *r, const struct tr_run_action *a)
 
 /* Send the queued appends, in order. They are folded already, so one that
  * cannot be sent (nor any after it: their seqs would leave a gap) is
- * dropped and the run refolds from the store, as after a transport error. */
-static void send_unsent(struct tr_ctx *ctx, struct run_actor *r)
+ * dropped and the run refolds from the store, as after a transport error.
+ *
+ * Lazy or urgent: appends are lazy (TR_APPEND_LAZY, raft.h) when the run
+ * goes on to wait for its model call, which does not wait for them
+ * (invariant 2 of run_decide.c); the state service then holds them briefly
+ * for the entry that the reply's urgent appends start, and a write step
+ * costs one raft entry instead of two. Appends are urgent otherwise, and an
+ * urgent send carries the lazy ones before it along (the service keeps
+ * order). A run that comes to wait on lazy appends without sending any new
+ * ones (a retry that waits for its acks) urges them. */
+static void send_unsent(struct tr_ctx *ctx, struct run_actor *r, bool lazy)
 {
     uint32_t i = 0;
     int rv = TR_OK;
 
+    if (!lazy)
+        for (int k = 0; k < MAX_APPENDS; k++)
+            r->appends[k].lazy = false;
     for (; i < r->n_unsent; i++) {
         int slot = -1;
         uint64_t corr = 0;
@@ -426,10 +439,12 @@ static void send_unsent(struct tr_ctx *ctx, struct run_actor *r)
             rv = TR_EFULL;
             break;
         }
+        ((struct tr_append_msg *)r->unsent[i].m->data)->flags = lazy ? TR_APPEND_LAZY : 0;
         if ((rv = tr_request(ctx, r->env->state_actor, r->unsent[i].m, APPEND_TIMEOUT_MS, &corr)) != TR_OK)
             break;
         r->appends[slot].corr = corr;
         r->appends[slot].seq = r->unsent[i].seq;
+        r->appends[slot].lazy = lazy;
     }
     if (i < r->n_unsent) {
         tr_log(TR_LOG_DEBUG, "run %s: %u append(s) not sent: %s", r->s.run_text, r->n_unsent - i, tr_strerror(rv));
@@ -476,18 +491,32 @@ static int send_llm_call(struct tr_ctx *ctx, struct run_actor *r, const struct t
 
 static void pump_actions(struct tr_ctx *ctx, struct run_actor *r);
 
+/* Tell the state service to send the lazy appends still waiting there. */
+static void urge_lazy(struct tr_ctx *ctx, struct run_actor *r)
+{
+    bool any = false;
+    for (int k = 0; k < MAX_APPENDS; k++) {
+        any |= r->appends[k].corr && r->appends[k].lazy;
+        r->appends[k].lazy = false;
+    }
+    if (any)
+        (void)tr_tell(ctx, r->env->state_actor, TR_MSG_STATE_URGE, NULL, 0); /* else: linger_ms bounds it */
+}
+
 static void pump(struct tr_ctx *ctx, struct run_actor *r)
 {
     pump_actions(ctx, r);
-    if (r->n_unsent > 0) {
-        if (r->stopping) { /* exiting: nothing more will be journaled from here */
-            for (uint32_t i = 0; i < r->n_unsent; i++)
-                tr_msg_free(r->unsent[i].m);
-            r->n_unsent = 0;
-        } else {
-            send_unsent(ctx, r);
-        }
+    if (r->stopping) { /* exiting: nothing more will be journaled from here */
+        for (uint32_t i = 0; i < r->n_unsent; i++)
+            tr_msg_free(r->unsent[i].m);
+        r->n_unsent = 0;
+        return;
     }
+    bool lazy = r->v.llm_out != 0;
+    if (r->n_unsent > 0)
+        send_unsent(ctx, r, lazy);
+    else if (!lazy)
+        urge_lazy(ctx, r);
 }
 
 static void pump_actions(struct tr_ctx *ctx, struct run_actor *r)
@@ -550,7 +579,7 @@ static void pump_actions(struct tr_ctx *ctx, struct run_actor *r)
         }
         case TR_RUN_PROPOSE_EXPIRE: {
             /* The state service sees this run's messages in the order decided. */
-            send_unsent(ctx, r);
+            send_unsent(ctx, r, false);
             struct tr_msg *m = tr_msg_make(TR_MSG_STATE_PROPOSE, a.buf, (uint32_t)a.len);
             if ((rv = tr_request(ctx, r->env->state_actor, m, PROPOSE_TIMEOUT_MS, &r->propose_corr[a.call_index])))
                 tr_msg_free(m);

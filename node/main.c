@@ -55,6 +55,7 @@ struct node_opts {
     uint32_t stream_stall_ms;     /* --stream-stall-ms: slow readers of live streams */
     uint32_t snapshot_threshold;  /* --snapshot-threshold: raft entries between snapshots */
     uint32_t snapshot_trailing;   /* --snapshot-trailing: entries kept in the log after one */
+    int append_linger_ms;         /* --append-linger-ms: 0 = default (2), -1 = off */
 };
 
 struct node {
@@ -89,6 +90,7 @@ static void usage(FILE *f)
             "              [--max-connections N] [--stream-stall-ms MS]\n"
             "              [--cluster-secret-file F] [--failure-timeout MS] [--election-timeout MS]\n"
             "              [--heartbeat MS] [--snapshot-threshold N] [--snapshot-trailing N]\n"
+            "              [--append-linger-ms MS (0: none)]\n"
             "environment: OPENAI_BASE_URL, OPENAI_API_KEY, TROUPE_MODELS, TROUPE_ADMIN_TOKEN,\n"
             "             TROUPE_CLUSTER_SECRET,\n"
             "             TROUPE_LOG=debug|info|warn|error\n");
@@ -120,7 +122,7 @@ static int split_hostport(const char *s, char *host, size_t cap, int *port)
 static int parse_args(int argc, char **argv, struct node_opts *o)
 {
     enum { O_ID = 1000, O_DATA, O_RAFT, O_PEER, O_CLIENT, O_HTTP, O_BOOT, O_JOIN, O_SCHED, O_MAXRUNS, O_APPROVAL,
-           O_LLMTIMEOUT, O_CTX, O_PORTS, O_SECRET, O_FAILURE, O_ELECTION, O_HEARTBEAT, O_MAXCONNS, O_STALL, O_SNAP, O_TRAIL, O_HELP };
+           O_LLMTIMEOUT, O_CTX, O_PORTS, O_SECRET, O_FAILURE, O_ELECTION, O_HEARTBEAT, O_MAXCONNS, O_STALL, O_SNAP, O_TRAIL, O_LINGER, O_HELP };
     static const struct option longopts[] = {
         { "id", required_argument, NULL, O_ID },
         { "data", required_argument, NULL, O_DATA },
@@ -144,6 +146,7 @@ static int parse_args(int argc, char **argv, struct node_opts *o)
         { "heartbeat", required_argument, NULL, O_HEARTBEAT },
         { "snapshot-threshold", required_argument, NULL, O_SNAP },
         { "snapshot-trailing", required_argument, NULL, O_TRAIL },
+        { "append-linger-ms", required_argument, NULL, O_LINGER },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 },
     };
@@ -194,6 +197,11 @@ static int parse_args(int argc, char **argv, struct node_opts *o)
             if (parse_u32(optarg, &v) != 0 || v == 0)
                 goto bad;
             o->snapshot_trailing = v;
+            break;
+        case O_LINGER:
+            if (parse_u32(optarg, &v) != 0 || v > 1000)
+                goto bad;
+            o->append_linger_ms = v == 0 ? -1 : (int)v;
             break;
         case O_SCHED:
             if (parse_u32(optarg, &v) != 0 || v > 64)
@@ -371,6 +379,7 @@ static void open_state_cb(struct tr_ctx *ctx, void *arg)
         .on_fatal = fatal, .fatal_ud = n, .cluster_key = n->key,
         .election_timeout_ms = n->o.election_timeout_ms, .heartbeat_timeout_ms = n->o.heartbeat_ms,
         .snapshot_threshold = n->o.snapshot_threshold, .snapshot_trailing = n->o.snapshot_trailing,
+        .linger_ms = n->o.append_linger_ms,
     };
     int rv = tr_state_open(ctx, &so, &n->state, &n->err);
     if (rv == TR_OK)

@@ -134,6 +134,7 @@ enum tr_state_msg {
     TR_MSG_STATE_PROPOSE,                    /* request: a troupe.cmd.Command buffer (TRC1) */
     TR_MSG_STATE_REPLY,                      /* reply to both: struct tr_state_reply */
     TR_MSG_STATE_NOTE,                       /* to the listener: struct tr_state_note */
+    TR_MSG_STATE_URGE,                       /* tell, no payload: send the lazy appends queued now */
 };
 
 /* Payload of TR_MSG_STATE_APPEND: this header, then `len` bytes of a
@@ -148,8 +149,18 @@ struct tr_append_msg {
     uint64_t seq;
     uint32_t len;
     uint32_t blob_len;
+    uint32_t flags;                 /* TR_APPEND_* */
+    uint32_t reserved;              /* zero; keeps event at sizeof (struct tr_append_msg) */
     unsigned char event[];
 };
+
+/* Lazy: the sender does not wait for this append's commit now (a run whose
+ * model call is out). The service may hold it up to its linger time for an
+ * entry it would write anyway, instead of giving it an entry of its own that
+ * the sender's next, urgent append would queue behind. Without the flag, an
+ * append goes into the next entry at once. TR_MSG_STATE_URGE from the sender
+ * ends the wait of what it queued before. */
+#define TR_APPEND_LAZY 1u
 
 /* Verdicts of the FSM for one append or command. */
 enum tr_fsm_verdict {
@@ -219,6 +230,7 @@ struct tr_state_opts {
     uint32_t max_batch_appends;     /* appends per raft entry; 0 = 4096 */
     uint32_t max_batch_bytes;       /* bytes per raft entry; 0 = 4 MiB */
     uint32_t max_inflight;          /* raft entries in flight; 0 = 2 */
+    int linger_ms;                  /* longest wait of a lazy append; 0 = 2, < 0: none */
     const unsigned char *cluster_key; /* see struct tr_raft_opts; NULL: none */
     /* Called when the store fails: the node must stop. NULL: log and abort. */
     void (*on_fatal)(void *ud, const char *msg);

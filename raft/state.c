@@ -20,6 +20,7 @@
  * requesters are being stopped too).
  */
 #include <stdatomic.h>
+#include <stddef.h>
 #include <string.h>
 #include <errno.h>
 #include <time.h>
@@ -34,10 +35,14 @@
 #include "schemas/command_generated.h"
 #include "schemas/state_generated.h"
 
+_Static_assert(offsetof(struct tr_append_msg, event) == sizeof(struct tr_append_msg),
+               "senders put the event at sizeof (struct tr_append_msg)");
+
 enum {
     MSG_FLUSH = TR_MSG_USER + 190, /* self: pack queued appends into entries */
     MSG_DONE,                      /* self: entries completed by raft */
     MSG_POLL,                      /* self: timer until this node leads, then barrier */
+    MSG_LINGER,                    /* self: timer: lazy appends have waited enough */
 };
 
 enum entry_kind { ENTRY_APPENDS, ENTRY_COMMAND };
@@ -77,6 +82,9 @@ struct tr_state {
     struct tr_msg **queue;        /* appends waiting for an entry (kept) */
     uint32_t q_head, q_len, q_cap; /* ring */
     int flush_pending;
+    int urgent;                   /* the queue goes out as soon as an entry may */
+    int linger_ms;                /* 0: lazy appends are not held */
+    int linger_armed;             /* a MSG_LINGER timer is pending */
     uint32_t inflight;
     struct entry *done_head, *done_tail;
     int done_signalled;
@@ -346,7 +354,7 @@ static void drain_done(struct tr_ctx *ctx, struct tr_state *s)
         }
         answer(ctx, s, e);
     }
-    if (completed && s->q_len > 0)
+    if (completed && s->q_len > 0 && s->urgent)
         flush(ctx, s);
 }
 
@@ -488,6 +496,8 @@ static void flush(struct tr_ctx *ctx, struct tr_state *s)
         }
         flush_one(ctx, s);
     }
+    if (s->q_len == 0)
+        s->urgent = 0;
 }
 
 /* The FLUSH goes behind the scheduler's inbox (tr_tell_self_behind): a plain
@@ -504,6 +514,24 @@ static void schedule_flush(struct tr_ctx *ctx, struct tr_state *s)
         s->flush_pending = 1;
     else
         flush(ctx, s); /* mailbox full: flush now rather than never */
+}
+
+/* Lazy appends (TR_APPEND_LAZY) wait for the next entry that something
+ * urgent starts — another run's append, their own run's next one, an URGE —
+ * or for linger_ms, whichever comes first. The timer is not cancelled when
+ * the queue goes out earlier: firing on an empty queue does nothing, and on
+ * a newer one it only cuts that wait short. */
+static void arm_linger(struct tr_ctx *ctx, struct tr_state *s)
+{
+    if (s->linger_armed || s->flush_pending)
+        return;
+    uint64_t t;
+    if (tr_timer_start(ctx, (uint64_t)s->linger_ms, tr_msg_new(MSG_LINGER, 0), &t) == TR_OK) {
+        s->linger_armed = 1;
+    } else {
+        s->urgent = 1; /* no timer: no waiting either */
+        schedule_flush(ctx, s);
+    }
 }
 
 static int command_entry(struct tr_state *s, const void *cmd, size_t len, struct entry *e)
@@ -691,9 +719,27 @@ static int service_receive(struct tr_ctx *ctx, void *state, struct tr_msg *msg)
         }
         tr_msg_keep(ctx, msg);
         queue_push(s, msg);
-        schedule_flush(ctx, s);
+        if (!(am->flags & TR_APPEND_LAZY) || s->linger_ms <= 0 || s->q_len >= s->max_batch_appends) {
+            s->urgent = 1;
+            schedule_flush(ctx, s);
+        } else {
+            arm_linger(ctx, s);
+        }
         return 0;
     }
+    case TR_MSG_STATE_URGE:
+        if (s->q_len > 0) {
+            s->urgent = 1;
+            schedule_flush(ctx, s);
+        }
+        return 0;
+    case MSG_LINGER:
+        s->linger_armed = 0;
+        if (s->q_len > 0) {
+            s->urgent = 1;
+            flush(ctx, s);
+        }
+        return 0;
     case TR_MSG_STATE_PROPOSE: {
         if (!(msg->flags & TR_MSGF_REQUEST))
             return 0;
@@ -776,6 +822,9 @@ int tr_state_open(struct tr_ctx *ctx, const struct tr_state_opts *opts, struct t
      * splits concurrent appends into more, smaller entries (measured:
      * bench/run/bench_journal with BJ_INFLIGHT). */
     s->max_inflight = opts->max_inflight ? opts->max_inflight : 2;
+    /* Long enough to span a fast model's reply (the step's next, urgent
+     * appends then carry the lazy ones), short against a real model call. */
+    s->linger_ms = opts->linger_ms == 0 ? 2 : opts->linger_ms < 0 ? 0 : opts->linger_ms;
     tr_fb_builder_init(&s->b);
 
     /* The raft log is the store's WAL (storage.h "No WAL"): the FSM's

@@ -158,7 +158,15 @@ int main(int argc, char **argv)
     char envbase[192];
     snprintf(envbase, sizeof envbase, "OPENAI_BASE_URL=%s", mockbase);
     char *env[] = { envbase, "OPENAI_API_KEY=bench", "TROUPE_LOG=warn", NULL };
-    char *args[] = { "--max-active-runs", "2000", NULL };
+    /* BENCH_NODE_ARGS: more node flags, split at spaces (A/B runs, e.g.
+     * "--append-linger-ms 0"). */
+    char *args[16] = { "--max-active-runs", "2000", NULL };
+    char *extra = getenv("BENCH_NODE_ARGS") ? strdup(getenv("BENCH_NODE_ARGS")) : NULL;
+    int n_args = 2;
+    for (char *save = NULL, *t = extra ? strtok_r(extra, " ", &save) : NULL; t != NULL && n_args < 15;
+         t = strtok_r(NULL, " ", &save))
+        args[n_args++] = t;
+    args[n_args] = NULL;
     if (h_node_start(&node, data, args, env) != 0)
         return 1;
     register_tool(&node, "add", "add", "write", toolbase);
@@ -315,5 +323,6 @@ int main(int argc, char **argv)
     h_proc_stop(&tools, 5000);
     h_proc_free(&mock);
     h_proc_free(&tools);
+    free(extra);
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 && ok == n_inflight ? 0 : 1;
 }

@@ -23,7 +23,7 @@
 #include "schemas/state_generated.h"
 #include "storage/storage.h"
 
-enum { MSG_SEND_APPEND = TR_MSG_USER + 1, MSG_SEND_PROPOSE };
+enum { MSG_SEND_APPEND = TR_MSG_USER + 1, MSG_SEND_PROPOSE, MSG_SEND_URGE };
 
 /* ---- shared test state ------------------------------------------------------ */
 
@@ -42,6 +42,7 @@ static tr_actor_id client, listener;
 static char dir[64];
 static char raft_addr[32];
 static unsigned snapshot_threshold;
+static int linger_ms;
 
 static int count_replies(void)
 {
@@ -104,6 +105,8 @@ static int ready_note(void *arg) { return count_notes(TR_NOTE_READY) >= *(int *)
 static int client_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
 {
     tr_actor_id svc = tr_state_actor(state);
+    if (msg->type == MSG_SEND_URGE)
+        return tr_tell(ctx, svc, TR_MSG_STATE_URGE, NULL, 0) == TR_OK ? 0 : -1;
     if (msg->type == MSG_SEND_APPEND || msg->type == MSG_SEND_PROPOSE) {
         struct tr_msg *m = tr_msg_make(msg->type == MSG_SEND_APPEND ? TR_MSG_STATE_APPEND : TR_MSG_STATE_PROPOSE,
                                        msg->data, msg->len);
@@ -154,7 +157,8 @@ static void open_cb(struct tr_ctx *ctx, void *arg)
     struct tr_state_opts o = { .node_id = 1, .data_dir = dir, .raft_address = raft_addr,
                                .bootstrap = 1, .listener = listener,
                                .snapshot_threshold = snapshot_threshold,
-                               .snapshot_trailing = snapshot_threshold ? snapshot_threshold / 2 : 0 };
+                               .snapshot_trailing = snapshot_threshold ? snapshot_threshold / 2 : 0,
+                               .linger_ms = linger_ms };
     int rv = tr_state_open(ctx, &o, &state, &err);
     if (rv != TR_OK)
         fprintf(stderr, "open: %s\n", err.msg);
@@ -370,6 +374,7 @@ static int setup(void **unused)
     n_replies = 0;
     n_notes = 0;
     snapshot_threshold = 0;
+    linger_ms = 0;
     return 0;
 }
 
@@ -562,6 +567,77 @@ static void test_group_commit(void **unused)
     node_stop();
 }
 
+/* Send an append without waiting for its reply; lazy sets TR_APPEND_LAZY. */
+static void send_append(uint64_t id, uint64_t seq, bool lazy)
+{
+    uint8_t buf[4096];
+    size_t n = build_append(buf, sizeof buf, id, seq, 1, troupe_journal_Data_LlmRequested, (uint32_t)seq);
+    ((struct tr_append_msg *)buf)->flags = lazy ? TR_APPEND_LAZY : 0;
+    send_to_client(MSG_SEND_APPEND, buf, n);
+}
+
+/* Lazy appends wait for the next urgent one, an URGE, or linger_ms. That one
+ * is still held is seen by order: a command proposed after it is answered
+ * first (an entry proposed before the command's would be applied, and its
+ * replies sent, before the command's). */
+static void test_lazy_appends(void **unused)
+{
+    int one = 1;
+    linger_ms = 600000; /* only urgency moves them */
+    node_start();
+    assert_true(wait_for(ready_note, &one));
+    assert_int_equal(create_run(7, NULL, 0).verdict, TR_FSM_OK);
+
+    /* Held until an URGE. */
+    int base = count_replies();
+    send_append(7, 2, true);
+    assert_int_equal(create_run(8, NULL, 0).verdict, TR_FSM_OK);
+    assert_int_equal(reply_at(base).run_id, 8); /* the first reply is the command's */
+    send_to_client(MSG_SEND_URGE, NULL, 0);
+    int want = base + 2;
+    assert_true(wait_for(replies_at_least, &want));
+    assert_int_equal(reply_at(base + 1).status, TR_OK);
+    assert_int_equal(reply_at(base + 1).verdict, TR_FSM_OK);
+    assert_int_equal(reply_at(base + 1).run_id, 7);
+    assert_int_equal(journal_len(7), 2);
+
+    /* Held until an urgent append, then both in one entry, in order. */
+    struct tr_state_stats st0, st1;
+    tr_state_stats(state, &st0);
+    base = count_replies();
+    send_append(7, 3, true);
+    send_append(8, 2, true);
+    assert_int_equal(create_run(9, NULL, 0).verdict, TR_FSM_OK);
+    assert_int_equal(reply_at(base).run_id, 9);
+    send_append(7, 4, false);
+    want = base + 4;
+    assert_true(wait_for(replies_at_least, &want));
+    for (int i = base + 1; i < want; i++) {
+        assert_int_equal(reply_at(i).status, TR_OK);
+        assert_int_equal(reply_at(i).verdict, TR_FSM_OK);
+    }
+    assert_int_equal(reply_at(base + 1).raft_index, reply_at(base + 3).raft_index);
+    tr_state_stats(state, &st1);
+    assert_int_equal(st1.appends - st0.appends, 3);
+    assert_int_equal(st1.entries - st0.entries, 2); /* the command's and the appends' */
+    assert_int_equal(journal_len(7), 4);
+    assert_int_equal(journal_len(8), 2);
+    node_stop();
+
+    /* With a short linger, a lazy append alone goes out by itself. */
+    linger_ms = 1;
+    n_notes = 0;
+    node_start();
+    assert_true(wait_for(ready_note, &one));
+    base = count_replies();
+    send_append(7, 5, true);
+    want = base + 1;
+    assert_true(wait_for(replies_at_least, &want));
+    assert_int_equal(reply_at(base).verdict, TR_FSM_OK);
+    assert_int_equal(journal_len(7), 5);
+    node_stop();
+}
+
 /* Everything survives a restart; snapshots (taken every few entries here)
  * are restored or skipped without changing the state. */
 static void test_restart_and_snapshots(void **unused)
@@ -599,6 +675,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_run_lifecycle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_approval_and_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lazy_appends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_and_snapshots, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
