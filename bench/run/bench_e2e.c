@@ -117,6 +117,26 @@ static void overheads(struct h_node *n, const char *id, struct bench_samples *ou
     json_decref(ev);
 }
 
+/* Long-poll the run (GET ?wait=60) until it ends or `guard` (h_now_ms) passes:
+ * one request per run, so the node's loop (HTTP shares scheduler 0 with
+ * raft) serves the runs measured, not the watcher. 1 if it succeeded, 0 if
+ * it ended otherwise, -1 on timeout. */
+static int wait_terminal(struct h_node *n, const char *id, uint64_t guard)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s/v1/runs/%s?wait=60", n->base, id);
+    while (h_now_ms() < guard) {
+        struct h_resp r;
+        h_http(&r, "GET", url, NULL, NULL, 65000);
+        const char *st = r.json != NULL ? json_string_value(json_object_get(r.json, "status")) : NULL;
+        int rv = is_terminal(st) ? strcmp(st, "succeeded") == 0 : -1;
+        h_resp_free(&r);
+        if (rv >= 0)
+            return rv;
+    }
+    return -1;
+}
+
 static char *create(struct h_node *n, const char *script_name, int max_steps)
 {
     char body[512];
@@ -181,10 +201,10 @@ int main(int argc, char **argv)
      * the extra figures include queueing behind other runs' work. */
     double p50_1 = 0, p99_1 = 0;
     /* Pass 3: the write tool again, the model answering after 20 ms (every
-     * real model takes longer): the previous entry of the step (tool.completed
-     * + llm.requested) is written while the model thinks, as in production,
-     * instead of delaying the commit of tool.started as it does against an
-     * instant mock. */
+     * real model takes longer): the step's lazy appends (tool.completed +
+     * llm.requested) outwait their linger and are written while the model
+     * thinks, as in production, and every thread sleeps between steps.
+     * One run at a time is watched by a long poll, ten by a sweep. */
     for (int pass = 0; pass < 4; pass++) {
         int conc = pass == 1 ? 10 : 1;
         const char *which = pass == 2 ? "tenread" : pass == 3 ? "tenslow" : "ten";
@@ -194,7 +214,12 @@ int main(int argc, char **argv)
         int active[10];
         for (int i = 0; i < 10; i++)
             active[i] = -1;
-        while (finished < total) {
+        for (; conc == 1 && next < total; next++) {
+            a_ids[next] = create(&node, which, 20);
+            if (a_ids[next] == NULL || wait_terminal(&node, a_ids[next], h_now_ms() + 300000) < 0)
+                return 1;
+        }
+        while (conc > 1 && finished < total) {
             /* A sweep every 2 ms: light enough not to steal the node's loop
              * (HTTP shares scheduler 0 with raft) from the runs measured. */
             struct timespec pause = { 0, 2 * 1000000L };
@@ -260,24 +285,15 @@ int main(int argc, char **argv)
             return 1;
     }
     long rss_inflight = status_kib(pid, "VmRSS");
-    /* One long poll per run (GET ?wait=60): the fewest requests to the node
-     * while it works, so the CPU figure is the runs', not the watcher's. */
-    int done = 0, ok = 0;
+    /* One long poll per run: the CPU figure is the runs', not the watcher's. */
+    int ok = 0;
     long rss_max = rss_inflight;
     uint64_t guard = h_now_ms() + 600000;
-    for (int i = 0; i < n_inflight && h_now_ms() < guard; i++) {
-        char url[256];
-        snprintf(url, sizeof url, "%s/v1/runs/%s?wait=60", node.base, ids[i]);
-        struct h_resp r;
-        h_http(&r, "GET", url, NULL, NULL, 65000);
-        const char *st = r.json != NULL ? json_string_value(json_object_get(r.json, "status")) : NULL;
-        if (is_terminal(st)) {
-            done++;
-            ok += strcmp(st, "succeeded") == 0;
-        } else {
-            i--; /* not yet: ask again */
-        }
-        h_resp_free(&r);
+    for (int i = 0; i < n_inflight; i++) {
+        int rv = wait_terminal(&node, ids[i], guard);
+        if (rv < 0)
+            break;
+        ok += rv;
         long rss = status_kib(pid, "VmRSS");
         if (rss > rss_max)
             rss_max = rss;
