@@ -60,6 +60,7 @@
 #include "raft/io.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct tr_io_work {
@@ -152,13 +153,27 @@ static void io_close(struct raft_io *io, raft_io_close_cb cb)
     w->uv_close(io, uv_closed_cb);
 }
 
+static void prefill_release(struct tr_raft_io *w)
+{
+    if (w->prefill_dir != NULL) {
+        tr_raft_prefill_unregister(w->prefill_dir);
+        tr_free(w->prefill_dir);
+        w->prefill_dir = NULL;
+    }
+}
+
 int tr_raft_io_init(struct tr_raft_io *w, uv_loop_t *loop, const char *dir, struct raft_uv_transport *t)
 {
     memset(w, 0, sizeof *w);
     w->loop = loop;
+    const char *pf = getenv("TROUPE_RAFT_PREFILL");
+    if ((pf == NULL || strcmp(pf, "0") != 0) && tr_raft_prefill_register(dir) == TR_OK)
+        w->prefill_dir = tr_strdup(dir);
     int rv = raft_uv_init(&w->io, loop, dir, t);
-    if (rv != 0)
+    if (rv != 0) {
+        prefill_release(w);
         return rv;
+    }
     w->uv_close = w->io.close;
     w->io.close = io_close;
     w->io.async_work = io_async_work;
@@ -169,6 +184,7 @@ int tr_raft_io_init(struct tr_raft_io *w, uv_loop_t *loop, const char *dir, stru
 void tr_raft_io_free(struct tr_raft_io *w)
 {
     raft_uv_close(&w->io);
+    prefill_release(w);
 }
 
 unsigned tr_raft_io_pending(const struct tr_raft_io *w)

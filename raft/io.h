@@ -23,6 +23,7 @@ struct tr_raft_io {
     unsigned n_works;
     int closing;                  /* the core called close */
     int uv_closed;                /* the libuv io's close callback has run */
+    char *prefill_dir;            /* registered with raft/prefill.c (NULL: not) */
 };
 
 /* raft_uv_init on w->io with `dir` and transport t, then the upgrade. On
@@ -36,5 +37,12 @@ void tr_raft_io_free(struct tr_raft_io *w);
 
 /* async_work requests started and not yet completed (tests, diagnostics). */
 unsigned tr_raft_io_pending(const struct tr_raft_io *w);
+
+/* raft/prefill.c: open segments created in a registered directory are
+ * written with zeros when raft allocates them (see there why). */
+int tr_raft_prefill_register(const char *dir);
+void tr_raft_prefill_unregister(const char *dir);
+/* Segments prefilled by this process so far. */
+unsigned long tr_raft_prefill_count(void);
 
 #endif /* TR_RAFT_IO_H */
