@@ -69,7 +69,12 @@ static void encode_event(struct tr_fb_builder *b) {
 
 /* The readers use the view form (schemas/schemas.h): each table's vtable is
  * resolved once, as Google's C++ code does when it keeps a table's vtable in
- * a register. The fields read are exactly those bench_schemas_cpp.cc reads. */
+ * a register. The fields read are exactly those bench_schemas_cpp.cc reads,
+ * with the same treatment of absence: optional fields may be absent (a
+ * string reads as {NULL, 0}, as the C++ side's null checks do); required
+ * ones (run_id, a tool call's id and name) are present in every verified
+ * buffer, which the C++ side relies on by dereferencing them unchecked and
+ * the generated C readers by reading their slots without absent checks. */
 static uint64_t read_event(const struct troupe_journal_Event *ev) {
   struct troupe_journal_Event_view e = troupe_journal_Event_view(ev);
   uint64_t acc = troupe_journal_Event_view_seq(&e) +
