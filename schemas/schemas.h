@@ -44,11 +44,16 @@
  *                                        verified with the outer buffer, so
  *                                        N_M_as_root(v.data) is safe.
  *   struct S fields   plain C members of struct N_S (host is little-endian).
+ * Required fields (strings, tables, structs, vectors marked `required`) are
+ * read without the absent checks: every buffer a reader may see has them
+ * (the verifier rejects one that lacks any, N_T_end aborts before writing
+ * one), so their readers go straight to the slot (tr_fb_field_req). On such
+ * a buffer they return what the checked form would; N_T_has_f still checks.
  *
  * View readers (static inline): the same readers on a table whose vtable was
  * resolved once. Every reader above has a twin N_T_view_<reader>(&v), with
  * the same result, defaults and absent-field behaviour (required fields are
- * checked like the others):
+ * read without absent checks in both forms):
  *   struct N_T_view v = N_T_view(t);        t verified (or just built), not NULL
  *   N_T_view_f(&v), N_T_view_has_f(&v), N_T_view_f_len(&v), N_T_view_f_at(&v, i),
  *   N_T_view_u_type(&v), N_T_view_u_as_M(&v) ...
