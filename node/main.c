@@ -85,7 +85,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: troupe --id N --data DIR --raft HOST:PORT --http HOST:PORT\n"
             "              [--peer HOST:PORT] [--client HOST:PORT] [--bootstrap | --join HOST:PORT]\n"
-            "              [--schedulers N] [--max-active-runs N] [--approval-timeout S]\n"
+            "              [--schedulers N (default: cores - 1, at least 1)] [--max-active-runs N]\n"
+            "              [--approval-timeout S]\n"
             "              [--llm-timeout S] [--context-tokens N] [--ports-file F]\n"
             "              [--max-connections N] [--stream-stall-ms MS]\n"
             "              [--cluster-secret-file F] [--failure-timeout MS] [--election-timeout MS]\n"
@@ -204,7 +205,7 @@ static int parse_args(int argc, char **argv, struct node_opts *o)
             o->append_linger_ms = v == 0 ? -1 : (int)v;
             break;
         case O_SCHED:
-            if (parse_u32(optarg, &v) != 0 || v > 64)
+            if (parse_u32(optarg, &v) != 0 || v == 0 || v > 64)
                 goto bad;
             o->schedulers = (int)v;
             break;
@@ -492,7 +493,17 @@ int main(int argc, char **argv)
     uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_signal_start(&sigint, on_signal, SIGINT);
 
-    struct tr_rt_opts ro = { .schedulers = n->o.schedulers };
+    /* One scheduler per core but one by default: scheduler 0 carries raft's
+     * loop, and a run on it commits without crossing threads (two wakeups
+     * fewer per write step); the core left over serves libuv's thread pool
+     * (raft's blocking writes, snapshots, digests) and RocksDB's background
+     * work. Measured in docs/ARCHITECTURE.md ("Schedulers"). */
+    int nsched_want = n->o.schedulers;
+    if (nsched_want == 0) {
+        unsigned cores = uv_available_parallelism();
+        nsched_want = cores > 1 ? (int)cores - 1 : 1;
+    }
+    struct tr_rt_opts ro = { .schedulers = nsched_want };
     rv = tr_rt_new(&ro, &n->rt);
     if (rv == TR_OK)
         rv = tr_rt_start(n->rt);

@@ -345,7 +345,11 @@ static int world_up(void **state)
      * runs queue and failover has to respect it. */
     if (strcmp(scenario, "random") == 0 && rnd() % 2)
         o.capacity = 2 + (unsigned)(rnd() % 3);
-    fprintf(stderr, "chaos: node capacity %u (0: unlimited)\n", o.capacity);
+    /* And sometimes two schedulers per node (the default here is one). */
+    if (strcmp(scenario, "random") == 0 && rnd() % 2)
+        o.schedulers = 2;
+    fprintf(stderr, "chaos: node capacity %u (0: unlimited), schedulers %d (0: default)\n", o.capacity,
+            o.schedulers);
     for (int i = 0; i < NODES; i++) {
         o.hosts[i] = W.hosts[i];
         o.netns[i] = W.paths[i];
