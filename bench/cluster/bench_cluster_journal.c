@@ -8,6 +8,7 @@
  * run); window: appends in flight per run (default 16); seconds: measured
  * time (default 3). For experiments: BCJ_INFLIGHT and BCJ_BATCH set the state
  * service's raft entries in flight and appends per entry on every node;
+ * BCJ_SCHED its schedulers (default: the runtime's, one per core);
  * BCJ_SLOW_MS=N makes each node log every append slower than N ms to its
  * log (when, which) - how the Nagle stalls below were found.
  *
@@ -356,7 +357,7 @@ static int node_main(int argc, char **argv)
     tr_log_set_level(TR_LOG_WARN);
     slow_us = getenv("BCJ_SLOW_MS") ? (uint64_t)atoi(getenv("BCJ_SLOW_MS")) * 1000 : 0;
 
-    struct tr_rt_opts ro = { 0 };
+    struct tr_rt_opts ro = { .schedulers = getenv("BCJ_SCHED") ? atoi(getenv("BCJ_SCHED")) : 0 };
     if (tr_rt_new(&ro, &rt) != TR_OK || tr_rt_start(rt) != TR_OK)
         return 1;
     struct tr_spawn_opts lo = { .behavior = &listener_behavior, .sched = TR_SCHED_ANY };
