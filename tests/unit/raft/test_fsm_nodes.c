@@ -1,6 +1,7 @@
 /* Placement and failover in the FSM (raft/fsm_nodes.c), driven through
  * tr_fsm_apply_at on a real RocksDB store in a temporary directory. The
- * FSM's notes go to a real listener actor on a deterministic runtime.
+ * FSM's notes go to a real listener actor on a deterministic runtime
+ * (both from fsm_fixture.h).
  *
  * What is checked: runs created with owner 0 spread by load and capacity;
  * Draining and Down nodes get no new runs; NodeDown/NodeDrain move every
@@ -21,257 +22,94 @@
 
 #include "harness.h"
 
-#include "raft/fsm.h"
-#include "raft/raft.h"
-#include "schemas/command_generated.h"
+#include "fsm_fixture.h"
 #include "schemas/journal_generated.h"
 #include "schemas/state_generated.h"
-#include "storage/storage.h"
 
-/* ---- the listener: a real actor on a deterministic runtime -------------------- */
-
-#define MAX_NOTES 8192
-static struct tr_state_note notes[MAX_NOTES];
-static int n_notes;
-static struct tr_rt *rt;
-static tr_actor_id listener;
-
-static int listener_receive(struct tr_ctx *ctx, void *state, struct tr_msg *m)
-{
-    (void)ctx;
-    (void)state;
-    if (m->type == TR_MSG_STATE_NOTE && m->len == sizeof(struct tr_state_note) && n_notes < MAX_NOTES)
-        memcpy(&notes[n_notes++], m->data, sizeof(struct tr_state_note));
-    return 0;
-}
-
-static const struct tr_behavior listener_behavior = { .name = "notes", .receive = listener_receive };
+/* ---- the fixture (fsm_fixture.h): notes, an FSM over a store, commands ---------- */
 
 static int count_notes(int kind, uint64_t run_id, uint64_t owner)
 {
     int n = 0;
-    for (int i = 0; i < n_notes; i++)
-        if (notes[i].kind == kind && (run_id == 0 || notes[i].run_id == run_id) &&
-            (owner == 0 || notes[i].owner == owner))
+    for (int i = 0; i < fx_n_notes; i++)
+        if (fx_notes[i].kind == kind && (run_id == 0 || fx_notes[i].run_id == run_id) &&
+            (owner == 0 || fx_notes[i].owner == owner))
             n++;
     return n;
 }
 
-/* ---- an FSM over a store ---------------------------------------------------------- */
-
-struct env {
-    char *dir;
-    char path[160];
-    struct tr_store *store;
-    struct tr_fsm *fsm;
-    struct raft_fsm *rf;        /* what raft would drive (restore) */
-    uint64_t index;
-};
-
-static void on_fatal(void *ud, const char *msg)
+/* Every command at the same time (FX_START_US). */
+static void env_open(struct fx_env *e, const char *tag, tr_actor_id to)
 {
-    (void)ud;
-    fail_msg("fsm fatal: %s", msg);
-}
-
-static void fsm_open(struct env *e, tr_actor_id to)
-{
-    struct tr_fsm_opts o = { .store = e->store, .rt = rt, .listener = to, .on_fatal = on_fatal };
-    e->rf = tr_fsm_new(&o, &e->fsm);
-    assert_non_null(e->rf);
-}
-
-static void env_open(struct env *e, const char *tag, tr_actor_id to)
-{
-    memset(e, 0, sizeof *e);
-    if (to != 0)
-        n_notes = 0;
-    e->dir = h_tmpdir(tag);
-    assert_non_null(e->dir);
-    snprintf(e->path, sizeof e->path, "%s/db", e->dir);
-    assert_int_equal(tr_store_open(e->path, NULL, &e->store, NULL), TR_OK);
-    e->index = tr_store_last_applied(e->store);
-    fsm_open(e, to);
-}
-
-static void env_close(struct env *e)
-{
-    tr_fsm_free(e->fsm);
-    tr_store_close(e->store);
-    h_tmpdir_remove(e->dir);
+    fx_env_open(e, tag, to, false);
 }
 
 /* Close the FSM and the store, open both again: the index must be rebuilt. */
-static void env_reopen(struct env *e, tr_actor_id to)
+static void env_reopen(struct fx_env *e, tr_actor_id to)
 {
-    tr_fsm_free(e->fsm);
-    tr_store_close(e->store);
-    assert_int_equal(tr_store_open(e->path, NULL, &e->store, NULL), TR_OK);
+    fx_env_reopen(e, to);
     assert_int_equal(tr_store_last_applied(e->store), e->index);
-    fsm_open(e, to);
-}
-
-/* Apply the Command in b at the next index; the result's verdict. */
-static struct tr_fsm_result apply_b(struct env *e, struct tr_fb_builder *b)
-{
-    size_t len;
-    const uint8_t *buf = tr_fb_builder_data(b, &len);
-    struct tr_fsm_result *res;
-    assert_int_equal(tr_fsm_apply_at(e->fsm, ++e->index, buf, len, &res), TR_OK);
-    struct tr_fsm_result copy = *res;
-    copy.appends = NULL;
-    if (res->n_appends > 0)
-        copy.verdict = res->appends[0].verdict;
-    tr_rt_run_until_idle(rt, 0);
-    return copy;
-}
-
-static void finish(struct tr_fb_builder *b, uint8_t type, tr_fb_ref op, uint64_t origin, uint64_t leader)
-{
-    troupe_cmd_Command_start(b);
-    troupe_cmd_Command_add_time_us(b, 1700000000000000LL);
-    troupe_cmd_Command_add_leader_node(b, leader);
-    troupe_cmd_Command_add_origin_node(b, origin);
-    troupe_cmd_Command_add_op_type(b, type);
-    troupe_cmd_Command_add_op(b, op);
-    troupe_cmd_Command_finish(b, troupe_cmd_Command_end(b));
 }
 
 /* ---- commands ------------------------------------------------------------------------ */
 
-static int node_add(struct env *e, uint64_t id, uint32_t capacity)
+static int node_add(struct fx_env *e, uint64_t id, uint32_t capacity)
 {
-    struct tr_fb_builder b;
-    tr_fb_builder_init(&b);
-    char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%llu", (unsigned long long)(9000 + id));
-    tr_fb_ref a = tr_fb_create_str(&b, addr);
-    troupe_cmd_NodeAdd_start(&b);
-    troupe_cmd_NodeAdd_add_node_id(&b, id);
-    troupe_cmd_NodeAdd_add_raft_address(&b, a);
-    troupe_cmd_NodeAdd_add_capacity(&b, capacity);
-    finish(&b, troupe_cmd_Op_NodeAdd, troupe_cmd_NodeAdd_end(&b), 1, 1);
-    int v = apply_b(e, &b).verdict;
-    tr_fb_builder_free(&b);
-    return v;
+    return fx_node_add(e, id, capacity, true);
 }
 
-static int node_up(struct env *e, uint64_t id)
+static int node_up(struct fx_env *e, uint64_t id)
 {
-    struct tr_fb_builder b;
-    tr_fb_builder_init(&b);
-    troupe_cmd_NodeUp_start(&b);
-    troupe_cmd_NodeUp_add_node_id(&b, id);
-    finish(&b, troupe_cmd_Op_NodeUp, troupe_cmd_NodeUp_end(&b), 1, 1);
-    int v = apply_b(e, &b).verdict;
-    tr_fb_builder_free(&b);
-    return v;
+    return fx_node_up(e, id);
 }
 
-static int node_remove(struct env *e, uint64_t id)
+static int node_remove(struct fx_env *e, uint64_t id)
 {
     struct tr_fb_builder b;
     tr_fb_builder_init(&b);
     troupe_cmd_NodeRemove_start(&b);
     troupe_cmd_NodeRemove_add_node_id(&b, id);
-    finish(&b, troupe_cmd_Op_NodeRemove, troupe_cmd_NodeRemove_end(&b), 1, 1);
-    int v = apply_b(e, &b).verdict;
-    tr_fb_builder_free(&b);
-    return v;
+    fx_finish(e, &b, troupe_cmd_Op_NodeRemove, troupe_cmd_NodeRemove_end(&b), 1, 1);
+    return fx_apply(e, &b).verdict;
 }
 
-static tr_fb_ref reassign_ref(struct tr_fb_builder *b, uint64_t run, uint64_t from, uint64_t to, uint64_t epoch)
+/* NodeDown (drain = false, reason "silent") or NodeDrain of id, with at
+ * most one explicit reassignment (run 0: none). */
+static int node_down_drain(struct fx_env *e, uint64_t id, bool drain, uint64_t run, uint64_t to, uint64_t epoch)
 {
-    char text[TR_RUN_ID_TEXT_LEN];
-    tr_run_id_text(run, text);
-    tr_fb_ref rid = tr_fb_create_str(b, text);
-    troupe_cmd_RunReassign_start(b);
-    troupe_cmd_RunReassign_add_run_id(b, rid);
-    troupe_cmd_RunReassign_add_from_node(b, from);
-    troupe_cmd_RunReassign_add_to_node(b, to);
-    troupe_cmd_RunReassign_add_epoch(b, epoch);
-    return troupe_cmd_RunReassign_end(b);
+    return fx_node_down_drain(e, id, drain, "silent", run, to, epoch);
 }
 
-/* NodeDown (drain = false) or NodeDrain of id, with at most one explicit
- * reassignment (run 0: none). */
-static int node_down_drain(struct env *e, uint64_t id, bool drain, uint64_t run, uint64_t to, uint64_t epoch)
-{
-    struct tr_fb_builder b;
-    tr_fb_builder_init(&b);
-    tr_fb_ref vec = 0;
-    if (run != 0) {
-        tr_fb_ref r = reassign_ref(&b, run, id, to, epoch);
-        vec = troupe_cmd_NodeDown_create_reassignments(&b, &r, 1);
-    }
-    if (drain) {
-        troupe_cmd_NodeDrain_start(&b);
-        troupe_cmd_NodeDrain_add_node_id(&b, id);
-        troupe_cmd_NodeDrain_add_reassignments(&b, vec);
-        finish(&b, troupe_cmd_Op_NodeDrain, troupe_cmd_NodeDrain_end(&b), 1, 1);
-    } else {
-        tr_fb_ref why = tr_fb_create_str(&b, "silent");
-        troupe_cmd_NodeDown_start(&b);
-        troupe_cmd_NodeDown_add_node_id(&b, id);
-        troupe_cmd_NodeDown_add_reason(&b, why);
-        troupe_cmd_NodeDown_add_reassignments(&b, vec);
-        finish(&b, troupe_cmd_Op_NodeDown, troupe_cmd_NodeDown_end(&b), 1, 1);
-    }
-    int v = apply_b(e, &b).verdict;
-    tr_fb_builder_free(&b);
-    return v;
-}
-
-static int node_down(struct env *e, uint64_t id)
+static int node_down(struct fx_env *e, uint64_t id)
 {
     return node_down_drain(e, id, false, 0, 0, 0);
 }
 
-static int node_drain(struct env *e, uint64_t id)
+static int node_drain(struct fx_env *e, uint64_t id)
 {
     return node_down_drain(e, id, true, 0, 0, 0);
 }
 
-static int run_reassign(struct env *e, uint64_t run, uint64_t from, uint64_t to, uint64_t epoch)
+static int run_reassign(struct fx_env *e, uint64_t run, uint64_t from, uint64_t to, uint64_t epoch)
 {
-    struct tr_fb_builder b;
-    tr_fb_builder_init(&b);
-    tr_fb_ref r = reassign_ref(&b, run, from, to, epoch);
-    finish(&b, troupe_cmd_Op_RunReassign, r, 1, 1);
-    int v = apply_b(e, &b).verdict;
-    tr_fb_builder_free(&b);
-    return v;
+    return fx_run_reassign(e, run, from, to, epoch, false);
 }
 
 /* RunCreate of run `id` with owner_node `owner` (0: place it). */
-static int run_create_from(struct env *e, uint64_t id, uint64_t owner, uint64_t origin, uint64_t leader)
+static int run_create_from(struct fx_env *e, uint64_t id, uint64_t owner, uint64_t origin, uint64_t leader)
 {
-    struct tr_fb_builder b;
-    char text[TR_RUN_ID_TEXT_LEN];
-    tr_fb_builder_init(&b);
-    tr_run_id_text(id, text);
-    tr_fb_ref rid = tr_fb_create_str(&b, text);
-    tr_fb_ref tenant = tr_fb_create_str(&b, "acme");
-    tr_fb_ref goal = tr_fb_create_str(&b, "count the sheep");
-    troupe_cmd_RunCreate_start(&b);
-    troupe_cmd_RunCreate_add_run_id(&b, rid);
-    troupe_cmd_RunCreate_add_tenant(&b, tenant);
-    troupe_cmd_RunCreate_add_goal(&b, goal);
-    troupe_cmd_RunCreate_add_owner_node(&b, owner);
-    finish(&b, troupe_cmd_Op_RunCreate, troupe_cmd_RunCreate_end(&b), origin, leader);
-    struct tr_fsm_result r = apply_b(e, &b);
-    tr_fb_builder_free(&b);
+    struct tr_fsm_result r = fx_run_create(e, id, owner, origin, leader);
     if (r.verdict == TR_FSM_OK)
         assert_int_equal(r.run_id, id);
     return r.verdict;
 }
 
-static int run_create(struct env *e, uint64_t id, uint64_t owner)
+static int run_create(struct fx_env *e, uint64_t id, uint64_t owner)
 {
     return run_create_from(e, id, owner, 1, 1);
 }
 
-static int run_cancel(struct env *e, uint64_t id)
+static int run_cancel(struct fx_env *e, uint64_t id)
 {
     struct tr_fb_builder b;
     char text[TR_RUN_ID_TEXT_LEN];
@@ -280,80 +118,27 @@ static int run_cancel(struct env *e, uint64_t id)
     tr_fb_ref rid = tr_fb_create_str(&b, text);
     troupe_cmd_RunCancel_start(&b);
     troupe_cmd_RunCancel_add_run_id(&b, rid);
-    finish(&b, troupe_cmd_Op_RunCancel, troupe_cmd_RunCancel_end(&b), 1, 1);
-    int v = apply_b(e, &b).verdict;
-    tr_fb_builder_free(&b);
-    return v;
+    fx_finish(e, &b, troupe_cmd_Op_RunCancel, troupe_cmd_RunCancel_end(&b), 1, 1);
+    return fx_apply(e, &b).verdict;
 }
 
 /* One owner append (llm.requested, or run.succeeded when `end`) at
  * (epoch, seq); the append's verdict. */
-static int run_append(struct env *e, uint64_t id, uint64_t epoch, uint64_t seq, bool end)
+static int run_append(struct fx_env *e, uint64_t id, uint64_t epoch, uint64_t seq, bool end)
 {
-    struct tr_fb_builder eb, b;
-    char text[TR_RUN_ID_TEXT_LEN];
-    tr_run_id_text(id, text);
-    tr_fb_builder_init(&eb);
-    tr_fb_ref data;
-    uint8_t type;
-    if (end) {
-        tr_fb_ref o = tr_fb_create_str(&eb, "42 sheep");
-        troupe_journal_RunSucceeded_start(&eb);
-        troupe_journal_RunSucceeded_add_output(&eb, o);
-        data = troupe_journal_RunSucceeded_end(&eb);
-        type = troupe_journal_Data_RunSucceeded;
-    } else {
-        troupe_journal_LlmRequested_start(&eb);
-        troupe_journal_LlmRequested_add_step(&eb, 1);
-        data = troupe_journal_LlmRequested_end(&eb);
-        type = troupe_journal_Data_LlmRequested;
-    }
-    tr_fb_ref erid = tr_fb_create_str(&eb, text);
-    troupe_journal_Event_start(&eb);
-    troupe_journal_Event_add_seq(&eb, seq);
-    troupe_journal_Event_add_time_us(&eb, 1700000000000001LL);
-    troupe_journal_Event_add_run_id(&eb, erid);
-    troupe_journal_Event_add_epoch(&eb, epoch);
-    troupe_journal_Event_add_data_type(&eb, type);
-    troupe_journal_Event_add_data(&eb, data);
-    troupe_journal_Event_finish(&eb, troupe_journal_Event_end(&eb));
-    size_t elen;
-    const uint8_t *ev = tr_fb_builder_data(&eb, &elen);
-
-    tr_fb_builder_init(&b);
-    tr_fb_ref rid = tr_fb_create_str(&b, text);
-    tr_fb_ref evr = tr_fb_create_bytes(&b, ev, elen);
-    troupe_cmd_Append_start(&b);
-    troupe_cmd_Append_add_run_id(&b, rid);
-    troupe_cmd_Append_add_epoch(&b, epoch);
-    troupe_cmd_Append_add_seq(&b, seq);
-    troupe_cmd_Append_add_event(&b, evr);
-    tr_fb_ref a = troupe_cmd_Append_end(&b);
-    tr_fb_ref vec = troupe_cmd_AppendBatch_create_appends(&b, &a, 1);
-    troupe_cmd_AppendBatch_start(&b);
-    troupe_cmd_AppendBatch_add_appends(&b, vec);
-    finish(&b, troupe_cmd_Op_AppendBatch, troupe_cmd_AppendBatch_end(&b), 1, 1);
-    struct tr_fsm_result r = apply_b(e, &b);
-    tr_fb_builder_free(&b);
-    tr_fb_builder_free(&eb);
+    struct tr_fsm_result r = fx_append(e, id, epoch, seq, end ? FX_EV_END : FX_EV_LLM);
     assert_int_equal(r.n_appends, 1);
     return r.verdict;
 }
 
 /* ---- reading the store ----------------------------------------------------------------- */
 
-static void read_run(struct env *e, uint64_t id, struct run_rec *out)
+static void read_run(struct fx_env *e, uint64_t id, struct run_rec *out)
 {
-    unsigned char k[8];
-    void *val;
-    size_t vlen;
-    tr_run_key(id, k);
-    assert_int_equal(tr_store_get(e->store, NULL, TR_CF_RUNS, k, 8, &val, &vlen, NULL), TR_OK);
-    assert_int_equal(tr_run_rec_decode(val, vlen, out), TR_OK);
-    tr_free(val);
+    fx_read_run(e->store, id, out);
 }
 
-static uint64_t owner_of(struct env *e, uint64_t id)
+static uint64_t owner_of(struct fx_env *e, uint64_t id)
 {
     struct run_rec r;
     read_run(e, id, &r);
@@ -362,7 +147,7 @@ static uint64_t owner_of(struct env *e, uint64_t id)
     return o;
 }
 
-static uint64_t epoch_of(struct env *e, uint64_t id)
+static uint64_t epoch_of(struct fx_env *e, uint64_t id)
 {
     struct run_rec r;
     read_run(e, id, &r);
@@ -381,7 +166,7 @@ struct ev_info {
     char reason[64];
 };
 
-static struct ev_info read_event(struct env *e, uint64_t id, uint64_t seq)
+static struct ev_info read_event(struct fx_env *e, uint64_t id, uint64_t seq)
 {
     struct tr_journal_iter *it;
     struct ev_info out = { 0 };
@@ -408,14 +193,14 @@ static struct ev_info read_event(struct env *e, uint64_t id, uint64_t seq)
     return out;
 }
 
-static uint64_t last_seq(struct env *e, uint64_t id)
+static uint64_t last_seq(struct fx_env *e, uint64_t id)
 {
     uint64_t seq = 0;
     assert_int_equal(tr_journal_last_seq(e->store, NULL, id, &seq, NULL), TR_OK);
     return seq;
 }
 
-static bool node_record_exists(struct env *e, uint64_t id)
+static bool node_record_exists(struct fx_env *e, uint64_t id)
 {
     unsigned char k[13];
     memcpy(k, "node/", 5);
@@ -428,7 +213,7 @@ static bool node_record_exists(struct env *e, uint64_t id)
     return rv == TR_OK;
 }
 
-static uint32_t active_of(struct env *e, uint64_t node)
+static uint32_t active_of(struct fx_env *e, uint64_t node)
 {
     uint32_t active, cap;
     int8_t state;
@@ -437,14 +222,14 @@ static uint32_t active_of(struct env *e, uint64_t node)
     return active;
 }
 
-static void digest(struct env *e, unsigned char out[TR_STATE_DIGEST_LEN])
+static void digest(struct fx_env *e, unsigned char out[TR_STATE_DIGEST_LEN])
 {
     assert_int_equal(tr_store_digest(e->store, NULL, out, NULL, NULL), TR_OK);
 }
 
 /* The run created with owner 0 shows its owner in the record, in run.created
  * and in TR_NOTE_RUN_CREATED; returns it. */
-static uint64_t placed(struct env *e, uint64_t id)
+static uint64_t placed(struct fx_env *e, uint64_t id)
 {
     uint64_t o = owner_of(e, id);
     assert_true(o != 0);
@@ -460,23 +245,13 @@ static uint64_t placed(struct env *e, uint64_t id)
 static int setup(void **st)
 {
     (void)st;
-    struct tr_rt_opts o = { .deterministic = 1, .seed = 7 };
-    if (tr_rt_new(&o, &rt) != TR_OK)
-        return -1;
-    struct tr_spawn_opts so = { .behavior = &listener_behavior };
-    if (tr_spawn(rt, &so, &listener) != TR_OK)
-        return -1;
-    tr_rt_run_until_idle(rt, 0);
-    n_notes = 0;
-    return 0;
+    return fx_rt_setup(7);
 }
 
 static int teardown(void **st)
 {
     (void)st;
-    tr_rt_shutdown(rt);
-    rt = NULL;
-    return 0;
+    return fx_rt_teardown();
 }
 
 /* Equal capacities: round robin by load; capacities 10 and 30: 1:3; all
@@ -484,8 +259,8 @@ static int teardown(void **st)
 static void test_placement_spreads_by_load(void **st)
 {
     (void)st;
-    struct env e;
-    env_open(&e, "fsmnodes-spread", listener);
+    struct fx_env e;
+    env_open(&e, "fsmnodes-spread", fx_listener);
     for (uint64_t n = 1; n <= 3; n++)
         assert_int_equal(node_add(&e, n, 0), TR_FSM_OK);
     uint32_t per[4] = { 0 };
@@ -507,9 +282,9 @@ static void test_placement_spreads_by_load(void **st)
     assert_int_equal(run_create(&e, 50, 2), TR_FSM_OK);
     assert_int_equal(owner_of(&e, 50), 2);
     assert_int_equal(active_of(&e, 2), 4);
-    env_close(&e);
+    fx_env_close(&e);
 
-    env_open(&e, "fsmnodes-cap", listener);
+    env_open(&e, "fsmnodes-cap", fx_listener);
     assert_int_equal(node_add(&e, 1, 10), TR_FSM_OK);
     assert_int_equal(node_add(&e, 2, 30), TR_FSM_OK);
     uint32_t c1 = 0, c2 = 0;
@@ -538,15 +313,15 @@ static void test_placement_spreads_by_load(void **st)
     assert_int_equal(node_add(&e, 3, 0), TR_FSM_OK);
     assert_int_equal(run_create(&e, 42, 0), TR_FSM_OK);
     assert_int_equal(placed(&e, 42), 3);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 /* Draining and Down nodes get no new runs; with none Up, the origin does. */
 static void test_no_runs_on_draining_or_down(void **st)
 {
     (void)st;
-    struct env e;
-    env_open(&e, "fsmnodes-skip", listener);
+    struct fx_env e;
+    env_open(&e, "fsmnodes-skip", fx_listener);
     for (uint64_t n = 1; n <= 3; n++)
         assert_int_equal(node_add(&e, n, 0), TR_FSM_OK);
     assert_int_equal(node_drain(&e, 2), TR_FSM_OK);
@@ -577,10 +352,10 @@ static void test_no_runs_on_draining_or_down(void **st)
     assert_int_equal(node_down(&e, 2), TR_FSM_OK);
     assert_int_equal(run_create_from(&e, 8, 0, 5, 4), TR_FSM_OK);
     assert_int_equal(placed(&e, 8), 5);
-    env_close(&e);
+    fx_env_close(&e);
 
     /* An empty node table: origin, else leader; neither: refused. */
-    env_open(&e, "fsmnodes-empty", listener);
+    env_open(&e, "fsmnodes-empty", fx_listener);
     assert_int_equal(run_create_from(&e, 1, 0, 7, 3), TR_FSM_OK);
     assert_int_equal(placed(&e, 1), 7);
     assert_int_equal(run_create_from(&e, 2, 0, 0, 3), TR_FSM_OK);
@@ -595,7 +370,7 @@ static void test_no_runs_on_draining_or_down(void **st)
     assert_int_equal(run_reassign(&e, 1, 7, 0, 2), TR_FSM_INVALID);
     assert_int_equal(node_up(&e, 42), TR_FSM_NOT_FOUND);
     assert_int_equal(node_down(&e, 42), TR_FSM_NOT_FOUND);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 /* NodeDown moves every active run of the node (explicit reassignments
@@ -603,8 +378,8 @@ static void test_no_runs_on_draining_or_down(void **st)
 static void test_node_down_reassigns(void **st)
 {
     (void)st;
-    struct env e;
-    env_open(&e, "fsmnodes-down", listener);
+    struct fx_env e;
+    env_open(&e, "fsmnodes-down", fx_listener);
     for (uint64_t n = 1; n <= 3; n++)
         assert_int_equal(node_add(&e, n, 0), TR_FSM_OK);
     for (uint64_t id = 1; id <= 12; id++)
@@ -664,15 +439,15 @@ static void test_node_down_reassigns(void **st)
     assert_int_equal(node_down(&e, 3), TR_FSM_OK);
     assert_int_equal(owner_of(&e, 60), 1);
     assert_int_equal(active_of(&e, 3), 0);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 /* Drain spreads runs over the others in run-id order by load. */
 static void test_node_drain_spreads(void **st)
 {
     (void)st;
-    struct env e;
-    env_open(&e, "fsmnodes-drain", listener);
+    struct fx_env e;
+    env_open(&e, "fsmnodes-drain", fx_listener);
     assert_int_equal(node_add(&e, 1, 0), TR_FSM_OK);
     for (uint64_t id = 1; id <= 6; id++)
         assert_int_equal(run_create(&e, id, 0), TR_FSM_OK);
@@ -689,7 +464,7 @@ static void test_node_drain_spreads(void **st)
         assert_string_equal(ev.reason, "owner node draining");
     }
     assert_int_equal(active_of(&e, 1), 0);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 /* With no other node Up the runs stay; a node coming Up takes the runs of
@@ -697,8 +472,8 @@ static void test_node_drain_spreads(void **st)
 static void test_recovery_when_a_node_comes_up(void **st)
 {
     (void)st;
-    struct env e;
-    env_open(&e, "fsmnodes-recover", listener);
+    struct fx_env e;
+    env_open(&e, "fsmnodes-recover", fx_listener);
     assert_int_equal(node_add(&e, 1, 0), TR_FSM_OK);
     assert_int_equal(node_add(&e, 2, 0), TR_FSM_OK);
     for (uint64_t id = 1; id <= 4; id++)
@@ -728,14 +503,14 @@ static void test_recovery_when_a_node_comes_up(void **st)
     /* Node 2 comes up: still nothing moves (no Down node owns runs). */
     assert_int_equal(node_up(&e, 2), TR_FSM_OK);
     assert_int_equal(active_of(&e, 2), 0);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 static void test_node_remove_rules(void **st)
 {
     (void)st;
-    struct env e;
-    env_open(&e, "fsmnodes-remove", listener);
+    struct fx_env e;
+    env_open(&e, "fsmnodes-remove", fx_listener);
     assert_int_equal(node_remove(&e, 9), TR_FSM_NOT_FOUND);
     assert_int_equal(node_add(&e, 1, 0), TR_FSM_OK);
     for (uint64_t id = 1; id <= 3; id++)
@@ -775,11 +550,11 @@ static void test_node_remove_rules(void **st)
     assert_int_equal(node_add(&e, 1, 5), TR_FSM_OK);
     assert_int_equal(tr_fsm_node_load(e.fsm, 1, &active, &cap, &state), TR_OK);
     assert_int_equal(cap, 5);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 /* The same mixed command sequence, with a step counter to vary it. */
-static void workload(struct env *e, uint64_t first_run, int phase)
+static void workload(struct fx_env *e, uint64_t first_run, int phase)
 {
     uint64_t id = first_run;
     if (phase == 0) {
@@ -807,8 +582,8 @@ static void workload(struct env *e, uint64_t first_run, int phase)
 static void test_rebuilt_index_decides_the_same(void **st)
 {
     (void)st;
-    struct env live, again;
-    env_open(&live, "fsmnodes-live", listener);
+    struct fx_env live, again;
+    env_open(&live, "fsmnodes-live", fx_listener);
     env_open(&again, "fsmnodes-again", 0);
     workload(&live, 1, 0);
     workload(&again, 1, 0);
@@ -841,7 +616,7 @@ static void test_rebuilt_index_decides_the_same(void **st)
 
     /* Snapshot restore: a third store with its own (different) history and
      * a built index gets live's snapshot; its next decisions are live's. */
-    struct env third;
+    struct fx_env third;
     env_open(&third, "fsmnodes-third", 0);
     assert_int_equal(node_add(&third, 9, 0), TR_FSM_OK);
     assert_int_equal(run_create(&third, 500, 0), TR_FSM_OK);
@@ -873,9 +648,9 @@ static void test_rebuilt_index_decides_the_same(void **st)
     digest(&live, d1);
     digest(&third, d2);
     assert_memory_equal(d1, d2, sizeof d1);
-    env_close(&third);
-    env_close(&again);
-    env_close(&live);
+    fx_env_close(&third);
+    fx_env_close(&again);
+    fx_env_close(&live);
 }
 
 int main(void)
