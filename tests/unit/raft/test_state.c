@@ -16,6 +16,7 @@
 
 #include "harness.h"
 
+#include "fsm_fixture.h"
 #include "raft/fsm.h"
 #include "raft/raft.h"
 #include "schemas/command_generated.h"
@@ -223,22 +224,13 @@ static struct tr_state_reply propose(struct tr_fb_builder *b)
 
 static void cmd_finish(struct tr_fb_builder *b, uint8_t type, tr_fb_ref op)
 {
-    troupe_cmd_Command_start(b);
-    troupe_cmd_Command_add_time_us(b, 1700000000000000LL);
-    troupe_cmd_Command_add_op_type(b, type);
-    troupe_cmd_Command_add_op(b, op);
-    troupe_cmd_Command_finish(b, troupe_cmd_Command_end(b));
+    fx_command_finish(b, FX_START_US, 0, 0, type, op);
 }
 
 static struct tr_state_reply create_run(uint64_t id, const char *idem, uint8_t digest_byte)
 {
     struct tr_fb_builder b;
-    char text[TR_RUN_ID_TEXT_LEN];
     tr_fb_builder_init(&b);
-    tr_run_id_text(id, text);
-    tr_fb_ref rid = tr_fb_create_str(&b, text);
-    tr_fb_ref tenant = tr_fb_create_str(&b, "acme");
-    tr_fb_ref goal = tr_fb_create_str(&b, "write a haiku");
     tr_fb_ref ik = idem ? tr_fb_create_str(&b, idem) : 0;
     uint8_t dig[32];
     memset(dig, digest_byte, sizeof dig);
@@ -248,14 +240,10 @@ static struct tr_state_reply create_run(uint64_t id, const char *idem, uint8_t d
     troupe_journal_AgentConfig_add_model(&b, model);
     troupe_journal_AgentConfig_add_max_steps(&b, 7);
     tr_fb_ref agent = troupe_journal_AgentConfig_end(&b);
-    troupe_cmd_RunCreate_start(&b);
-    troupe_cmd_RunCreate_add_run_id(&b, rid);
-    troupe_cmd_RunCreate_add_tenant(&b, tenant);
-    troupe_cmd_RunCreate_add_goal(&b, goal);
+    fx_run_create_start(&b, id, "write a haiku", 1);
     troupe_cmd_RunCreate_add_idempotency_key(&b, ik);
     troupe_cmd_RunCreate_add_request_digest(&b, d);
     troupe_cmd_RunCreate_add_agent(&b, agent);
-    troupe_cmd_RunCreate_add_owner_node(&b, 1);
     troupe_cmd_RunCreate_add_epoch(&b, 1);
     cmd_finish(&b, troupe_cmd_Op_RunCreate, troupe_cmd_RunCreate_end(&b));
     struct tr_state_reply r = propose(&b);
@@ -268,9 +256,7 @@ static size_t build_append(uint8_t *out, size_t cap, uint64_t id, uint64_t seq, 
                            uint32_t step)
 {
     struct tr_fb_builder b;
-    char text[TR_RUN_ID_TEXT_LEN];
     tr_fb_builder_init(&b);
-    tr_run_id_text(id, text);
     tr_fb_ref data = 0;
     switch (type) {
     case troupe_journal_Data_LlmRequested:
@@ -318,15 +304,7 @@ static size_t build_append(uint8_t *out, size_t cap, uint64_t id, uint64_t seq, 
     default:
         fail();
     }
-    tr_fb_ref rid = tr_fb_create_str(&b, text);
-    troupe_journal_Event_start(&b);
-    troupe_journal_Event_add_seq(&b, seq);
-    troupe_journal_Event_add_time_us(&b, 1700000000000001LL);
-    troupe_journal_Event_add_run_id(&b, rid);
-    troupe_journal_Event_add_epoch(&b, epoch);
-    troupe_journal_Event_add_data_type(&b, type);
-    troupe_journal_Event_add_data(&b, data);
-    troupe_journal_Event_finish(&b, troupe_journal_Event_end(&b));
+    fx_event_finish(&b, id, seq, FX_START_US + 1, epoch, type, data);
     size_t len;
     const uint8_t *ev = tr_fb_builder_data(&b, &len);
     struct tr_append_msg h = { .run_id = id, .epoch = epoch, .seq = seq, .len = (uint32_t)len };
@@ -349,13 +327,7 @@ static struct tr_state_reply append(uint64_t id, uint64_t seq, uint64_t epoch, u
 
 static void read_run(uint64_t id, struct run_rec *out)
 {
-    unsigned char k[8];
-    void *val;
-    size_t vlen;
-    tr_run_key(id, k);
-    assert_int_equal(tr_store_get(tr_state_store(state), NULL, TR_CF_RUNS, k, 8, &val, &vlen, NULL), TR_OK);
-    assert_int_equal(tr_run_rec_decode(val, vlen, out), TR_OK);
-    tr_free(val);
+    fx_read_run(tr_state_store(state), id, out);
 }
 
 static uint64_t journal_len(uint64_t id)
