@@ -34,6 +34,7 @@
 
 #include "harness.h"
 
+#include "fsm_fixture.h"
 #include "raft/fsm.h"
 #include "raft/io.h"
 #include "raft/raft.h"
@@ -220,24 +221,11 @@ static void prop_done(struct tr_raft_propose *p, int status, void *result)
 static void propose_run(struct fixture *f, struct node *n, uint64_t id)
 {
     struct tr_fb_builder b;
-    char text[TR_RUN_ID_TEXT_LEN];
     tr_fb_builder_init(&b);
-    tr_run_id_text(id, text);
-    tr_fb_ref rid = tr_fb_create_str(&b, text);
-    tr_fb_ref tenant = tr_fb_create_str(&b, "acme");
-    tr_fb_ref goal = tr_fb_create_str(&b, "take a snapshot");
-    troupe_cmd_RunCreate_start(&b);
-    troupe_cmd_RunCreate_add_run_id(&b, rid);
-    troupe_cmd_RunCreate_add_tenant(&b, tenant);
-    troupe_cmd_RunCreate_add_goal(&b, goal);
-    troupe_cmd_RunCreate_add_owner_node(&b, 1);
+    fx_run_create_start(&b, id, "take a snapshot", 1);
     troupe_cmd_RunCreate_add_epoch(&b, 1);
     tr_fb_ref op = troupe_cmd_RunCreate_end(&b);
-    troupe_cmd_Command_start(&b);
-    troupe_cmd_Command_add_time_us(&b, 1700000000000000LL + (int64_t)id);
-    troupe_cmd_Command_add_op_type(&b, troupe_cmd_Op_RunCreate);
-    troupe_cmd_Command_add_op(&b, op);
-    troupe_cmd_Command_finish(&b, troupe_cmd_Command_end(&b));
+    fx_command_finish(&b, FX_START_US + (int64_t)id, 0, 0, troupe_cmd_Op_RunCreate, op);
     size_t len;
     const uint8_t *data = tr_fb_builder_data(&b, &len);
     size_t padded = (len + 7) & ~(size_t)7;
