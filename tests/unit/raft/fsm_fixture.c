@@ -33,9 +33,9 @@ static int listener_receive(struct tr_ctx *ctx, void *state, struct tr_msg *m)
 
 static const struct tr_behavior listener_behavior = { .name = "notes", .receive = listener_receive };
 
-int fx_rt_setup(uint64_t seed)
+int fx_setup(void **st)
 {
-    struct tr_rt_opts o = { .deterministic = 1, .seed = seed };
+    struct tr_rt_opts o = { .deterministic = 1, .seed = *(const uint64_t *)*st };
     if (tr_rt_new(&o, &fx_rt) != TR_OK)
         return -1;
     struct tr_spawn_opts so = { .behavior = &listener_behavior };
@@ -46,8 +46,9 @@ int fx_rt_setup(uint64_t seed)
     return 0;
 }
 
-int fx_rt_teardown(void)
+int fx_teardown(void **st)
 {
+    (void)st;
     tr_rt_shutdown(fx_rt);
     fx_rt = NULL;
     return 0;
@@ -96,6 +97,15 @@ void fx_env_reopen(struct fx_env *e, tr_actor_id to)
     tr_store_close(e->store);
     assert_int_equal(tr_store_open(e->path, NULL, &e->store, NULL), TR_OK);
     fsm_open(e, to);
+}
+
+uint32_t fx_active(struct fx_env *e, uint64_t node)
+{
+    uint32_t active, cap;
+    int8_t state;
+    int rv = tr_fsm_node_load(e->fsm, node, &active, &cap, &state);
+    assert_true(rv == TR_OK || rv == TR_ENOTFOUND);
+    return active;
 }
 
 void fx_command_finish(struct tr_fb_builder *b, int64_t time_us, uint64_t origin, uint64_t leader, uint8_t type,

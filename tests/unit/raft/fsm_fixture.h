@@ -5,13 +5,13 @@
  *
  * Happy path (a cmocka test of test_fsm_nodes.c / test_fsm_rebalance.c):
  *
- *     setup:    fx_rt_setup(seed)          runtime + listener, notes cleared
+ *     setup:    fx_setup                   runtime + listener, notes cleared
  *     test:     struct fx_env e;
  *               fx_env_open(&e, "tag", fx_listener, tick);
  *               fx_node_add(&e, 1, 2, false); fx_run_create(&e, 7, 1, 1, 1);
  *               ... fx_append(&e, 7, 1, 2, FX_EV_LLM) ...
  *               fx_env_close(&e);
- *     teardown: fx_rt_teardown()
+ *     teardown: fx_teardown
  *
  * Lower-level builders (fx_command_finish, fx_run_create_start,
  * fx_event_finish, fx_read_run) serve tests that drive the FSM another way
@@ -45,11 +45,13 @@ extern int fx_n_notes;                               /* how many (at most FX_MAX
 extern struct tr_rt *fx_rt;                          /* deterministic runtime */
 extern tr_actor_id fx_listener;                      /* records TR_MSG_STATE_NOTE */
 
-/* A deterministic runtime seeded with `seed` and the listener spawned on it,
- * notes cleared: 0, or -1 if either could not be made (a cmocka setup). */
-int fx_rt_setup(uint64_t seed);
-/* Shut the runtime down (a cmocka teardown): 0. */
-int fx_rt_teardown(void);
+/* A cmocka setup: a deterministic runtime seeded with the uint64_t *st
+ * points to (cmocka_unit_test_prestate_setup_teardown(test, fx_setup,
+ * fx_teardown, &seed)) and the listener spawned on it, notes cleared: 0, or
+ * -1 if either could not be made. */
+int fx_setup(void **st);
+/* A cmocka teardown: shut the runtime down; 0. */
+int fx_teardown(void **st);
 
 /* ---- an FSM over a store ------------------------------------------------------- */
 
@@ -77,6 +79,9 @@ void fx_env_close(struct fx_env *e);
 /* Close the FSM and the store and open both again (the FSM's load index is
  * then rebuilt from the store on first use); notes go to `to`. */
 void fx_env_reopen(struct fx_env *e, tr_actor_id to);
+
+/* Node `node`'s active runs (0 if it is not registered). */
+uint32_t fx_active(struct fx_env *e, uint64_t node);
 
 /* Finish b's Command around op (time from e, origin and leader nodes). */
 void fx_finish(struct fx_env *e, struct tr_fb_builder *b, uint8_t type, tr_fb_ref op, uint64_t origin,

@@ -213,15 +213,6 @@ static bool node_record_exists(struct fx_env *e, uint64_t id)
     return rv == TR_OK;
 }
 
-static uint32_t active_of(struct fx_env *e, uint64_t node)
-{
-    uint32_t active, cap;
-    int8_t state;
-    int rv = tr_fsm_node_load(e->fsm, node, &active, &cap, &state);
-    assert_true(rv == TR_OK || rv == TR_ENOTFOUND);
-    return active;
-}
-
 static void digest(struct fx_env *e, unsigned char out[TR_STATE_DIGEST_LEN])
 {
     assert_int_equal(tr_store_digest(e->store, NULL, out, NULL, NULL), TR_OK);
@@ -242,17 +233,8 @@ static uint64_t placed(struct fx_env *e, uint64_t id)
 
 /* ---- tests ------------------------------------------------------------------------------------ */
 
-static int setup(void **st)
-{
-    (void)st;
-    return fx_rt_setup(7);
-}
-
-static int teardown(void **st)
-{
-    (void)st;
-    return fx_rt_teardown();
-}
+/* The runtime's seed (fx_setup). */
+static uint64_t seed = 7;
 
 /* Equal capacities: round robin by load; capacities 10 and 30: 1:3; all
  * full: the least loaded still gets the run. */
@@ -276,12 +258,12 @@ static void test_placement_spreads_by_load(void **st)
     assert_int_equal(per[2], 3);
     assert_int_equal(per[3], 3);
     for (uint64_t n = 1; n <= 3; n++)
-        assert_int_equal(active_of(&e, n), 3);
+        assert_int_equal(fx_active(&e, n), 3);
 
     /* An explicit owner is kept as given and counted. */
     assert_int_equal(run_create(&e, 50, 2), TR_FSM_OK);
     assert_int_equal(owner_of(&e, 50), 2);
-    assert_int_equal(active_of(&e, 2), 4);
+    assert_int_equal(fx_active(&e, 2), 4);
     fx_env_close(&e);
 
     env_open(&e, "fsmnodes-cap", fx_listener);
@@ -363,7 +345,7 @@ static void test_no_runs_on_draining_or_down(void **st)
     assert_int_equal(run_create_from(&e, 3, 0, 0, 0), TR_FSM_INVALID);
     /* A lone node registering after it created runs finds them its own. */
     assert_int_equal(node_add(&e, 7, 0), TR_FSM_OK);
-    assert_int_equal(active_of(&e, 7), 1);
+    assert_int_equal(fx_active(&e, 7), 1);
     assert_int_equal(owner_of(&e, 1), 7);
     /* Bad input: node id 0, reassignment to node 0. */
     assert_int_equal(node_add(&e, 0, 0), TR_FSM_INVALID);
@@ -389,7 +371,7 @@ static void test_node_down_reassigns(void **st)
     assert_int_equal(run_append(&e, 5, 1, 2, false), TR_FSM_OK);
     assert_int_equal(run_append(&e, 5, 1, 3, true), TR_FSM_OK);
     assert_int_equal(run_cancel(&e, 8), TR_FSM_OK);
-    assert_int_equal(active_of(&e, 2), 2);
+    assert_int_equal(fx_active(&e, 2), 2);
     assert_int_equal(run_append(&e, 2, 1, 2, false), TR_FSM_OK);
     int before = count_notes(TR_NOTE_RUN_ASSIGNED, 0, 0);
 
@@ -415,9 +397,9 @@ static void test_node_down_reassigns(void **st)
     assert_int_equal(epoch_of(&e, 5), 1);
     assert_int_equal(owner_of(&e, 8), 2);
     assert_int_equal(epoch_of(&e, 8), 1);
-    assert_int_equal(active_of(&e, 2), 0);
-    assert_int_equal(active_of(&e, 1), 5);
-    assert_int_equal(active_of(&e, 3), 5);
+    assert_int_equal(fx_active(&e, 2), 0);
+    assert_int_equal(fx_active(&e, 1), 5);
+    assert_int_equal(fx_active(&e, 3), 5);
 
     /* The old owner is fenced; the new one appends at epoch 2. */
     assert_int_equal(run_append(&e, 2, 1, 4, false), TR_FSM_STALE_EPOCH);
@@ -427,18 +409,18 @@ static void test_node_down_reassigns(void **st)
 
     /* Spreading: node 3 goes down too; its 5 runs all go to node 1. */
     assert_int_equal(node_down(&e, 3), TR_FSM_OK);
-    assert_int_equal(active_of(&e, 1), 10);
-    assert_int_equal(active_of(&e, 3), 0);
+    assert_int_equal(fx_active(&e, 1), 10);
+    assert_int_equal(fx_active(&e, 3), 0);
     assert_int_equal(owner_of(&e, 11), 1);
     assert_int_equal(epoch_of(&e, 11), 3);
 
     /* A run created explicitly on the Down node stays until the node is
      * declared down again: the repeated NodeDown moves what is left. */
     assert_int_equal(run_create(&e, 60, 3), TR_FSM_OK);
-    assert_int_equal(active_of(&e, 3), 1);
+    assert_int_equal(fx_active(&e, 3), 1);
     assert_int_equal(node_down(&e, 3), TR_FSM_OK);
     assert_int_equal(owner_of(&e, 60), 1);
-    assert_int_equal(active_of(&e, 3), 0);
+    assert_int_equal(fx_active(&e, 3), 0);
     fx_env_close(&e);
 }
 
@@ -454,7 +436,7 @@ static void test_node_drain_spreads(void **st)
     assert_int_equal(node_add(&e, 2, 0), TR_FSM_OK);
     assert_int_equal(node_add(&e, 3, 0), TR_FSM_OK);
     /* Nothing moved on its own. */
-    assert_int_equal(active_of(&e, 1), 6);
+    assert_int_equal(fx_active(&e, 1), 6);
     assert_int_equal(node_drain(&e, 1), TR_FSM_OK);
     /* 1 -> 2, 2 -> 3, 3 -> 2, ... */
     for (uint64_t id = 1; id <= 6; id++) {
@@ -463,7 +445,7 @@ static void test_node_drain_spreads(void **st)
         assert_int_equal(ev.type, troupe_journal_Data_RunAssigned);
         assert_string_equal(ev.reason, "owner node draining");
     }
-    assert_int_equal(active_of(&e, 1), 0);
+    assert_int_equal(fx_active(&e, 1), 0);
     fx_env_close(&e);
 }
 
@@ -479,16 +461,16 @@ static void test_recovery_when_a_node_comes_up(void **st)
     for (uint64_t id = 1; id <= 4; id++)
         assert_int_equal(run_create(&e, id, 0), TR_FSM_OK);
     assert_int_equal(node_down(&e, 1), TR_FSM_OK);
-    assert_int_equal(active_of(&e, 2), 4);
+    assert_int_equal(fx_active(&e, 2), 4);
     assert_int_equal(node_down(&e, 2), TR_FSM_OK);
     /* Nobody to take them. */
-    assert_int_equal(active_of(&e, 2), 4);
+    assert_int_equal(fx_active(&e, 2), 4);
     assert_int_equal(owner_of(&e, 1), 2);
     assert_int_equal(epoch_of(&e, 1), 2);
     /* Node 1 comes back: node 2's runs move to it. */
     assert_int_equal(node_up(&e, 1), TR_FSM_OK);
-    assert_int_equal(active_of(&e, 1), 4);
-    assert_int_equal(active_of(&e, 2), 0);
+    assert_int_equal(fx_active(&e, 1), 4);
+    assert_int_equal(fx_active(&e, 2), 0);
     for (uint64_t id = 1; id <= 4; id++)
         assert_int_equal(owner_of(&e, id), 1);
     assert_int_equal(epoch_of(&e, 1), 3); /* 1 -> 2 -> 1 */
@@ -496,13 +478,13 @@ static void test_recovery_when_a_node_comes_up(void **st)
 
     /* Drain 1 with nobody Up: its runs stay; a new node does not take them. */
     assert_int_equal(node_drain(&e, 1), TR_FSM_OK);
-    assert_int_equal(active_of(&e, 1), 4);
+    assert_int_equal(fx_active(&e, 1), 4);
     assert_int_equal(node_add(&e, 3, 0), TR_FSM_OK);
-    assert_int_equal(active_of(&e, 1), 4);
-    assert_int_equal(active_of(&e, 3), 0);
+    assert_int_equal(fx_active(&e, 1), 4);
+    assert_int_equal(fx_active(&e, 3), 0);
     /* Node 2 comes up: still nothing moves (no Down node owns runs). */
     assert_int_equal(node_up(&e, 2), TR_FSM_OK);
-    assert_int_equal(active_of(&e, 2), 0);
+    assert_int_equal(fx_active(&e, 2), 0);
     fx_env_close(&e);
 }
 
@@ -522,11 +504,11 @@ static void test_node_remove_rules(void **st)
     assert_int_equal(node_drain(&e, 1), TR_FSM_OK);
     assert_int_equal(node_remove(&e, 1), TR_FSM_INVALID);
     assert_true(node_record_exists(&e, 1));
-    assert_int_equal(active_of(&e, 1), 3);
+    assert_int_equal(fx_active(&e, 1), 3);
     /* A node joins (it does not take a Draining node's runs by itself);
      * removing node 1 now moves them first, then deletes the record. */
     assert_int_equal(node_add(&e, 2, 0), TR_FSM_OK);
-    assert_int_equal(active_of(&e, 1), 3);
+    assert_int_equal(fx_active(&e, 1), 3);
     assert_int_equal(node_remove(&e, 1), TR_FSM_OK);
     assert_false(node_record_exists(&e, 1));
     for (uint64_t id = 1; id <= 3; id++) {
@@ -541,7 +523,7 @@ static void test_node_remove_rules(void **st)
     assert_int_equal(node_down(&e, 2), TR_FSM_OK);
     assert_int_equal(node_remove(&e, 2), TR_FSM_INVALID);
     assert_int_equal(node_add(&e, 3, 0), TR_FSM_OK); /* takes node 2's runs */
-    assert_int_equal(active_of(&e, 3), 3);
+    assert_int_equal(fx_active(&e, 3), 3);
     assert_int_equal(node_remove(&e, 2), TR_FSM_OK);
     assert_int_equal(node_add(&e, 4, 0), TR_FSM_OK);
     assert_int_equal(node_remove(&e, 4), TR_FSM_OK);
@@ -656,13 +638,13 @@ static void test_rebuilt_index_decides_the_same(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_placement_spreads_by_load, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_no_runs_on_draining_or_down, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_node_down_reassigns, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_node_drain_spreads, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_recovery_when_a_node_comes_up, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_node_remove_rules, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rebuilt_index_decides_the_same, setup, teardown),
+        cmocka_unit_test_prestate_setup_teardown(test_placement_spreads_by_load, fx_setup, fx_teardown, &seed),
+        cmocka_unit_test_prestate_setup_teardown(test_no_runs_on_draining_or_down, fx_setup, fx_teardown, &seed),
+        cmocka_unit_test_prestate_setup_teardown(test_node_down_reassigns, fx_setup, fx_teardown, &seed),
+        cmocka_unit_test_prestate_setup_teardown(test_node_drain_spreads, fx_setup, fx_teardown, &seed),
+        cmocka_unit_test_prestate_setup_teardown(test_recovery_when_a_node_comes_up, fx_setup, fx_teardown, &seed),
+        cmocka_unit_test_prestate_setup_teardown(test_node_remove_rules, fx_setup, fx_teardown, &seed),
+        cmocka_unit_test_prestate_setup_teardown(test_rebuilt_index_decides_the_same, fx_setup, fx_teardown, &seed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

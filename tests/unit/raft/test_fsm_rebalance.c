@@ -126,15 +126,6 @@ static void assert_last_assigned(struct fx_env *e, uint64_t id, uint64_t previou
     tr_journal_iter_close(it);
 }
 
-static uint32_t active_of(struct fx_env *e, uint64_t node)
-{
-    uint32_t active, cap;
-    int8_t state;
-    int rv = tr_fsm_node_load(e->fsm, node, &active, &cap, &state);
-    assert_true(rv == TR_OK || rv == TR_ENOTFOUND);
-    return active;
-}
-
 static uint32_t plan(struct fx_env *e, const struct tr_fsm_move *pending, uint32_t n_pending,
                      int (*may)(void *, uint64_t), struct tr_fsm_move *out, uint32_t cap)
 {
@@ -149,17 +140,8 @@ static int refuse_node_2(void *ud, uint64_t node)
 
 /* ---- tests ------------------------------------------------------------------------------------ */
 
-static int setup(void **st)
-{
-    (void)st;
-    return fx_rt_setup(11);
-}
-
-static int teardown(void **st)
-{
-    (void)st;
-    return fx_rt_teardown();
-}
+/* The runtime's seed (fx_setup). */
+static uint64_t seed = 11;
 
 /* Node 1 (capacity 1) holds run 100, running, and runs 101..103, queued;
  * node 2 (capacity 2) is empty. */
@@ -171,7 +153,7 @@ static void full_and_empty(struct fx_env *e, const char *tag)
     for (uint64_t id = 100; id <= 103; id++)
         assert_int_equal(run_create(e, id, 1), TR_FSM_OK);
     assert_int_equal(run_append(e, 100, 1, 2, FX_EV_LLM), TR_FSM_OK);
-    assert_int_equal(active_of(e, 1), 4);
+    assert_int_equal(fx_active(e, 1), 4);
     assert_int_equal(tr_fsm_node_queued(e->fsm, 1), 3);
     assert_int_equal(tr_fsm_node_queued(e->fsm, 2), 0);
 }
@@ -190,8 +172,8 @@ static void test_only_if_queued_applies_when_queued(void **st)
     assert_int_equal(v.last_seq, 2);
     assert_last_assigned(&e, 101, 1, 2, 2, "rebalanced");
     assert_int_equal(count_assigned(101, 2, 2), 1);
-    assert_int_equal(active_of(&e, 1), 3);
-    assert_int_equal(active_of(&e, 2), 1);
+    assert_int_equal(fx_active(&e, 1), 3);
+    assert_int_equal(fx_active(&e, 2), 1);
     assert_int_equal(tr_fsm_node_queued(e.fsm, 1), 2);
     assert_int_equal(tr_fsm_node_queued(e.fsm, 2), 1);
 
@@ -206,7 +188,7 @@ static void test_only_if_queued_applies_when_queued(void **st)
     /* Ends on its new owner. */
     assert_int_equal(run_append(&e, 101, 2, 4, FX_EV_END), TR_FSM_OK);
     assert_int_equal(run_view(&e, 101).status, troupe_journal_RunStatus_Succeeded);
-    assert_int_equal(active_of(&e, 2), 0);
+    assert_int_equal(fx_active(&e, 2), 0);
     fx_env_close(&e);
 }
 
@@ -231,7 +213,7 @@ static void test_only_if_queued_refusals(void **st)
     assert_int_equal(run_append(&e, 100, 1, 3, FX_EV_END), TR_FSM_OK);
     assert_int_equal(fx_run_reassign(&e, 100, 1, 2, 2, true), TR_FSM_TERMINAL);
     /* Node 1 now: 101 waiting, 102 and 103 queued: 3 active, capacity 1. */
-    assert_int_equal(active_of(&e, 1), 3);
+    assert_int_equal(fx_active(&e, 1), 3);
     /* A stale epoch or owner. */
     assert_int_equal(fx_run_reassign(&e, 102, 1, 2, 1, true), TR_FSM_STALE_EPOCH);
     assert_int_equal(fx_run_reassign(&e, 102, 1, 2, 3, true), TR_FSM_STALE_EPOCH);
@@ -262,7 +244,7 @@ static void test_only_if_queued_refusals(void **st)
     assert_int_equal(node_state(&e, 2, troupe_cmd_Op_NodeUp), TR_FSM_OK);
     assert_int_equal(run_append(&e, 101, 1, 3, FX_EV_END), TR_FSM_OK);
     assert_int_equal(run_append(&e, 102, 1, 2, FX_EV_END), TR_FSM_OK);
-    assert_int_equal(active_of(&e, 1), 1);
+    assert_int_equal(fx_active(&e, 1), 1);
     assert_int_equal(fx_run_reassign(&e, 103, 1, 2, 2, true), TR_FSM_STALE_EPOCH);
     assert_int_equal(run_view(&e, 103).owner, 1);
 
@@ -299,7 +281,7 @@ static void test_plan(void **st)
     assert_int_equal(run_create(&e, 70, 2), TR_FSM_OK);
     assert_int_equal(run_create(&e, 71, 2), TR_FSM_OK);
     assert_int_equal(node_state(&e, 3, troupe_cmd_Op_NodeDrain), TR_FSM_OK);
-    assert_int_equal(active_of(&e, 1), 6);
+    assert_int_equal(fx_active(&e, 1), 6);
     assert_int_equal(tr_fsm_node_queued(e.fsm, 1), 5);
     assert_int_equal(plan(&e, NULL, 0, NULL, m, 8), 0);
 
@@ -352,9 +334,9 @@ static void test_plan(void **st)
         assert_int_equal(rebalance(&e, &m[i]), TR_FSM_OK);
         assert_last_assigned(&e, m[i].run_id, 1, m[i].to, 2, "rebalanced");
     }
-    assert_int_equal(active_of(&e, 1), 2);
-    assert_int_equal(active_of(&e, 2), 2);
-    assert_int_equal(active_of(&e, 3), 2);
+    assert_int_equal(fx_active(&e, 1), 2);
+    assert_int_equal(fx_active(&e, 2), 2);
+    assert_int_equal(fx_active(&e, 3), 2);
     assert_int_equal(plan(&e, NULL, 0, NULL, m, 8), 0);
     /* A plan made before is stale now: applying it again is refused. */
     for (uint32_t i = 0; i < n; i++)
@@ -418,11 +400,11 @@ static void test_rebuilt_index_plans_the_same(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_only_if_queued_applies_when_queued, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_only_if_queued_refusals, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_plan, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_plan_race_with_owner, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rebuilt_index_plans_the_same, setup, teardown),
+        cmocka_unit_test_prestate_setup_teardown(test_only_if_queued_applies_when_queued, fx_setup, fx_teardown, &seed),
+        cmocka_unit_test_prestate_setup_teardown(test_only_if_queued_refusals, fx_setup, fx_teardown, &seed),
+        cmocka_unit_test_prestate_setup_teardown(test_plan, fx_setup, fx_teardown, &seed),
+        cmocka_unit_test_prestate_setup_teardown(test_plan_race_with_owner, fx_setup, fx_teardown, &seed),
+        cmocka_unit_test_prestate_setup_teardown(test_rebuilt_index_plans_the_same, fx_setup, fx_teardown, &seed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
