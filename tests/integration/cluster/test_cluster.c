@@ -1,6 +1,6 @@
 /* The cluster's behaviour with real processes: three troupe nodes on
  * loopback (tests/support/harness cluster.c), troupe-mockllm and the
- * deduplicating tool server.
+ * deduplicating tool server (cluster_fixture.h).
  *
  *  - writes through any node (followers forward to the leader), runs placed
  *    on every node, journals identical everywhere, `troupectl cluster verify`
@@ -30,7 +30,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "tests/support/harness/harness.h"
+#include "cluster_fixture.h"
 
 #define RUN_TIMEOUT_MS 120000
 
@@ -41,74 +41,27 @@ static const char script[] =
     "  {\"delay_ms\": 100, \"tool_calls\": [{\"name\": \"report\", \"arguments\": {\"ms\": 300}}]},\n"
     "  {\"delay_ms\": 100, \"content\": \"done {{user}}: {{last_tool_result}}\"}]}}\n";
 
-static struct {
-    char *dir;
-    struct h_cluster c;
-    struct h_proc mock, tools;
-    char mock_base[128], tools_base[128];
-    char env_url[256];
-} F;
+static struct cf_fixture F;
 
 /* The nodes run without TROUPE_ADMIN_TOKEN (the harness's cluster helpers
  * speak without a key): every caller is the cluster admin. */
 static const char *const auth[] = { "Content-Type: application/json", NULL };
-
-static json_t *call(const char *method, const char *base, const char *path, const char *body, long *status)
-{
-    char url[512];
-    struct h_resp r;
-    snprintf(url, sizeof url, "%s%s", base, path);
-    h_http(&r, method, url, body, auth, 30000);
-    *status = r.status;
-    json_t *j = r.json;
-    r.json = NULL;
-    h_resp_free(&r);
-    return j;
-}
 
 static const char *base(int i)
 {
     return h_cluster_node(&F.c, i)->base;
 }
 
-static int write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (f == NULL)
-        return -1;
-    fputs(text, f);
-    return fclose(f);
-}
-
 static void register_tool(int node, const char *name, const char *path, const char *risk)
 {
-    char body[1024];
-    long st;
-    snprintf(body, sizeof body,
-             "{\"name\": \"%s\", \"description\": \"%s\", \"input_schema\": {\"type\": \"object\"},"
-             " \"risk\": \"%s\", \"kind\": \"http\", \"config\": {\"url\": \"%s/tools/%s\", \"allow\": [\"127.0.0.1\"]}}",
-             name, name, risk, F.tools_base, path);
-    json_t *j = call("POST", base(node), "/v1/tools", body, &st);
-    json_decref(j);
+    long st = cf_register_tool(&F, node, name, name, path, risk, 0);
     assert_true(st == 200 || st == 201);
 }
 
 static int setup(void **state)
 {
-    char path[512];
-    F.dir = h_tmpdir("cluster");
-    if (F.dir == NULL)
-        return -1;
-    snprintf(path, sizeof path, "%s/script.json", F.dir);
-    if (write_file(path, script) != 0 || h_mockllm_start(&F.mock, path, F.dir, F.mock_base, sizeof F.mock_base) != 0)
-        return -1;
-    snprintf(path, sizeof path, "%s/receipts.jsonl", F.dir);
-    if (h_toolserver_start(&F.tools, F.dir, path, F.tools_base, sizeof F.tools_base) != 0)
-        return -1;
-    snprintf(F.env_url, sizeof F.env_url, "OPENAI_BASE_URL=%s", F.mock_base);
-    char *env[] = { F.env_url, "OPENAI_API_KEY=test", NULL };
-    struct h_cluster_opts o = { .n = 3, .env = env, .schedulers = 1 };
-    if (h_cluster_start(&F.c, F.dir, &o) != 0)
+    struct h_cluster_opts o = { .n = 3, .schedulers = 1 };
+    if (cf_start(&F, "cluster", script, "receipts.jsonl", &o) != 0)
         return -1;
     /* Through a follower: forwarded to the leader. */
     int leader = h_cluster_leader(&F.c, 30000);
@@ -120,12 +73,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    h_cluster_free(&F.c);
-    h_proc_stop(&F.tools, 5000);
-    h_proc_stop(&F.mock, 5000);
-    h_proc_free(&F.tools);
-    h_proc_free(&F.mock);
-    h_tmpdir_remove(F.dir);
+    cf_stop(&F);
     return 0;
 }
 
@@ -137,7 +85,7 @@ static void create_runs(int n, char ids[][32], const int *nodes, int n_nodes)
         long st;
         snprintf(body, sizeof body, "{\"goal\": \"g%d-%d\", \"agent\": {\"model\": \"mock-gpt\", \"tools\": [\"lookup\", \"report\"]}}",
                  i, rand());
-        json_t *j = call("POST", base(nodes[i % n_nodes]), "/v1/runs", body, &st);
+        json_t *j = cf_call(&F, "POST", nodes[i % n_nodes], "/v1/runs", body, &st);
         assert_int_equal(st, 201);
         snprintf(ids[i], 32, "%s", json_string_value(json_object_get(j, "id")));
         json_decref(j);
@@ -151,7 +99,7 @@ static char *wait_terminal(int node, const char *id)
     while (h_now_ms() < deadline) {
         long st;
         snprintf(path, sizeof path, "/v1/runs/%s?wait=10", id);
-        json_t *j = call("GET", base(node), path, NULL, &st);
+        json_t *j = cf_call(&F, "GET", node, path, NULL, &st);
         const char *s = json_string_value(json_object_get(j, "status"));
         if (s != NULL && (!strcmp(s, "succeeded") || !strcmp(s, "failed") || !strcmp(s, "cancelled"))) {
             char *out = strdup(s);
@@ -188,7 +136,7 @@ static void journals_agree(const char *id)
         /* A follower may lag the leader by a few entries: poll. */
         for (uint64_t end = h_now_ms() + 20000; h_now_ms() < end;) {
             json_decref(ev);
-            ev = call("GET", base(i), path, NULL, &st);
+            ev = cf_call(&F, "GET", i, path, NULL, &st);
             size_t n = json_array_size(ev);
             if (st == 200 && n > 0 &&
                 !strcmp(json_string_value(json_object_get(json_array_get(ev, n - 1), "type")), "run.succeeded"))
@@ -246,7 +194,7 @@ static void runs_everywhere(void **state)
         long st;
         char path[256];
         snprintf(path, sizeof path, "/v1/runs/%.31s", ids[i]);
-        json_t *j = call("GET", base(0), path, NULL, &st);
+        json_t *j = cf_call(&F, "GET", 0, path, NULL, &st);
         json_int_t owner = json_integer_value(json_object_get(j, "owner_node"));
         assert_true(owner >= 1 && owner <= 3);
         owners[owner]++;
@@ -283,7 +231,7 @@ static void owner_killed(void **state)
         long st;
         char path[256];
         snprintf(path, sizeof path, "/v1/runs/%.31s/events", ids[i]);
-        json_t *ev = call("GET", base(leader), path, NULL, &st);
+        json_t *ev = cf_call(&F, "GET", leader, path, NULL, &st);
         for (size_t k = 0; k < json_array_size(ev); k++)
             moved += !strcmp(json_string_value(json_object_get(json_array_get(ev, k), "type")), "run.assigned");
         json_decref(ev);

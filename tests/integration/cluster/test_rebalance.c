@@ -2,9 +2,9 @@
  * full, runs wait queued" — and start as soon as any node has room).
  *
  * Two real troupe nodes (tests/support/harness cluster.c), each with
- * --max-active-runs 1, troupe-mockllm and the tool server. Which run goes
- * where follows from the FSM's placement rules alone, so the test can name
- * it in advance:
+ * --max-active-runs 1, troupe-mockllm and the tool server (cluster_fixture.h).
+ * Which run goes where follows from the FSM's placement rules alone, so the
+ * test can name it in advance:
  *
  *   1. hold1 -> node 1 and hold2 -> node 2 (both idle; then node 1 full).
  *      A hold run calls the tool server's sleep tool for ten minutes at every
@@ -38,7 +38,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "tests/support/harness/harness.h"
+#include "cluster_fixture.h"
 
 #define WAIT_MS 120000
 
@@ -47,75 +47,22 @@ static const char script[] =
     " \"quick\": [{\"content\": \"done {{user}}\"}],\n"
     " \"hold\": [{\"repeat\": true, \"tool_calls\": [{\"name\": \"hold\", \"arguments\": {\"ms\": 600000}}]}]}}\n";
 
-static struct {
-    char *dir;
-    struct h_cluster c;
-    struct h_proc mock, tools;
-    char mock_base[128], tools_base[128];
-    char env_url[256];
-} F;
-
-static const char *const hdrs[] = { "Content-Type: application/json", NULL };
-
-static json_t *call(const char *method, int node, const char *path, const char *body, long *status)
-{
-    char url[512];
-    struct h_resp r;
-    snprintf(url, sizeof url, "%s%s", h_cluster_node(&F.c, node)->base, path);
-    h_http(&r, method, url, body, hdrs, 30000);
-    *status = r.status;
-    json_t *j = r.json;
-    r.json = NULL;
-    h_resp_free(&r);
-    return j;
-}
-
-static int write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (f == NULL)
-        return -1;
-    fputs(text, f);
-    return fclose(f);
-}
+static struct cf_fixture F;
 
 static int setup(void **state)
 {
     (void)state;
-    char path[512];
-    F.dir = h_tmpdir("rebalance");
-    if (F.dir == NULL)
+    struct h_cluster_opts o = { .n = 2, .schedulers = 1, .capacity = 1 };
+    if (cf_start(&F, "rebalance", script, NULL, &o) != 0)
         return -1;
-    snprintf(path, sizeof path, "%s/script.json", F.dir);
-    if (write_file(path, script) != 0 || h_mockllm_start(&F.mock, path, F.dir, F.mock_base, sizeof F.mock_base) != 0)
-        return -1;
-    if (h_toolserver_start(&F.tools, F.dir, NULL, F.tools_base, sizeof F.tools_base) != 0)
-        return -1;
-    snprintf(F.env_url, sizeof F.env_url, "OPENAI_BASE_URL=%s", F.mock_base);
-    char *env[] = { F.env_url, "OPENAI_API_KEY=test", NULL };
-    struct h_cluster_opts o = { .n = 2, .env = env, .schedulers = 1, .capacity = 1 };
-    if (h_cluster_start(&F.c, F.dir, &o) != 0)
-        return -1;
-    char body[1024];
-    long st;
-    snprintf(body, sizeof body,
-             "{\"name\": \"hold\", \"description\": \"keeps the run busy\", \"input_schema\": {\"type\": \"object\"},"
-             " \"risk\": \"read\", \"kind\": \"http\", \"timeout_ms\": 900000,"
-             " \"config\": {\"url\": \"%s/tools/sleep\", \"allow\": [\"127.0.0.1\"]}}",
-             F.tools_base);
-    json_decref(call("POST", 1, "/v1/tools", body, &st));
+    long st = cf_register_tool(&F, 1, "hold", "keeps the run busy", "sleep", "read", 900000);
     return st == 200 || st == 201 ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    h_cluster_free(&F.c);
-    h_proc_stop(&F.tools, 5000);
-    h_proc_stop(&F.mock, 5000);
-    h_proc_free(&F.tools);
-    h_proc_free(&F.mock);
-    h_tmpdir_remove(F.dir);
+    cf_stop(&F);
     return 0;
 }
 
@@ -126,7 +73,7 @@ static void create(int via, const char *goal, bool hold, char id[32])
     long st;
     snprintf(body, sizeof body, "{\"goal\": \"%s\", \"agent\": {\"model\": \"mock-gpt\"%s}}", goal,
              hold ? ", \"system\": \"[mock:hold] Keep busy.\", \"tools\": [\"hold\"], \"max_steps\": 1000" : "");
-    json_t *j = call("POST", via, "/v1/runs", body, &st);
+    json_t *j = cf_call(&F, "POST", via, "/v1/runs", body, &st);
     assert_int_equal(st, 201);
     snprintf(id, 32, "%s", json_string_value(json_object_get(j, "id")));
     json_decref(j);
@@ -142,7 +89,7 @@ static void run_state(int i, const char *id, int wait_s, char *status, size_t ca
         snprintf(path, sizeof path, "/v1/runs/%s?wait=%d", id, wait_s);
     else
         snprintf(path, sizeof path, "/v1/runs/%s", id);
-    json_t *j = call("GET", i, path, NULL, &st);
+    json_t *j = cf_call(&F, "GET", i, path, NULL, &st);
     assert_true(st == 200 || st == 404);
     const char *v = json_string_value(json_object_get(j, "status"));
     snprintf(status, cap, "%s", st == 200 && v != NULL ? v : "");
@@ -188,7 +135,7 @@ static void cancel(const char *id)
     char path[128];
     long st;
     snprintf(path, sizeof path, "/v1/runs/%s/cancel", id);
-    json_decref(call("POST", 0, path, "{}", &st));
+    json_decref(cf_call(&F, "POST", 0, path, "{}", &st));
     assert_int_equal(st, 200);
 }
 
@@ -199,7 +146,7 @@ static json_t *journal(int i, const char *id, const char *last_type)
     snprintf(path, sizeof path, "/v1/runs/%s/events", id);
     for (uint64_t end = h_now_ms() + 20000;; usleep(20000)) {
         long st;
-        json_t *ev = call("GET", i, path, NULL, &st);
+        json_t *ev = cf_call(&F, "GET", i, path, NULL, &st);
         size_t n = json_array_size(ev);
         if (st == 200 && n > 0 &&
             !strcmp(json_string_value(json_object_get(json_array_get(ev, n - 1), "type")), last_type))
