@@ -68,7 +68,7 @@ struct tool_entry {
     char schema_error[200];
     void *buf;                  /* the registry value the view points into */
     struct tr_run_tool view;
-    uint64_t gen;               /* the pump that read it (run_actor.gen) */
+    uint64_t store_gen;         /* tr_store_cf_gen(TR_CF_TOOLS) before it was read */
     bool newest;                /* the newest version when read */
 };
 
@@ -92,7 +92,6 @@ struct run_actor {
     bool stopping;
     struct tool_entry *tools;
     uint32_t n_tools;
-    uint64_t gen;                 /* bumped per pump: registry reads are reused within one */
     bool budget_timer;            /* a TR_RUN_TIMER_BUDGET is armed */
 };
 
@@ -111,9 +110,12 @@ static struct tool_entry *tool_entry_for(struct run_actor *r, const char *name, 
     return e;
 }
 
-/* The registry entry of (name, version): read from the store at most once
- * per pump (one pass of decisions sees one registry; an operator's change
- * is seen by the next message's pump). */
+/* The registry entry of (name, version), read from the store again only
+ * when the tools family has been written since (tr_store_cf_gen): a step
+ * looks its tools up several times (the request's tool list, the call's
+ * checks), and each store read was a RocksDB Get, two for a tool that has
+ * no tenant override. An operator's change moves the generation when the
+ * FSM applies it, so it is seen from the next lookup on. */
 static const struct tr_run_tool *registry_lookup(void *ud, const char *name, uint32_t version)
 {
     struct run_actor *r = ud;
@@ -124,9 +126,11 @@ static const struct tr_run_tool *registry_lookup(void *ud, const char *name, uin
     struct tool_entry *e;
     uint32_t n, at = 0;
 
+    uint64_t gen = tr_store_cf_gen(r->env->store, TR_CF_TOOLS); /* before reading */
     for (uint32_t i = 0; i < r->n_tools; i++) {
         e = &r->tools[i];
-        if (e->gen == r->gen && e->buf && strcmp(e->name, name) == 0 && (version ? e->version == version : e->newest))
+        if (e->store_gen == gen && e->buf && strcmp(e->name, name) == 0 &&
+            (version ? e->version == version : e->newest))
             return &e->view;
     }
     /* The tenant's own registry first ("<tenant>/<name>"), then the global
@@ -156,7 +160,7 @@ static const struct tr_run_tool *registry_lookup(void *ud, const char *name, uin
     e = tool_entry_for(r, name, troupe_cmd_Tool_version(t));
     tr_free(e->buf);
     e->buf = val;
-    e->gen = r->gen;
+    e->store_gen = gen;
     e->newest = at + 1 == n;
     struct tr_fb_str schema = troupe_cmd_Tool_input_schema(t);
     if (schema.ptr && (!e->schema_text || strcmp(e->schema_text, schema.ptr) != 0)) {
@@ -525,7 +529,6 @@ static void pump_actions(struct tr_ctx *ctx, struct run_actor *r)
 
     if (r->stopping)
         return;
-    r->gen++;
     if (r->refold_wanted && !r->v.appends_inflight && (int64_t)tr_wall_us(ctx) >= r->resync_at_us) {
         int why = load(r);
         r->refold_wanted = false;

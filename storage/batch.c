@@ -32,6 +32,7 @@ void tr_batch_clear(struct tr_batch *b)
 {
     rocksdb_writebatch_clear(b->wb);
     tr_err_clear(&b->err);
+    b->touched = 0;
 }
 
 size_t tr_batch_count(struct tr_batch *b)
@@ -92,6 +93,7 @@ int tr__batch_put_any(struct tr_batch *b, enum tr_cf cf, const void *key, size_t
         return rv;
     rocksdb_writebatch_put_cf(b->wb, b->s->cf[cf], (const char *)key, klen,
                               (const char *)(val != NULL ? val : ""), vlen);
+    b->touched |= 1u << cf;
     return TR_OK;
 }
 
@@ -109,6 +111,7 @@ int tr_batch_delete(struct tr_batch *b, enum tr_cf cf, const void *key, size_t k
     if (rv != TR_OK)
         return rv;
     rocksdb_writebatch_delete_cf(b->wb, b->s->cf[cf], (const char *)key, klen);
+    b->touched |= 1u << cf;
     return TR_OK;
 }
 
@@ -141,6 +144,7 @@ int tr_batch_commit(struct tr_batch *b, uint64_t raft_index, struct tr_err *err)
         return rv;
     }
     atomic_store_explicit(&s->last_applied, raft_index, memory_order_release);
+    tr__store_bump_gens(s, b->touched);
     tr_batch_clear(b);
     return TR_OK;
 }

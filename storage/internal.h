@@ -28,6 +28,7 @@ struct tr_store {
     rocksdb_readoptions_t *ropts;       /* point reads, latest state */
 
     _Atomic uint64_t last_applied;
+    _Atomic uint64_t cf_gen[TR_CF_COUNT]; /* tr_store_cf_gen */
 
     /* Sticky failure: failed is set (release) after fail_err is written. */
     atomic_int failed;
@@ -41,6 +42,7 @@ struct tr_batch {
     struct tr_store *s;
     rocksdb_writebatch_t *wb;
     struct tr_err err; /* first refused operation; code 0 if none */
+    uint32_t touched;  /* families written (bit per enum tr_cf) */
 };
 
 struct tr_store_view {
@@ -71,6 +73,8 @@ int tr__rdb_err(struct tr_err *err, char *rdb_msg, const char *fmt, ...)
 
 /* Put the store into its sticky failed state with e's message (first wins). */
 void tr__store_fail(struct tr_store *s, const struct tr_err *e);
+/* After a write that reached the families in mask (bit per enum tr_cf). */
+void tr__store_bump_gens(struct tr_store *s, uint32_t mask);
 /* TR_OK, or the sticky code with its message in err. */
 int tr__store_check_writable(struct tr_store *s, struct tr_err *err);
 

@@ -424,6 +424,7 @@ int tr_store_restore(struct tr_store *s, const void *data, size_t len, struct tr
         return rv;
     }
     atomic_store_explicit(&s->last_applied, index, memory_order_release);
+    tr__store_bump_gens(s, ~0u);
     return TR_OK;
 }
 

@@ -139,6 +139,13 @@ TR_API void tr_store_close(struct tr_store *s);
 /* The raft index of the last committed batch (0 for a new store). */
 TR_API uint64_t tr_store_last_applied(struct tr_store *s);
 
+/* A family's generation: it moves on (any thread sees it) after every commit
+ * or restore that wrote to the family, and only then. A reader that takes it
+ * BEFORE reading the family may keep what it read for as long as the
+ * generation stays the same: nothing newer was written there meanwhile. Not
+ * persistent (it starts at 0 with each open). */
+TR_API uint64_t tr_store_cf_gen(struct tr_store *s, enum tr_cf cf);
+
 /* 0 when writable; otherwise the sticky error code, and its message in err. */
 TR_API int tr_store_failed(struct tr_store *s, struct tr_err *err);
 

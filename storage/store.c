@@ -110,6 +110,18 @@ int tr_store_failed(struct tr_store *s, struct tr_err *err)
     return s->fail_err.code;
 }
 
+void tr__store_bump_gens(struct tr_store *s, uint32_t mask)
+{
+    for (int cf = 0; cf < TR_CF_COUNT; cf++)
+        if (mask & (1u << cf))
+            atomic_fetch_add_explicit(&s->cf_gen[cf], 1, memory_order_release);
+}
+
+uint64_t tr_store_cf_gen(struct tr_store *s, enum tr_cf cf)
+{
+    return atomic_load_explicit(&s->cf_gen[cf], memory_order_acquire);
+}
+
 uint64_t tr_store_last_applied(struct tr_store *s)
 {
     return atomic_load_explicit(&s->last_applied, memory_order_acquire);

@@ -46,7 +46,13 @@ struct world {
     uint32_t max_active;
     uint64_t seen_runs[64];
     uint32_t n_seen;
+    /* the llm double keeps a "flip" run's first call unanswered until
+     * MSG_RELEASE (test_registry_change_reaches_a_live_run) */
+    struct tr_msg *held;
+    char *held_answer;
 };
+
+enum { MSG_RELEASE = TR_MSG_USER + 900 };
 
 static struct world W;
 
@@ -129,9 +135,10 @@ static void create_run(uint64_t id, const char *goal)
     tr_fb_ref g = tr_fb_create_str(&b, goal);
     tr_fb_ref d = tr_fb_create_bytes(&b, dig, sizeof dig);
     tr_fb_ref model = tr_fb_create_str(&b, "mock");
-    tr_fb_ref tools[4] = { tr_fb_create_str(&b, "search"), tr_fb_create_str(&b, "wire"),
-                           tr_fb_create_str(&b, "slow"), tr_fb_create_str(&b, "big") };
-    tr_fb_ref tv = J(AgentConfig_create_tools)(&b, tools, 4);
+    tr_fb_ref tools[5] = { tr_fb_create_str(&b, "search"), tr_fb_create_str(&b, "wire"),
+                           tr_fb_create_str(&b, "slow"), tr_fb_create_str(&b, "big"),
+                           tr_fb_create_str(&b, "flip") };
+    tr_fb_ref tv = J(AgentConfig_create_tools)(&b, tools, 5);
     J(AgentConfig_start)(&b);
     J(AgentConfig_add_model)(&b, model);
     J(AgentConfig_add_tools)(&b, tv);
@@ -208,6 +215,28 @@ static uint32_t journal_types(uint64_t id, int *types, uint32_t cap)
     }
     tr_journal_iter_close(it);
     return n;
+}
+
+/* A copy of the first event of `type` in a run's journal. */
+static bool journal_find(uint64_t id, int type, uint8_t **out, size_t *out_len)
+{
+    struct tr_journal_iter *it;
+    uint64_t seq;
+    const void *ev;
+    size_t len;
+    bool found = false;
+
+    assert_int_equal(tr_journal_iter_open(W.store, NULL, id, 1, &it, NULL), 0);
+    while (!found && tr_journal_iter_next(it, &seq, &ev, &len, NULL) == 1) {
+        const struct J(Event) *e = J(Event_verify_as_root)(ev, len, NULL);
+        if (e != NULL && J(Event_data_type)(e) == type) {
+            *out = tr_memdup(ev, len);
+            *out_len = len;
+            found = true;
+        }
+    }
+    tr_journal_iter_close(it);
+    return found;
 }
 
 static uint32_t count_type(uint64_t id, int type)
@@ -322,7 +351,11 @@ static const struct tr_behavior svc_behavior = { .name = "state-double", .receiv
 static char *llm_answer(const char *goal, uint32_t step)
 {
     json_t *r;
-    const char *tool = strstr(goal, "wire") ? "wire" : strstr(goal, "hang") ? "slow" : strstr(goal, "big") ? "big" : "search";
+    const char *tool = strstr(goal, "wire")   ? "wire"
+                       : strstr(goal, "hang") ? "slow"
+                       : strstr(goal, "big")  ? "big"
+                       : strstr(goal, "flip") ? "flip"
+                                              : "search";
 
     if (step == 1)
         r = json_pack("{s:b,s:n,s:[{s:s,s:s,s:s}],s:s,s:{s:i,s:i},s:i}", "ok", 1, "content", "tool_calls", "id",
@@ -339,6 +372,16 @@ static char *llm_answer(const char *goal, uint32_t step)
 
 static int llm_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
 {
+    if (msg->type == MSG_RELEASE && W.held != NULL) {
+        struct tr_msg *m = tr_msg_make(TR_MSG_LLM_RESULT, W.held_answer, (uint32_t)strlen(W.held_answer));
+        if (tr_reply(ctx, W.held, m) != 0)
+            tr_msg_free(m);
+        tr_msg_free(W.held);
+        free(W.held_answer);
+        W.held = NULL;
+        W.held_answer = NULL;
+        return 0;
+    }
     if (msg->type != TR_MSG_LLM_CALL)
         return 0;
     struct tr_llm_call_view cv;
@@ -363,6 +406,13 @@ static int llm_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
     if (active > W.max_active)
         W.max_active = active;
     char *text = llm_answer(goal, step);
+    if (strstr(goal, "flip") && step == 1 && W.held == NULL) {
+        tr_msg_keep(ctx, msg);
+        W.held = msg;
+        W.held_answer = text;
+        json_decref(req);
+        return 0;
+    }
     struct tr_msg *m = tr_msg_make(TR_MSG_LLM_RESULT, text, (uint32_t)strlen(text));
     free(text);
     if (tr_reply(ctx, msg, m) != 0)
@@ -459,6 +509,7 @@ static int setup(void **st)
     register_tool("wire", J(Risk_Irreversible), 1000);
     register_tool("slow", J(Risk_Write), 1000);
     register_tool("big", J(Risk_Read), 1000);
+    register_tool("flip", J(Risk_Read), 1000);
     return 0;
 }
 
@@ -542,6 +593,43 @@ static void test_approval_expires(void **st)
     assert_int_equal(W.n_keys, 0);
     assert_int_equal(count_type(id, J(Data_ApprovalDecided)), 1);
     assert_int_equal(count_type(id, J(Data_ToolStarted)), 0);
+}
+
+/* A tool switched off while its run waits for the model: the run had read
+ * the registry for the request's tool list, and must see the change when it
+ * comes to the call (actors/run.c caches registry reads until the tools
+ * family is written: tr_store_cf_gen). */
+static void test_registry_change_reaches_a_live_run(void **st)
+{
+    const uint64_t id = 91;
+
+    create_run(id, "flip it");
+    tr_rt_run_until_idle(W.rt, 1000000);
+    assert_non_null(W.held); /* the model has the request; the run waits */
+    assert_int_equal(count_type(id, J(Data_LlmRequested)), 1);
+
+    struct tr_fb_builder b;
+    tr_fb_builder_init(&b);
+    tr_fb_ref n = tr_fb_create_str(&b, "flip");
+    C(ToolSetEnabled_start)(&b);
+    C(ToolSetEnabled_add_name)(&b, n);
+    C(ToolSetEnabled_add_enabled)(&b, false);
+    const struct tr_fsm_result *r = apply_cmd(&b, C(Op_ToolSetEnabled), C(ToolSetEnabled_end)(&b));
+    assert_int_equal(r->verdict, TR_FSM_OK);
+
+    assert_int_equal(tr_rt_send(W.rt, W.llm, tr_msg_new(MSG_RELEASE, 0)), 0);
+    settle(&id, 1, 5000);
+    assert_int_equal(W.n_keys, 0); /* never called */
+    assert_int_equal(count_type(id, J(Data_ToolCompleted)), 1);
+    uint8_t *ev = NULL;
+    size_t len = 0;
+    assert_true(journal_find(id, J(Data_ToolCompleted), &ev, &len));
+    const struct troupe_journal_Event *e = troupe_journal_Event_verify_as_root(ev, len, NULL);
+    assert_non_null(e);
+    const struct troupe_journal_ToolCompleted *tc = troupe_journal_Event_data_as_ToolCompleted(e);
+    assert_non_null(tc);
+    assert_non_null(strstr(troupe_journal_ToolCompleted_error(tc).ptr, "disabled by an operator"));
+    tr_free(ev);
 }
 
 static void test_cancel_while_tool_runs(void **st)
@@ -727,6 +815,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_approval_passivates_then_approved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_approval_expires, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_while_tool_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registry_change_reaches_a_live_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transport_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ready_scan_starts_owned_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cap_and_blob_through_the_fsm, setup, teardown),

@@ -99,12 +99,18 @@ static void test_batch_last_applied(void **state)
 {
     struct fx *f = *state;
     struct tr_err err = {0};
+    uint64_t runs0 = tr_store_cf_gen(f->s, TR_CF_RUNS), tools0 = tr_store_cf_gen(f->s, TR_CF_TOOLS);
     put(f, TR_CF_RUNS, "r1", "one");
     assert_int_equal(tr_batch_count(f->b), 1);
     assert_true(tr_batch_bytes(f->b) > 0);
+    assert_int_equal(tr_store_cf_gen(f->s, TR_CF_RUNS), runs0); /* not before the commit */
     assert_int_equal(tr_batch_commit(f->b, 5, &err), 0);
     assert_int_equal(tr_store_last_applied(f->s), 5);
     assert_int_equal(tr_batch_count(f->b), 0);
+    /* The commit moved the generation of the family it wrote, only that one. */
+    assert_true(tr_store_cf_gen(f->s, TR_CF_RUNS) > runs0);
+    assert_int_equal(tr_store_cf_gen(f->s, TR_CF_TOOLS), tools0);
+    uint64_t runs1 = tr_store_cf_gen(f->s, TR_CF_RUNS);
 
     /* At or below last_applied: refused, nothing written, still writable. */
     put(f, TR_CF_RUNS, "r2", "two");
@@ -125,6 +131,11 @@ static void test_batch_last_applied(void **state)
     assert_non_null(strstr(err.msg, "reserved"));
     assert_int_equal(tr_store_last_applied(f->s), 5);
     tr_batch_clear(f->b);
+    assert_int_equal(tr_store_cf_gen(f->s, TR_CF_RUNS), runs1); /* refused commits wrote nothing */
+    assert_int_equal(tr_batch_delete(f->b, TR_CF_TOOLS, "t", 1), 0);
+    assert_int_equal(tr_batch_commit(f->b, 7, &err), 0);
+    assert_true(tr_store_cf_gen(f->s, TR_CF_TOOLS) > tools0); /* a delete counts */
+    assert_int_equal(tr_store_cf_gen(f->s, TR_CF_RUNS), runs1);
 
     put(f, TR_CF_RUNS, "r4", "four");
     assert_int_equal(tr_batch_commit(f->b, 9, &err), 0);
@@ -595,8 +606,13 @@ static void test_snapshot_restore(void **state)
     assert_int_equal(tr_store_failed(o.s, NULL), 0);
     assert_int_equal(tr_store_last_applied(o.s), 1000);
 
+    uint64_t gens[TR_CF_COUNT];
+    for (int cf = 0; cf < TR_CF_COUNT; cf++)
+        gens[cf] = tr_store_cf_gen(o.s, (enum tr_cf)cf);
     assert_int_equal(tr_store_restore(o.s, flat, total, &err), 0);
     assert_int_equal(tr_store_last_applied(o.s), index);
+    for (int cf = 0; cf < TR_CF_COUNT; cf++) /* refused restores moved none; this one all */
+        assert_true(tr_store_cf_gen(o.s, (enum tr_cf)cf) > gens[cf]);
     digest_of(o.s, d);
     assert_memory_equal(d, src, 32);
     void *v = NULL;
