@@ -93,7 +93,7 @@ static void usage(FILE *f)
             "              [--heartbeat MS] [--snapshot-threshold N] [--snapshot-trailing N]\n"
             "              [--append-linger-ms MS (0: none)]\n"
             "environment: OPENAI_BASE_URL, OPENAI_API_KEY, TROUPE_MODELS, TROUPE_ADMIN_TOKEN,\n"
-            "             TROUPE_CLUSTER_SECRET,\n"
+            "             TROUPE_CLUSTER_SECRET, TROUPE_RAFT_PREFILL=0 (raft segments not zero-filled),\n"
             "             TROUPE_LOG=debug|info|warn|error\n");
 }
 
