@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "raft/entry.h"
 #include "raft/fsm_int.h"
 
 static const char *const verdict_names[] = {
@@ -346,9 +347,15 @@ int tr_fsm_apply_at(struct tr_fsm *f, uint64_t index, const void *buf, size_t le
         return TR_OK; /* invariant 3 */
 
     struct tr_fb_error ferr;
-    const struct troupe_cmd_Command *cmd = troupe_cmd_Command_verify_as_root(buf, len, &ferr);
-    if (cmd == NULL) {
-        char why[160];
+    const void *raw;
+    size_t raw_len;
+    void *owned = NULL;
+    char why[160];
+    const struct troupe_cmd_Command *cmd = NULL;
+    if (tr_entry_decode(buf, len, &raw, &raw_len, &owned, why, sizeof why) != TR_OK) {
+        tr_log(TR_LOG_WARN, "fsm: entry %llu refused: %s", (unsigned long long)index, why);
+        res->verdict = TR_FSM_INVALID;
+    } else if ((cmd = troupe_cmd_Command_verify_as_root(raw, raw_len, &ferr)) == NULL) {
         tr_log(TR_LOG_WARN, "fsm: entry %llu refused: %s", (unsigned long long)index,
                tr_fb_error_format(&ferr, why, sizeof why));
         res->verdict = TR_FSM_INVALID;
@@ -364,12 +371,14 @@ int tr_fsm_apply_at(struct tr_fsm *f, uint64_t index, const void *buf, size_t le
         f->n_notes = 0;
         fsm_load_invalidate(f); /* it holds this entry's changes; the store does not */
         tr_err_wrap(&err, "fsm: commit entry %llu", (unsigned long long)index);
+        tr_free(owned);
         f->on_fatal(f->ud, err.msg);
         return rv;
     }
     notes_send(f, index);
     if (f->on_applied != NULL && f->n_touched > 0)
         f->on_applied(f->applied_ud, index, f->touched, f->n_touched);
+    tr_free(owned);
     return TR_OK;
 }
 

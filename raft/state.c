@@ -27,8 +27,10 @@
 
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 
+#include "raft/entry.h"
 #include "raft/fsm.h"
 #include "raft/fsm_int.h"
 #include "raft/raft.h"
@@ -85,6 +87,7 @@ struct tr_state {
     int urgent;                   /* the queue goes out as soon as an entry may */
     int linger_ms;                /* 0: lazy appends are not held */
     int linger_armed;             /* a MSG_LINGER timer is pending */
+    size_t compress_min;          /* entries of this many bytes are compressed (0: none) */
     uint32_t inflight;
     struct entry *done_head, *done_tail;
     int done_signalled;
@@ -399,17 +402,16 @@ static void answer(struct tr_ctx *ctx, struct tr_state *s, struct entry *e)
 
 /* ---- proposing ------------------------------------------------------------------------- */
 
+/* The proposer writes the entry in its log form (raft/entry.c: padded to 8
+ * bytes; compressed when big); every FSM decodes it. */
 static int propose_entry(struct tr_state *s, struct entry *e, const uint8_t *data, size_t len)
 {
-    /* raft 0.15 pads each entry to 8 bytes in its segment layout but copies
-     * only buf.len bytes (the check is an assert, compiled out): an entry
-     * whose length is not a multiple of 8 shifts the next one in the batch
-     * and the log reads back corrupt. Pad with zeros; FlatBuffers ignore
-     * trailing bytes. */
-    size_t padded = (len + 7) & ~(size_t)7;
-    uint8_t *buf = raft_malloc(padded);
-    memcpy(buf, data, len);
-    memset(buf + len, 0, padded - len);
+    size_t padded;
+    uint8_t *buf = tr_entry_encode(data, len, s->compress_min, &padded);
+    if (buf == NULL)
+        return TR_ENOMEM;
+    if (tr_entry_is_compressed(buf, padded))
+        s->stats.compressed++;
     e->s = s;
     e->p.data = e;
     int rv = tr_raft_propose(s->raft, &e->p, buf, padded, propose_cb);
@@ -825,6 +827,8 @@ int tr_state_open(struct tr_ctx *ctx, const struct tr_state_opts *opts, struct t
     /* Long enough to span a fast model's reply (the step's next, urgent
      * appends then carry the lazy ones), short against a real model call. */
     s->linger_ms = opts->linger_ms == 0 ? 2 : opts->linger_ms < 0 ? 0 : opts->linger_ms;
+    const char *cz = getenv("TROUPE_RAFT_COMPRESS");
+    s->compress_min = cz != NULL && strcmp(cz, "0") == 0 ? 0 : TR_ENTRY_COMPRESS_MIN;
     tr_fb_builder_init(&s->b);
 
     /* The raft log is the store's WAL (storage.h "No WAL"): the FSM's

@@ -7,7 +7,7 @@ set -euo pipefail
 # Build and runtime libraries.
 PKGS_BUILD=(
   build-essential cmake pkg-config ninja-build clang libclang-rt-14-dev
-  libuv1-dev libraft-dev librocksdb-dev
+  libuv1-dev libraft-dev librocksdb-dev liblz4-dev
   flatbuffers-compiler libflatbuffers-dev
   libcurl4-openssl-dev libssl-dev libsodium-dev libhttp-parser-dev libwslay-dev
   libjansson-dev libcmocka-dev
