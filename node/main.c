@@ -94,6 +94,7 @@ static void usage(FILE *f)
             "              [--append-linger-ms MS (0: none)]\n"
             "environment: OPENAI_BASE_URL, OPENAI_API_KEY, TROUPE_MODELS, TROUPE_ADMIN_TOKEN,\n"
             "             TROUPE_CLUSTER_SECRET, TROUPE_RAFT_PREFILL=0 (raft segments not zero-filled),\n"
+            "             TROUPE_RAFT_COMPRESS=0 (big raft entries not LZ4-compressed),\n"
             "             TROUPE_LOG=debug|info|warn|error\n");
 }
 
