@@ -110,6 +110,63 @@ static void run_index(struct tr_fsm *f, struct run_slot *s)
     f->index[h] = (int32_t)(s - f->runs) + 1;
 }
 
+/* ---- record cache ------------------------------------------------------------------------
+ *
+ * Each entry reads the records of the runs it touches and writes back the
+ * ones it changed: a RocksDB Get per run per entry, on the path every commit
+ * takes. The cache keeps the encoded bytes last written (runs_flush) or read
+ * (fsm_run_get), so the next entry decodes them without the Get. It is only
+ * trusted while the runs family's generation (tr_store_cf_gen) is the one it
+ * was last in step with: any write not made through runs_flush — a snapshot
+ * restore — empties it. Bytes, not decoded records: a slot is changed in
+ * place during an entry, and an entry that fails leaves the cache emptied. */
+#define RC_CAP 16384
+
+static void rc_clear(struct tr_fsm *f)
+{
+    for (uint32_t i = 0; i < f->rc_cap; i++) {
+        tr_free(f->rc[i].val);
+        f->rc[i] = (struct rc_ent){ 0 };
+    }
+    f->rc_n = 0;
+}
+
+/* Empty the cache unless the runs family is as the cache last saw it. */
+static void rc_sync(struct tr_fsm *f)
+{
+    uint64_t gen = tr_store_cf_gen(f->store, TR_CF_RUNS);
+    if (gen != f->rc_gen) {
+        rc_clear(f);
+        f->rc_gen = gen;
+    }
+}
+
+static struct rc_ent *rc_slot(struct tr_fsm *f, uint64_t key)
+{
+    if (f->rc == NULL) {
+        f->rc_cap = RC_CAP;
+        f->rc = tr_calloc(f->rc_cap, sizeof *f->rc);
+    }
+    uint32_t i = (uint32_t)(key * 0x9e3779b97f4a7c15ULL >> 32) & (f->rc_cap - 1);
+    while (f->rc[i].key != 0 && f->rc[i].key != key)
+        i = (i + 1) & (f->rc_cap - 1);
+    return &f->rc[i];
+}
+
+static void rc_put(struct tr_fsm *f, uint64_t key, const void *val, size_t len)
+{
+    if (f->rc_n >= RC_CAP / 2)
+        rc_clear(f);
+    struct rc_ent *e = rc_slot(f, key);
+    if (e->key == 0) {
+        e->key = key;
+        f->rc_n++;
+    }
+    tr_free(e->val);
+    e->val = tr_memdup(val, len);
+    e->len = len;
+}
+
 struct run_slot *fsm_run_get(struct tr_fsm *f, uint64_t key)
 {
     struct run_slot *s = run_find(f, key);
@@ -118,9 +175,17 @@ struct run_slot *fsm_run_get(struct tr_fsm *f, uint64_t key)
     unsigned char k[8];
     void *val = NULL;
     size_t vlen = 0;
-    tr_run_key(key, k);
-    if (fsm_get(f, TR_CF_RUNS, k, sizeof k, &val, &vlen) != TR_OK)
-        return NULL;
+    rc_sync(f);
+    struct rc_ent *c = f->rc != NULL ? rc_slot(f, key) : NULL;
+    if (c != NULL && c->key == key) {
+        val = tr_memdup(c->val, c->len);
+        vlen = c->len;
+    } else {
+        tr_run_key(key, k);
+        if (fsm_get(f, TR_CF_RUNS, k, sizeof k, &val, &vlen) != TR_OK)
+            return NULL;
+        rc_put(f, key, val, vlen);
+    }
     struct run_rec rec;
     int rv = tr_run_rec_decode(val, vlen, &rec);
     tr_free(val);
@@ -150,6 +215,7 @@ struct run_slot *fsm_run_new(struct tr_fsm *f, uint64_t key)
 static void runs_flush(struct tr_fsm *f)
 {
     f->n_touched = 0;
+    rc_sync(f);
     for (uint32_t i = 0; i < f->n_runs; i++) {
         struct run_slot *s = &f->runs[i];
         if (!s->dirty)
@@ -170,6 +236,7 @@ static void runs_flush(struct tr_fsm *f)
         tr_run_rec_encode(&s->rec, &f->b);
         const uint8_t *data = tr_fb_builder_data(&f->b, &len);
         fsm_put(f, TR_CF_RUNS, k, sizeof k, data, len);
+        rc_put(f, s->rec.key, data, len);
     }
 }
 
@@ -370,11 +437,13 @@ int tr_fsm_apply_at(struct tr_fsm *f, uint64_t index, const void *buf, size_t le
     if (rv != TR_OK) {
         f->n_notes = 0;
         fsm_load_invalidate(f); /* it holds this entry's changes; the store does not */
+        rc_clear(f);            /* likewise */
         tr_err_wrap(&err, "fsm: commit entry %llu", (unsigned long long)index);
         tr_free(owned);
         f->on_fatal(f->ud, err.msg);
         return rv;
     }
+    f->rc_gen = tr_store_cf_gen(f->store, TR_CF_RUNS); /* our own write: still in step */
     notes_send(f, index);
     if (f->on_applied != NULL && f->n_touched > 0)
         f->on_applied(f->applied_ud, index, f->touched, f->n_touched);
@@ -537,8 +606,10 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
             tr_log(TR_LOG_ERROR, "fsm: restore: %s", err.msg);
             return RAFT_IOERR;
         }
-        /* The load index describes the state before the snapshot. */
+        /* The load index and the record cache describe the state before
+         * the snapshot (the cache would notice by its generation too). */
         fsm_load_invalidate(f);
+        rc_clear(f);
         tr_log(TR_LOG_INFO, "fsm: restored snapshot at index %llu", (unsigned long long)snap_index);
     }
     raft_free(buf->base); /* ours on success */
@@ -599,6 +670,8 @@ void tr_fsm_free(struct tr_fsm *f)
     tr_free(f->runs);
     tr_free(f->index);
     tr_free(f->notes);
+    rc_clear(f);
+    tr_free(f->rc);
     fsm_load_free(f);
     tr_free(f->touched);
     for (int i = 0; i < TR_FSM_RESULT_RING; i++)

@@ -66,6 +66,17 @@ struct tr_fsm {
     struct tr_state_note *notes;
     uint32_t n_notes, cap_notes;
 
+    /* Run records as last written or read (fsm.c "record cache"): key ->
+     * encoded bytes, open addressing, no deletion (emptied when half full).
+     * Valid while the runs family's generation is rc_gen. */
+    struct rc_ent {
+        uint64_t key;          /* 0: empty (run keys are > 0) */
+        void *val;
+        size_t len;
+    } *rc;
+    uint32_t rc_cap, rc_n;     /* rc_cap: power of two */
+    uint64_t rc_gen;
+
     /* Live updates: the runs the entry changed, for on_applied. */
     void (*on_applied)(void *ud, uint64_t index, const uint64_t *run_ids, size_t n);
     void *applied_ud;

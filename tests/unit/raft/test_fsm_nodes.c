@@ -561,6 +561,52 @@ static void workload(struct fx_env *e, uint64_t first_run, int phase)
 
 /* The index rebuilt from the store (reopen; snapshot restore) decides as the
  * live one does, and replicas fed the same commands have the same digest. */
+/* The FSM keeps run records between entries (fsm.c "record cache"); a
+ * snapshot restore replaces them under it. A then follows B's history: its
+ * next append must be judged by B's record (next_seq 5), not by the one A
+ * cached (next_seq 3). */
+static void test_record_cache_after_restore(void **st)
+{
+    struct fx_env a, b;
+    fx_env_open(&a, "cache-a", 0, false);
+    fx_env_open(&b, "cache-b", 0, false);
+    assert_int_equal(fx_node_add(&a, 1, 0, false), TR_FSM_OK);
+    assert_int_equal(fx_node_add(&b, 1, 0, false), TR_FSM_OK);
+    assert_int_equal(fx_run_create(&a, 77, 1, 0, 0).verdict, TR_FSM_OK);
+    assert_int_equal(fx_run_create(&b, 77, 1, 0, 0).verdict, TR_FSM_OK);
+    assert_int_equal(fx_append(&a, 77, 1, 2, FX_EV_LLM).verdict, TR_FSM_OK); /* A: next_seq 3, cached */
+    for (uint64_t seq = 2; seq <= 4; seq++)
+        assert_int_equal(fx_append(&b, 77, 1, seq, FX_EV_LLM).verdict, TR_FSM_OK);
+    assert_true(b.index > a.index);
+
+    struct tr_snapshot_chunk *chunks = NULL;
+    unsigned n = 0;
+    uint64_t snap_index = 0;
+    struct tr_err err;
+    assert_int_equal(tr_store_snapshot_chunks(b.store, NULL, 0, &chunks, &n, &snap_index, &err), TR_OK);
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += chunks[i].len;
+    struct raft_buffer buf = { .base = raft_malloc(total), .len = total };
+    size_t at = 0;
+    for (unsigned i = 0; i < n; i++) {
+        memcpy((char *)buf.base + at, chunks[i].base, chunks[i].len);
+        at += chunks[i].len;
+    }
+    tr_snapshot_chunks_free(chunks, n);
+    assert_int_equal(a.rf->restore(a.rf, &buf), 0);
+    a.index = snap_index;
+
+    assert_int_equal(fx_append(&a, 77, 1, 3, FX_EV_LLM).verdict, TR_FSM_BAD_SEQ);
+    assert_int_equal(fx_append(&a, 77, 1, 5, FX_EV_LLM).verdict, TR_FSM_OK);
+    struct run_rec r;
+    fx_read_run(a.store, 77, &r);
+    assert_int_equal(r.next_seq, 6);
+    tr_run_rec_free(&r);
+    fx_env_close(&a);
+    fx_env_close(&b);
+}
+
 static void test_rebuilt_index_decides_the_same(void **st)
 {
     (void)st;
@@ -645,6 +691,7 @@ int main(void)
         cmocka_unit_test_prestate_setup_teardown(test_recovery_when_a_node_comes_up, fx_setup, fx_teardown, &seed),
         cmocka_unit_test_prestate_setup_teardown(test_node_remove_rules, fx_setup, fx_teardown, &seed),
         cmocka_unit_test_prestate_setup_teardown(test_rebuilt_index_decides_the_same, fx_setup, fx_teardown, &seed),
+        cmocka_unit_test_prestate_setup_teardown(test_record_cache_after_restore, fx_setup, fx_teardown, &seed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
