@@ -468,7 +468,7 @@ static void rebalance(struct tr_cluster *c, uint64_t now)
         rb_forget(c, c->rebalancing);
     if (c->n_rebalancing >= REBALANCE_MAX_PENDING || !tr_state_ready(c->state))
         return;
-    struct tr_fsm *f = tr_fsm_of_raft(tr_raft_raw(c->raft));
+    struct tr_fsm *f = tr_state_fsm(c->state);
     if (f == NULL)
         return;
     struct tr_fsm_move pending[REBALANCE_MAX_PENDING], moves[REBALANCE_MAX_PENDING];

@@ -206,7 +206,7 @@ static int parse_args(int argc, char **argv, struct node_opts *o)
             o->append_linger_ms = v == 0 ? -1 : (int)v;
             break;
         case O_SCHED:
-            if (parse_u32(optarg, &v) != 0 || v == 0 || v > 64)
+            if (parse_u32(optarg, &v) != 0 || v > 64) /* 0: the default */
                 goto bad;
             o->schedulers = (int)v;
             break;
@@ -373,6 +373,13 @@ static void shutdown_hook(void *arg)
         gateway_closed(n);
 }
 
+/* 1 when the environment variable is "0" (a default-on feature turned off). */
+static int env_off(const char *name)
+{
+    const char *v = getenv(name);
+    return v != NULL && strcmp(v, "0") == 0;
+}
+
 static void open_state_cb(struct tr_ctx *ctx, void *arg)
 {
     struct node *n = arg;
@@ -382,6 +389,7 @@ static void open_state_cb(struct tr_ctx *ctx, void *arg)
         .election_timeout_ms = n->o.election_timeout_ms, .heartbeat_timeout_ms = n->o.heartbeat_ms,
         .snapshot_threshold = n->o.snapshot_threshold, .snapshot_trailing = n->o.snapshot_trailing,
         .linger_ms = n->o.append_linger_ms,
+        .no_compress = env_off("TROUPE_RAFT_COMPRESS"), .no_prefill = env_off("TROUPE_RAFT_PREFILL"),
     };
     int rv = tr_state_open(ctx, &so, &n->state, &n->err);
     if (rv == TR_OK)

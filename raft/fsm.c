@@ -153,7 +153,8 @@ static struct rc_ent *rc_slot(struct tr_fsm *f, uint64_t key)
     return &f->rc[i];
 }
 
-static void rc_put(struct tr_fsm *f, uint64_t key, const void *val, size_t len)
+/* Keep val (tr_malloc'd; the cache owns it now) as key's record. */
+static void rc_put(struct tr_fsm *f, uint64_t key, void *val, size_t len)
 {
     if (f->rc_n >= RC_CAP / 2)
         rc_clear(f);
@@ -163,7 +164,7 @@ static void rc_put(struct tr_fsm *f, uint64_t key, const void *val, size_t len)
         f->rc_n++;
     }
     tr_free(e->val);
-    e->val = tr_memdup(val, len);
+    e->val = val;
     e->len = len;
 }
 
@@ -178,7 +179,7 @@ struct run_slot *fsm_run_get(struct tr_fsm *f, uint64_t key)
     rc_sync(f);
     struct rc_ent *c = f->rc != NULL ? rc_slot(f, key) : NULL;
     if (c != NULL && c->key == key) {
-        val = tr_memdup(c->val, c->len);
+        val = c->val; /* decoding copies what it keeps */
         vlen = c->len;
     } else {
         tr_run_key(key, k);
@@ -188,7 +189,6 @@ struct run_slot *fsm_run_get(struct tr_fsm *f, uint64_t key)
     }
     struct run_rec rec;
     int rv = tr_run_rec_decode(val, vlen, &rec);
-    tr_free(val);
     if (rv != TR_OK || rec.key != key) {
         tr_log(TR_LOG_ERROR, "fsm: run record %016llx does not verify; treated as absent",
                (unsigned long long)key);
@@ -236,7 +236,7 @@ static void runs_flush(struct tr_fsm *f)
         tr_run_rec_encode(&s->rec, &f->b);
         const uint8_t *data = tr_fb_builder_data(&f->b, &len);
         fsm_put(f, TR_CF_RUNS, k, sizeof k, data, len);
-        rc_put(f, s->rec.key, data, len);
+        rc_put(f, s->rec.key, tr_memdup(data, len), len);
     }
 }
 

@@ -173,9 +173,6 @@ struct tr_fsm_move {
 uint32_t tr_fsm_rebalance_plan(struct tr_fsm *f, const struct tr_fsm_move *pending, uint32_t n_pending,
                                int (*may_receive)(void *ud, uint64_t node), void *ud, struct tr_fsm_move *out,
                                uint32_t cap);
-/* The FSM raft applies through (what tr_fsm_new returned to raft), for the
- * cluster module on raft's thread; NULL when raft is not driving one. */
-struct tr_fsm *tr_fsm_of_raft(struct raft *r);
 
 /* Apply one Command buffer at raft index `index` (what fsm->apply does; also
  * the seam for tests without raft). */

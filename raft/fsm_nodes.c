@@ -907,14 +907,6 @@ uint32_t tr_fsm_node_queued(struct tr_fsm *f, uint64_t id)
     return n != NULL ? n->queued : 0;
 }
 
-struct tr_fsm *tr_fsm_of_raft(struct raft *r)
-{
-    if (r == NULL || r->fsm == NULL || r->fsm->data == NULL)
-        return NULL;
-    struct tr_fsm *f = r->fsm->data;
-    return &f->fsm == r->fsm ? f : NULL; /* tr_fsm_new sets data to the tr_fsm around it */
-}
-
 uint64_t tr_fsm_node_next(struct tr_fsm *f, uint64_t after)
 {
     if (fsm_load_ensure(f) != TR_OK || after == UINT64_MAX)

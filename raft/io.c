@@ -60,7 +60,6 @@
 #include "raft/io.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 struct tr_io_work {
@@ -162,12 +161,12 @@ static void prefill_release(struct tr_raft_io *w)
     }
 }
 
-int tr_raft_io_init(struct tr_raft_io *w, uv_loop_t *loop, const char *dir, struct raft_uv_transport *t)
+int tr_raft_io_init(struct tr_raft_io *w, uv_loop_t *loop, const char *dir, struct raft_uv_transport *t,
+                    int prefill)
 {
     memset(w, 0, sizeof *w);
     w->loop = loop;
-    const char *pf = getenv("TROUPE_RAFT_PREFILL");
-    if ((pf == NULL || strcmp(pf, "0") != 0) && tr_raft_prefill_register(dir) == TR_OK)
+    if (prefill && tr_raft_prefill_register(dir) == TR_OK)
         w->prefill_dir = tr_strdup(dir);
     int rv = raft_uv_init(&w->io, loop, dir, t);
     if (rv != 0) {

@@ -26,10 +26,12 @@ struct tr_raft_io {
     char *prefill_dir;            /* registered with raft/prefill.c (NULL: not) */
 };
 
-/* raft_uv_init on w->io with `dir` and transport t, then the upgrade. On
- * failure w->io.errmsg says why (a raft error code is returned) and nothing
- * needs freeing but the transport. */
-int tr_raft_io_init(struct tr_raft_io *w, uv_loop_t *loop, const char *dir, struct raft_uv_transport *t);
+/* raft_uv_init on w->io with `dir` and transport t, then the upgrade; with
+ * prefill, dir's open segments are zero-filled (raft/prefill.c). On failure
+ * w->io.errmsg says why (a raft error code is returned) and nothing needs
+ * freeing but the transport. */
+int tr_raft_io_init(struct tr_raft_io *w, uv_loop_t *loop, const char *dir, struct raft_uv_transport *t,
+                    int prefill);
 
 /* After the close callback (or when raft was never started): release the
  * libuv io's memory (raft_uv_close). */

@@ -342,7 +342,7 @@ int tr_raft_open(uv_loop_t *loop, const struct tr_raft_opts *opts, struct tr_raf
             goto err_after_alloc;
         }
     }
-    rv = tr_raft_io_init(&r->io, loop, opts->dir, &r->transport);
+    rv = tr_raft_io_init(&r->io, loop, opts->dir, &r->transport, !opts->no_prefill);
     if (rv != 0) {
         tr_err_set(err, tr_raft_errno(rv), "raft: open log in %s: %s", opts->dir, r->io.io.errmsg);
         goto err_after_transport;

@@ -38,6 +38,7 @@ struct tr_raft_opts {
     /* The cluster key (raft/auth.h, TR_CLUSTER_KEY_LEN bytes): raft
      * connections authenticate with it. NULL: plain raft_uv_tcp. */
     const unsigned char *cluster_key;
+    int no_prefill;                 /* open segments not zero-filled (raft/prefill.c) */
 };
 
 /* Open the raft log in opts->dir, join the transport and start raft.
@@ -231,6 +232,8 @@ struct tr_state_opts {
     uint32_t max_batch_bytes;       /* bytes per raft entry; 0 = 4 MiB */
     uint32_t max_inflight;          /* raft entries in flight; 0 = 2 */
     int linger_ms;                  /* longest wait of a lazy append; 0 = 2, < 0: none */
+    int no_compress;                /* big entries not LZ4-compressed (raft/entry.c) */
+    int no_prefill;                 /* see struct tr_raft_opts */
     const unsigned char *cluster_key; /* see struct tr_raft_opts; NULL: none */
     /* Called when the store fails: the node must stop. NULL: log and abort. */
     void (*on_fatal)(void *ud, const char *msg);
@@ -248,6 +251,9 @@ void tr_state_close(struct tr_state *s, void (*cb)(void *arg), void *arg);
 
 tr_actor_id tr_state_actor(struct tr_state *s);
 struct tr_store *tr_state_store(struct tr_state *s);
+/* The FSM the service applies through (raft/fsm.h; raft's thread only). */
+struct tr_fsm;
+struct tr_fsm *tr_state_fsm(struct tr_state *s);
 struct tr_raft *tr_state_raft(struct tr_state *s);
 void tr_state_set_listener(struct tr_state *s, tr_actor_id listener);
 /* Live updates (the gateway's streams): cb(ud, index, run_ids, n) runs on the

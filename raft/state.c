@@ -27,7 +27,6 @@
 
 #include <sodium.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <sys/stat.h>
 
 #include "raft/entry.h"
@@ -827,8 +826,7 @@ int tr_state_open(struct tr_ctx *ctx, const struct tr_state_opts *opts, struct t
     /* Long enough to span a fast model's reply (the step's next, urgent
      * appends then carry the lazy ones), short against a real model call. */
     s->linger_ms = opts->linger_ms == 0 ? 2 : opts->linger_ms < 0 ? 0 : opts->linger_ms;
-    const char *cz = getenv("TROUPE_RAFT_COMPRESS");
-    s->compress_min = cz != NULL && strcmp(cz, "0") == 0 ? 0 : TR_ENTRY_COMPRESS_MIN;
+    s->compress_min = opts->no_compress ? 0 : TR_ENTRY_COMPRESS_MIN;
     tr_fb_builder_init(&s->b);
 
     /* The raft log is the store's WAL (storage.h "No WAL"): the FSM's
@@ -856,7 +854,7 @@ int tr_state_open(struct tr_ctx *ctx, const struct tr_state_opts *opts, struct t
         .election_timeout_ms = opts->election_timeout_ms, .heartbeat_timeout_ms = opts->heartbeat_timeout_ms,
         .snapshot_threshold = opts->snapshot_threshold, .snapshot_trailing = opts->snapshot_trailing,
         .fsm = s->raft_fsm, .on_init = fsm_on_init, .on_init_arg = s->fsm,
-        .cluster_key = opts->cluster_key,
+        .cluster_key = opts->cluster_key, .no_prefill = opts->no_prefill,
     };
     rv = tr_raft_open(loop, &ro, &s->raft, err);
     if (rv != TR_OK) {
@@ -984,6 +982,7 @@ void tr_state_close(struct tr_state *s, void (*cb)(void *arg), void *arg)
 
 tr_actor_id tr_state_actor(struct tr_state *s) { return s->actor; }
 struct tr_store *tr_state_store(struct tr_state *s) { return s->store; }
+struct tr_fsm *tr_state_fsm(struct tr_state *s) { return s->fsm; }
 struct tr_raft *tr_state_raft(struct tr_state *s) { return s->raft; }
 int tr_state_ready(struct tr_state *s) { return s->ready; }
 

@@ -9,6 +9,7 @@
  * time (default 3). For experiments: BCJ_INFLIGHT and BCJ_BATCH set the state
  * service's raft entries in flight and appends per entry on every node;
  * BCJ_SCHED its schedulers (default: the runtime's, one per core);
+ * TROUPE_RAFT_COMPRESS=0 / TROUPE_RAFT_PREFILL=0 as for troupe;
  * BCJ_SLOW_MS=N makes each node log every append slower than N ms to its
  * log (when, which) - how the Nagle stalls below were found.
  *
@@ -270,7 +271,10 @@ static void open_cb(struct tr_ctx *ctx, void *arg)
     struct tr_state_opts so = { .node_id = self_id, .data_dir = c->dir, .raft_address = c->raft,
                                 .bootstrap = c->join == NULL, .listener = c->listener, .cluster_key = c->key,
                                 .max_inflight = getenv("BCJ_INFLIGHT") ? (uint32_t)atoi(getenv("BCJ_INFLIGHT")) : 0,
-                                .max_batch_appends = getenv("BCJ_BATCH") ? (uint32_t)atoi(getenv("BCJ_BATCH")) : 0 };
+                                .max_batch_appends = getenv("BCJ_BATCH") ? (uint32_t)atoi(getenv("BCJ_BATCH")) : 0,
+                                /* as troupe reads them */
+                                .no_compress = getenv("TROUPE_RAFT_COMPRESS") && !strcmp(getenv("TROUPE_RAFT_COMPRESS"), "0"),
+                                .no_prefill = getenv("TROUPE_RAFT_PREFILL") && !strcmp(getenv("TROUPE_RAFT_PREFILL"), "0") };
     int rv = tr_state_open(ctx, &so, &state, &c->err);
     if (rv == TR_OK) {
         tr_rt_on_shutdown(ctx, shutdown_hook, NULL);
