@@ -87,6 +87,7 @@ int cl_resolve(const char *host, int port, struct sockaddr_storage *out)
 
 void cl_conn_link(struct tr_cluster *c, struct pconn *pc)
 {
+    pc->born_us = mono_us();
     pc->next = c->conns;
     if (c->conns != NULL)
         c->conns->prev = pc;
@@ -144,6 +145,34 @@ static void fail_pending(struct tr_cluster *c, int status, bool all)
 
 static void maybe_closed(struct tr_cluster *c);
 
+static void follower_tick(struct tr_cluster *c, const struct tr_raft_info *info, uint64_t now);
+
+/* The connection to the leader is gone. If the leader closed or reset it,
+ * reconnect at once (a few times, until a connection opens again): a refusal
+ * says the leader's process is gone (nothing listens on its peer port), and
+ * raft's election need not wait its timeout. A dying process may still
+ * accept for a moment and then reset the handshake: that is a retry too. A
+ * leader whose machine died refuses nothing; raft's timeout covers that. */
+#define QUICK_RETRIES 3
+static void lead_lost(struct tr_cluster *c, struct pconn *pc)
+{
+    if (!pc->outbound || pc->expect_id == 0 || !c->joined)
+        return;
+    struct tr_raft_info info;
+    tr_raft_info(c->raft, &info);
+    if (info.role == RAFT_LEADER || info.leader_id != pc->expect_id)
+        return;
+    if (pc->refused) {
+        if (tr_raft_hasten_election(c->raft, pc->expect_id))
+            tr_log(TR_LOG_WARN, "cluster: leader %llu refuses connections (its process is gone): electing a new one",
+                   (unsigned long long)pc->expect_id);
+    } else if (pc->gone && c->quick_retries < QUICK_RETRIES) {
+        c->quick_retries++;
+        c->last_connect_ms = 0;
+        follower_tick(c, &info, uv_now(c->loop));
+    }
+}
+
 void cl_conn_closed(struct tr_cluster *c, struct pconn *pc)
 {
     if (pc->prev != NULL)
@@ -155,9 +184,12 @@ void cl_conn_closed(struct tr_cluster *c, struct pconn *pc)
     pc->prev = pc->next = NULL;
     if (c->lead == pc) {
         c->lead = NULL;
+        c->last_pong_sent_us = 0; /* the next connection's pongs are another clock's */
         /* The outcome of these writes is unknown: their requesters re-read
          * and retry (an applied append then gets BAD_SEQ). */
         fail_pending(c, TR_ENOTLEADER, false);
+        if (!c->closing)
+            lead_lost(c, pc);
     }
     if (c->closing)
         maybe_closed(c);
@@ -233,9 +265,7 @@ static int peer_slot(struct tr_cluster *c, uint64_t id)
     unsigned i = c->n_peers++;
     memset(&c->peers[i], 0, sizeof c->peers[i]);
     c->peers[i].id = id;
-    /* First sight (a node just added, or this leader's first look at the
-     * table): it gets a whole failure timeout to ping. */
-    c->peers[i].last_ms = uv_now(c->loop);
+    c->peers[i].seen_ms = uv_now(c->loop);
     return (int)i;
 }
 
@@ -415,17 +445,17 @@ static void rebalance_done(void *ud, const struct tr_state_reply *r)
     tr_free(x);
 }
 
-/* A node may receive runs when it is this one or has pinged within half the
- * failure timeout. */
+/* A node may receive runs when it is this one or its pings still vouch for
+ * it (one echoed a pong of ours within half the failure timeout). */
 static int rb_may_receive(void *ud, uint64_t node)
 {
     struct tr_cluster *c = ud;
     if (node == c->node_id)
         return 1;
-    uint64_t now = uv_now(c->loop);
+    int64_t now = mono_us();
     for (unsigned i = 0; i < c->n_peers; i++)
         if (c->peers[i].id == node)
-            return c->peers[i].heard_ms != 0 && now - c->peers[i].heard_ms <= c->failure_ms / 2;
+            return c->peers[i].heard_until_us > now;
     return 0;
 }
 
@@ -736,24 +766,26 @@ static void on_forward(struct tr_cluster *c, struct pconn *pc, const struct trou
 
 /* ---- leader: pings ---------------------------------------------------------------------- */
 
-static void leader_contact(struct tr_cluster *c, uint64_t now);
+static int64_t leader_contact(struct tr_cluster *c);
 
 static void on_ping(struct tr_cluster *c, struct pconn *pc, const struct troupe_peer_Ping *p)
 {
     uint64_t id = pc->peer_id;
     struct tr_raft_info info;
     tr_raft_info(c->raft, &info);
+    int64_t until = 0;
     if (info.role == RAFT_LEADER) {
         int i = peer_slot(c, id);
         if (i >= 0) {
             c->peers[i].last_ms = uv_now(c->loop);
             /* For this leader's own fencing a ping counts only if it echoes a
-             * pong this leader sent within the fence time: pings that sat in
-             * a socket buffer while this process was stopped do not. */
+             * pong this leader sent on this connection, and only for half the
+             * failure timeout from that pong: pings that sat in a socket
+             * buffer while this process was stopped do not. */
             int64_t echo = troupe_peer_Ping_pong_sent_us(p);
-            if (echo > 0 && mono_us() - echo <= (int64_t)c->failure_ms / 2 * 1000)
-                c->peers[i].heard_ms = uv_now(c->loop);
-            leader_contact(c, uv_now(c->loop));
+            int64_t good = echo + (int64_t)c->failure_ms / 2 * 1000;
+            if (echo >= pc->born_us && echo <= mono_us() && good > c->peers[i].heard_until_us)
+                c->peers[i].heard_until_us = good;
             struct tr_node_rec n;
             if (!c->peers[i].up_pending && tr_node_get(c->store, id, &n) == TR_OK &&
                 n.state == troupe_state_NodeState_Down) {
@@ -762,9 +794,12 @@ static void on_ping(struct tr_cluster *c, struct pconn *pc, const struct troupe_
                     c->peers[i].up_pending = true;
             }
         }
+        until = leader_contact(c);
     }
     /* Answer even when not the leader (leader_id tells the follower where to
-     * go); only the leader's pongs count as contact. */
+     * go); only the leader's pongs count as contact, and only for as long as
+     * it vouches for itself. */
+    int64_t now = mono_us();
     msg_begin(c);
     struct tr_fb_builder *b = &c->b;
     troupe_peer_Pong_start(b);
@@ -773,21 +808,35 @@ static void on_ping(struct tr_cluster *c, struct pconn *pc, const struct troupe_
     troupe_peer_Pong_add_term(b, info.term);
     troupe_peer_Pong_add_commit_index(b, info.commit_index);
     troupe_peer_Pong_add_echo_us(b, troupe_peer_Ping_sent_us(p));
-    troupe_peer_Pong_add_sent_us(b, mono_us());
+    troupe_peer_Pong_add_sent_us(b, now);
+    troupe_peer_Pong_add_valid_us(b, until > now ? until - now : 0);
     msg_end(c, pc, troupe_peer_Body_Pong, troupe_peer_Pong_end(b));
 }
 
+static void send_ping(struct tr_cluster *c, struct pconn *pc);
+
+/* A pong vouches for the leader from the ping it answers (sent by this
+ * node's clock: no later than the pong) for the time the leader vouches for
+ * itself, at most half the failure timeout. So a follower's deadline is never
+ * later than its leader's own, and a leader's ends half a failure timeout
+ * after the last pong it sent that a majority echoed (see leader_contact). */
 static void on_pong(struct tr_cluster *c, struct pconn *pc, const struct troupe_peer_Pong *p)
 {
-    if (troupe_peer_Pong_leader_id(p) == pc->peer_id && pc == c->lead) {
-        c->last_pong_sent_us = troupe_peer_Pong_sent_us(p);
-        /* Only a pong answering a recent ping is a sign of a live leader
-         * (not one that waited in a socket buffer while this node was stopped). */
-        if (mono_us() - troupe_peer_Pong_echo_us(p) <= (int64_t)c->failure_ms / 2 * 1000)
-            tr_state_leader_contact(c->state, troupe_peer_Pong_commit_index(p));
+    if (troupe_peer_Pong_leader_id(p) != pc->peer_id || pc != c->lead) {
+        if (pc == c->lead)
+            pc_close(pc, "it is not the leader");
+        return;
     }
-    else if (pc == c->lead)
-        pc_close(pc, "it is not the leader");
+    bool echoed = c->last_pong_sent_us != 0; /* the ping it answers echoed a pong */
+    c->last_pong_sent_us = troupe_peer_Pong_sent_us(p);
+    int64_t sent = troupe_peer_Pong_echo_us(p), now = mono_us();
+    int64_t span = troupe_peer_Pong_valid_us(p);
+    if (span > (int64_t)c->failure_ms / 2 * 1000)
+        span = (int64_t)c->failure_ms / 2 * 1000;
+    if (span > 0 && sent >= pc->born_us && sent <= now && sent + span > now)
+        tr_state_leader_contact(c->state, troupe_peer_Pong_commit_index(p), (uint64_t)(sent + span));
+    else if (span <= 0 && !echoed)
+        send_ping(c, pc); /* a new leader waits for pings that echo its pongs: one at once */
 }
 
 /* ---- joining ------------------------------------------------------------------------------ */
@@ -933,10 +982,13 @@ static void on_join_result(struct tr_cluster *c, struct pconn *pc, const struct 
 void cl_conn_open(struct tr_cluster *c, struct pconn *pc)
 {
     tr_log(TR_LOG_DEBUG, "cluster: peer %s is node %llu", pc->addr, (unsigned long long)pc->peer_id);
-    if (pc == c->lead && !c->joined)
+    if (pc == c->lead && !c->joined) {
         send_join(c, pc);
-    else if (pc == c->lead)
+    } else if (pc == c->lead) {
+        c->quick_retries = 0;
         flush_pending(c);
+        send_ping(c, pc); /* at once: a new leader needs pings to vouch for itself */
+    }
 }
 
 void cl_dispatch(struct tr_cluster *c, struct pconn *pc, const struct troupe_peer_Message *m)
@@ -1022,48 +1074,109 @@ static void follower_tick(struct tr_cluster *c, const struct tr_raft_info *info,
         send_ping(c, c->lead);
 }
 
-/* Leader: a sign of life for the state service's fencing when a majority of
- * the voters (this node included) pinged within the fence time. A leader
+/* Leader: how long this leader vouches for itself — until half a failure
+ * timeout after the latest of its pongs that a majority of the voters (itself
+ * included) echoed — told to the state service as a sign of life. A leader
  * resumed after a SIGSTOP, or cut off from the others, still believes it
- * leads until raft's own check deposes it; counting pings fences it first. */
-static void leader_contact(struct tr_cluster *c, uint64_t now)
+ * leads until raft's own check deposes it; this fences it first. Every
+ * voter that elects a new leader has stopped pinging this one before it
+ * voted, and any majority includes one of them: so this leader's deadline is
+ * at most half a failure timeout after the next leader's election. Returns the
+ * deadline (monotonic µs; 0 or past: none). */
+static int64_t leader_contact(struct tr_cluster *c)
 {
     struct raft *r = tr_raft_raw(c->raft);
     if (r == NULL)
-        return;
-    unsigned voters = 0, heard = 0;
+        return 0;
+    int64_t now = mono_us(), half = (int64_t)c->failure_ms / 2 * 1000;
+    int64_t others[CL_MAX_NODES];
+    unsigned voters = 0, n = 0;
     for (unsigned k = 0; k < r->configuration.n; k++) {
         const struct raft_server *s = &r->configuration.servers[k];
         if (s->role != RAFT_VOTER)
             continue;
         voters++;
-        if (s->id == c->node_id) {
-            heard++;
+        if (s->id == c->node_id)
             continue;
-        }
+        int64_t until = 0;
         for (unsigned i = 0; i < c->n_peers; i++)
-            if (c->peers[i].id == s->id && c->peers[i].heard_ms != 0 && now - c->peers[i].heard_ms <= c->failure_ms / 2)
-                heard++;
+            if (c->peers[i].id == s->id)
+                until = c->peers[i].heard_until_us;
+        if (n < CL_MAX_NODES)
+            others[n++] = until;
     }
-    if (voters > 0 && 2 * heard > voters) {
+    unsigned need = voters / 2; /* others needed besides this node for a majority */
+    int64_t until;
+    if (voters == 0)
+        return 0;
+    if (need == 0) {
+        until = now + half; /* the only voter */
+    } else {
+        if (n < need)
+            return 0;
+        /* the need-th latest */
+        for (unsigned a = 0; a < need; a++)
+            for (unsigned b2 = a + 1; b2 < n; b2++)
+                if (others[b2] > others[a]) {
+                    int64_t t = others[a];
+                    others[a] = others[b2];
+                    others[b2] = t;
+                }
+        until = others[need - 1];
+    }
+    if (until > now) {
         struct tr_raft_info info;
         tr_raft_info(c->raft, &info);
-        tr_state_leader_contact(c->state, info.commit_index);
+        tr_state_leader_contact(c->state, info.commit_index, (uint64_t)until);
     }
+    return until;
+}
+
+/* The new leader's grace: half the failure timeout and a margin. A node that
+ * was not pinging this leader was fenced by then: its deadline came from a
+ * pong of an earlier leader, no later than that leader's own deadline, which
+ * leader_contact bounds by half a failure timeout after this leader won. */
+#define GRACE_MARGIN_MS 100
+static unsigned grace_ms(const struct tr_cluster *c)
+{
+    return c->failure_ms / 2 + GRACE_MARGIN_MS;
+}
+
+/* Whether node peers[i] is to be declared down now. A node that pinged this
+ * leader gets the failure timeout from its last ping (it fenced itself half
+ * that after); a node first seen while this node leads (a new member) gets it
+ * from then; any other node the grace from this node's election. */
+static bool silent(const struct tr_cluster *c, int i, uint64_t now, char *why, size_t cap)
+{
+    uint64_t since = c->leader_since_ms, last = c->peers[i].last_ms, seen = c->peers[i].seen_ms;
+    if (last != 0 && last >= since) {
+        if (now - last <= c->failure_ms)
+            return false;
+        snprintf(why, cap, "no ping for %llu ms", (unsigned long long)(now - last));
+    } else if (seen > since) {
+        if (now - seen <= c->failure_ms)
+            return false;
+        snprintf(why, cap, "no ping in %llu ms since it was first seen", (unsigned long long)(now - seen));
+    } else {
+        if (now - since <= grace_ms(c))
+            return false;
+        snprintf(why, cap, "no ping in the %llu ms since this node leads", (unsigned long long)(now - since));
+    }
+    return true;
 }
 
 /* Leader: keep this node's record true and declare silent nodes down. */
 static void leader_tick(struct tr_cluster *c, uint64_t now)
 {
-    leader_contact(c, now);
+    leader_contact(c);
     if (!c->was_leader) {
         c->was_leader = true;
         c->leader_since_ms = now;
         for (unsigned i = 0; i < c->n_peers; i++)
             c->peers[i].down_pending = c->peers[i].up_pending = false;
         rb_forget_all(c);
-        tr_log(TR_LOG_INFO, "cluster: node %llu leads; failure detection starts in %u ms",
-               (unsigned long long)c->node_id, c->failure_ms);
+        tr_log(TR_LOG_INFO, "cluster: node %llu leads; nodes silent since are declared down in %u ms",
+               (unsigned long long)c->node_id, grace_ms(c));
     }
     if (c->lead != NULL)
         pc_close(c->lead, "this node leads now");
@@ -1099,11 +1212,9 @@ static void leader_tick(struct tr_cluster *c, uint64_t now)
         int i = peer_slot(c, r->id);
         if (i < 0 || c->peers[i].down_pending)
             continue;
-        uint64_t last = c->peers[i].last_ms > c->leader_since_ms ? c->peers[i].last_ms : c->leader_since_ms;
-        if (now - last <= c->failure_ms)
-            continue;
         char why[96];
-        snprintf(why, sizeof why, "no ping for %llu ms", (unsigned long long)(now - last));
+        if (!silent(c, i, now, why, sizeof why))
+            continue;
         tr_log(TR_LOG_WARN, "cluster: node %llu is down: %s; its runs move", (unsigned long long)r->id, why);
         if (propose_node_simple(c, troupe_cmd_Op_NodeDown, r->id, why, K_DOWN, NULL, NULL) == TR_OK)
             c->peers[i].down_pending = true;
@@ -1117,6 +1228,7 @@ static void on_tick(uv_timer_t *t)
     if (c->closing)
         return;
     uint64_t now = uv_now(c->loop);
+    tr_raft_hasten_settle(c->raft);
     struct tr_raft_info info;
     tr_raft_info(c->raft, &info);
     if (info.role == RAFT_LEADER) {
@@ -1158,7 +1270,7 @@ void tr_cluster_close(struct tr_cluster *c, void (*cb)(void *arg), void *arg)
     c->closing = 1;
     c->close_cb = cb;
     c->close_arg = arg;
-    tr_state_set_forwarder(c->state, NULL, NULL, 0);
+    tr_state_set_forwarder(c->state, NULL, NULL);
     fail_pending(c, TR_ECLOSED, true);
     for (struct fwd_ctx *x = c->proposing; x != NULL; x = x->next)
         x->c = NULL; /* orphans: forward_applied frees them */
@@ -1188,7 +1300,7 @@ int tr_cluster_start(struct tr_ctx *ctx, const struct tr_cluster_opts *o, struct
     memcpy(c->key, o->key, TR_CLUSTER_KEY_LEN);
     c->capacity = o->capacity;
     c->failure_ms = o->failure_timeout_ms ? o->failure_timeout_ms : 1500;
-    c->ping_ms = o->ping_interval_ms ? o->ping_interval_ms : 200;
+    c->ping_ms = o->ping_interval_ms ? o->ping_interval_ms : 100;
     snprintf(c->raft_address, sizeof c->raft_address, "%s", o->raft_address);
     snprintf(c->client_address, sizeof c->client_address, "%s", o->client_address ? o->client_address : "");
     snprintf(c->http_address, sizeof c->http_address, "%s", o->http_address ? o->http_address : "");
@@ -1227,7 +1339,7 @@ int tr_cluster_start(struct tr_ctx *ctx, const struct tr_cluster_opts *o, struct
         c->joined = true;
     }
     uv_timer_start(&c->tick, on_tick, 0, c->ping_ms / 2 ? c->ping_ms / 2 : 1);
-    tr_state_set_forwarder(c->state, forward, c, c->failure_ms / 2);
+    tr_state_set_forwarder(c->state, forward, c);
     *out = c;
     return TR_OK;
 

@@ -49,7 +49,7 @@ struct tr_cluster_opts {
     const unsigned char *key;       /* cluster key (TR_CLUSTER_KEY_LEN bytes; copied) */
     const char *join;               /* "host:port" of a member's peer channel, or NULL */
     unsigned failure_timeout_ms;    /* 0 = 1500 */
-    unsigned ping_interval_ms;      /* 0 = 200 */
+    unsigned ping_interval_ms;      /* 0 = 100 */
 };
 
 int tr_cluster_start(struct tr_ctx *ctx, const struct tr_cluster_opts *o, struct tr_cluster **out,

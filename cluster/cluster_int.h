@@ -29,6 +29,9 @@ struct pconn {
     uint64_t expect_id;       /* outbound: the node we mean to reach (0: any) */
     uint64_t peer_id;         /* authenticated */
     char addr[80];
+    int64_t born_us;          /* monotonic µs at creation: older echoes are not ours */
+    bool refused;             /* outbound: the connect was refused (nothing listens there) */
+    bool gone;                /* the peer closed or reset it */
     uint8_t *rbuf;
     size_t rlen, rcap;
     size_t wqueued;
@@ -75,8 +78,9 @@ struct tr_cluster {
     struct pconn *lead;       /* our connection to the leader (or to a join target) */
     uint64_t lead_target;     /* node id lead should reach (0: a join target) */
     uint64_t last_connect_ms;
+    unsigned quick_retries;   /* reconnects at once since the leader's connection last opened */
     uint64_t last_ping_sent_ms;
-    int64_t last_pong_sent_us;  /* the leader's stamp in the last pong (echoed in pings) */
+    int64_t last_pong_sent_us;  /* the leader's stamp in the last pong (echoed in pings; 0: none on this connection) */
     struct pending *pending, *pending_tail; /* in arrival order; sent ones and queued ones */
     struct fwd_ctx *proposing; /* leader: forwarded writes being proposed here */
     unsigned n_pending;
@@ -88,8 +92,14 @@ struct tr_cluster {
     /* Leader side. */
     bool was_leader;
     uint64_t leader_since_ms;
-    struct { uint64_t id; uint64_t last_ms; uint64_t heard_ms; bool down_pending, up_pending; } peers[CL_MAX_NODES];
-    /* last_ms: failure detection (starts at first sight: a grace); heard_ms: a real ping (0: none), for the leader's own fencing */
+    struct {
+        uint64_t id;
+        uint64_t seen_ms;       /* first sight of it in this process */
+        uint64_t last_ms;       /* its last ping (0: none) */
+        int64_t heard_until_us; /* its last ping echoed a pong of ours: that pong's time plus half
+                                   the failure timeout (monotonic µs; 0: none) */
+        bool down_pending, up_pending;
+    } peers[CL_MAX_NODES];
     unsigned n_peers;
     bool self_pending;        /* a NodeAdd/NodeUp for this node in flight */
     /* Rebalancing queued runs: the RunReassign{only_if_queued} proposed and

@@ -67,6 +67,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct pconn *pc = s->data;
     if (n < 0) {
+        pc->gone = n == UV_EOF || n == UV_ECONNRESET;
         pc_close(pc, n == UV_EOF ? "closed by peer" : uv_strerror((int)n));
         return;
     }
@@ -118,8 +119,10 @@ static void on_written(uv_write_t *w, int status)
 {
     struct wreq *r = w->data;
     r->pc->wqueued -= r->len;
-    if (status < 0 && status != UV_ECANCELED)
+    if (status < 0 && status != UV_ECANCELED) {
+        r->pc->gone = status == UV_EPIPE || status == UV_ECONNRESET;
         pc_close(r->pc, uv_strerror(status));
+    }
     tr_free(r);
 }
 
@@ -163,6 +166,7 @@ static void on_auth(void *arg, int status, uint64_t peer_id, const char *peer_ad
         /* The stream is closed already. */
         if (status != TR_ECANCELED)
             cl_log_refused(pc->c, pc, msg);
+        pc->gone = status == TR_EIO; /* the peer closed or reset it mid-handshake */
         pc->st = PC_CLOSING;
         cl_conn_closed(pc->c, pc);
         tr_free(pc->rbuf);
@@ -208,6 +212,7 @@ static void on_connect(uv_connect_t *req, int status)
     if (pc->st == PC_CLOSING)
         return; /* uv_close is under way */
     if (status < 0) {
+        pc->refused = status == UV_ECONNREFUSED;
         pc_close(pc, uv_strerror(status));
         return;
     }

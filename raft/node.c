@@ -65,6 +65,10 @@ struct tr_raft {
     void (*close_cb)(void *arg);
     void *close_arg;
     char address[64];
+    unsigned election_ms;      /* the configured election timeout */
+    int hastened;              /* tr_raft_hasten_election: timeout shortened */
+    uint64_t hastened_term;    /* the term then */
+    uint64_t hastened_at;      /* raft's clock then */
 };
 
 int tr_raft_errno(int rv)
@@ -353,7 +357,8 @@ int tr_raft_open(uv_loop_t *loop, const struct tr_raft_opts *opts, struct tr_raf
         goto err_after_io;
     }
     r->raft.data = r;
-    raft_set_election_timeout(&r->raft, opts->election_timeout_ms ? opts->election_timeout_ms : 1000);
+    r->election_ms = opts->election_timeout_ms ? opts->election_timeout_ms : 1000;
+    raft_set_election_timeout(&r->raft, r->election_ms);
     raft_set_heartbeat_timeout(&r->raft, opts->heartbeat_timeout_ms ? opts->heartbeat_timeout_ms : 100);
     raft_set_snapshot_threshold(&r->raft, opts->snapshot_threshold ? opts->snapshot_threshold : 65536);
     raft_set_snapshot_trailing(&r->raft, opts->snapshot_trailing ? opts->snapshot_trailing : 8192);
@@ -479,6 +484,56 @@ void tr_raft_info(struct tr_raft *r, struct tr_raft_info *out)
     out->last_applied = raft_last_applied(&r->raft);
     out->last_index = raft_last_index(&r->raft);
     out->n_servers = r->raft.configuration.n;
+}
+
+/* raft 0.15 has no call that starts an election now. Its election timer is
+ * two fields of struct raft (raft.h): the start (election_timer_start) and a
+ * timeout drawn from [election_timeout, 2 * election_timeout] at each reset
+ * (follower_state / candidate_state.randomized_election_timeout, the same
+ * place in both); a tick converts the follower once the time since the start
+ * reaches it. Hastening shortens the base, so that every later draw is short,
+ * and brings the current deadline forward to a random point within the short
+ * timeout, so that two followers hastening together rarely stand at once. */
+int tr_raft_hasten_election(struct tr_raft *r, uint64_t leader_id)
+{
+    struct raft *raw = &r->raft;
+    if (r->closing || (raw->state != RAFT_FOLLOWER && raw->state != RAFT_CANDIDATE))
+        return 0;
+    if (raw->state == RAFT_FOLLOWER && raw->follower_state.current_leader.id != 0 &&
+        raw->follower_state.current_leader.id != leader_id)
+        return 0; /* it follows someone else: old news */
+    unsigned quick = 2 * raw->heartbeat_timeout;
+    if (quick >= r->election_ms)
+        return 0; /* the configured timeout is as short already */
+    raw->election_timeout = quick;
+    raft_time now = raw->io->time(raw->io);
+    raft_time elapsed = now >= raw->election_timer_start ? now - raw->election_timer_start : 0;
+    unsigned *deadline = raw->state == RAFT_FOLLOWER ? &raw->follower_state.randomized_election_timeout
+                                                     : &raw->candidate_state.randomized_election_timeout;
+    raft_time soon = elapsed + (raft_time)raw->io->random(raw->io, 0, (int)quick);
+    if (soon < *deadline)
+        *deadline = (unsigned)soon;
+    if (r->hastened)
+        return 0;
+    r->hastened = 1;
+    r->hastened_term = raw->current_term;
+    r->hastened_at = now;
+    return 1;
+}
+
+void tr_raft_hasten_settle(struct tr_raft *r)
+{
+    struct raft *raw = &r->raft;
+    if (!r->hastened || r->closing)
+        return;
+    raft_time now = raw->io->time(raw->io);
+    int led = raw->current_term > r->hastened_term &&
+              (raw->state == RAFT_LEADER ||
+               (raw->state == RAFT_FOLLOWER && raw->follower_state.current_leader.id != 0));
+    if (led || now - r->hastened_at > 2 * (raft_time)r->election_ms) {
+        raw->election_timeout = r->election_ms;
+        r->hastened = 0;
+    }
 }
 
 int tr_raft_is_leader(struct tr_raft *r)

@@ -101,6 +101,20 @@ struct tr_raft_info {
 };
 void tr_raft_info(struct tr_raft *r, struct tr_raft_info *out);
 int tr_raft_is_leader(struct tr_raft *r);
+
+/* Hasten an election: the caller (cluster/) has learnt that the process of
+ * leader `leader_id` is gone — its peer port refuses connections. If this
+ * node is a follower or candidate that still counts that node as its leader
+ * (or has none), its election timeout drops to twice the heartbeat, and the
+ * wait under way ends within that, instead of raft's 1-2 election timeouts
+ * from the last heartbeat. A live leader's heartbeats still hold a follower
+ * (they come every heartbeat), pre-vote keeps a wrong guess from deposing
+ * anyone, and raft's safety never depends on timing. tr_raft_hasten_settle,
+ * called on a tick, puts the configured timeout back once a leader of a later
+ * term is known, or after two election timeouts. Returns 1 when it starts
+ * hastening (0 when it did not, or had already). */
+int tr_raft_hasten_election(struct tr_raft *r, uint64_t leader_id);
+void tr_raft_hasten_settle(struct tr_raft *r);
 /* The underlying libraft instance, for read-only inspection. */
 struct raft *tr_raft_raw(struct tr_raft *r);
 
@@ -296,9 +310,10 @@ struct tr_state_stats {
  * node has applied the entry. An OK append is answered at once.
  *
  * Liveness. With a forwarder set the node is "clustered": the forwarder
- * reports each sign of a live leader with tr_state_leader_contact; a node
- * that is not the leader and has had none for fence_ms is fenced
- * (TR_NOTE_FENCED to the listener) and later ready again (TR_NOTE_READY). */
+ * reports each sign of a live leader with tr_state_leader_contact, and how
+ * long it vouches for (a deadline on the monotonic clock). A node past the
+ * latest deadline it was given is fenced (TR_NOTE_FENCED to the listener)
+ * and later ready again (TR_NOTE_READY); cluster/ decides the deadlines. */
 
 struct tr_state_verdict {
     uint64_t seq;
@@ -321,13 +336,15 @@ struct tr_state_fwd; /* one forwarded entry; completed exactly once */
  * be completed later (never from inside this call); else the entry fails
  * with the returned status. */
 typedef int (*tr_state_forward_fn)(void *ud, const void *cmd, size_t len, struct tr_state_fwd *f);
-void tr_state_set_forwarder(struct tr_state *s, tr_state_forward_fn fn, void *ud, unsigned fence_ms);
+void tr_state_set_forwarder(struct tr_state *s, tr_state_forward_fn fn, void *ud);
 void tr_state_forward_done(struct tr_state_fwd *f, const struct tr_state_result *res);
-void tr_state_leader_contact(struct tr_state *s, uint64_t commit_index);
+/* A sign of a live leader, good until until_us (uv_hrtime() / 1000); the
+ * latest deadline given counts. */
+void tr_state_leader_contact(struct tr_state *s, uint64_t commit_index, uint64_t until_us);
 /* Thread-safe, for executors on any scheduler: 1 while this node may start a
- * side effect — it is ready and, in a cluster, has heard from a live leader
- * within the fence time by the monotonic clock (so a node resumed after a
- * SIGSTOP answers 0 at once, before its loops notice anything). */
+ * side effect — it is ready and, in a cluster, before the deadline of its last
+ * leader contact by the monotonic clock (so a node resumed after a SIGSTOP
+ * answers 0 at once, before its loops notice anything). */
 int tr_state_may_act(struct tr_state *s);
 uint64_t tr_state_applied(struct tr_state *s);
 

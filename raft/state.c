@@ -100,12 +100,11 @@ struct tr_state {
     tr_state_forward_fn fwd;
     void *fwd_ud;
     int clustered;                /* a forwarder is set: liveness rules apply */
-    uint64_t contact_ms;          /* last sign of a live leader (0: never) */
+    uint64_t contact_ms;          /* when the last sign of a live leader came (0: never) */
     uint64_t contact_index;       /* the leader's commit index then */
-    unsigned fence_ms;
     struct entry *held_head, *held_tail; /* forwarded replies waiting for apply */
     int fenced_noted;
-    _Atomic uint64_t contact_hr_ms;  /* uv_hrtime of the last contact, for tr_state_may_act */
+    _Atomic uint64_t contact_until_us; /* monotonic µs (uv_hrtime / 1000) the contact vouches up to */
     _Atomic int act_ready;           /* ready, mirrored for other threads */
 
     /* Digests as of Checkpoint entries (see "checkpoints" below). */
@@ -581,17 +580,16 @@ int tr_state_propose_full(struct tr_state *s, const void *cmd, size_t len, tr_st
     return rv;
 }
 
-void tr_state_set_forwarder(struct tr_state *s, tr_state_forward_fn fn, void *ud, unsigned fence_ms)
+void tr_state_set_forwarder(struct tr_state *s, tr_state_forward_fn fn, void *ud)
 {
     s->fwd = fn;
     s->fwd_ud = ud;
     s->clustered = fn != NULL;
-    s->fence_ms = fence_ms ? fence_ms : 750;
 }
 
-static uint64_t hr_ms(void)
+static uint64_t hr_us(void)
 {
-    return uv_hrtime() / 1000000;
+    return uv_hrtime() / 1000;
 }
 
 int tr_state_may_act(struct tr_state *s)
@@ -600,12 +598,13 @@ int tr_state_may_act(struct tr_state *s)
         return 0;
     if (!s->clustered)
         return 1;
-    return hr_ms() - atomic_load(&s->contact_hr_ms) <= s->fence_ms;
+    return hr_us() < atomic_load(&s->contact_until_us);
 }
 
-void tr_state_leader_contact(struct tr_state *s, uint64_t commit_index)
+void tr_state_leader_contact(struct tr_state *s, uint64_t commit_index, uint64_t until_us)
 {
-    atomic_store(&s->contact_hr_ms, hr_ms());
+    if (until_us > atomic_load(&s->contact_until_us))
+        atomic_store(&s->contact_until_us, until_us);
     s->contact_ms = uv_now(s->loop);
     if (commit_index > s->contact_index)
         s->contact_index = commit_index;
@@ -671,11 +670,9 @@ static int poll_ready(struct tr_ctx *ctx, struct tr_state *s)
         answer_applied_waits(s, 0);
     uint64_t now = uv_now(s->loop);
     int leader = tr_raft_is_leader(s->raft);
-    if (leader && !s->clustered) {
+    if (leader && !s->clustered)
         s->contact_ms = now;
-        atomic_store(&s->contact_hr_ms, hr_ms());
-    }
-    int fresh = !s->clustered || (s->contact_ms != 0 && now - s->contact_ms <= s->fence_ms);
+    int fresh = !s->clustered || hr_us() < atomic_load(&s->contact_until_us);
     if (s->ready && !fresh) {
         s->ready = 0;
         atomic_store(&s->act_ready, 0);

@@ -6,11 +6,12 @@
  *
  * Knobs (environment): BENCH_TRIALS (failover trials with a follower as the
  * victim, default 20), BENCH_LEADER_TRIALS (with the leader as the victim,
- * default 10), BENCH_FAILOVER_RUNS (runs in flight per trial, default 100),
+ * default 20), BENCH_FAILOVER_RUNS (runs in flight per trial, default 100),
  * BENCH_TOOL_MS (the failover runs' tool latency, default 300: 300-349 ms),
  * BENCH_STEP_RUNS (runs per step-overhead pass, default 50), BENCH_NODE_ARGS
  * (extra troupe flags for every node, e.g. "--failure-timeout 800"; none by
- * default, so the figures are the shipped defaults').
+ * default, so the figures are the shipped defaults'), BENCH_NODE_LOG=info (the
+ * nodes log at info instead of warn, in WORKDIR/n<i>.log).
  *
  * 1. Step overhead, as bench/run/bench_e2e defines it: 10-step runs (9 write
  *    tool calls and an answer), one at a time; for each step, the time from
@@ -561,7 +562,7 @@ int main(int argc, char **argv)
     setenv("TROUPE_MOCKLLM_BIN", argv[3], 1);
     setenv("TROUPE_TOOLSERVER_BIN", argv[4], 1);
     signal(SIGPIPE, SIG_IGN);
-    int trials = env_int("BENCH_TRIALS", 20), leader_trials = env_int("BENCH_LEADER_TRIALS", 10);
+    int trials = env_int("BENCH_TRIALS", 20), leader_trials = env_int("BENCH_LEADER_TRIALS", 20);
     int fo_runs = env_int("BENCH_FAILOVER_RUNS", 100), tool_ms = env_int("BENCH_TOOL_MS", 300);
     static char argbuf[512];
     snprintf(argbuf, sizeof argbuf, "%s", getenv("BENCH_NODE_ARGS") ? getenv("BENCH_NODE_ARGS") : "");
@@ -587,7 +588,10 @@ int main(int argc, char **argv)
         return 1;
     static char envbase[192];
     snprintf(envbase, sizeof envbase, "OPENAI_BASE_URL=%s", mockbase);
+    const char *log = getenv("BENCH_NODE_LOG");
     static char *env[] = { envbase, "OPENAI_API_KEY=bench", "TROUPE_LOG=warn", NULL };
+    if (log != NULL && strcmp(log, "info") == 0)
+        env[2] = "TROUPE_LOG=info";
     extra_args[n_extra] = NULL;
     struct h_cluster_opts co = { .n = N, .env = env, .args = extra_args };
     int rc = 0;

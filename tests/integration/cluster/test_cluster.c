@@ -10,7 +10,10 @@
  *  - the peer channel and raft refuse a node with another cluster secret
  *    (the same node with the right secret joins), and garbage on the peer
  *    port: the node keeps serving;
- *  - troupectl cluster transfer / add / drain.
+ *  - troupectl cluster transfer / add / drain;
+ *  - the leader killed with runs in flight: the survivors elect a new leader
+ *    long before raft's election timeout (a hastened election), and the dead
+ *    leader's runs move as an owner's do.
  * One cluster for the whole file; each test leaves it whole. */
 #include <errno.h>
 #include <setjmp.h>
@@ -60,7 +63,9 @@ static void register_tool(int node, const char *name, const char *path, const ch
 
 static int setup(void **state)
 {
-    struct h_cluster_opts o = { .n = 3, .schedulers = 1 };
+    /* Raft's own election would take 60-120 s: leader_killed passes only if
+     * the survivors hasten theirs. */
+    struct h_cluster_opts o = { .n = 3, .schedulers = 1, .election_timeout_ms = 60000 };
     if (cf_start(&F, "cluster", script, "receipts.jsonl", &o) != 0)
         return -1;
     /* Through a follower: forwarded to the leader. */
@@ -211,17 +216,23 @@ static void runs_everywhere(void **state)
     assert_non_null(strstr(out, "consistent: 3 nodes agree"));
 }
 
-static void owner_killed(void **state)
+/* Kill node `victim` with runs in flight: its runs move and finish on the
+ * survivors, journals agree, no effect performed twice; it comes back Up and
+ * `cluster verify` agrees. When the victim leads, the survivors elect a new
+ * leader first: the nodes run with a 60 s election timeout (setup), so
+ * that happens only through a hastened election (cluster/: the dead leader's
+ * peer port refuses connections). */
+static void kill_owner(int victim)
 {
-    int leader = h_cluster_leader(&F.c, 30000);
-    assert_true(leader >= 0);
-    int victim = (leader + 1) % 3;
     int nodes[3] = { 0, 1, 2 };
     char ids[24][32];
     create_runs(24, ids, nodes, 3);
     /* Kill it while its runs are mid-step. */
     usleep(300000);
     assert_int_equal(h_cluster_kill(&F.c, victim), 0);
+    int leader = h_cluster_leader(&F.c, 30000);
+    assert_true(leader >= 0);
+    assert_int_not_equal(leader, victim);
     int moved = 0;
     for (int i = 0; i < 24; i++) {
         char *s = wait_terminal(leader, ids[i]);
@@ -265,6 +276,20 @@ static void owner_killed(void **state)
     if (rc != 0)
         fprintf(stderr, "%s", out);
     assert_int_equal(rc, 0);
+}
+
+static void owner_killed(void **state)
+{
+    int leader = h_cluster_leader(&F.c, 30000);
+    assert_true(leader >= 0);
+    kill_owner((leader + 1) % 3);
+}
+
+static void leader_killed(void **state)
+{
+    int leader = h_cluster_leader(&F.c, 30000);
+    assert_true(leader >= 0);
+    kill_owner(leader);
 }
 
 /* A raw TCP connection to node i's peer port; sends bytes, returns 1 when the
@@ -467,6 +492,7 @@ int main(void)
         cmocka_unit_test(bad_peers_refused),
         cmocka_unit_test(read_your_writes),
         cmocka_unit_test(transfer_leadership),
+        cmocka_unit_test(leader_killed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
