@@ -33,12 +33,11 @@ void tr_fb_builder_init(struct tr_fb_builder *b) {
 }
 
 void tr_fb_builder_reset(struct tr_fb_builder *b) {
-  if (b->in_table && b->slots)
+  if ((b->state & TR_FB_IN_TABLE) && b->slots)
     memset(b->slots, 0, b->slot_cap * sizeof *b->slots);
   b->used = 0;
   b->minalign = 1;
-  b->finished = false;
-  b->in_table = false;
+  b->state = 0;
   b->nvtables = 0;
 }
 
@@ -50,7 +49,7 @@ void tr_fb_builder_free(struct tr_fb_builder *b) {
 }
 
 const uint8_t *tr_fb_builder_data(const struct tr_fb_builder *b, size_t *len) {
-  if (!b->finished)
+  if (!(b->state & TR_FB_FINISHED))
     tr_fb_misuse("buffer read before finish");
   *len = b->used;
   return b->buf + b->cap - b->used;
@@ -75,9 +74,9 @@ void tr_fb_push_big(struct tr_fb_builder *b, const void *p, size_t n) {
 }
 
 static void check_open(struct tr_fb_builder *b, const char *what) {
-  if (b->in_table)
+  if (b->state & TR_FB_IN_TABLE)
     tr_fb_misuse(what);
-  if (b->finished)
+  if (b->state & TR_FB_FINISHED)
     tr_fb_misuse("builder used after finish without reset");
 }
 
@@ -93,7 +92,7 @@ void tr_fb_table_start(struct tr_fb_builder *b, unsigned nfields) {
   }
   b->nslots = (uint16_t)nfields;
   b->max_slot = 0;
-  b->in_table = true;
+  b->state |= TR_FB_IN_TABLE;
   b->table_start = (uint32_t)b->used;
 }
 
@@ -106,7 +105,7 @@ void tr_fb_table_require(struct tr_fb_builder *b, unsigned id,
 }
 
 tr_fb_ref tr_fb_table_end(struct tr_fb_builder *b) {
-  if (!b->in_table)
+  if (!(b->state & TR_FB_IN_TABLE))
     tr_fb_misuse("table end without start");
   int32_t zero = 0;
   tr_fb_prep(b, 4, 0);
@@ -160,7 +159,7 @@ tr_fb_ref tr_fb_table_end(struct tr_fb_builder *b) {
   /* table address - vtable address, both measured from the end */
   int32_t soff = (int32_t)((int64_t)found - (int64_t)tref);
   memcpy(b->buf + b->cap - tref, &soff, 4);
-  b->in_table = false;
+  b->state &= (uint8_t)~TR_FB_IN_TABLE;
   return tref;
 }
 
@@ -219,7 +218,7 @@ static void finish(struct tr_fb_builder *b, tr_fb_ref root, const char *ident,
     uint32_t len = (uint32_t)b->used;
     tr_fb_push(b, &len, 4);
   }
-  b->finished = true;
+  b->state |= TR_FB_FINISHED;
 }
 
 void tr_fb_finish(struct tr_fb_builder *b, tr_fb_ref root, const char *ident) {

@@ -20,7 +20,8 @@ static double now(void) {
 
 #define S(b, lit) tr_fb_create_string(b, lit, sizeof lit - 1)
 
-static void encode_event(struct tr_fb_builder *b) {
+/* Not inlined, so that bench/schemas/insns can count it per call. */
+__attribute__((noinline)) static void encode_event(struct tr_fb_builder *b) {
   tr_fb_builder_reset(b);
   tr_fb_ref c1id = S(b, BD_CALL1_ID), c1n = S(b, BD_CALL1_NAME),
             c1a = S(b, BD_CALL1_ARGS);
@@ -112,7 +113,8 @@ static uint64_t read_event(const struct troupe_journal_Event *ev) {
   return acc;
 }
 
-static void encode_frame(struct tr_fb_builder *b) {
+/* Not inlined, so that bench/schemas/insns can count it per call. */
+__attribute__((noinline)) static void encode_frame(struct tr_fb_builder *b) {
   tr_fb_builder_reset(b);
   tr_fb_ref t1 = S(b, BD_TOOL1), t2 = S(b, BD_TOOL2), t3 = S(b, BD_TOOL3);
   tr_fb_ref tl[3] = {t1, t2, t3};
