@@ -75,6 +75,8 @@ struct tool_entry {
 struct run_actor {
     const struct tr_node_env *env;
     uint64_t run_id;
+    uint64_t writer;            /* this reading of the journal's writer id (raft.h "Writer ids") */
+    uint64_t base_seq;          /* the last seq it read */
     struct tr_run_state s;
     struct tr_run_vol v;
     struct tr_run_env renv;
@@ -270,7 +272,7 @@ static int record_owner(struct run_actor *r, uint64_t *owner, uint64_t *epoch)
 
 /* Read the record and fold the journal into a fresh state. Returns the exit
  * reason when there is nothing to run (-1: run it). */
-static int load(struct run_actor *r)
+static int load(struct tr_ctx *ctx, struct run_actor *r)
 {
     unsigned char key[8];
     void *val = NULL;
@@ -330,6 +332,12 @@ static int load(struct run_actor *r)
     if (epoch > r->s.epoch)
         r->s.epoch = epoch;
     r->v.acked_seq = r->s.next_seq - 1;
+    /* Appends from now on build on what was just read: a new writer id, so
+     * that the FSM refuses them after one it refuses (raft.h "Writer ids"). */
+    r->base_seq = r->s.next_seq - 1;
+    do
+        r->writer = tr_random(ctx);
+    while (r->writer == 0);
     return -1;
 }
 
@@ -399,9 +407,12 @@ static int queue_append(struct run_actor *r, const struct tr_run_action *a)
     struct tr_msg *m = tr_msg_new(TR_MSG_STATE_APPEND, (uint32_t)(sizeof(struct tr_append_msg) + a->len + a->blob_len));
     struct tr_append_msg *am = (struct tr_append_msg *)m->data;
 
+    memset(am, 0, sizeof *am);
     am->run_id = r->run_id;
     am->epoch = r->s.epoch;
     am->seq = r->s.next_seq;
+    am->writer = r->writer;
+    am->base_seq = r->base_seq;
     am->len = (uint32_t)a->len;
     am->blob_len = (uint32_t)a->blob_len;
     memcpy(am->event, a->buf, a->len);
@@ -530,7 +541,7 @@ static void pump_actions(struct tr_ctx *ctx, struct run_actor *r)
     if (r->stopping)
         return;
     if (r->refold_wanted && !r->v.appends_inflight && (int64_t)tr_wall_us(ctx) >= r->resync_at_us) {
-        int why = load(r);
+        int why = load(ctx, r);
         r->refold_wanted = false;
         r->v.resync = false;
         if (why >= 0) {
@@ -752,7 +763,7 @@ static int run_init(struct tr_ctx *ctx, void *state, void *arg)
         .budget_check = budget_check,
         .budget_ud = r,
     };
-    why = load(r);
+    why = load(ctx, r);
     if (why >= 0) {
         run_exit(ctx, r, why);
         return 0;

@@ -336,6 +336,7 @@ uint64_t fsm_event_commit(struct tr_fsm *f, struct run_slot *s, uint8_t type, tr
     const uint8_t *bytes = tr_fb_builder_data(b, &len);
     (void)tr_batch_journal_append(f->batch, s->rec.key, seq, bytes, len);
     s->rec.next_seq = seq + 1;
+    s->rec.last_writer = 0;
     s->rec.updated_at_us = f->now_us;
     s->dirty = true;
     return seq;

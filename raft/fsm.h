@@ -48,6 +48,7 @@ struct run_rec {
     uint64_t owner_node;
     uint64_t epoch;
     uint64_t next_seq;
+    uint64_t last_writer;       /* Append.writer of the event at next_seq - 1 (0: none) */
     uint32_t step;
     uint64_t prompt_tokens;
     uint64_t completion_tokens;

@@ -156,6 +156,7 @@ int tr_run_rec_decode(const void *buf, size_t len, struct run_rec *out)
     out->owner_node = troupe_state_Run_owner_node(r);
     out->epoch = troupe_state_Run_epoch(r);
     out->next_seq = troupe_state_Run_next_seq(r);
+    out->last_writer = troupe_state_Run_last_writer(r);
     out->step = troupe_state_Run_step(r);
     const struct troupe_journal_Usage *u = troupe_state_Run_usage(r);
     if (u != NULL) {
@@ -201,6 +202,7 @@ void tr_run_rec_encode(const struct run_rec *r, struct tr_fb_builder *b)
     troupe_state_Run_add_owner_node(b, r->owner_node);
     troupe_state_Run_add_epoch(b, r->epoch);
     troupe_state_Run_add_next_seq(b, r->next_seq);
+    troupe_state_Run_add_last_writer(b, r->last_writer);
     troupe_state_Run_add_step(b, r->step);
     troupe_state_Run_add_usage(b, usage);
     troupe_state_Run_add_created_at_us(b, r->created_at_us);

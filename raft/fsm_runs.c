@@ -318,6 +318,10 @@ static int append_one(struct tr_fsm *f, const struct troupe_cmd_Append *a, uint6
         return TR_FSM_INVALID;
     if (seq != r->next_seq)
         return TR_FSM_BAD_SEQ;
+    /* Built on the event before it? (raft.h, "Writer ids") */
+    uint64_t writer = troupe_cmd_Append_writer(a);
+    if (writer != 0 && seq - 1 > troupe_cmd_Append_base_seq(a) && r->last_writer != writer)
+        return TR_FSM_BAD_SEQ;
 
     struct tr_fb_vec bytes = troupe_cmd_Append_event(a);
     struct tr_fb_error ferr;
@@ -365,6 +369,7 @@ static int append_one(struct tr_fsm *f, const struct troupe_cmd_Append *a, uint6
         (void)tr_batch_blob_put(f->batch, blob.data, blob.len, NULL);
     (void)tr_batch_journal_append(f->batch, key, seq, bytes.data, bytes.len);
     r->next_seq = seq + 1;
+    r->last_writer = writer;
     r->updated_at_us = f->now_us;
     if (r->status == troupe_journal_RunStatus_Queued)
         r->status = troupe_journal_RunStatus_Running;

@@ -162,6 +162,8 @@ struct tr_append_msg {
     uint64_t run_id;
     uint64_t epoch;
     uint64_t seq;
+    uint64_t writer;                /* the sender's writer id (0: none; see below) */
+    uint64_t base_seq;              /* the last seq of the journal it read back */
     uint32_t len;
     uint32_t blob_len;
     uint32_t flags;                 /* TR_APPEND_* */
@@ -176,6 +178,17 @@ struct tr_append_msg {
  * append goes into the next entry at once. TR_MSG_STATE_URGE from the sender
  * ends the wait of what it queued before. */
 #define TR_APPEND_LAZY 1u
+
+/* Writer ids. A sender that pipelines appends builds each on the ones before
+ * it. If one of them is refused (BAD_SEQ: another event took its seq, say
+ * one the sender thought lost when its leader died), the later ones must not
+ * be accepted just because their seqs happen to fit after the other event.
+ * So a sender picks a new random writer id each time it reads the journal
+ * back, and sends it with the last seq it read (base_seq). The FSM accepts an
+ * append at seq only if seq - 1 <= base_seq (the sender saw that event) or
+ * the event at seq - 1 came from the same writer; otherwise BAD_SEQ, and the
+ * sender reads the journal back again. Writer 0: no check (the FSM's own
+ * events, and senders without one). */
 
 /* Verdicts of the FSM for one append or command. */
 enum tr_fsm_verdict {

@@ -456,6 +456,8 @@ static void flush_one(struct tr_ctx *ctx, struct tr_state *s)
         troupe_cmd_Append_add_run_id(b, rid);
         troupe_cmd_Append_add_epoch(b, am->epoch);
         troupe_cmd_Append_add_seq(b, am->seq);
+        troupe_cmd_Append_add_writer(b, am->writer);
+        troupe_cmd_Append_add_base_seq(b, am->base_seq);
         troupe_cmd_Append_add_event(b, ev);
         troupe_cmd_Append_add_blob(b, blob);
         refs[i] = troupe_cmd_Append_end(b);

@@ -247,6 +247,7 @@ struct tr_msg *bench_append_msg(struct tr_fb_builder *b, uint64_t run_id, uint64
     bench_llm_event(b, run_id, seq, &ev, &len);
     struct tr_msg *m = tr_msg_new(TR_MSG_STATE_APPEND, (uint32_t)(sizeof(struct tr_append_msg) + len));
     struct tr_append_msg *am = (struct tr_append_msg *)m->data;
+    memset(am, 0, sizeof *am);
     am->run_id = run_id;
     am->epoch = 1;
     am->seq = seq;

@@ -266,6 +266,12 @@ void fx_event_finish(struct tr_fb_builder *b, uint64_t id, uint64_t seq, int64_t
 
 struct tr_fsm_result fx_append(struct fx_env *e, uint64_t id, uint64_t epoch, uint64_t seq, enum fx_ev_kind kind)
 {
+    return fx_append_w(e, id, epoch, seq, kind, 0, 0);
+}
+
+struct tr_fsm_result fx_append_w(struct fx_env *e, uint64_t id, uint64_t epoch, uint64_t seq, enum fx_ev_kind kind,
+                                 uint64_t writer, uint64_t base_seq)
+{
     struct tr_fb_builder eb, b;
     tr_fb_builder_init(&eb);
     tr_fb_ref data;
@@ -306,6 +312,8 @@ struct tr_fsm_result fx_append(struct fx_env *e, uint64_t id, uint64_t epoch, ui
     troupe_cmd_Append_add_run_id(&b, rid);
     troupe_cmd_Append_add_epoch(&b, epoch);
     troupe_cmd_Append_add_seq(&b, seq);
+    troupe_cmd_Append_add_writer(&b, writer);
+    troupe_cmd_Append_add_base_seq(&b, base_seq);
     troupe_cmd_Append_add_event(&b, evr);
     tr_fb_ref a = troupe_cmd_Append_end(&b);
     tr_fb_ref vec = troupe_cmd_AppendBatch_create_appends(&b, &a, 1);

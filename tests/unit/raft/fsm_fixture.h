@@ -117,6 +117,10 @@ enum fx_ev_kind {
 /* An AppendBatch of one owner event of `kind` at (epoch, seq); the whole
  * result (verdict: the append's). */
 struct tr_fsm_result fx_append(struct fx_env *e, uint64_t id, uint64_t epoch, uint64_t seq, enum fx_ev_kind kind);
+/* The same from writer `writer` that read the journal up to base_seq (raft.h
+ * "Writer ids"; fx_append sends writer 0: no check). */
+struct tr_fsm_result fx_append_w(struct fx_env *e, uint64_t id, uint64_t epoch, uint64_t seq, enum fx_ev_kind kind,
+                                 uint64_t writer, uint64_t base_seq);
 
 /* ---- builders without an fx_env ----------------------------------------------------- */
 

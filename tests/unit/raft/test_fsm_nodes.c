@@ -607,6 +607,48 @@ static void test_record_cache_after_restore(void **st)
     fx_env_close(&b);
 }
 
+/* Writer ids (raft.h): the chaos suite's kill_two found this. A run's
+ * pipelined append (writer W1, seq 2) went to a leader that died; W1 read the
+ * journal back (seq 1: it did not see 2 yet) as writer W2 and appended its own
+ * seq 2 and 3. W1's seq 2 was committed after all, so W2's seq 2 is refused,
+ * and W2's seq 3 — built on W2's seq 2 — must be refused too, though 3 is the
+ * run's next seq: it was accepted, and the journal held a call's completion
+ * twice and the other call's never. */
+static void test_writer_ids(void **st)
+{
+    struct fx_env e;
+    fx_env_open(&e, "writers", 0, false);
+    assert_int_equal(fx_node_add(&e, 1, 0, false), TR_FSM_OK);
+    assert_int_equal(fx_node_add(&e, 2, 0, false), TR_FSM_OK);
+    assert_int_equal(fx_run_create(&e, 9, 1, 0, 0).verdict, TR_FSM_OK); /* run.created: seq 1 */
+    const uint64_t w1 = 0x1111, w2 = 0x2222, w3 = 0x3333;
+    assert_int_equal(fx_append_w(&e, 9, 1, 2, FX_EV_LLM, w1, 1).verdict, TR_FSM_OK);
+    assert_int_equal(fx_append_w(&e, 9, 1, 2, FX_EV_LLM, w2, 1).verdict, TR_FSM_BAD_SEQ);
+    assert_int_equal(fx_append_w(&e, 9, 1, 3, FX_EV_LLM, w2, 1).verdict, TR_FSM_BAD_SEQ);
+    /* W1 goes on building on its own event. */
+    assert_int_equal(fx_append_w(&e, 9, 1, 3, FX_EV_LLM, w1, 1).verdict, TR_FSM_OK);
+    /* A writer that read up to seq 3 may follow any writer's seq 3... */
+    assert_int_equal(fx_append_w(&e, 9, 1, 4, FX_EV_LLM, w3, 3).verdict, TR_FSM_OK);
+    assert_int_equal(fx_append_w(&e, 9, 1, 5, FX_EV_LLM, w3, 3).verdict, TR_FSM_OK);
+    struct run_rec r;
+    fx_read_run(e.store, 9, &r);
+    assert_int_equal(r.next_seq, 6);
+    assert_int_equal(r.last_writer, w3);
+    tr_run_rec_free(&r);
+    /* ...and the FSM's own events (run.assigned here, seq 6) are no writer's. */
+    assert_int_equal(run_reassign(&e, 9, 1, 2, 2), TR_FSM_OK);
+    fx_read_run(e.store, 9, &r);
+    assert_int_equal(r.next_seq, 7);
+    assert_int_equal(r.last_writer, 0);
+    uint64_t epoch = r.epoch;
+    tr_run_rec_free(&r);
+    assert_int_equal(fx_append_w(&e, 9, epoch, 7, FX_EV_LLM, w3, 5).verdict, TR_FSM_BAD_SEQ);
+    assert_int_equal(fx_append_w(&e, 9, epoch, 7, FX_EV_LLM, w3, 6).verdict, TR_FSM_OK);
+    /* Writer 0: no check (senders without writer ids). */
+    assert_int_equal(fx_append_w(&e, 9, epoch, 8, FX_EV_LLM, 0, 0).verdict, TR_FSM_OK);
+    fx_env_close(&e);
+}
+
 static void test_rebuilt_index_decides_the_same(void **st)
 {
     (void)st;
@@ -692,6 +734,7 @@ int main(void)
         cmocka_unit_test_prestate_setup_teardown(test_node_remove_rules, fx_setup, fx_teardown, &seed),
         cmocka_unit_test_prestate_setup_teardown(test_rebuilt_index_decides_the_same, fx_setup, fx_teardown, &seed),
         cmocka_unit_test_prestate_setup_teardown(test_record_cache_after_restore, fx_setup, fx_teardown, &seed),
+        cmocka_unit_test_prestate_setup_teardown(test_writer_ids, fx_setup, fx_teardown, &seed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -44,6 +44,9 @@ struct world {
     uint32_t dup_keys;
     uint32_t llm_calls;
     uint32_t max_active;
+    uint64_t writers[16];       /* distinct writer ids seen in appends (raft.h "Writer ids") */
+    uint32_t n_writers;
+    uint32_t writerless;        /* appends without one */
     uint64_t seen_runs[64];
     uint32_t n_seen;
     /* the llm double keeps a "flip" run's first call unanswered until
@@ -293,6 +296,13 @@ static int svc_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
 
         assert_true(msg->len >= sizeof *am + am->len + am->blob_len);
         W.appends_seen++;
+        if (am->writer == 0)
+            W.writerless++;
+        bool known = false;
+        for (uint32_t i = 0; i < W.n_writers; i++)
+            known = known || W.writers[i] == am->writer;
+        if (!known && W.n_writers < 16)
+            W.writers[W.n_writers++] = am->writer;
         W.rng = W.rng * 6364136223846793005ULL + 1442695040888963407ULL;
         uint32_t dice = (uint32_t)(W.rng >> 33);
         bool faulty = W.appends_seen <= W.faulty;
@@ -312,6 +322,8 @@ static int svc_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
         C(Append_add_run_id)(&b, rid);
         C(Append_add_epoch)(&b, am->epoch);
         C(Append_add_seq)(&b, am->seq);
+        C(Append_add_writer)(&b, am->writer);
+        C(Append_add_base_seq)(&b, am->base_seq);
         C(Append_add_event)(&b, ev);
         C(Append_add_blob)(&b, blob);
         tr_fb_ref a = C(Append_end)(&b);
@@ -685,6 +697,11 @@ static void test_transport_errors(void **st)
         /* A tool may run again after a lost reply, never under another
          * key: two distinct keys in all. */
         assert_int_equal(W.n_keys - W.dup_keys, 2);
+        /* Every append names its writer, and each reading of the journal
+         * back (two initial ones, one after each failure) is a new one. */
+        assert_int_equal(W.writerless, 0);
+        if (W.failed + W.lost > 0)
+            assert_true(W.n_writers > 2);
         failed += W.failed;
         lost += W.lost;
         reruns += W.dup_keys;
