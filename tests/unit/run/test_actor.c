@@ -298,6 +298,8 @@ static int svc_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
         W.appends_seen++;
         if (am->writer == 0)
             W.writerless++;
+        /* It read at least run.created, and never past what it appends after. */
+        assert_true(am->base_seq >= 1 && am->base_seq < am->seq);
         bool known = false;
         for (uint32_t i = 0; i < W.n_writers; i++)
             known = known || W.writers[i] == am->writer;
