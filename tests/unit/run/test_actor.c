@@ -53,9 +53,23 @@ struct world {
      * MSG_RELEASE (test_registry_change_reaches_a_live_run) */
     struct tr_msg *held;
     char *held_answer;
+    /* test_pipelined_after_a_lost_leader: the state double answers the next
+     * tool.completed TR_ENOTLEADER but keeps its entry (stash), then holds
+     * every append for OUTAGE_MS (no leader), then commits the stash first. */
+    bool defer_armed;
+    uint8_t *stash;
+    size_t stash_len;
+    bool outage;
+    struct tr_msg *queued[32];
+    uint32_t n_queued;
+    bool stash_applied;
+    /* the tool double answers "lag" LAG_MS late */
+    struct tr_msg *lag_held;
 };
 
-enum { MSG_RELEASE = TR_MSG_USER + 900 };
+enum { MSG_RELEASE = TR_MSG_USER + 900, MSG_OUTAGE_END, MSG_LAG };
+#define OUTAGE_MS 1000
+#define LAG_MS 5
 
 static struct world W;
 
@@ -138,10 +152,10 @@ static void create_run(uint64_t id, const char *goal)
     tr_fb_ref g = tr_fb_create_str(&b, goal);
     tr_fb_ref d = tr_fb_create_bytes(&b, dig, sizeof dig);
     tr_fb_ref model = tr_fb_create_str(&b, "mock");
-    tr_fb_ref tools[5] = { tr_fb_create_str(&b, "search"), tr_fb_create_str(&b, "wire"),
+    tr_fb_ref tools[6] = { tr_fb_create_str(&b, "search"), tr_fb_create_str(&b, "wire"),
                            tr_fb_create_str(&b, "slow"), tr_fb_create_str(&b, "big"),
-                           tr_fb_create_str(&b, "flip") };
-    tr_fb_ref tv = J(AgentConfig_create_tools)(&b, tools, 5);
+                           tr_fb_create_str(&b, "flip"), tr_fb_create_str(&b, "lag") };
+    tr_fb_ref tv = J(AgentConfig_create_tools)(&b, tools, 6);
     J(AgentConfig_start)(&b);
     J(AgentConfig_add_model)(&b, model);
     J(AgentConfig_add_tools)(&b, tv);
@@ -284,71 +298,114 @@ static void reply(struct tr_ctx *ctx, const struct tr_msg *req, const struct tr_
         tr_msg_free(m);
 }
 
+static bool is_tool_completed(const struct tr_append_msg *am)
+{
+    const struct J(Event) *e = J(Event_verify_as_root)(am->event, am->len, NULL);
+    return e != NULL && J(Event_data_type)(e) == J(Data_ToolCompleted);
+}
+
+static void svc_append(struct tr_ctx *ctx, struct tr_msg *msg)
+{
+    struct tr_state_reply r = { .status = TR_OK };
+    const struct tr_append_msg *am = (const struct tr_append_msg *)msg->data;
+    struct tr_fb_builder b;
+    char text[TR_RUN_ID_TEXT_LEN];
+    size_t len;
+
+    assert_true(msg->len >= sizeof *am + am->len + am->blob_len);
+    W.appends_seen++;
+    if (am->writer == 0)
+        W.writerless++;
+    /* It read at least run.created, and never past what it appends after. */
+    assert_true(am->base_seq >= 1 && am->base_seq < am->seq);
+    bool known = false;
+    for (uint32_t i = 0; i < W.n_writers; i++)
+        known = known || W.writers[i] == am->writer;
+    if (!known && W.n_writers < 16)
+        W.writers[W.n_writers++] = am->writer;
+    W.rng = W.rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    uint32_t dice = (uint32_t)(W.rng >> 33);
+    bool faulty = W.appends_seen <= W.faulty;
+    bool lose = faulty && W.lose_one_in && dice % W.lose_one_in == 0;
+    if (faulty && W.fail_one_in && (dice >> 8) % W.fail_one_in == 0) {
+        W.failed++;
+        r.status = TR_ENOTLEADER;
+        reply(ctx, msg, &r);
+        return;
+    }
+    tr_run_id_text(am->run_id, text);
+    tr_fb_builder_init(&b);
+    tr_fb_ref rid = tr_fb_create_str(&b, text);
+    tr_fb_ref ev = C(Append_create_event)(&b, am->event, am->len);
+    tr_fb_ref blob = am->blob_len ? tr_fb_create_bytes(&b, am->event + am->len, am->blob_len) : 0;
+    C(Append_start)(&b);
+    C(Append_add_run_id)(&b, rid);
+    C(Append_add_epoch)(&b, am->epoch);
+    C(Append_add_seq)(&b, am->seq);
+    C(Append_add_writer)(&b, am->writer);
+    C(Append_add_base_seq)(&b, am->base_seq);
+    C(Append_add_event)(&b, ev);
+    C(Append_add_blob)(&b, blob);
+    tr_fb_ref a = C(Append_end)(&b);
+    tr_fb_ref vec = C(AppendBatch_create_appends)(&b, &a, 1);
+    C(AppendBatch_start)(&b);
+    C(AppendBatch_add_appends)(&b, vec);
+    tr_fb_ref batch = C(AppendBatch_end)(&b);
+    C(Command_start)(&b);
+    C(Command_add_time_us)(&b, (int64_t)tr_wall_us(ctx));
+    C(Command_add_op_AppendBatch)(&b, batch);
+    C(Command_finish)(&b, C(Command_end)(&b));
+    const uint8_t *p = tr_fb_builder_data(&b, &len);
+    if (W.defer_armed && is_tool_completed(am)) {
+        /* The leader took it into its log and died: the sender hears
+         * TR_ENOTLEADER; the entry is committed later, by the next
+         * leader, before anything sent meanwhile. */
+        W.defer_armed = false;
+        W.stash = tr_memdup(p, len);
+        W.stash_len = len;
+        W.outage = true;
+        uint64_t t;
+        assert_int_equal(tr_timer_start(ctx, OUTAGE_MS, tr_msg_new(MSG_OUTAGE_END, 0), &t), 0);
+        tr_fb_builder_free(&b);
+        r.status = TR_ENOTLEADER;
+        reply(ctx, msg, &r);
+        return;
+    }
+    const struct tr_fsm_result *res = apply(p, len);
+    tr_fb_builder_free(&b);
+    assert_int_equal(res->n_appends, 1);
+    r.verdict = res->appends[0].verdict;
+    r.seq = res->appends[0].seq;
+    r.raft_index = W.index;
+    if (lose) {
+        W.lost++;
+        return; /* applied; the reply is lost: the requester times out */
+    }
+    reply(ctx, msg, &r);
+}
+
 static int svc_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
 {
     struct tr_state_reply r = { .status = TR_OK };
 
-    if (msg->type == TR_MSG_STATE_APPEND) {
-        const struct tr_append_msg *am = (const struct tr_append_msg *)msg->data;
-        struct tr_fb_builder b;
-        char text[TR_RUN_ID_TEXT_LEN];
-        size_t len;
-
-        assert_true(msg->len >= sizeof *am + am->len + am->blob_len);
-        W.appends_seen++;
-        if (am->writer == 0)
-            W.writerless++;
-        /* It read at least run.created, and never past what it appends after. */
-        assert_true(am->base_seq >= 1 && am->base_seq < am->seq);
-        bool known = false;
-        for (uint32_t i = 0; i < W.n_writers; i++)
-            known = known || W.writers[i] == am->writer;
-        if (!known && W.n_writers < 16)
-            W.writers[W.n_writers++] = am->writer;
-        W.rng = W.rng * 6364136223846793005ULL + 1442695040888963407ULL;
-        uint32_t dice = (uint32_t)(W.rng >> 33);
-        bool faulty = W.appends_seen <= W.faulty;
-        bool lose = faulty && W.lose_one_in && dice % W.lose_one_in == 0;
-        if (faulty && W.fail_one_in && (dice >> 8) % W.fail_one_in == 0) {
-            W.failed++;
-            r.status = TR_ENOTLEADER;
-            reply(ctx, msg, &r);
-            return 0;
+    if (msg->type == MSG_OUTAGE_END) {
+        /* A new leader: the old entry first, then what waited, in order. */
+        apply(W.stash, W.stash_len);
+        tr_free(W.stash);
+        W.stash = NULL;
+        W.stash_applied = true;
+        W.outage = false;
+        for (uint32_t i = 0; i < W.n_queued; i++) {
+            svc_append(ctx, W.queued[i]);
+            tr_msg_free(W.queued[i]);
         }
-        tr_run_id_text(am->run_id, text);
-        tr_fb_builder_init(&b);
-        tr_fb_ref rid = tr_fb_create_str(&b, text);
-        tr_fb_ref ev = C(Append_create_event)(&b, am->event, am->len);
-        tr_fb_ref blob = am->blob_len ? tr_fb_create_bytes(&b, am->event + am->len, am->blob_len) : 0;
-        C(Append_start)(&b);
-        C(Append_add_run_id)(&b, rid);
-        C(Append_add_epoch)(&b, am->epoch);
-        C(Append_add_seq)(&b, am->seq);
-        C(Append_add_writer)(&b, am->writer);
-        C(Append_add_base_seq)(&b, am->base_seq);
-        C(Append_add_event)(&b, ev);
-        C(Append_add_blob)(&b, blob);
-        tr_fb_ref a = C(Append_end)(&b);
-        tr_fb_ref vec = C(AppendBatch_create_appends)(&b, &a, 1);
-        C(AppendBatch_start)(&b);
-        C(AppendBatch_add_appends)(&b, vec);
-        tr_fb_ref batch = C(AppendBatch_end)(&b);
-        C(Command_start)(&b);
-        C(Command_add_time_us)(&b, (int64_t)tr_wall_us(ctx));
-        C(Command_add_op_AppendBatch)(&b, batch);
-        C(Command_finish)(&b, C(Command_end)(&b));
-        const uint8_t *p = tr_fb_builder_data(&b, &len);
-        const struct tr_fsm_result *res = apply(p, len);
-        tr_fb_builder_free(&b);
-        assert_int_equal(res->n_appends, 1);
-        r.verdict = res->appends[0].verdict;
-        r.seq = res->appends[0].seq;
-        r.raft_index = W.index;
-        if (lose) {
-            W.lost++;
-            return 0; /* applied; the reply is lost: the requester times out */
-        }
-        reply(ctx, msg, &r);
+        W.n_queued = 0;
+    } else if (msg->type == TR_MSG_STATE_APPEND && W.outage) {
+        assert_true(W.n_queued < 32);
+        tr_msg_keep(ctx, msg);
+        W.queued[W.n_queued++] = msg;
+    } else if (msg->type == TR_MSG_STATE_APPEND) {
+        svc_append(ctx, msg);
     } else if (msg->type == TR_MSG_STATE_PROPOSE) {
         const struct tr_fsm_result *res = apply(msg->data, msg->len);
         r.verdict = res->verdict;
@@ -371,7 +428,12 @@ static char *llm_answer(const char *goal, uint32_t step)
                        : strstr(goal, "flip") ? "flip"
                                               : "search";
 
-    if (step == 1)
+    if (step == 1 && strstr(goal, "pair"))
+        r = json_pack("{s:b,s:n,s:[{s:s,s:s,s:s},{s:s,s:s,s:s}],s:s,s:{s:i,s:i},s:i}", "ok", 1, "content",
+                      "tool_calls", "id", "c1", "name", "lag", "arguments", "{\"q\":\"x\"}", "id", "c2", "name",
+                      "search", "arguments", "{\"q\":\"y\"}", "finish_reason", "tool_calls", "usage",
+                      "prompt_tokens", 100, "completion_tokens", 10, "cost_micro_usd", 1500);
+    else if (step == 1)
         r = json_pack("{s:b,s:n,s:[{s:s,s:s,s:s}],s:s,s:{s:i,s:i},s:i}", "ok", 1, "content", "tool_calls", "id",
                       "c1", "name", tool, "arguments", "{\"q\":\"x\"}", "finish_reason", "tool_calls", "usage",
                       "prompt_tokens", 100, "completion_tokens", 10, "cost_micro_usd", 1500);
@@ -437,8 +499,19 @@ static int llm_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
 
 static const struct tr_behavior llm_behavior = { .name = "llm-double", .receive = llm_receive };
 
+static const char tool_ok[] = "{\"ok\":true,\"result\":\"found it\",\"is_error\":false,\"error\":null,"
+                              "\"status\":200,\"duration_ms\":4,\"truncated\":false}";
+
 static int tool_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
 {
+    if (msg->type == MSG_LAG && W.lag_held != NULL) {
+        struct tr_msg *m = tr_msg_make(TR_MSG_TOOL_RESULT, tool_ok, sizeof tool_ok - 1);
+        if (tr_reply(ctx, W.lag_held, m) != 0)
+            tr_msg_free(m);
+        tr_msg_free(W.lag_held);
+        W.lag_held = NULL;
+        return 0;
+    }
     if (msg->type != TR_MSG_TOOL_CALL)
         return 0;
     json_t *req = json_loadb((const char *)msg->data, msg->len, 0, NULL);
@@ -463,10 +536,13 @@ static int tool_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
         free(t);
         json_decref(r);
         tr_free(big);
+    } else if (strcmp(name, "lag") == 0 && W.lag_held == NULL) {
+        uint64_t t;
+        tr_msg_keep(ctx, msg);
+        W.lag_held = msg;
+        assert_int_equal(tr_timer_start(ctx, LAG_MS, tr_msg_new(MSG_LAG, 0), &t), 0);
     } else if (strcmp(name, "slow") != 0) {
-        static const char ok[] = "{\"ok\":true,\"result\":\"found it\",\"is_error\":false,\"error\":null,"
-                                 "\"status\":200,\"duration_ms\":4,\"truncated\":false}";
-        struct tr_msg *m = tr_msg_make(TR_MSG_TOOL_RESULT, ok, sizeof ok - 1);
+        struct tr_msg *m = tr_msg_make(TR_MSG_TOOL_RESULT, tool_ok, sizeof tool_ok - 1);
         if (tr_reply(ctx, msg, m) != 0)
             tr_msg_free(m);
     }
@@ -524,6 +600,7 @@ static int setup(void **st)
     register_tool("slow", J(Risk_Write), 1000);
     register_tool("big", J(Risk_Read), 1000);
     register_tool("flip", J(Risk_Read), 1000);
+    register_tool("lag", J(Risk_Read), 1000);
     return 0;
 }
 
@@ -532,6 +609,11 @@ static int teardown(void **st)
     char cmd[128];
 
     tr_rt_shutdown(W.rt);
+    for (uint32_t i = 0; i < W.n_queued; i++)
+        tr_msg_free(W.queued[i]);
+    if (W.lag_held != NULL)
+        tr_msg_free(W.lag_held);
+    tr_free(W.stash);
     tr_fsm_free(W.fsm);
     tr_store_close(W.store);
     snprintf(cmd, sizeof cmd, "rm -rf %s", W.dir);
@@ -713,6 +795,46 @@ static void test_transport_errors(void **st)
     (void)reruns;
 }
 
+/* The chaos suite's kill_two, step by step. A step calls `lag` (call 0,
+ * answered LAG_MS late) and `search` (call 1, at once). search's
+ * tool.completed reaches a leader that takes it into its log and dies: the run
+ * hears TR_ENOTLEADER, reads its journal back without it and sends, from the
+ * replies it still holds, call 0's completion, then call 1's, then the next
+ * llm.requested — all waiting for a leader. The next leader commits the old
+ * entry first (call 1 complete at that seq). Call 0's event is then refused;
+ * the events sent after it must be refused too, though the next of them fits
+ * the seq after (raft.h "Writer ids"): accepted, the journal would hold call
+ * 1's completion twice and call 0's never, and the run could not go on. */
+static void test_pipelined_after_a_lost_leader(void **st)
+{
+    const uint64_t id = 61;
+    W.defer_armed = true;
+    create_run(id, "pair question");
+    settle(&id, 1, 60000);
+    assert_true(W.stash_applied);
+    struct run_rec r;
+    assert_true(run_terminal(id, &r));
+    assert_int_equal(r.status, J(RunStatus_Succeeded));
+    tr_run_rec_free(&r);
+    /* Each call completed exactly once, in the journal. */
+    struct tr_journal_iter *it;
+    uint64_t seq;
+    const void *ev;
+    size_t len;
+    int done[2] = { 0, 0 };
+    assert_int_equal(tr_journal_iter_open(W.store, NULL, id, 1, &it, NULL), 0);
+    while (tr_journal_iter_next(it, &seq, &ev, &len, NULL) == 1) {
+        const struct J(Event) *e = J(Event_verify_as_root)(ev, len, NULL);
+        assert_non_null(e);
+        const struct J(ToolCompleted) *tc = J(Event_data_as_ToolCompleted)(e);
+        if (tc != NULL && J(ToolCompleted_step)(tc) == 1 && J(ToolCompleted_call_index)(tc) < 2)
+            done[J(ToolCompleted_call_index)(tc)]++;
+    }
+    tr_journal_iter_close(it);
+    assert_int_equal(done[0], 1);
+    assert_int_equal(done[1], 1);
+}
+
 static void test_ready_scan_starts_owned_runs(void **st)
 {
     const uint64_t ids[] = { 61, 62, 63 };
@@ -836,6 +958,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_while_tool_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_registry_change_reaches_a_live_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transport_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipelined_after_a_lost_leader, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ready_scan_starts_owned_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cap_and_blob_through_the_fsm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reassigned_away_and_back, setup, teardown),
