@@ -210,22 +210,6 @@ static int start_node(struct h_cluster *c, int i, int timeout_ms)
     return 0;
 }
 
-/* A free port that no node up to node i of c has been given yet: h_free_port
- * closes its probe, so two calls can return the same port (a chaos run once
- * got node 3's HTTP and peer ports equal: "address already in use"). */
-static int fresh_port(const struct h_cluster *c, int i)
-{
-    for (;;) {
-        int p = h_free_port(), dup = 0;
-        for (int k = 0; k <= i && !dup; k++) {
-            const struct h_cluster_node *n = &c->nodes[k];
-            dup = p == n->raft_port || p == n->peer_port || p == n->client_port || p == n->http_port;
-        }
-        if (p <= 0 || !dup)
-            return p;
-    }
-}
-
 int h_cluster_start(struct h_cluster *c, const char *dir, const struct h_cluster_opts *o)
 {
     memset(c, 0, sizeof *c);
@@ -246,10 +230,10 @@ int h_cluster_start(struct h_cluster *c, const char *dir, const struct h_cluster
         n->data = strdup(data);
         snprintf(n->host, sizeof n->host, "%s", o->hosts[i] != NULL ? o->hosts[i] : "127.0.0.1");
         n->netns = o->netns[i] != NULL ? strdup(o->netns[i]) : NULL;
-        n->raft_port = fresh_port(c, i);
-        n->peer_port = fresh_port(c, i);
-        n->client_port = fresh_port(c, i);
-        n->http_port = fresh_port(c, i);
+        n->raft_port = h_free_port();
+        n->peer_port = h_free_port();
+        n->client_port = h_free_port();
+        n->http_port = h_free_port();
         char host[sizeof n->host]; /* a copy: GCC's -Wrestrict sees n->base and n->host as one object */
         memcpy(host, n->host, sizeof host);
         snprintf(n->base, sizeof n->base, "http://%s:%d", host, n->http_port);

@@ -70,7 +70,29 @@ void h_tmpdir_remove(char *dir)
     free(dir);
 }
 
+/* A free port, never one this process was given before: the probe socket
+ * is closed on return, so the kernel may hand the same port out again, and
+ * two listeners of one node once got the same one ("address already in
+ * use"). */
+static int probe_port(void);
+
 int h_free_port(void)
+{
+    static int given[1024];
+    static unsigned n_given;
+    for (;;) {
+        int p = probe_port(), seen = 0;
+        for (unsigned i = 0; i < n_given && i < 1024 && !seen; i++)
+            seen = given[i] == p;
+        if (p <= 0 || !seen) {
+            if (p > 0)
+                given[n_given++ % 1024] = p;
+            return p;
+        }
+    }
+}
+
+static int probe_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = 0 };

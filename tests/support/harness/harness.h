@@ -22,7 +22,8 @@ const char *h_bin(const char *which); /* "troupe", "mockllm", "toolserver" */
 char *h_tmpdir(const char *tag);
 void h_tmpdir_remove(char *dir);
 
-/* A port that was free a moment ago on 127.0.0.1. */
+/* A port that was free a moment ago on 127.0.0.1, and not one this process
+ * was given before (so listeners chosen one after another never collide). */
 int h_free_port(void);
 
 /* ---- processes ------------------------------------------------------------------ */
