@@ -56,6 +56,9 @@ struct entry {
     struct tr_state *s;
     enum entry_kind kind;
     int forwarded;
+    bool tracked;                /* counted in live_cur / live_old (below) */
+    bool pre_fence;              /* holds appends queued before the last fence */
+    uint32_t era;                /* s->era when it went out */
     struct tr_msg **reqs;        /* kept requests, in order (appends), or one */
     uint32_t n_reqs;
     tr_state_cb cb;              /* ENTRY_COMMAND from tr_state_propose */
@@ -103,6 +106,14 @@ struct tr_state {
     uint64_t contact_ms;          /* when the last sign of a live leader came (0: never) */
     uint64_t contact_index;       /* the leader's commit index then */
     struct entry *held_head, *held_tail; /* forwarded replies waiting for apply */
+    /* What was sent before the last fence. The run actors that sent it are
+     * gone; new ones replay the journal once the node is ready again, so it
+     * must not become ready while any of it can still land: a completion
+     * committed after a replay read the journal makes the new actor redo the
+     * call (the chaos suite's partition_blip saw that resend). era counts
+     * fences; live_old counts the entries out from earlier eras, live_cur
+     * this era's; q_old the appends queued before the fence, still queued. */
+    uint32_t era, live_cur, live_old, q_old;
     int fenced_noted;
     _Atomic uint64_t contact_until_us; /* monotonic µs (uv_hrtime / 1000) the contact vouches up to */
     _Atomic int act_ready;           /* ready, mirrored for other threads */
@@ -152,11 +163,16 @@ static void queue_push(struct tr_state *s, struct tr_msg *m)
     s->q_len++;
 }
 
-static struct tr_msg *queue_pop(struct tr_state *s)
+static struct tr_msg *queue_pop(struct tr_state *s, bool *pre_fence)
 {
     struct tr_msg *m = s->queue[s->q_head];
     s->q_head = (s->q_head + 1) % s->q_cap;
     s->q_len--;
+    if (s->q_old > 0) {
+        s->q_old--;
+        if (pre_fence != NULL)
+            *pre_fence = true;
+    }
     return m;
 }
 
@@ -169,8 +185,25 @@ static void close_timer_cb(uv_timer_t *t);
 
 /* ---- raft completion ----------------------------------------------------------------- */
 
+/* An entry goes out (proposed or forwarded): count it in its era. */
+static void entry_track(struct tr_state *s, struct entry *e)
+{
+    e->tracked = true;
+    e->era = e->pre_fence && s->era > 0 ? s->era - 1 : s->era;
+    if (e->era < s->era)
+        s->live_old++;
+    else
+        s->live_cur++;
+}
+
 static void entry_free(struct entry *e)
 {
+    if (e->tracked && e->s != NULL) {
+        if (e->era < e->s->era)
+            e->s->live_old--;
+        else
+            e->s->live_cur--;
+    }
     for (uint32_t i = 0; i < e->n_reqs; i++)
         if (e->reqs[i] != NULL)
             tr_msg_free(e->reqs[i]);
@@ -283,6 +316,7 @@ static int forward_entry(struct tr_state *s, struct entry *e, const uint8_t *dat
     int rv = s->fwd(s->fwd_ud, data, len, (struct tr_state_fwd *)e);
     if (rv != TR_OK)
         return rv;
+    entry_track(s, e);
     s->inflight++;
     s->stats.forwarded++;
     return TR_OK;
@@ -417,6 +451,7 @@ static int propose_entry(struct tr_state *s, struct entry *e, const uint8_t *dat
         raft_free(buf);
         return rv;
     }
+    entry_track(s, e);
     s->inflight++;
     s->stats.entries++;
     return TR_OK;
@@ -444,7 +479,7 @@ static void flush_one(struct tr_ctx *ctx, struct tr_state *s)
     tr_fb_builder_reset(b);
     tr_fb_ref *refs = tr_malloc(n * sizeof *refs);
     for (uint32_t i = 0; i < n; i++) {
-        struct tr_msg *m = queue_pop(s);
+        struct tr_msg *m = queue_pop(s, &e->pre_fence);
         e->reqs[i] = m;
         const struct tr_append_msg *am = (const struct tr_append_msg *)m->data;
         char text[TR_RUN_ID_TEXT_LEN];
@@ -492,7 +527,7 @@ static void flush(struct tr_ctx *ctx, struct tr_state *s)
             while (s->q_len > 0) {
                 struct tr_state_reply r = { .status = TR_ENOTLEADER };
                 reply_to(ctx, queue_peek(s), &r);
-                tr_msg_free(queue_pop(s));
+                tr_msg_free(queue_pop(s, NULL));
             }
             break;
         }
@@ -678,10 +713,14 @@ static int poll_ready(struct tr_ctx *ctx, struct tr_state *s)
     if (s->ready && !fresh) {
         s->ready = 0;
         atomic_store(&s->act_ready, 0);
+        s->era++;
+        s->live_old += s->live_cur;
+        s->live_cur = 0;
+        s->q_old = s->q_len;
         tr_log(TR_LOG_WARN, "state: node %llu: no leader for %llu ms: fenced (run actors stop)",
                (unsigned long long)s->node_id, (unsigned long long)(now - s->contact_ms));
         note_listener(s, TR_NOTE_FENCED);
-    } else if (!s->ready && fresh && s->listener != 0) {
+    } else if (!s->ready && fresh && s->listener != 0 && s->live_old == 0 && s->q_old == 0) {
         if (leader && !s->barrier_pending) {
             if (tr_raft_barrier(s->raft, barrier_cb, s) == TR_OK)
                 s->barrier_pending = 1;
@@ -779,7 +818,7 @@ static void service_fini(struct tr_ctx *ctx, void *state, enum tr_stop_reason wh
     /* Appends not yet proposed die with the service; those in flight are
      * freed when raft has closed (tr_state_close). */
     while (s->q_len > 0)
-        tr_msg_free(queue_pop(s));
+        tr_msg_free(queue_pop(s, NULL));
 }
 
 static const struct tr_behavior service_behavior = {
@@ -926,7 +965,7 @@ static void raft_closed(void *arg)
         entry_free(e);
     }
     while (s->q_len > 0)
-        tr_msg_free(queue_pop(s));
+        tr_msg_free(queue_pop(s, NULL));
     tr_free(s->queue);
     fail_digest_waits(s, TR_ECLOSED);
     answer_applied_waits(s, 1);
