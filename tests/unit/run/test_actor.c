@@ -234,26 +234,51 @@ static uint32_t journal_types(uint64_t id, int *types, uint32_t cap)
     return n;
 }
 
-/* A copy of the first event of `type` in a run's journal. */
-static bool journal_find(uint64_t id, int type, uint8_t **out, size_t *out_len)
+/* The status of a run that has ended (-1 while it has not). */
+static int terminal_status(uint64_t id)
+{
+    struct run_rec r;
+    memset(&r, 0, sizeof r);
+    int status = run_terminal(id, &r) ? r.status : -1;
+    tr_run_rec_free(&r);
+    return status;
+}
+
+/* A copy of the event at seq of a run's journal; false past its end. */
+static bool journal_event(uint64_t id, uint64_t seq, uint8_t **out, size_t *out_len)
 {
     struct tr_journal_iter *it;
-    uint64_t seq;
+    uint64_t at;
     const void *ev;
     size_t len;
     bool found = false;
 
-    assert_int_equal(tr_journal_iter_open(W.store, NULL, id, 1, &it, NULL), 0);
-    while (!found && tr_journal_iter_next(it, &seq, &ev, &len, NULL) == 1) {
-        const struct J(Event) *e = J(Event_verify_as_root)(ev, len, NULL);
-        if (e != NULL && J(Event_data_type)(e) == type) {
-            *out = tr_memdup(ev, len);
-            *out_len = len;
-            found = true;
-        }
+    assert_int_equal(tr_journal_iter_open(W.store, NULL, id, seq, &it, NULL), 0);
+    if (tr_journal_iter_next(it, &at, &ev, &len, NULL) == 1 && at == seq) {
+        *out = tr_memdup(ev, len);
+        *out_len = len;
+        found = true;
     }
     tr_journal_iter_close(it);
     return found;
+}
+
+/* A copy of the first event of `type` in a run's journal. */
+static bool journal_find(uint64_t id, int type, uint8_t **out, size_t *out_len)
+{
+    uint8_t *ev;
+    size_t len;
+
+    for (uint64_t seq = 1; journal_event(id, seq, &ev, &len); seq++) {
+        const struct J(Event) *e = J(Event_verify_as_root)(ev, len, NULL);
+        if (e != NULL && J(Event_data_type)(e) == type) {
+            *out = ev;
+            *out_len = len;
+            return true;
+        }
+        tr_free(ev);
+    }
+    return false;
 }
 
 static uint32_t count_type(uint64_t id, int type)
@@ -812,25 +837,19 @@ static void test_pipelined_after_a_lost_leader(void **st)
     create_run(id, "pair question");
     settle(&id, 1, 60000);
     assert_true(W.stash_applied);
-    struct run_rec r;
-    assert_true(run_terminal(id, &r));
-    assert_int_equal(r.status, J(RunStatus_Succeeded));
-    tr_run_rec_free(&r);
+    assert_int_equal(terminal_status(id), J(RunStatus_Succeeded));
     /* Each call completed exactly once, in the journal. */
-    struct tr_journal_iter *it;
-    uint64_t seq;
-    const void *ev;
-    size_t len;
     int done[2] = { 0, 0 };
-    assert_int_equal(tr_journal_iter_open(W.store, NULL, id, 1, &it, NULL), 0);
-    while (tr_journal_iter_next(it, &seq, &ev, &len, NULL) == 1) {
+    uint8_t *ev = NULL;
+    size_t len;
+    for (uint64_t seq = 1; journal_event(id, seq, &ev, &len); seq++) {
         const struct J(Event) *e = J(Event_verify_as_root)(ev, len, NULL);
         assert_non_null(e);
         const struct J(ToolCompleted) *tc = J(Event_data_as_ToolCompleted)(e);
         if (tc != NULL && J(ToolCompleted_step)(tc) == 1 && J(ToolCompleted_call_index)(tc) < 2)
             done[J(ToolCompleted_call_index)(tc)]++;
+        tr_free(ev);
     }
-    tr_journal_iter_close(it);
     assert_int_equal(done[0], 1);
     assert_int_equal(done[1], 1);
 }
