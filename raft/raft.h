@@ -309,6 +309,7 @@ struct tr_state_stats {
     uint64_t max_batch;     /* largest number of appends in one entry */
     uint64_t forwarded;     /* entries forwarded to the leader */
     uint64_t compressed;    /* entries proposed LZ4-compressed (raft/entry.c) */
+    uint64_t polls;         /* readiness polls run (every 10 ms) */
 };
 
 /* ---- the cluster's seams ----------------------------------------------------------

@@ -700,6 +700,7 @@ static int poll_ready(struct tr_ctx *ctx, struct tr_state *s)
 {
     if (s->closing)
         return TR_OK;
+    s->stats.polls++;
     release_held(ctx, s);
     if (s->digest_waits != NULL)
         answer_digest_waits(s);

@@ -44,6 +44,7 @@ static char dir[64];
 static char raft_addr[32];
 static unsigned snapshot_threshold;
 static int linger_ms;
+static int no_bootstrap; /* a node that never leads: a follower with a forwarder */
 
 static int count_replies(void)
 {
@@ -173,7 +174,7 @@ static void open_cb(struct tr_ctx *ctx, void *arg)
 {
     struct tr_err err = { 0 };
     struct tr_state_opts o = { .node_id = 1, .data_dir = dir, .raft_address = raft_addr,
-                               .bootstrap = 1, .listener = listener,
+                               .bootstrap = !no_bootstrap, .listener = listener,
                                .snapshot_threshold = snapshot_threshold,
                                .snapshot_trailing = snapshot_threshold ? snapshot_threshold / 2 : 0,
                                .linger_ms = linger_ms };
@@ -364,6 +365,7 @@ static int setup(void **unused)
     n_notes = 0;
     snapshot_threshold = 0;
     linger_ms = 0;
+    no_bootstrap = 0;
     return 0;
 }
 
@@ -670,6 +672,197 @@ static void test_restart_and_snapshots(void **unused)
     node_stop();
 }
 
+
+/* ---- a follower's fence ------------------------------------------------------------
+ *
+ * A follower (no bootstrap: it never leads) with a forwarder that keeps what it
+ * is given; the test completes the forwarded entries and gives leader contact
+ * by hand, on the service's scheduler. Rule under test (raft/state.c, "What was
+ * sent before the last fence"): once fenced, the node becomes ready again only
+ * when every entry it had out, and every append it had queued, at the fence
+ * has landed or failed, however fresh its leader contact. */
+
+#define MAX_FWD 64
+#define MAX_BATCH 8 /* appends per forwarded entry, at most, in this test */
+static struct tr_state_fwd *fwd[MAX_FWD];
+static int n_fwd;
+
+static int keep_forward(void *ud, const void *cmd, size_t len, struct tr_state_fwd *f)
+{
+    pthread_mutex_lock(&mu);
+    int ok = n_fwd < MAX_FWD;
+    if (ok)
+        fwd[n_fwd++] = f;
+    pthread_mutex_unlock(&mu);
+    return ok ? TR_OK : TR_ENOMEM;
+}
+
+static int count_fwd(void)
+{
+    pthread_mutex_lock(&mu);
+    int n = n_fwd;
+    pthread_mutex_unlock(&mu);
+    return n;
+}
+static int fwd_at_least(void *arg) { return count_fwd() >= *(int *)arg; }
+
+static void set_forwarder_cb(struct tr_ctx *ctx, void *arg) { tr_state_set_forwarder(state, keep_forward, NULL); }
+
+static uint64_t mono_us(void) { return uv_hrtime() / 1000; }
+
+static void contact_cb(struct tr_ctx *ctx, void *arg)
+{
+    tr_state_leader_contact(state, 0, mono_us() + *(uint64_t *)arg);
+}
+
+/* Leader contact good for `us` from now. */
+static void give_contact(uint64_t us)
+{
+    static uint64_t span; /* read on the scheduler before the next call can run */
+    span = us;
+    assert_int_equal(tr_rt_call(rt, 0, contact_cb, NULL, &span), TR_OK);
+}
+
+/* Complete forwarded entry i: every append it carried is accepted. */
+static void forward_ok_cb(struct tr_ctx *ctx, void *arg)
+{
+    struct tr_state_fwd *f = fwd[(intptr_t)arg];
+    struct tr_state_verdict v[MAX_BATCH];
+    for (unsigned i = 0; i < MAX_BATCH; i++)
+        v[i] = (struct tr_state_verdict){ .seq = 0, .verdict = TR_FSM_OK };
+    struct tr_state_result res = { .status = TR_OK, .verdict = TR_FSM_OK, .raft_index = 1,
+                                   .n_appends = MAX_BATCH, .appends = v };
+    tr_state_forward_done(f, &res);
+}
+static void forward_ok(int i)
+{
+    assert_int_equal(tr_rt_call(rt, 0, forward_ok_cb, NULL, (void *)(intptr_t)i), TR_OK);
+}
+
+/* The service's readiness polls run on its scheduler; read the count there. */
+static _Atomic uint64_t polls_seen;
+static void polls_cb(struct tr_ctx *ctx, void *arg)
+{
+    struct tr_state_stats st;
+    tr_state_stats(state, &st);
+    atomic_store(&polls_seen, st.polls);
+}
+static uint64_t polls_now(void)
+{
+    atomic_store(&polls_seen, UINT64_MAX);
+    assert_int_equal(tr_rt_call(rt, 0, polls_cb, NULL, NULL), TR_OK);
+    while (atomic_load(&polls_seen) == UINT64_MAX)
+        uv_sleep(1);
+    return atomic_load(&polls_seen);
+}
+/* Wait until the service has run `n` more readiness polls. */
+static int polls_past(void *arg) { return polls_now() >= *(uint64_t *)arg; }
+static void wait_polls(uint64_t n)
+{
+    uint64_t want = polls_now() + n;
+    assert_true(wait_for(polls_past, &want));
+}
+
+static void test_fence_waits_for_old_writes(void **unused)
+{
+    no_bootstrap = 1;
+    node_start();
+    assert_int_equal(tr_rt_call(rt, 0, set_forwarder_cb, NULL, NULL), TR_OK);
+    int one = 1, two = 2, three = 3;
+
+    /* Contact for 400 ms: ready. Two appends go out (one entry each: the
+     * second is sent after the first was forwarded), a third stays queued
+     * (two entries in flight at most). */
+    give_contact(400 * 1000);
+    assert_true(wait_for(ready_note, &one));
+    send_append(7, 2, false);
+    assert_true(wait_for(fwd_at_least, &one));
+    send_append(7, 3, false);
+    assert_true(wait_for(fwd_at_least, &two));
+    send_append(7, 4, false);
+
+    /* The contact lapses: fenced. */
+    assert_true(wait_notes(TR_NOTE_FENCED, 1));
+    assert_int_equal(count_fwd(), 2);
+
+    /* Fresh contact, but entry 0 is still out: not ready, poll after poll. */
+    give_contact(60 * 1000 * 1000);
+    wait_polls(5);
+    assert_int_equal(count_notes(TR_NOTE_READY), 1);
+
+    /* Entry 0 lands; entry 1 is still out and the queued append now goes
+     * out as entry 2 (queued before the fence, so it counts as old): still
+     * not ready. */
+    forward_ok(0);
+    assert_true(wait_for(fwd_at_least, &three));
+    assert_true(wait_for(replies_at_least, &one));
+    wait_polls(5);
+    assert_int_equal(count_notes(TR_NOTE_READY), 1);
+
+    /* An append sent after the fence waits in the queue (two entries out),
+     * then goes out as entry 3 when entry 1 lands. It is this era's: it does
+     * not hold readiness back. */
+    send_append(8, 2, false);
+    forward_ok(1);
+    int four = 4;
+    assert_true(wait_for(fwd_at_least, &four));
+    assert_true(wait_for(replies_at_least, &two));
+    wait_polls(5);
+    assert_int_equal(count_notes(TR_NOTE_READY), 1);
+
+    /* The last of what was sent before the fence lands: ready again, with
+     * entry 3 still out. */
+    forward_ok(2);
+    assert_true(wait_for(ready_note, &two));
+    assert_int_equal(count_replies(), 3);
+    forward_ok(3);
+    int all = 4;
+    assert_true(wait_for(replies_at_least, &all));
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(reply_at(i).status, TR_OK);
+        assert_int_equal(reply_at(i).verdict, TR_FSM_OK);
+    }
+    assert_int_equal(count_notes(TR_NOTE_FENCED), 1);
+    node_stop();
+    n_fwd = 0;
+}
+
+
+/* The same rule for an append still queued at the fence (a lazy one waiting
+ * for company, with nothing out): fresh contact does not make the node ready
+ * until that append has gone out and landed. */
+static void test_fence_waits_for_queued_appends(void **unused)
+{
+    no_bootstrap = 1;
+    linger_ms = 60 * 1000; /* the lazy append waits for the URGE below */
+    node_start();
+    assert_int_equal(tr_rt_call(rt, 0, set_forwarder_cb, NULL, NULL), TR_OK);
+    int one = 1, two = 2;
+
+    give_contact(400 * 1000);
+    assert_true(wait_for(ready_note, &one));
+    send_append(9, 2, true);
+    assert_true(wait_notes(TR_NOTE_FENCED, 1));
+    assert_int_equal(count_fwd(), 0);
+
+    give_contact(60 * 1000 * 1000);
+    wait_polls(5);
+    assert_int_equal(count_notes(TR_NOTE_READY), 1);
+
+    /* Out, but not landed: still not ready. */
+    send_to_client(MSG_SEND_URGE, NULL, 0);
+    assert_true(wait_for(fwd_at_least, &one));
+    wait_polls(5);
+    assert_int_equal(count_notes(TR_NOTE_READY), 1);
+
+    forward_ok(0);
+    assert_true(wait_for(ready_note, &two));
+    assert_true(wait_for(replies_at_least, &one));
+    assert_int_equal(reply_at(0).verdict, TR_FSM_OK);
+    node_stop();
+    n_fwd = 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -678,6 +871,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lazy_appends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_and_snapshots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fence_waits_for_old_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fence_waits_for_queued_appends, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
