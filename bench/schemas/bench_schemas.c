@@ -195,6 +195,7 @@ static volatile uint64_t sink;
     do {                                                                       \
       for (int k_ = 0; k_ < 1000; k_++) {                                      \
         body;                                                                  \
+        __asm__ volatile("" ::: "memory");                                     \
       }                                                                        \
       n_ += 1000;                                                              \
     } while ((t_ = now() - t0_) < (secs));                                     \

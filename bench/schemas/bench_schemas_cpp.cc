@@ -21,8 +21,10 @@ template <typename F> static double rate(double secs, F fn) {
   uint64_t n = 0;
   double t0 = now(), t;
   do {
-    for (int k = 0; k < 1000; k++)
+    for (int k = 0; k < 1000; k++) {
       fn();
+      __asm__ volatile("" ::: "memory");
+    }
     n += 1000;
   } while ((t = now() - t0) < secs);
   return (double)n / t;
