@@ -187,7 +187,9 @@ static uint64_t read_frame(const struct troupe_proto_Frame *fp) {
 
 static volatile uint64_t sink;
 
-/* Runs fn until `secs` have passed; returns operations per second. */
+/* Runs fn until `secs` have passed; returns operations per second. The
+ * barrier after each operation keeps the compiler from carrying loads of the
+ * buffer from one iteration to the next (bench_schemas_cpp.cc has the same). */
 #define RATE(secs, body)                                                       \
   ({                                                                           \
     uint64_t n_ = 0;                                                           \

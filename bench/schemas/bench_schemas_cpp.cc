@@ -17,6 +17,8 @@ static double now() {
   return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
+// The barrier after each call: as in bench_schemas.c (RATE), no loads carried
+// from one iteration to the next.
 template <typename F> static double rate(double secs, F fn) {
   uint64_t n = 0;
   double t0 = now(), t;
