@@ -50,6 +50,16 @@ struct tr_msg *tr_llm_call_msg(const char *model, const char *tenant, const char
     return m;
 }
 
+/* The model of a TR_MSG_LLM_CALL holds no control characters. */
+static int model_has_control(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return 1;
+    }
+    return 0;
+}
+
 int tr_llm_call_parse(const void *data, size_t len, struct tr_llm_call_view *out, struct tr_err *err)
 {
     const char *p = data;
@@ -74,10 +84,8 @@ int tr_llm_call_parse(const void *data, size_t len, struct tr_llm_call_view *out
     }
     if (h.model_len == 0 || h.model_len > TR_LLM_CALL_MODEL_MAX)
         return tr_err_set(err, TR_EINVAL, "\"model\" must be a string of 1 to %d bytes", TR_LLM_CALL_MODEL_MAX);
-    for (size_t i = 0; i < h.model_len; i++) {
-        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
-            return tr_err_set(err, TR_EINVAL, "\"model\" holds a control character");
-    }
+    if (model_has_control(p, h.model_len))
+        return tr_err_set(err, TR_EINVAL, "\"model\" holds a control character");
     if (h.tenant_len > TR_LLM_CALL_TENANT_MAX || h.run_id_len > TR_LLM_CALL_RUN_ID_MAX)
         return tr_err_set(err, TR_EINVAL, "tenant or run id over its limit");
     out->step = h.step;
@@ -98,7 +106,7 @@ int tr_llm_call_from_json(const char *call, size_t len, struct tr_msg **msg, str
     json_t *in, *out, *v, *messages, *tools;
     const char *tenant, *run_id;
     char *text;
-    size_t i;
+    size_t i, body_len;
     int rv;
 
     *msg = NULL;
@@ -114,6 +122,11 @@ int tr_llm_call_from_json(const char *call, size_t len, struct tr_msg **msg, str
     v = json_object_get(in, "model");
     if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > MODEL_MAX) {
         rv = tr_err_set(err, TR_EINVAL, "\"model\" must be a string of 1 to %d bytes", MODEL_MAX);
+        goto err_after_in;
+    }
+    if (model_has_control(json_string_value(v), json_string_length(v))) {
+        /* tr_llm_call_parse would refuse the message built with it */
+        rv = tr_err_set(err, TR_EINVAL, "\"model\" holds a control character");
         goto err_after_in;
     }
     messages = json_object_get(in, "messages");
@@ -165,9 +178,22 @@ int tr_llm_call_from_json(const char *call, size_t len, struct tr_msg **msg, str
     }
     tenant = json_string_value(json_object_get(in, "tenant"));
     run_id = json_string_value(json_object_get(in, "run_id"));
+    /* The body can be longer than the call ("1e-7" encodes as
+     * "9.9999999999999995e-08"): keep the message within what
+     * tr_llm_call_parse accepts. */
+    body_len = strlen(text);
+    if (sizeof(struct tr_llm_call) + json_string_length(json_object_get(out, "model")) +
+            min_len(tenant, TR_LLM_CALL_TENANT_MAX) + min_len(run_id, TR_LLM_CALL_RUN_ID_MAX) + body_len >
+        TR_LLM_MAX_CALL_BYTES) {
+        free(text);
+        json_decref(out);
+        rv = tr_err_set(err, TR_EINVAL, "call's body of %zu bytes is over the %u byte limit", body_len,
+                        TR_LLM_MAX_CALL_BYTES);
+        goto err_after_in;
+    }
     v = json_object_get(in, "step");
     *msg = tr_llm_call_msg(json_string_value(json_object_get(out, "model")), tenant, run_id,
-                           json_is_integer(v) ? (uint32_t)json_integer_value(v) : 0, text, strlen(text));
+                           json_is_integer(v) ? (uint32_t)json_integer_value(v) : 0, text, body_len);
     free(text); /* jansson's allocator */
     json_decref(out);
     json_decref(in);

@@ -264,8 +264,11 @@ int tool_http_decide(const struct tool_http_cfg *cfg, const char *const *node_al
                      struct tr_err *err)
 {
     if (cfg->n_allow > 0) {
-        if (tool_host_allowed(cfg->host, cfg->allow, cfg->n_allow) == TOOL_HTTP_ALLOWED)
-            return TOOL_HTTP_ALLOWED;
+        /* Both sides are normalised already; normalising the host again
+         * would drop a second trailing dot ("a.." -> "a." -> "a"). */
+        for (size_t i = 0; i < cfg->n_allow; i++)
+            if (strcmp(cfg->host, cfg->allow[i]) == 0)
+                return TOOL_HTTP_ALLOWED;
         tr_err_set(err, TR_EDENIED, "host %s is not in the tool's allow list", cfg->host);
         return TOOL_HTTP_REFUSED;
     }

@@ -116,6 +116,9 @@ static void test_build_errors(void **state)
     build_fails("{\"messages\":[{\"role\":\"user\"}]}", "model");
     build_fails("{\"model\":\"\",\"messages\":[{\"role\":\"user\"}]}", "model");
     build_fails("{\"model\":7,\"messages\":[{\"role\":\"user\"}]}", "model");
+    /* A model tr_llm_call_parse would refuse is refused here already. */
+    build_fails("{\"model\":\"a\\nb\",\"messages\":[{\"role\":\"user\"}]}", "control");
+    build_fails("{\"model\":\"gpt\\u007f\",\"messages\":[{\"role\":\"user\"}]}", "control");
     build_fails("{\"model\":\"m\"}", "messages");
     build_fails("{\"model\":\"m\",\"messages\":[]}", "messages");
     build_fails("{\"model\":\"m\",\"messages\":{}}", "messages");
@@ -139,6 +142,24 @@ static void test_build_errors(void **state)
     struct tr_err err;
     assert_int_equal(tr_llm_call_from_json("{}", (size_t)TR_LLM_MAX_CALL_BYTES + 1, &m, &err), TR_EINVAL);
     assert_non_null(strstr(err.msg, "limit"));
+
+    /* A call under the limit whose body is over it ("1e-7" encodes as
+     * "9.9999999999999995e-08"): refused, not built into a message that
+     * tr_llm_call_parse refuses. */
+    size_t n = 800000, off = 0, cap = n * 5 + 128;
+    char *big = malloc(cap);
+    off += (size_t)snprintf(big, cap, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"x\":[1e-7");
+    for (size_t i = 1; i < n; i++) {
+        memcpy(big + off, ",1e-7", 5);
+        off += 5;
+    }
+    off += (size_t)snprintf(big + off, cap - off, "]}]}");
+    assert_true(off < TR_LLM_MAX_CALL_BYTES);
+    m = (struct tr_msg *)1;
+    assert_int_equal(tr_llm_call_from_json(big, off, &m, &err), TR_EINVAL);
+    assert_null(m);
+    assert_non_null(strstr(err.msg, "body"));
+    free(big);
 }
 
 static void call_parse_fails(const void *data, size_t len, const char *needle)

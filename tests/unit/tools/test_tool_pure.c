@@ -230,6 +230,19 @@ static void test_http_decide(void **state)
     assert_int_equal(parse_http("{\"url\": \"http://[::1]:9/\", \"allow\": [\"[::1]\"]}", &cfg, &err), 0);
     assert_int_equal(tool_http_decide(&cfg, NULL, 0, &err), TOOL_HTTP_ALLOWED);
     tool_http_cfg_free(&cfg);
+
+    /* The host and the entries are normalised once, the tool's list like
+     * the node's: "a.com.." is the host "a.com.", not "a.com". */
+    assert_int_equal(parse_http("{\"url\": \"http://a.com../\", \"allow\": [\"a.com..\"]}", &cfg, &err), 0);
+    assert_string_equal(cfg.host, "a.com.");
+    assert_int_equal(tool_http_decide(&cfg, NULL, 0, &err), TOOL_HTTP_ALLOWED);
+    tool_http_cfg_free(&cfg);
+    assert_int_equal(parse_http("{\"url\": \"http://a.com../\", \"allow\": [\"a.com\"]}", &cfg, &err), 0);
+    assert_int_equal(tool_http_decide(&cfg, NULL, 0, &err), TOOL_HTTP_REFUSED);
+    tool_http_cfg_free(&cfg);
+    assert_int_equal(parse_http("{\"url\": \"http://a.com../\"}", &cfg, &err), 0);
+    assert_int_equal(tool_http_decide(&cfg, node, 2, &err), TOOL_HTTP_REFUSED);
+    tool_http_cfg_free(&cfg);
 }
 
 static int parse_sandbox(const char *text, struct tool_sandbox_cfg *cfg, struct tr_err *err)
