@@ -260,6 +260,38 @@ static void test_run_body_refused(void **st)
     REFUSED(tools, "invalid_field", "more than");
 }
 
+/* Error bodies quote client bytes; they stay JSON when those bytes are not
+ * UTF-8 (found by fuzz_gateway: the answer was a 500 "cannot encode"). */
+static void test_error_json(void **st)
+{
+    (void)st;
+    struct {
+        const char *msg, *want;
+    } cases[] = {
+        { "no run caf\xc3\xa9", "no run caf\xc3\xa9" },           /* valid: unchanged */
+        { "no run \xff", "no run \xef\xbf\xbd" },                  /* GET /v1/runs/%FF */
+        { "caf\xc3", "caf\xef\xbf\xbd" },                          /* cut in a character */
+        { "\xed\xa0\x80x", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbdx" }, /* a surrogate */
+        { "\xc0\xafok", "\xef\xbf\xbd\xef\xbf\xbdok" },              /* overlong '/' */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *j = gw_error_json("not_found", cases[i].msg);
+        assert_non_null(j);
+        assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")), "not_found");
+        assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "message")), cases[i].want);
+        json_decref(j);
+    }
+    /* an unknown field quoted at 64 bytes, cut inside its last character */
+    char body[128];
+    snprintf(body, sizeof body, "{\"goal\":\"g\",\"%s\xc3\xa9\":1}",
+             "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"); /* 63 k */
+    assert_int_equal(run_body(body), -1);
+    assert_string_equal(err.code, "unknown_field");
+    json_t *j = gw_error_json(err.code, err.msg);
+    assert_non_null(j);
+    json_decref(j);
+}
+
 static void test_idem_key(void **st)
 {
     assert_int_equal(gw_idem_key_check("abc-123", &err), 0);
@@ -450,6 +482,7 @@ int main(void)
         cmocka_unit_test(test_routes),         cmocka_unit_test(test_query),
         cmocka_unit_test(test_cursor),         cmocka_unit_test(test_time),
         cmocka_unit_test(test_run_body_ok),    cmocka_unit_test(test_run_body_refused),
+        cmocka_unit_test(test_error_json),
         cmocka_unit_test(test_idem_key),       cmocka_unit_test(test_tool_body),
         cmocka_unit_test(test_decide_and_cancel_bodies), cmocka_unit_test(test_commands),
     };
