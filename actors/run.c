@@ -167,7 +167,7 @@ static const struct tr_run_tool *registry_lookup(void *ud, const char *name, uin
     struct tr_fb_str schema = troupe_cmd_Tool_input_schema(t);
     if (schema.ptr && (!e->schema_text || strcmp(e->schema_text, schema.ptr) != 0)) {
         struct tr_err err;
-        json_t *j = json_loads(schema.ptr, 0, NULL);
+        json_t *j = json_loads(schema.ptr, JSON_DECODE_ANY, NULL); /* true and false are schemas too */
 
         tr_schema_free(e->schema);
         e->schema = NULL;

@@ -116,13 +116,13 @@ static const struct tr_fsm_result *apply_cmd(struct tr_fb_builder *b, uint8_t ty
     return r;
 }
 
-static void register_tool(const char *name, int8_t risk, uint32_t timeout_ms)
+static void register_tool(const char *name, int8_t risk, uint32_t timeout_ms, const char *schema)
 {
     struct tr_fb_builder b;
     tr_fb_builder_init(&b);
     tr_fb_ref n = tr_fb_create_str(&b, name);
     tr_fb_ref d = tr_fb_create_str(&b, "a test tool");
-    tr_fb_ref s = tr_fb_create_str(&b, "{\"type\":\"object\"}");
+    tr_fb_ref s = tr_fb_create_str(&b, schema);
     tr_fb_ref cfg = tr_fb_create_str(&b, "{\"url\":\"http://127.0.0.1:9/\"}");
     C(Tool_start)(&b);
     C(Tool_add_name)(&b, n);
@@ -620,12 +620,12 @@ static int setup(void **st)
     fo.listener = W.mgr;
     tr_fsm_new(&fo, &W.fsm);
     W.index = tr_store_last_applied(W.store);
-    register_tool("search", J(Risk_Read), 1000);
-    register_tool("wire", J(Risk_Irreversible), 1000);
-    register_tool("slow", J(Risk_Write), 1000);
-    register_tool("big", J(Risk_Read), 1000);
-    register_tool("flip", J(Risk_Read), 1000);
-    register_tool("lag", J(Risk_Read), 1000);
+    register_tool("search", J(Risk_Read), 1000, "{\"type\":\"object\"}");
+    register_tool("wire", J(Risk_Irreversible), 1000, "{\"type\":\"object\"}");
+    register_tool("slow", J(Risk_Write), 1000, "{\"type\":\"object\"}");
+    register_tool("big", J(Risk_Read), 1000, "true"); /* a boolean schema: any arguments */
+    register_tool("flip", J(Risk_Read), 1000, "{\"type\":\"object\"}");
+    register_tool("lag", J(Risk_Read), 1000, "{\"type\":\"object\"}");
     return 0;
 }
 
