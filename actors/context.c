@@ -52,17 +52,6 @@ static json_t *message(const char *role, const char *content)
     return m;
 }
 
-/* Length of the longest prefix of s[0..n) not longer than max that does not
- * split a UTF-8 sequence. */
-static size_t utf8_cut(const char *s, size_t n, size_t max)
-{
-    if (n <= max)
-        return n;
-    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
-        max--;
-    return max;
-}
-
 /* The text of a tool result as the model sees it. */
 static json_t *result_text(const struct tr_run_call *c, const struct tr_run_env *env, size_t cap,
                            uint32_t *truncated)
@@ -92,7 +81,7 @@ static json_t *result_text(const struct tr_run_call *c, const struct tr_run_env 
         out = c->is_error ? json_sprintf("error: %s", text) : json_string(text);
     } else {
         char hex[2 * TR_RUN_DIGEST + 1] = "";
-        size_t keep = utf8_cut(text, n, cap);
+        size_t keep = tr_run_utf8_cut(text, n, cap);
 
         if (c->has_digest)
             tr_run_hex(c->result_digest, TR_RUN_DIGEST, hex);
@@ -177,8 +166,19 @@ static json_t *summary(const struct tr_run_state *s, uint32_t dropped)
         at = (size_t)snprintf(buf, sizeof buf, "Earlier steps (1-%u) called: ", dropped);
     if (n == 0)
         at += (size_t)snprintf(buf + at, sizeof buf - at, "no tools");
-    for (uint32_t k = 0; k < n && at < sizeof buf - 64; k++)
-        at += (size_t)snprintf(buf + at, sizeof buf - at, "%s%.60s x%u", k ? ", " : "", names[k], counts[k]);
+    for (uint32_t k = 0; k < n && at < sizeof buf - 64; k++) {
+        /* One name that is not UTF-8, or cut inside a character, would
+         * make the whole summary unusable (jstr). */
+        const char *name = names[k];
+        size_t keep = tr_run_utf8_cut(name, strlen(name), 60);
+        json_t *probe = json_stringn(name, keep);
+        if (!probe) {
+            name = "(a name that is not UTF-8)";
+            keep = strlen(name);
+        }
+        json_decref(probe);
+        at += (size_t)snprintf(buf + at, sizeof buf - at, "%s%.*s x%u", k ? ", " : "", (int)keep, name, counts[k]);
+    }
     if (other && at < sizeof buf - 32)
         at += (size_t)snprintf(buf + at, sizeof buf - at, ", %u more", other);
     if (at < sizeof buf - 32)

@@ -177,7 +177,7 @@ static const struct tr_run_tool *registry_lookup(void *ud, const char *name, uin
         if (!j)
             snprintf(e->schema_error, sizeof e->schema_error, "the schema is not JSON");
         else if (tr_schema_compile(j, &e->schema, &err) != 0)
-            snprintf(e->schema_error, sizeof e->schema_error, "%.190s", err.msg);
+            snprintf(e->schema_error, sizeof e->schema_error, "%.*s", tr_run_utf8_shown(err.msg, 190), err.msg);
         json_decref(j);
     }
     e->view = (struct tr_run_tool){
@@ -742,6 +742,15 @@ static void on_note(struct tr_ctx *ctx, struct run_actor *r, const struct tr_sta
     want_refold(ctx, r, 0);
 }
 
+
+/* When the run's wall-time cap ends (µs since the epoch). created_us is
+ * journal data: the sum saturates rather than overflow. */
+static int64_t wall_end(const struct tr_run_state *rs)
+{
+    int64_t span = (int64_t)rs->timeout_s * 1000000;
+    return rs->created_us > INT64_MAX - span ? INT64_MAX : rs->created_us + span;
+}
+
 static int run_init(struct tr_ctx *ctx, void *state, void *arg)
 {
     struct run_actor *r = state;
@@ -769,7 +778,7 @@ static int run_init(struct tr_ctx *ctx, void *state, void *arg)
         return 0;
     }
     if (r->s.timeout_s && !r->s.terminal) {
-        int64_t end = r->s.created_us + (int64_t)r->s.timeout_s * 1000000, now = (int64_t)tr_wall_us(ctx);
+        int64_t end = wall_end(&r->s), now = (int64_t)tr_wall_us(ctx);
         arm(ctx, r, TR_RUN_TIMER_WALL, 0, 0, end > now ? (uint64_t)(end - now) / 1000 + 1 : 0);
     }
     tr_tell(ctx, tr_self(ctx), TR_MSG_RUN_TIMER, &kick, sizeof kick);
@@ -799,7 +808,7 @@ static void rearm_early(struct tr_ctx *ctx, struct run_actor *r, const struct tr
         break;
     case TR_RUN_TIMER_WALL:
         if (r->s.timeout_s && !r->s.terminal) {
-            int64_t end = r->s.created_us + (int64_t)r->s.timeout_s * 1000000;
+            int64_t end = wall_end(&r->s);
             if (now < end)
                 arm(ctx, r, TR_RUN_TIMER_WALL, 0, 0, ms_until(end, now));
         }

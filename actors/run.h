@@ -282,6 +282,16 @@ struct tr_run_step *tr_run_last_step(const struct tr_run_state *s);
 bool tr_run_step_complete(const struct tr_run_step *st);
 /* The scratchpad value of key, or NULL. */
 const char *tr_run_scratch_get(const struct tr_run_state *s, const char *key);
+/* Length of the longest prefix of s[0..n) no longer than max bytes that does
+ * not split a UTF-8 sequence: text cut inside a character is not UTF-8, and
+ * jansson would refuse all of it. */
+size_t tr_run_utf8_cut(const char *s, size_t n, size_t max);
+/* The same for "%.*s" on a NUL-terminated s. */
+int tr_run_utf8_shown(const char *s, size_t max);
+/* Replace each byte of s[0..n) that is not part of a valid UTF-8 sequence
+ * (overlong forms, surrogates and code points past U+10FFFF included) with
+ * '?', in place. */
+void tr_run_utf8_scrub(char *s, size_t n);
 
 /* ---- inputs the core does not own ---------------------------------------- */
 

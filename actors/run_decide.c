@@ -60,13 +60,17 @@ static tr_fb_ref usage_ref(struct tr_fb_builder *b, uint64_t p, uint64_t c, uint
     return J(Usage_end)(b);
 }
 
-static size_t utf8_cut(const char *s, size_t n, size_t max)
+/* Text for an event (an error, a reason): at most max bytes, cut on a
+ * character, every byte that is not UTF-8 replaced (it may quote a tool's
+ * or a model's bytes; jansson would refuse the whole text in a prompt). */
+static tr_fb_ref text_ref(struct tr_fb_builder *b, const char *s, size_t max)
 {
-    if (n <= max)
-        return n;
-    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
-        max--;
-    return max;
+    size_t n = (size_t)tr_run_utf8_shown(s, max);
+    char *copy = tr_memdup(s, n);
+    tr_run_utf8_scrub(copy, n);
+    tr_fb_ref r = tr_fb_create_string(b, copy, n);
+    tr_free(copy);
+    return r;
 }
 
 /* llm.requested names its prompt by digest; the body is kept in v for the
@@ -116,10 +120,10 @@ static void ev_llm_completed(const struct tr_run_state *s, int64_t now, const st
             id = gen;
         }
         const char *an = r->calls[i].arguments;
-        tr_fb_ref rid = tr_fb_create_string(&b, id, strnlen(id, 256));
-        tr_fb_ref name = tr_fb_create_string(&b, r->calls[i].name ? r->calls[i].name : "",
-                                             r->calls[i].name ? strnlen(r->calls[i].name, 256) : 0);
-        tr_fb_ref args = an ? tr_fb_create_string(&b, an, utf8_cut(an, strlen(an), TR_RUN_ARGS_MAX)) : 0;
+        const char *nm = r->calls[i].name ? r->calls[i].name : "";
+        tr_fb_ref rid = tr_fb_create_string(&b, id, (size_t)tr_run_utf8_shown(id, 256));
+        tr_fb_ref name = tr_fb_create_string(&b, nm, (size_t)tr_run_utf8_shown(nm, 256));
+        tr_fb_ref args = an ? tr_fb_create_string(&b, an, tr_run_utf8_cut(an, strlen(an), TR_RUN_ARGS_MAX)) : 0;
         J(ToolCall_start)(&b);
         J(ToolCall_add_id)(&b, rid);
         J(ToolCall_add_name)(&b, name);
@@ -129,7 +133,7 @@ static void ev_llm_completed(const struct tr_run_state *s, int64_t now, const st
     tr_fb_ref vec = r->n_calls ? J(LlmCompleted_create_tool_calls)(&b, calls, r->n_calls) : 0;
     tr_fb_ref model = str_or_0(&b, r->model ? r->model : s->model);
     tr_fb_ref content =
-        r->content ? tr_fb_create_string(&b, r->content, utf8_cut(r->content, strlen(r->content), TR_RUN_CONTENT_MAX)) : 0;
+        r->content ? tr_fb_create_string(&b, r->content, tr_run_utf8_cut(r->content, strlen(r->content), TR_RUN_CONTENT_MAX)) : 0;
     tr_fb_ref reqid = str_or_0(&b, r->request_id);
     tr_fb_ref usage = usage_ref(&b, r->prompt_tokens, r->completion_tokens, r->cost_micro_usd);
     J(LlmCompleted_start)(&b);
@@ -210,9 +214,9 @@ static void ev_tool_completed(const struct tr_run_state *s, int64_t now, uint32_
          * blobs family with the append; the event keeps a prefix for
          * previews, its size and the digest. */
         if (rlen > TR_RUN_BLOB_MIN) {
-            size_t stored = utf8_cut(result, rlen, TR_RUN_BLOB_MAX);
+            size_t stored = tr_run_utf8_cut(result, rlen, TR_RUN_BLOB_MAX);
 
-            keep = utf8_cut(result, rlen, TR_RUN_PROMPT_RESULT_MAX);
+            keep = tr_run_utf8_cut(result, rlen, TR_RUN_PROMPT_RESULT_MAX);
             crypto_generichash(digest, sizeof digest, (const unsigned char *)result, stored, NULL, 0);
             dg = tr_fb_create_bytes(&b, digest, sizeof digest);
             out->blob = tr_memdup(result, stored);
@@ -222,7 +226,7 @@ static void ev_tool_completed(const struct tr_run_state *s, int64_t now, uint32_
     }
     tr_fb_ref err = 0;
     if (error)
-        err = tr_fb_create_string(&b, error, strnlen(error, 4096));
+        err = text_ref(&b, error, 4096);
     J(ToolCompleted_start)(&b);
     J(ToolCompleted_add_step)(&b, step);
     J(ToolCompleted_add_call_index)(&b, i);
@@ -302,7 +306,7 @@ static void ev_failed(const struct tr_run_state *s, int64_t now, const char *cod
 
     tr_fb_builder_init(&b);
     tr_fb_ref c = tr_fb_create_str(&b, code);
-    tr_fb_ref m = tr_fb_create_string(&b, msg ? msg : "", msg ? strnlen(msg, 4096) : 0);
+    tr_fb_ref m = text_ref(&b, msg ? msg : "", 4096);
     tr_fb_ref u = usage_ref(&b, s->prompt_tokens, s->completion_tokens, s->cost_micro_usd);
     J(RunFailed_start)(&b);
     J(RunFailed_add_error_code)(&b, c);
@@ -451,7 +455,7 @@ static void run_builtin(const struct tr_run_state *s, int64_t now, uint32_t step
         if (v) {
             ev_tool_completed(s, now, step, i, c, v, strlen(v), NULL, false, 0, 0, out);
         } else {
-            snprintf(buf, sizeof buf, "no value under key \"%.100s\"", key ? key : "");
+            snprintf(buf, sizeof buf, "no value under key \"%.*s\"", tr_run_utf8_shown(key ? key : "", 100), key ? key : "");
             ev_tool_completed(s, now, step, i, c, NULL, 0, buf, true, 0, 0, out);
         }
         break;
@@ -518,9 +522,9 @@ static bool loop_found(const struct tr_run_state *s, const struct tr_run_step *s
             *sig = st->calls[i].sig;
             *repeats = n;
             snprintf(detail, cap,
-                     "You have called %.100s with the same arguments %u times; the result will not "
+                     "You have called %.*s with the same arguments %u times; the result will not "
                      "change. Try something else or finish.",
-                     st->calls[i].name, n);
+                     tr_run_utf8_shown(st->calls[i].name, 100), st->calls[i].name, n);
             return true;
         }
     }
@@ -604,8 +608,9 @@ static void between_steps(const struct tr_run_state *s, struct tr_run_vol *v, co
         }
         if (s->invalid_streak >= TR_RUN_MAX_INVALID) {
             const struct tr_run_call *last = &st->calls[st->n_calls - 1];
-            snprintf(detail, sizeof detail, "%u invalid tool calls in a row; the last: %.200s", s->invalid_streak,
-                     last->error ? last->error : "");
+            const char *le = last->error ? last->error : "";
+            snprintf(detail, sizeof detail, "%u invalid tool calls in a row; the last: %.*s", s->invalid_streak,
+                     tr_run_utf8_shown(le, 200), le);
             ev_failed(s, now, "invalid_tool_calls", detail, out);
             return;
         }
@@ -762,8 +767,8 @@ static bool advance_call(const struct tr_run_state *s, struct tr_run_vol *v, con
             return false;
         }
         if (c->decision == J(Decision_Deny)) {
-            snprintf(buf, sizeof buf, "denied by a human: %.400s",
-                     c->decision_reason && c->decision_reason[0] ? c->decision_reason : "no reason given");
+            const char *r = c->decision_reason && c->decision_reason[0] ? c->decision_reason : "no reason given";
+            snprintf(buf, sizeof buf, "denied by a human: %.*s", tr_run_utf8_shown(r, 400), r);
             ev_tool_error(s, now, st->n, i, c, "", buf, out);
             return true;
         }
@@ -796,7 +801,7 @@ static bool advance_call(const struct tr_run_state *s, struct tr_run_vol *v, con
     if (t && t->risk != J(Risk_Read) && c->start_seq > v->acked_seq)
         return false;
     if (!t || !t->enabled) {
-        snprintf(buf, sizeof buf, "tool \"%.100s\" (version %u) is %s", c->name, c->version,
+        snprintf(buf, sizeof buf, "tool \"%.*s\" (version %u) is %s", tr_run_utf8_shown(c->name, 100), c->name, c->version,
                  t ? "disabled by an operator" : "no longer registered");
         ev_tool_error(s, now, st->n, i, c, "", buf, out);
         return true;
@@ -838,8 +843,11 @@ void tr_run_decide(const struct tr_run_state *s, struct tr_run_vol *v, const str
         ev_failed(s, now, "budget_exceeded", s->budget_detail, out);
         return;
     }
-    if (s->timeout_s && now - s->created_us >= (int64_t)s->timeout_s * 1000000) {
-        ev_budget(s, now, J(Cap_WallTime), s->timeout_s, (double)(now - s->created_us) / 1e6, out);
+    /* The creation time is journal data: now - created_us may not fit. */
+    if (s->timeout_s && now >= s->created_us &&
+        (uint64_t)now - (uint64_t)s->created_us >= (uint64_t)s->timeout_s * 1000000) {
+        ev_budget(s, now, J(Cap_WallTime), s->timeout_s, (double)((uint64_t)now - (uint64_t)s->created_us) / 1e6,
+                  out);
         return;
     }
     st = tr_run_last_step(s);

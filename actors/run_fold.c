@@ -21,6 +21,64 @@ static void set_str(char **dst, struct tr_fb_str s)
     *dst = dup_str(s);
 }
 
+size_t tr_run_utf8_cut(const char *s, size_t n, size_t max)
+{
+    if (n <= max)
+        return n;
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+        max--;
+    return max;
+}
+
+int tr_run_utf8_shown(const char *s, size_t max)
+{
+    return (int)tr_run_utf8_cut(s, strlen(s), max);
+}
+
+/* Length of the valid UTF-8 sequence at p[0..n), or 0. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    size_t len;
+    uint32_t cp;
+
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xC2 && p[0] <= 0xDF)
+        len = 2, cp = p[0] & 0x1Fu;
+    else if ((p[0] & 0xF0) == 0xE0)
+        len = 3, cp = p[0] & 0x0Fu;
+    else if (p[0] >= 0xF0 && p[0] <= 0xF4)
+        len = 4, cp = p[0] & 0x07u;
+    else
+        return 0;
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3Fu);
+    }
+    if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)))
+        return 0;
+    if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))
+        return 0;
+    return len;
+}
+
+void tr_run_utf8_scrub(char *s, size_t n)
+{
+    unsigned char *p = (unsigned char *)s;
+
+    for (size_t i = 0; i < n;) {
+        size_t l = utf8_seq(p + i, n - i);
+        if (l == 0) {
+            p[i++] = '?';
+            continue;
+        }
+        i += l;
+    }
+}
+
 void tr_run_state_init(struct tr_run_state *s, uint64_t run_id, uint64_t epoch)
 {
     memset(s, 0, sizeof *s);
@@ -327,8 +385,11 @@ static int fold_terminal(struct tr_run_state *s, uint64_t seq, uint8_t type)
 int tr_run_fold(struct tr_run_state *s, const void *event, size_t len)
 {
     struct tr_fb_error err;
-    const struct J(Event) *e = J(Event_verify_as_root)(event, len, &err);
+    const struct J(Event) *e;
 
+    if (s->fold_error[0]) /* sticky: nothing is folded after a refused event */
+        return TR_EINVAL;
+    e = J(Event_verify_as_root)(event, len, &err);
     if (!e) {
         char why[128];
         return fold_fail(s, s->next_seq, tr_fb_error_format(&err, why, sizeof why));
@@ -341,13 +402,21 @@ int tr_run_fold(struct tr_run_state *s, const void *event, size_t len)
         return fold_fail(s, seq, "seq out of order");
     if (s->terminal)
         return fold_fail(s, seq, "event after the terminal one");
-    if (J(Event_epoch)(e) > s->epoch)
-        s->epoch = J(Event_epoch)(e);
 
     int rv = TR_OK;
     uint8_t type = J(Event_data_type)(e);
+    /* The verifier accepts a union tag whose table is absent (so does
+     * Google's); every reader below needs the table. */
+    if (type != J(Data_NONE) && !J(Event_data)(e)) {
+        char why[64];
+        const char *name = J(Data_name)(type);
+        snprintf(why, sizeof why, "%s event without its data", name ? name : "an");
+        return fold_fail(s, seq, why);
+    }
     switch (type) {
     case J(Data_RunCreated):
+        if (s->created)
+            return fold_fail(s, seq, "run.created twice");
         fold_created(s, e, J(Event_data_as_RunCreated)(e));
         break;
     case J(Data_LlmRequested):
@@ -437,10 +506,13 @@ int tr_run_fold(struct tr_run_state *s, const void *event, size_t len)
         s->loops_detected++;
         break;
     }
-    default: /* run.assigned (epoch taken above), memory.written, newer types */
+    default: /* run.assigned (epoch taken below), memory.written, newer types */
         break;
     }
-    if (rv == TR_OK)
-        s->next_seq = seq + 1;
-    return rv;
+    if (rv != TR_OK)
+        return rv;
+    if (J(Event_epoch)(e) > s->epoch)
+        s->epoch = J(Event_epoch)(e);
+    s->next_seq = seq + 1;
+    return TR_OK;
 }

@@ -166,16 +166,18 @@ const char *tr_run_validate_call(const struct tr_run_state *s, const struct tr_r
         if (agent_allows(s, c->name) && env->tool_lookup)
             t = env->tool_lookup(env->tool_ud, c->name, c->start_seq ? c->version : 0);
         if (!t || t->kind == troupe_cmd_ToolKind_Builtin) {
-            snprintf(buf, cap, "unknown tool \"%.100s\": use one of the tools offered", c->name);
+            snprintf(buf, cap, "unknown tool \"%.*s\": use one of the tools offered", tr_run_utf8_shown(c->name, 100),
+                     c->name);
             return buf;
         }
         if (!t->enabled) {
-            snprintf(buf, cap, "tool \"%.100s\" is disabled by an operator", c->name);
+            snprintf(buf, cap, "tool \"%.*s\" is disabled by an operator", tr_run_utf8_shown(c->name, 100), c->name);
             return buf;
         }
         if (t->input_schema && !t->schema) {
-            snprintf(buf, cap, "tool \"%.100s\" has an unusable schema: %.200s", c->name,
-                     t->schema_error ? t->schema_error : "does not compile");
+            const char *why_not = t->schema_error ? t->schema_error : "does not compile";
+            snprintf(buf, cap, "tool \"%.*s\" has an unusable schema: %.*s", tr_run_utf8_shown(c->name, 100), c->name,
+                     tr_run_utf8_shown(why_not, 200), why_not);
             return buf;
         }
         *tool = t;
@@ -188,7 +190,8 @@ const char *tr_run_validate_call(const struct tr_run_state *s, const struct tr_r
         struct tr_schema_errors errs;
 
         if (tr_schema_validate((*tool)->schema, a, &errs) != 0) {
-            int n = snprintf(buf, cap, "arguments do not match the schema of \"%.100s\":\n", c->name);
+            int n = snprintf(buf, cap, "arguments do not match the schema of \"%.*s\":\n",
+                             tr_run_utf8_shown(c->name, 100), c->name);
             if (n > 0 && (size_t)n < cap)
                 tr_schema_errors_format(&errs, buf + n, cap - (size_t)n);
             why = buf;

@@ -1177,6 +1177,280 @@ static void test_fold_rejects(void **st)
     h_free(&h);
 }
 
+/* An event of run `run` at `seq`: run.created (with a wall-time cap) or
+ * llm.requested of step 1, or only the type tag when !with_data. */
+static uint8_t *raw_event(const char *run, uint64_t seq, int64_t t, uint8_t type, bool with_data, uint32_t timeout_s,
+                          size_t *len)
+{
+    struct tr_fb_builder b;
+    tr_fb_ref data = 0;
+
+    tr_fb_builder_init(&b);
+    if (with_data && type == J(Data_RunCreated)) {
+        tr_fb_ref names[] = { tr_fb_create_str(&b, "search") };
+        tr_fb_ref tv = J(AgentConfig_create_tools)(&b, names, 1);
+        J(AgentConfig_start)(&b);
+        J(AgentConfig_add_tools)(&b, tv);
+        J(AgentConfig_add_timeout_s)(&b, timeout_s);
+        tr_fb_ref agent = J(AgentConfig_end)(&b);
+        tr_fb_ref tenant = tr_fb_create_str(&b, "acme"), goal = tr_fb_create_str(&b, "g");
+        J(RunCreated_start)(&b);
+        J(RunCreated_add_tenant)(&b, tenant);
+        J(RunCreated_add_goal)(&b, goal);
+        J(RunCreated_add_agent)(&b, agent);
+        data = J(RunCreated_end)(&b);
+    } else if (with_data) {
+        J(LlmRequested_start)(&b);
+        J(LlmRequested_add_step)(&b, 1);
+        J(LlmRequested_add_attempt)(&b, 1);
+        data = J(LlmRequested_end)(&b);
+    }
+    tr_fb_ref rid = tr_fb_create_str(&b, run);
+    J(Event_start)(&b);
+    J(Event_add_seq)(&b, seq);
+    J(Event_add_time_us)(&b, t);
+    J(Event_add_run_id)(&b, rid);
+    J(Event_add_epoch)(&b, 1);
+    J(Event_add_data_type)(&b, type);
+    J(Event_add_data)(&b, data);
+    J(Event_finish)(&b, J(Event_end)(&b));
+    const uint8_t *p = tr_fb_builder_data(&b, len);
+    uint8_t *out = tr_memdup(p, *len);
+    tr_fb_builder_free(&b);
+    return out;
+}
+
+/* Journals from a corrupt store (found by tests/fuzz/fold): a clear error,
+ * never a crash or a leak, and nothing folded after it. */
+static void test_fold_corrupt_journal(void **st)
+{
+    struct tr_run_state s;
+    size_t n1, n2, n3;
+    uint8_t *e1, *e2, *e3;
+
+    /* A union tag whose table is absent verifies; the fold read NULL. */
+    tr_run_state_init(&s, 5, 1);
+    e1 = raw_event(s.run_text, 1, 1000, J(Data_RunCreated), true, 0, &n1);
+    e2 = raw_event(s.run_text, 2, 2000, J(Data_LlmRequested), false, 0, &n2);
+    assert_non_null(J(Event_verify_as_root)(e2, n2, NULL));
+    assert_int_equal(tr_run_fold(&s, e1, n1), 0);
+    assert_int_equal(tr_run_fold(&s, e2, n2), TR_EINVAL);
+    assert_non_null(strstr(s.fold_error, "seq 2: LlmRequested event without its data"));
+    tr_free(e2);
+    e2 = raw_event(s.run_text, 1, 2000, J(Data_RunCreated), false, 0, &n2);
+    tr_run_state_free(&s);
+    assert_int_equal(tr_run_fold(&s, e2, n2), TR_EINVAL);
+    assert_false(s.created);
+    tr_free(e2);
+    tr_run_state_free(&s);
+
+    /* run.created twice: refused (its agent's tools leaked). */
+    e2 = raw_event(s.run_text, 2, 2000, J(Data_RunCreated), true, 0, &n2);
+    assert_int_equal(tr_run_fold(&s, e1, n1), 0);
+    assert_int_equal(tr_run_fold(&s, e2, n2), TR_EINVAL);
+    assert_non_null(strstr(s.fold_error, "seq 2: run.created twice"));
+    assert_int_equal(s.next_seq, 2);
+    tr_free(e2);
+    tr_run_state_free(&s);
+
+    /* Sticky: after a refused event (a gap), the one that would have been
+     * next is refused too, and the state and the first error stay. */
+    e2 = raw_event(s.run_text, 3, 3000, J(Data_LlmRequested), true, 0, &n2);
+    e3 = raw_event(s.run_text, 2, 2000, J(Data_LlmRequested), true, 0, &n3);
+    assert_int_equal(tr_run_fold(&s, e1, n1), 0);
+    assert_int_equal(tr_run_fold(&s, e2, n2), TR_EINVAL);
+    char first[sizeof s.fold_error];
+    memcpy(first, s.fold_error, sizeof first);
+    assert_non_null(strstr(first, "seq 3: seq out of order"));
+    assert_int_equal(tr_run_fold(&s, e3, n3), TR_EINVAL);
+    assert_string_equal(s.fold_error, first);
+    assert_int_equal(s.next_seq, 2);
+    assert_int_equal(s.n_steps, 0);
+    tr_free(e1);
+    tr_free(e2);
+    tr_free(e3);
+    tr_run_state_free(&s);
+}
+
+/* A creation time far in the past (a corrupt store): now - created_us does
+ * not fit an int64_t; the wall-time cap is simply reached. */
+static void test_wall_time_far_past(void **st)
+{
+    struct tr_run_state s;
+    struct tr_run_vol v = { 0 };
+    struct tr_run_env env = { 0 };
+    struct tr_run_action a;
+    size_t n;
+
+    tr_run_state_init(&s, 5, 1);
+    uint8_t *e = raw_event(s.run_text, 1, INT64_MIN, J(Data_RunCreated), true, 30, &n);
+    assert_int_equal(tr_run_fold(&s, e, n), 0);
+    v.acked_seq = 1;
+    tr_run_decide(&s, &v, &env, 1000, &a);
+    assert_int_equal(a.kind, TR_RUN_APPEND);
+    assert_int_equal(a.event_type, J(Data_BudgetExceeded));
+    const struct J(BudgetExceeded) *b = J(Event_data_as_BudgetExceeded)(J(Event_verify_as_root)(a.buf, a.len, NULL));
+    assert_int_equal(J(BudgetExceeded_cap)(b), J(Cap_WallTime));
+    tr_run_action_free(&a);
+    tr_free(e);
+    tr_run_state_free(&s);
+    tr_run_vol_free(&v);
+
+    /* Created in the future: not timed out. */
+    tr_run_state_init(&s, 5, 1);
+    e = raw_event(s.run_text, 1, INT64_MAX, J(Data_RunCreated), true, 30, &n);
+    assert_int_equal(tr_run_fold(&s, e, n), 0);
+    v.acked_seq = 1;
+    tr_run_decide(&s, &v, &env, 1000, &a);
+    assert_int_equal(a.kind, TR_RUN_APPEND);
+    assert_int_equal(a.event_type, J(Data_LlmRequested));
+    tr_run_action_free(&a);
+    tr_free(e);
+    tr_run_state_free(&s);
+    tr_run_vol_free(&v);
+}
+
+/* Text cut at a byte count must not split a UTF-8 character: jansson
+ * refuses such text, and the prompt showed a placeholder instead of all of
+ * it (found by tests/fuzz/fold). A human's denial reason: */
+static void test_denial_reason_utf8(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+    char reason[1 + 2 * 300 + 1];
+
+    reason[0] = 'a'; /* so that the 400-byte cut falls inside a character */
+    for (int i = 0; i < 300; i++)
+        memcpy(reason + 1 + 2 * i, "\xc3\xa9", 2);
+    reason[sizeof reason - 1] = '\0';
+    setup_wire(&h);
+    const struct J(ApprovalRequested) *ar = wait_for_approval(&h);
+    h_fsm_decided(&h, J(ApprovalRequested_approval_id)(ar).ptr, J(Decision_Deny), reason);
+    h.manual_llm = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    const char *err = J(ToolCompleted_error)(last_completed(&h)).ptr;
+    json_t *j = json_string(err);
+    assert_non_null(j); /* UTF-8 */
+    json_decref(j);
+    assert_int_equal(strlen(err), strlen("denied by a human: a") + 2 * 199);
+    assert_null(strstr(a.json, "not valid UTF-8"));
+    assert_non_null(strstr(a.json, "denied by a human: a\xc3\xa9"));
+    tr_run_action_free(&a);
+    h_free(&h);
+}
+
+/* ... and a long tool name in the summary of dropped steps. */
+static char *llm_long_name(struct harness *h, uint32_t step, uint32_t attempt)
+{
+    char args[32];
+    const char *name = h->ud, *a = args;
+
+    snprintf(args, sizeof args, "{\"n\":%u}", step);
+    return h_llm_calls(10, 10, 10, 1, &name, &a);
+}
+
+static void test_summary_utf8(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+    char name[1 + 2 * 40 + 1]; /* "x" then 40 x U+00E9: byte 60 is inside one */
+    struct h_agent ag = agent_search;
+
+    name[0] = 'x';
+    for (int i = 0; i < 40; i++)
+        memcpy(name + 1 + 2 * i, "\xc3\xa9", 2);
+    name[sizeof name - 1] = '\0';
+    ag.tools[0] = name;
+    ag.tools[1] = NULL;
+    h_init(&h, &ag, llm_long_name, tool_echo);
+    h_add_tool(&h, name, NULL, J(Risk_Read));
+    h.ud = name;
+    h.env.context_tokens = 700;
+    h.manual_llm = true;
+    for (uint32_t step = 1; step <= 4; step++) {
+        assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+        tr_run_action_free(&a);
+        char *reply = llm_long_name(&h, step, 1);
+        h_llm_reply(&h, reply);
+        tr_free(reply);
+    }
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    assert_non_null(strstr(a.json, "\"Earlier step"));
+    assert_null(strstr(a.json, "not valid UTF-8"));
+    tr_run_action_free(&a);
+    h_free(&h);
+}
+
+
+/* ... and an unknown tool's long name in the refusal the model reads (cut at
+ * 100 bytes, which falls inside a character here). */
+static char *llm_long_unknown(struct harness *h, uint32_t step, uint32_t attempt)
+{
+    return step == 1 ? h_llm_call1(h->ud, "{}") : h_llm_call1("finish", "{\"answer\":\"ok\"}");
+}
+
+static void test_refusal_utf8(void **st)
+{
+    struct harness h;
+    struct tr_run_action a;
+    char name[1 + 2 * 60 + 1];
+
+    name[0] = 'x';
+    for (int i = 0; i < 60; i++)
+        memcpy(name + 1 + 2 * i, "\xc3\xa9", 2);
+    name[sizeof name - 1] = '\0';
+    h_init(&h, &agent_search, llm_long_unknown, tool_echo);
+    h_add_tool(&h, "search", search_schema, J(Risk_Read));
+    h.ud = name;
+    h.manual_llm = true;
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    tr_run_action_free(&a);
+    char *reply = llm_long_unknown(&h, 1, 1);
+    h_llm_reply(&h, reply);
+    tr_free(reply);
+    assert_int_equal(h_drive(&h, 100, &a), TR_RUN_CALL_LLM);
+    const char *err = error_at_step(&h, 1);
+    assert_non_null(err);
+    json_t *j = json_string(err);
+    assert_non_null(j); /* UTF-8 */
+    json_decref(j);
+    char want[160]; /* cut on a character: "x" and 49 of the 60, nothing replaced */
+    snprintf(want, sizeof want, "unknown tool \"%.99s\":", name);
+    assert_non_null(strstr(err, want));
+    assert_null(strchr(err, '?'));
+    assert_null(strstr(a.json, "not valid UTF-8"));
+    tr_run_action_free(&a);
+    h_free(&h);
+}
+
+/* tr_run_utf8_scrub keeps UTF-8 and replaces each byte of anything else. */
+static void test_utf8_scrub(void **st)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        { "plain", "plain" },
+        { "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80" },
+        { "a\x80z", "a?z" },                 /* a lone continuation byte */
+        { "\xc0\x80", "??" },                /* an overlong NUL */
+        { "\xe0\x80\xaf", "???" },           /* an overlong '/' */
+        { "\xed\xa0\x80", "???" },           /* a surrogate */
+        { "\xf4\x90\x80\x80", "????" },      /* past U+10FFFF */
+        { "\xf5\x80", "??" },                /* no such lead byte */
+        { "ok\xe2\x82", "ok??" },            /* cut at the end */
+        { "\xc3(", "?(" },                   /* a lead byte without its continuation */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *t = tr_strdup(cases[i].in);
+        tr_run_utf8_scrub(t, strlen(t));
+        assert_string_equal(t, cases[i].out);
+        tr_free(t);
+    }
+    assert_int_equal(tr_run_utf8_cut("a\xc3\xa9", 3, 2), 1);
+    assert_int_equal(tr_run_utf8_cut("a\xc3\xa9", 3, 3), 3);
+    assert_int_equal(tr_run_utf8_shown("\xe2\x82\xac\xe2\x82\xac", 5), 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1196,6 +1470,8 @@ int main(void)
         cmocka_unit_test(test_loop_repeats),
         cmocka_unit_test(test_loop_nothing_new),
         cmocka_unit_test(test_malformed_calls),
+        cmocka_unit_test(test_refusal_utf8),
+        cmocka_unit_test(test_utf8_scrub),
         cmocka_unit_test(test_invalid_limit),
         cmocka_unit_test(test_disabled_and_unlisted),
         cmocka_unit_test(test_parallel_any_order),
@@ -1209,6 +1485,10 @@ int main(void)
         cmocka_unit_test(test_builtins),
         cmocka_unit_test(test_large_result_blob),
         cmocka_unit_test(test_fold_rejects),
+        cmocka_unit_test(test_fold_corrupt_journal),
+        cmocka_unit_test(test_wall_time_far_past),
+        cmocka_unit_test(test_denial_reason_utf8),
+        cmocka_unit_test(test_summary_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
