@@ -56,7 +56,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 {
     memset(o, 0, sizeof(*o));
     snprintf(o->host, sizeof(o->host), "127.0.0.1");
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option takes a value */
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (v == NULL)
@@ -79,7 +79,6 @@ static int parse_args(int argc, char **argv, struct opts *o)
         } else {
             return -1;
         }
-        i++;
     }
     return o->script != NULL ? 0 : -1;
 }
