@@ -89,7 +89,9 @@
  * schema name or NULL; N_U_name(tag) the member name ("NONE" for 0).
  * Root types: N_T_IDENTIFIER is the file identifier ("TRJ1" ...).
  * A union member tag the reader does not know is rejected by the verifier:
- * when a union grows, upgrade readers before writers.
+ * when a union grows, upgrade readers before writers. So is a member tag
+ * whose value is absent (Google's verifier lets it pass, and every reader of
+ * N_T_f_as_M would then have to expect NULL for a tag that names M).
  *
  * Example (journal event):
  *   struct tr_fb_builder b;
@@ -152,7 +154,8 @@
   X(TR_FB_E_TOO_MANY, "more objects than the table-count limit")               \
   X(TR_FB_E_UNION, "union type out of range")                                  \
   X(TR_FB_E_NESTED, "nested buffer invalid")                                  \
-  X(TR_FB_E_SIZE, "size prefix does not match the buffer")
+  X(TR_FB_E_SIZE, "size prefix does not match the buffer")                    \
+  X(TR_FB_E_UNION_VALUE, "union type set but its value absent")
 
 enum tr_fb_status {
 #define TR_FB_X_ENUM(code, text) code,

@@ -551,6 +551,10 @@ static void gen_verifier(FILE *c, const struct fbg_schema *s,
     } else if (base == FBG_UNION) {
       const struct fbg_enum *u = fbg_union_of(s, f);
       fprintf(c,
+              "  if (!p && tag%u)\n"
+              "    return tr_fb_verify_fail(v, TR_FB_E_UNION_VALUE, tv.pos, T, \"%s\");\n",
+              f->id - 1, fn);
+      fprintf(c,
               "  if (p && tag%u) {\n"
               "    uint32_t t = 0;\n"
               "    if ((rc = tr_fb_verify_offset(v, p, T, \"%s\", &t)))\n"

@@ -1228,14 +1228,16 @@ static void test_fold_corrupt_journal(void **st)
     size_t n1, n2, n3;
     uint8_t *e1, *e2, *e3;
 
-    /* A union tag whose table is absent verifies; the fold read NULL. */
+    /* A union tag whose table is absent (Google's verifier lets it pass; the
+     * fold read NULL): the verifier refuses it, so the fold does. */
     tr_run_state_init(&s, 5, 1);
     e1 = raw_event(s.run_text, 1, 1000, J(Data_RunCreated), true, 0, &n1);
     e2 = raw_event(s.run_text, 2, 2000, J(Data_LlmRequested), false, 0, &n2);
-    assert_non_null(J(Event_verify_as_root)(e2, n2, NULL));
+    assert_null(J(Event_verify_as_root)(e2, n2, NULL));
     assert_int_equal(tr_run_fold(&s, e1, n1), 0);
     assert_int_equal(tr_run_fold(&s, e2, n2), TR_EINVAL);
-    assert_non_null(strstr(s.fold_error, "seq 2: LlmRequested event without its data"));
+    assert_non_null(strstr(s.fold_error, "seq 2: "));
+    assert_non_null(strstr(s.fold_error, "union type set but its value absent"));
     tr_free(e2);
     e2 = raw_event(s.run_text, 1, 2000, J(Data_RunCreated), false, 0, &n2);
     tr_run_state_free(&s);
