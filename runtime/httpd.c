@@ -18,11 +18,14 @@
  *     connection are gone.
  *
  * Failure modes: bad request line or headers -> 400; headers over the cap ->
- * 431; body over the cap -> 413; a request not complete within
- * request_timeout_ms -> 408; each of those closes the connection after the
- * answer (a lingering close: FIN, then discard input for a moment, so the
- * client reads the answer rather than a reset). Unsent output over
- * max_write_queue, a write error or EOF close the connection at once.
+ * 431; body over the cap -> 413; an HTTP version other than 1.x -> 505; a
+ * request not complete within request_timeout_ms -> 408; each of those
+ * closes the connection after the answer (a lingering close: FIN, then
+ * discard input for a moment, so the client reads the answer rather than a
+ * reset). Unsent output over max_write_queue, a write error, or EOF while a
+ * request is with the app close the connection at once; after EOF with only
+ * finished answers unsent, those go out first (a half-closing client still
+ * reads them).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -80,6 +83,7 @@ struct tr_httpd_conn {
     uv_tcp_t *tcp; /* separate so an upgrade can hand it over */
     uv_timer_t timer;
     enum tmode tmode;
+    size_t idle_unsent; /* bytes unsent when the idle timer was armed */
     int open_handles;
     http_parser parser;
     struct tr_buf in; /* read, not yet parsed */
@@ -170,6 +174,7 @@ const char *tr_httpd_reason(int status)
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
 }
@@ -313,6 +318,15 @@ static void stop_timer(struct tr_httpd_conn *c)
 {
     c->tmode = T_NONE;
     uv_timer_stop(&c->timer);
+}
+
+/* Idle: no request with the app and no output moving. When the timer
+ * fires, output that went out since it was armed keeps the connection: a
+ * client reading a long answer is not idle. */
+static void arm_idle(struct tr_httpd_conn *c)
+{
+    c->idle_unsent = uv_stream_get_write_queue_size((uv_stream_t *)c->tcp);
+    set_timer(c, T_IDLE, c->srv->o.idle_timeout_ms);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -465,6 +479,8 @@ static void conn_drained(struct tr_httpd_conn *c)
     }
     if (c->close_after_write && !c->req)
         begin_linger(c);
+    else if (c->tmode == T_IDLE)
+        arm_idle(c); /* idle from now on */
 }
 
 /* ------------------------------------------------------------------------ */
@@ -503,6 +519,8 @@ static void conn_after_response(struct tr_httpd_conn *c, int keep_alive)
         c->close_after_write = 1;
         if (c->writes == 0)
             begin_linger(c);
+        else
+            arm_idle(c); /* a client that never reads the rest is dropped */
         return;
     }
     if (!c->processing)
@@ -546,12 +564,17 @@ int tr_httpd_stream_start(struct tr_httpd_req *req, int status, const char *cons
         return TR_EINVAL;
     if (mode == TR_HTTPD_CHUNKED && req->http_minor == 0)
         mode = TR_HTTPD_RAW; /* HTTP/1.0 has no chunked encoding */
+    /* A 204 or 304 ends at its blank line: body bytes would read as the next
+     * response. Written as for HEAD: the writes are dropped. */
+    int no_body = status == 204 || status == 304;
+    if (no_body)
+        c->head_only = 1;
     c->streaming = 1;
     c->smode = mode;
     struct tr_buf h = {0};
     build_head(&h, status, headers, n_headers);
     if (mode == TR_HTTPD_CHUNKED)
-        tr_buf_printf(&h, "Transfer-Encoding: chunked\r\nConnection: %s\r\n\r\n",
+        tr_buf_printf(&h, "%sConnection: %s\r\n\r\n", no_body ? "" : "Transfer-Encoding: chunked\r\n",
                    keep_alive_for(c) ? "keep-alive" : "close");
     else
         tr_buf_printf(&h, "Connection: close\r\n\r\n");
@@ -664,8 +687,12 @@ const char *tr_httpd_header(const struct tr_httpd_req *req, const char *name)
 static void send_error(struct tr_httpd_conn *c, int status)
 {
     static const char *codes[] = {"bad_request", "request_timeout", "payload_too_large",
-                                  "header_fields_too_large"};
-    const char *code = status == 408 ? codes[1] : status == 413 ? codes[2] : status == 431 ? codes[3] : codes[0];
+                                  "header_fields_too_large", "version_not_supported"};
+    const char *code = status == 408   ? codes[1]
+                       : status == 413 ? codes[2]
+                       : status == 431 ? codes[3]
+                       : status == 505 ? codes[4]
+                                       : codes[0];
     struct tr_buf b = {0};
     char body[160];
     int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}\n", code,
@@ -683,6 +710,8 @@ static void send_error(struct tr_httpd_conn *c, int status)
     tr_buf_free(&b);
     if (rv == 0 && c->writes == 0)
         begin_linger(c);
+    else if (rv == 0)
+        arm_idle(c); /* a client that never reads the answer is dropped */
 }
 
 static struct tr_httpd_conn *pconn(http_parser *p)
@@ -750,6 +779,12 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
     struct tr_httpd_conn *c = pconn(p);
     if (!header_room(c, n))
         return -1;
+    /* http-parser does not check the first byte of a value (or of a folded
+     * line): a NUL would cut the app's string short. RFC 9110 5.5: refuse. */
+    if (memchr(at, '\0', n)) {
+        c->err_status = 400;
+        return -1;
+    }
     struct hspan *h = &c->hdrs[c->n_hdrs - 1];
     if (!c->last_was_value) {
         h->value_off = c->hbuf.len;
@@ -772,6 +807,11 @@ static int on_headers_complete(http_parser *p)
 {
     struct tr_httpd_conn *c = pconn(p);
     size_t max = c->srv->o.max_body_bytes;
+    /* http-parser takes any "HTTP/d.d"; the app is promised HTTP/1.x. */
+    if (p->http_major != 1) {
+        c->err_status = 505;
+        return -1;
+    }
     if (p->content_length != ULLONG_MAX && p->content_length > 0 && !(p->flags & F_CHUNKED)) {
         if (p->content_length > max) {
             c->err_status = 413;
@@ -779,7 +819,9 @@ static int on_headers_complete(http_parser *p)
         }
         tr_buf_reserve(&c->body, (size_t)p->content_length);
     }
-    for (size_t i = 0; i < c->n_hdrs; i++) {
+    /* An HTTP/1.0 client does not know interim responses: its expectation
+     * is ignored (RFC 9110 10.1.1). */
+    for (size_t i = 0; i < c->n_hdrs && p->http_minor >= 1; i++) {
         if (span_is(c, &c->hdrs[i], "expect", "100-continue")) {
             static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
             conn_write(c, cont, sizeof(cont) - 1);
@@ -869,7 +911,7 @@ static struct req_impl *make_req(struct tr_httpd_conn *c)
     r->pub.headers = hs;
     r->pub.n_headers = c->n_hdrs;
     r->pub.method = http_method_str((enum http_method)c->parser.method);
-    r->pub.http_minor = c->parser.http_minor;
+    r->pub.http_minor = c->parser.http_minor > 1 ? 1 : c->parser.http_minor; /* 1.2+ as 1.1 (RFC 9110 2.5) */
     r->pub.upgrade = c->parser.upgrade;
     if (c->body.p) {
         r->body = c->body.p;
@@ -945,7 +987,7 @@ static void conn_process(struct tr_httpd_conn *c)
     if (c->closing)
         return;
     if (!c->req && !c->in_message && !c->close_after_write && !c->stop_parsing && !c->lingering)
-        set_timer(c, T_IDLE, c->srv->o.idle_timeout_ms);
+        arm_idle(c);
     update_reading(c);
 }
 
@@ -956,6 +998,12 @@ static void timer_cb(uv_timer_t *t)
     c->tmode = T_NONE;
     switch (m) {
     case T_IDLE:
+        if (c->writes > 0 && uv_stream_get_write_queue_size((uv_stream_t *)c->tcp) < c->idle_unsent) {
+            arm_idle(c);
+            break;
+        }
+        conn_abort(c);
+        break;
     case T_LINGER:
         conn_abort(c);
         break;
@@ -983,11 +1031,29 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
     b->len = READ_CHUNK;
 }
 
+/* The client half-closed, and answers the app finished are still unsent:
+ * send them, then close as after "Connection: close". The idle timeout
+ * bounds a client that never reads them. */
+static void drain_then_close(struct tr_httpd_conn *c)
+{
+    uv_read_stop((uv_stream_t *)c->tcp);
+    c->reading = 0;
+    c->in.len = 0;
+    c->in_message = 0;
+    c->stop_parsing = 1;
+    c->close_after_write = 1;
+    arm_idle(c);
+}
+
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 {
     struct tr_httpd_conn *c = st->data;
     if (c->closing)
         return;
+    if (nread == UV_EOF && !c->req && c->writes > 0 && !c->upgrading && !c->lingering) {
+        drain_then_close(c);
+        return;
+    }
     if (nread < 0) {
         /* EOF or error: the client is gone (a pending request hears of it). */
         conn_abort(c);
@@ -1057,7 +1123,7 @@ static void on_connection(uv_stream_t *ls, int status)
         return;
     }
     c->reading = 1;
-    set_timer(c, T_IDLE, s->o.idle_timeout_ms);
+    arm_idle(c);
 }
 
 int tr_httpd_start(uv_loop_t *loop, const struct tr_httpd_opts *opts, struct tr_httpd **out, struct tr_err *err)

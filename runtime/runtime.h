@@ -488,7 +488,7 @@ struct tr_httpd_opts {
     uint32_t max_connections;       /* more are accepted and closed at once; 0 = 1024 */
     size_t max_header_bytes;        /* request line + headers; over -> 431, close; 0 = 16 KiB */
     size_t max_body_bytes;          /* over -> 413, close; 0 = 8 MiB */
-    uint32_t idle_timeout_ms;       /* no request in progress; then close; 0 = 60000 */
+    uint32_t idle_timeout_ms;       /* no request in progress and no output moving; then close; 0 = 60000 */
     uint32_t request_timeout_ms;    /* first byte to complete request; then 408, close; 0 = 30000 */
     size_t max_write_queue;         /* unsent response bytes per connection; over -> close; 0 = 16 MiB */
     /* A complete request. Answer it now or later (see above). */

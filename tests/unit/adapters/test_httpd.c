@@ -1,5 +1,6 @@
 /* tr_httpd: keep-alive, pipelining, limits, timeouts, async and streamed
  * answers, client-gone notification, upgrade, clean close. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 
@@ -382,6 +387,193 @@ static void http10_and_head(void **state)
     tsrv_stop(&s);
 }
 
+/* A client that half-closes once its request is sent still gets the whole
+ * answer, even the part the server could not write at once (found by
+ * tests/fuzz/httpd). */
+static void half_close_gets_whole_answer(void **state)
+{
+    enum { N = 8 * 1024 * 1024 }; /* well over what loopback buffers */
+    struct tsrv s;
+    struct tclient c;
+    char req[64];
+    assert_int_equal(tsrv_start(&s, NULL), 0);
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    snprintf(req, sizeof(req), "GET /big?n=%d HTTP/1.1\r\nHost: t\r\n\r\n", N);
+    tc_sends(&c, req);
+    assert_int_equal(shutdown(c.fd, SHUT_WR), 0);
+    assert_int_equal(tc_wait(&c, 1), 1);
+    assert_int_equal(c.r[0].status, 200);
+    assert_int_equal(c.r[0].body_len, N);
+    assert_true(tc_wait_eof(&c));
+    tc_close(&c);
+    tsrv_stop(&s);
+}
+
+/* A client that never reads an answer the server closes after (Connection:
+ * close, more than the socket buffers hold) is dropped after the idle
+ * timeout, not held with its unsent output forever. Seen from the server's
+ * connection count, polled through requests on a second connection. */
+static void non_reader_is_dropped(void **state)
+{
+    enum { N = 8 * 1024 * 1024 };
+    struct tsrv s;
+    struct tclient a, b;
+    struct tr_httpd_opts o = {.idle_timeout_ms = 100};
+    char req[96];
+    assert_int_equal(tsrv_start(&s, &o), 0);
+    assert_int_equal(tc_connect(&a, s.port), 0);
+    snprintf(req, sizeof(req), "GET /big?n=%d HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", N);
+    tc_sends(&a, req);
+    int alone = 0;
+    for (int i = 0; i < 2000 && !alone; i++) {
+        assert_int_equal(tc_connect(&b, s.port), 0);
+        tc_sends(&b, "GET /hello?i=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        assert_int_equal(tc_wait(&b, 1), 1);
+        tc_close(&b);
+        alone = atomic_load(&s.conns_seen) == 1; /* b's own: a is gone */
+        if (!alone)
+            uv_sleep(10);
+    }
+    assert_true(alone);
+    /* What reaches a is what the kernel held: not the whole answer. */
+    assert_int_equal(tc_wait(&a, 1), 0);
+    assert_true(a.eof);
+    tc_close(&a);
+    tsrv_stop(&s);
+}
+
+/* A client reading a long answer slowly but steadily is not idle: it gets
+ * all of it, though reading takes longer than the idle timeout (found by
+ * tests/fuzz/httpd). */
+static void slow_reader_gets_whole_answer(void **state)
+{
+    enum { N = 8 * 1024 * 1024, CHUNK = 32768 };
+    struct tsrv s;
+    struct tclient c;
+    struct tr_httpd_opts o = {.idle_timeout_ms = 1000};
+    char req[64];
+    char *all = malloc(N + 4096);
+    size_t len = 0;
+    const char *eoh = NULL;
+    assert_int_equal(tsrv_start(&s, &o), 0);
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    snprintf(req, sizeof(req), "GET /big?n=%d HTTP/1.1\r\nHost: t\r\n\r\n", N);
+    tc_sends(&c, req);
+    /* 32 KiB every 8 ms: two seconds or more in all, twice the idle timeout;
+     * a stall of the reader over a second would look idle. */
+    for (;;) {
+        size_t room = N + 4096 - len;
+        ssize_t n = recv(c.fd, all + len, room < CHUNK ? room : CHUNK, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (!eoh)
+            eoh = memmem(all, len, "\r\n\r\n", 4);
+        if (eoh && len - (size_t)(eoh + 4 - all) >= N)
+            break;
+        usleep(8000);
+    }
+    assert_non_null(eoh);
+    assert_int_equal(len - (size_t)(eoh + 4 - all), N);
+    free(all);
+    tc_close(&c);
+    tsrv_stop(&s);
+}
+
+/* The app gets HTTP/1.x only, and http_minor 0 or 1; an HTTP/1.0 client
+ * gets no "100 Continue"; a header value with a NUL is refused (found by
+ * tests/fuzz/httpd). */
+static void versions_and_bad_values(void **state)
+{
+    struct tsrv s;
+    struct tclient c;
+    assert_int_equal(tsrv_start(&s, NULL), 0);
+
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    tc_sends(&c, "GET /hello?i=1 HTTP/2.0\r\nHost: t\r\n\r\n");
+    assert_int_equal(tc_wait(&c, 1), 1);
+    assert_int_equal(c.r[0].status, 505);
+    assert_true(tc_wait_eof(&c));
+    tc_close(&c);
+
+    /* HTTP/1.7 is served as HTTP/1.1 (keep-alive, chunked streams). */
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    tc_sends(&c, "GET /stream?n=1&ms=1 HTTP/1.7\r\nHost: t\r\n\r\n");
+    assert_int_equal(tc_wait(&c, 1), 1);
+    assert_true(c.r[0].chunked);
+    assert_false(c.eof);
+    tc_close(&c);
+
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    tc_sends(&c, "POST /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc");
+    assert_true(tc_wait_eof(&c));
+    assert_true(strncmp(c.raw, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    assert_true(strstr(c.raw, "100 Continue") == NULL);
+    tc_close(&c);
+
+    static const char nul[] = "GET /hello?i=2 HTTP/1.1\r\nHost:\0t\r\n\r\n";
+    assert_int_equal(tc_connect(&c, s.port), 0);
+    tc_send(&c, nul, sizeof(nul) - 1);
+    assert_int_equal(tc_wait(&c, 1), 1);
+    assert_int_equal(c.r[0].status, 400);
+    assert_true(tc_wait_eof(&c));
+    tc_close(&c);
+
+    tsrv_stop(&s);
+    assert_int_equal(s.stats.requests, 2);
+    assert_int_equal(s.stats.bad_requests, 2);
+}
+
+static void stream_no_body_cb(struct tr_httpd_req *req, void *ud)
+{
+    int status = strcmp(req->path, "/304") == 0 ? 304 : 204;
+    assert_int_equal(tr_httpd_stream_start(req, status, NULL, 0, TR_HTTPD_CHUNKED), 0);
+    assert_int_equal(tr_httpd_stream_write(req, "dropped", 7), 0);
+    assert_int_equal(tr_httpd_stream_end(req), 0);
+}
+
+/* A streamed 204 or 304 is sent without body or Transfer-Encoding: its
+ * bytes would read as the next response (found by tests/fuzz/httpd). The
+ * server runs on this thread's loop, turned while the socket is read. */
+static void stream_no_body_status(void **state)
+{
+    static const char reqs[] = "GET /204 HTTP/1.1\r\nHost: t\r\n\r\nGET /304 HTTP/1.1\r\nHost: t\r\n\r\n";
+    static const char want[] = "HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n"
+                               "HTTP/1.1 304 Not Modified\r\nConnection: keep-alive\r\n\r\n";
+    uv_loop_t loop;
+    struct tr_httpd *h = NULL;
+    struct tr_httpd_opts o = {.on_request = stream_no_body_cb};
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    char got[512];
+    size_t len = 0;
+    int eof = 0;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(tr_httpd_start(&loop, &o, &h, NULL), 0);
+    sa.sin_port = htons((uint16_t)tr_httpd_port(h));
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(send(fd, reqs, sizeof(reqs) - 1, 0), (ssize_t)(sizeof(reqs) - 1));
+    assert_int_equal(shutdown(fd, SHUT_WR), 0);
+    for (int i = 0; i < 1000000 && !eof && len < sizeof(got); i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        ssize_t n = recv(fd, got + len, sizeof(got) - len, MSG_DONTWAIT);
+        if (n > 0)
+            len += (size_t)n;
+        else if (n == 0)
+            eof = 1;
+        else
+            assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+    }
+    assert_true(eof);
+    assert_int_equal(len, sizeof(want) - 1);
+    assert_memory_equal(got, want, len);
+    close(fd);
+    tr_httpd_close(h, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void bind_failure(void **state)
 {
     uv_loop_t loop;
@@ -417,6 +609,11 @@ int main(void)
         cmocka_unit_test(upgrade),
         cmocka_unit_test(close_with_pending),
         cmocka_unit_test(http10_and_head),
+        cmocka_unit_test(half_close_gets_whole_answer),
+        cmocka_unit_test(slow_reader_gets_whole_answer),
+        cmocka_unit_test(non_reader_is_dropped),
+        cmocka_unit_test(versions_and_bad_values),
+        cmocka_unit_test(stream_no_body_status),
         cmocka_unit_test(bind_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -141,6 +141,7 @@ static void on_request(struct tr_httpd_req *req, void *ud)
     struct tr_httpd_stats st;
     atomic_fetch_add(&s->requests, 1);
     tr_httpd_stats(s->httpd, &st);
+    atomic_store(&s->conns_seen, st.connections);
     if (st.connections > atomic_load(&s->max_conns))
         atomic_store(&s->max_conns, st.connections);
     if (strcmp(req->path, "/hello") == 0) {

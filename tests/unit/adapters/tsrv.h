@@ -33,6 +33,7 @@ struct tsrv {
     atomic_ullong gone;     /* close callbacks of unfinished requests */
     atomic_ullong streams_ended;
     atomic_uint max_conns;  /* most connections open at once, seen at requests */
+    atomic_uint conns_seen; /* connections open at the latest request */
     struct tr_httpd_stats stats; /* copied at stop */
 };
 
