@@ -137,6 +137,9 @@ int gw_approval_status_parse(const char *s, int8_t *out);
 /* The value of a JSON text field: parsed when it is JSON, else the string
  * itself; null when absent. */
 json_t *gw_json_text_value(struct tr_fb_str s);
+/* A JSON string of s[0..n), each byte that is not part of valid UTF-8 replaced
+ * by U+FFFD (jansson refuses invalid UTF-8 outright). */
+json_t *gw_json_stringn(const char *s, size_t n);
 
 /* New references; never NULL for a verified record. */
 json_t *gw_render_run(const struct troupe_state_Run *r);

@@ -65,8 +65,7 @@ int gw_approval_status_parse(const char *s, int8_t *out)
 
 /* ---- values ------------------------------------------------------------------------ */
 
-/* A JSON string of s[0..n), bad UTF-8 bytes replaced by U+FFFD. */
-static json_t *jstrn(const char *s, size_t n)
+json_t *gw_json_stringn(const char *s, size_t n)
 {
     json_t *j = json_stringn(s, n);
     if (j != NULL)
@@ -102,7 +101,7 @@ static json_t *jstrn(const char *s, size_t n)
 
 static json_t *jstr(struct tr_fb_str s)
 {
-    return s.ptr != NULL ? jstrn(s.ptr, s.len) : json_null();
+    return s.ptr != NULL ? gw_json_stringn(s.ptr, s.len) : json_null();
 }
 
 static json_t *juint(uint64_t v)
@@ -139,7 +138,7 @@ json_t *gw_json_text_value(struct tr_fb_str s)
     if (s.ptr == NULL)
         return json_null();
     json_t *v = json_loadb(s.ptr, s.len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
-    return v != NULL ? v : jstrn(s.ptr, s.len);
+    return v != NULL ? v : gw_json_stringn(s.ptr, s.len);
 }
 
 static json_t *render_usage(const struct troupe_journal_Usage *u)

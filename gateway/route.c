@@ -18,41 +18,9 @@ int gw_fail(struct gw_error *e, int status, const char *code, const char *fmt, .
     return -1;
 }
 
-/* A JSON string of s, each byte that is not part of valid UTF-8 replaced by
- * U+FFFD. Messages quote client bytes (a percent-decoded path parameter, a
- * field name cut at a byte count), and jansson refuses invalid UTF-8: the
- * answer would be a 500 instead of the error meant. */
-static json_t *message_string(const char *s)
-{
-    json_t *j = json_string(s);
-    if (j != NULL)
-        return j;
-    size_t n = strlen(s), o = 0;
-    char *out = tr_malloc(3 * n + 1);
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t need = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-        json_t *one = need > 0 && i + need <= n ? json_stringn(s + i, need) : NULL; /* jansson judges the sequence */
-        if (one != NULL) {
-            json_decref(one);
-            memcpy(out + o, s + i, need);
-            o += need;
-            i += need;
-        } else {
-            memcpy(out + o, "\xef\xbf\xbd", 3);
-            o += 3;
-            i += 1;
-        }
-    }
-    out[o] = '\0';
-    j = json_string(out);
-    tr_free(out);
-    return j != NULL ? j : json_string("");
-}
-
 json_t *gw_error_json(const char *code, const char *msg)
 {
-    return json_pack("{s:{s:s, s:o}}", "error", "code", code, "message", message_string(msg));
+    return json_pack("{s:{s:s, s:o}}", "error", "code", code, "message", gw_json_stringn(msg, strlen(msg)));
 }
 
 /* ---- routes ----------------------------------------------------------------------- */
