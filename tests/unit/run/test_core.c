@@ -9,6 +9,7 @@
 #include <sodium.h>
 
 #include "harness.h"
+#include "scripts.h"
 #include "schemas/command_generated.h"
 #include "schemas/journal_generated.h"
 
@@ -51,25 +52,6 @@ static const struct J(ToolCompleted) *last_completed(const struct harness *h)
 }
 
 /* ---- scripted llms and tools ------------------------------------------------ */
-
-static char *llm_ten(struct harness *h, uint32_t step, uint32_t attempt)
-{
-    char args[64];
-    const char *name = "search", *a = args;
-
-    if (step >= 10)
-        return h_llm_call1("finish", "{\"answer\":\"42\"}");
-    snprintf(args, sizeof args, "{\"q\":\"step %u\"}", step);
-    return h_llm_calls(100 + step, 10, 1234, 1, &name, &a);
-}
-
-static char *tool_echo(struct harness *h, const char *name, const char *args, const char *key, uint32_t step,
-                       uint32_t idx)
-{
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s(%s) at step %u", name, args, step);
-    return h_tool_ok(buf);
-}
 
 static const struct h_agent agent_search = { .goal = "What is the answer?", .system = "You are careful.",
                                              .tools = { "search", "wire" } };
@@ -176,27 +158,6 @@ static void test_replay_every_prefix(void **st)
 
 /* The same over a journal with every kind of step: parallel calls, an
  * approval granted and one denied, builtins, an invalid call. */
-static char *llm_mixed(struct harness *h, uint32_t step, uint32_t attempt)
-{
-    static const char *const n1[] = { "search", "wire", "scratchpad_write" };
-    static const char *const a1[] = { "{\"q\":\"a\"}", "{\"amount\":1}", "{\"key\":\"k\",\"value\":\"v\"}" };
-    static const char *const n2[] = { "wire", "current_time" };
-    static const char *const a2[] = { "{\"amount\":99}", "{}" };
-
-    switch (step) {
-    case 1: return h_llm_calls(10, 1, 11, 3, n1, a1);
-    case 2: return h_llm_calls(20, 2, 22, 2, n2, a2);
-    case 3: return h_llm_call1("nope", "{}");
-    case 4: return h_llm_call1("scratchpad_read", "{\"key\":\"k\"}");
-    default: return h_llm_call1("finish", "{\"answer\":\"mixed\"}");
-    }
-}
-
-static int approve_small(struct harness *h, const struct tr_run_call *c)
-{
-    return strstr(c->args, "99") ? J(Decision_Deny) : J(Decision_Approve);
-}
-
 static void test_replay_every_prefix_mixed(void **st)
 {
     struct harness h;
@@ -266,13 +227,6 @@ static void test_reexecute_same_key(void **st)
 }
 
 /* ---- approvals ---------------------------------------------------------------- */
-
-static char *llm_wire(struct harness *h, uint32_t step, uint32_t attempt)
-{
-    if (step == 1)
-        return h_llm_call1("wire", "{\"amount\":5}");
-    return h_llm_text("done", 50, 5, 100);
-}
 
 static void setup_wire(struct harness *h)
 {
@@ -419,13 +373,6 @@ static void test_approval_replay_rearms(void **st)
 }
 
 /* A write tool marked by policy waits for a human too. */
-static char *llm_post(struct harness *h, uint32_t step, uint32_t attempt)
-{
-    if (step == 1)
-        return h_llm_call1("post", "{}");
-    return h_llm_text("posted", 1, 1, 1);
-}
-
 static void test_approval_policy_mark(void **st)
 {
     struct harness h;
@@ -490,14 +437,6 @@ static void test_open_approval_serializes(void **st)
 
 /* ---- caps -------------------------------------------------------------------- */
 
-static char *llm_forever(struct harness *h, uint32_t step, uint32_t attempt)
-{
-    char args[64];
-    const char *name = "search", *a = args;
-    snprintf(args, sizeof args, "{\"q\":\"s%u\"}", step);
-    return h_llm_calls(100, 10, 1000, 1, &name, &a);
-}
-
 static void run_capped(struct h_agent ag, uint32_t want_steps, int want_cap)
 {
     struct harness h;
@@ -550,11 +489,6 @@ static void test_wall_time(void **st)
 
 /* ---- loops --------------------------------------------------------------------- */
 
-static char *llm_same(struct harness *h, uint32_t step, uint32_t attempt)
-{
-    return h_llm_call1("search", "{ \"q\" : \"same\" }");
-}
-
 static char *tool_step(struct harness *h, const char *name, const char *args, const char *key, uint32_t step,
                        uint32_t idx)
 {
@@ -594,12 +528,6 @@ static void test_loop_repeats(void **st)
     h_free(&h);
 }
 
-static char *tool_same(struct harness *h, const char *name, const char *args, const char *key, uint32_t step,
-                       uint32_t idx)
-{
-    return h_tool_ok("nothing to see");
-}
-
 static void test_loop_nothing_new(void **st)
 {
     struct harness h;
@@ -625,18 +553,6 @@ static void test_loop_nothing_new(void **st)
 }
 
 /* ---- malformed calls ----------------------------------------------------------- */
-
-static char *llm_malformed(struct harness *h, uint32_t step, uint32_t attempt)
-{
-    switch (step) {
-    case 1: return h_llm_call1("nope", "{}");
-    case 2: return h_llm_call1("search", "{q: unquoted");
-    case 3: return h_llm_call1("search", "{\"q\":\"\",\"x\":1}");
-    case 4: return h_llm_call1("search", "[1,2]");
-    case 5: return h_llm_call1("search", "{\"q\":\"fine\"}");
-    default: return h_llm_call1("finish", "{\"answer\":\"fixed it\"}");
-    }
-}
 
 static const char *error_at_step(const struct harness *h, uint32_t step)
 {
@@ -677,11 +593,6 @@ static void test_malformed_calls(void **st)
     assert_int_equal(h.tool_calls, 1);
     assert_int_equal(h.s.invalid_streak, 0);
     h_free(&h);
-}
-
-static char *llm_nope(struct harness *h, uint32_t step, uint32_t attempt)
-{
-    return h_llm_call1(step % 2 ? "nope" : "search", step % 2 ? "{}" : "{\"bad\":1}");
 }
 
 static void test_invalid_limit(void **st)
@@ -1054,20 +965,6 @@ static void test_llm_errors(void **st)
     const struct J(RunFailed) *f = J(Event_data_as_RunFailed)(last_ev(&h));
     assert_string_equal(J(RunFailed_error)(f).ptr, "rejected: 400 bad model");
     h_free(&h);
-}
-
-static char *llm_builtins(struct harness *h, uint32_t step, uint32_t attempt)
-{
-    static const char *const n1[] = { "scratchpad_write", "current_time" };
-    static const char *const a1[] = { "{\"key\":\"plan\",\"value\":\"step one\"}", "" };
-    static const char *const n2[] = { "scratchpad_read", "scratchpad_read" };
-    static const char *const a2[] = { "{\"key\":\"plan\"}", "{\"key\":\"zz\"}" };
-
-    switch (step) {
-    case 1: return h_llm_calls(1, 1, 1, 2, n1, a1);
-    case 2: return h_llm_calls(1, 1, 1, 2, n2, a2);
-    default: return h_llm_call1("finish", "{\"output\":\"bye\"}");
-    }
 }
 
 static void test_builtins(void **st)
