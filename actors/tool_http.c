@@ -70,6 +70,16 @@ int tool_url_host(const char *url, char *host, size_t cap, char **norm_url, stru
         tr_err_set(err, TR_EINVAL, "url %s: scheme must be http or https", url);
         goto out;
     }
+    /* The host is read from the URL as curl writes it back, which is the
+     * URL the call uses: a host written percent-encoded ("%35") comes back
+     * decoded, and only then does curl read it as an address ("0.0.0.5"). */
+    uc = curl_url_get(u, CURLUPART_URL, &full, 0);
+    if (uc == CURLUE_OK)
+        uc = curl_url_set(u, CURLUPART_URL, full, 0);
+    if (uc != CURLUE_OK) {
+        tr_err_set(err, TR_EINVAL, "url %s: %s", url, curl_url_strerror(uc));
+        goto out;
+    }
     uc = curl_url_get(u, CURLUPART_HOST, &h, 0);
     if (uc != CURLUE_OK) {
         tr_err_set(err, TR_EINVAL, "url %s: no host: %s", url, curl_url_strerror(uc));
@@ -79,14 +89,8 @@ int tool_url_host(const char *url, char *host, size_t cap, char **norm_url, stru
         tr_err_set(err, TR_EINVAL, "url %s: bad host", url);
         goto out;
     }
-    if (norm_url) {
-        uc = curl_url_get(u, CURLUPART_URL, &full, 0);
-        if (uc != CURLUE_OK) {
-            tr_err_set(err, TR_EINVAL, "url %s: %s", url, curl_url_strerror(uc));
-            goto out;
-        }
+    if (norm_url)
         *norm_url = tr_strdup(full);
-    }
     rv = 0;
 out:
     curl_free(full);

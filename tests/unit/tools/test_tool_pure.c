@@ -69,6 +69,11 @@ static void test_url_host_tricky(void **state)
     expect_host("http://0x7f.1/", "127.0.0.1");
     /* percent-encoded host names are decoded */
     expect_host("http://%65vil.com/", "evil.com");
+    /* ... and an address written percent-encoded is read as curl will,
+     * once decoded (found by tests/fuzz/llm) */
+    expect_host("http://%35/", "0.0.0.5");
+    expect_host("http:/%35//", "0.0.0.5");
+    expect_host("http://%32%31%33%30%37%30%36%34%33%33/", "127.0.0.1");
 }
 
 static void test_url_host_bad(void **state)
