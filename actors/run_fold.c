@@ -35,42 +35,12 @@ int tr_run_utf8_shown(const char *s, size_t max)
     return (int)tr_run_utf8_cut(s, strlen(s), max);
 }
 
-/* Length of the valid UTF-8 sequence at p[0..n), or 0. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
-{
-    size_t len;
-    uint32_t cp;
-
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] >= 0xC2 && p[0] <= 0xDF)
-        len = 2, cp = p[0] & 0x1Fu;
-    else if ((p[0] & 0xF0) == 0xE0)
-        len = 3, cp = p[0] & 0x0Fu;
-    else if (p[0] >= 0xF0 && p[0] <= 0xF4)
-        len = 4, cp = p[0] & 0x07u;
-    else
-        return 0;
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3Fu);
-    }
-    if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)))
-        return 0;
-    if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))
-        return 0;
-    return len;
-}
-
 void tr_run_utf8_scrub(char *s, size_t n)
 {
     unsigned char *p = (unsigned char *)s;
 
     for (size_t i = 0; i < n;) {
-        size_t l = utf8_seq(p + i, n - i);
+        size_t l = tr_utf8_seq(p + i, n - i);
         if (l == 0) {
             p[i++] = '?';
             continue;

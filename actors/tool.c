@@ -81,33 +81,6 @@ struct tool_state {
 /* ------------------------------------------------------------------------ */
 /* Results.                                                                   */
 
-static size_t utf8_seq_len(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80)
-        return c == 0 ? 0 : 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        len = 2, cp = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef)
-        len = 3, cp = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4)
-        len = 4, cp = c & 0x07;
-    else
-        return 0;
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0;
-    return len;
-}
-
 json_t *tool_json_text(const void *data, size_t len)
 {
     const unsigned char *p = data;
@@ -119,7 +92,7 @@ json_t *tool_json_text(const void *data, size_t len)
         return json_string("");
     buf = tr_malloc(len * 3 + 1); /* worst case: every byte becomes U+FFFD */
     while (i < len) {
-        size_t n = utf8_seq_len(p + i, len - i);
+        size_t n = tr_utf8_seq(p + i, len - i);
         if (n == 0) {
             memcpy(buf + k, "\xef\xbf\xbd", 3);
             k += 3;

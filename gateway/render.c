@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "actors/tool.h"
 #include "gateway/gw_int.h"
 
 /* ---- names ------------------------------------------------------------------------ */
@@ -68,35 +69,7 @@ int gw_approval_status_parse(const char *s, int8_t *out)
 json_t *gw_json_stringn(const char *s, size_t n)
 {
     json_t *j = json_stringn(s, n);
-    if (j != NULL)
-        return j;
-    char *out = tr_malloc(n * 3 + 1);
-    size_t o = 0;
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t need = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-        bool ok = need > 0 && i + need <= n && c != 0;
-        for (size_t k = 1; ok && k < need; k++)
-            ok = ((unsigned char)s[i + k] & 0xc0) == 0x80;
-        if (ok && need > 1) {
-            /* whole sequence: let jansson judge overlongs and surrogates */
-            json_t *t = json_stringn(s + i, need);
-            ok = t != NULL;
-            json_decref(t);
-        }
-        if (ok) {
-            memcpy(out + o, s + i, need);
-            o += need;
-            i += need;
-        } else {
-            memcpy(out + o, "\xef\xbf\xbd", 3);
-            o += 3;
-            i += 1;
-        }
-    }
-    j = json_stringn(out, o);
-    tr_free(out);
-    return j != NULL ? j : json_string("");
+    return j != NULL ? j : tool_json_text(s, n);
 }
 
 static json_t *jstr(struct tr_fb_str s)

@@ -93,6 +93,10 @@ TR_API void tr_free(void *p);
 TR_API char *tr_strdup(const char *s);
 TR_API char *tr_strndup(const char *s, size_t n);
 TR_API void *tr_memdup(const void *p, size_t n);
+/* Length (1 to 4) of the valid UTF-8 sequence at p[0..n), or 0 when there is
+ * none: a NUL, a stray or missing continuation byte, an overlong form, a
+ * surrogate, past U+10FFFF. n must be at least 1. */
+TR_API size_t tr_utf8_seq(const void *p, size_t n);
 
 enum tr_log_level { TR_LOG_DEBUG, TR_LOG_INFO, TR_LOG_WARN, TR_LOG_ERROR };
 typedef void (*tr_log_fn)(void *ud, enum tr_log_level level, const char *msg);
