@@ -24,11 +24,28 @@
  *     requester's mailbox cap cannot drop them.
  *  4. Connections are pooled per scheduler and capped (MAX_TOTAL_CONNS,
  *     MAX_HOST_CONNS): extra requests queue inside curl instead of using fds.
+ *  5. A connection socket's uv_poll_t lives as long as the socket: curl opens
+ *     it through opensocket_cb (which enters it in hs->socks, indexed by fd)
+ *     and closes it through closesocket_cb (which closes the poll handle and
+ *     drops it from hs->socks before close(fd), so a new socket that gets the
+ *     same number never finds it). CURL_POLL_REMOVE, sent whenever a transfer
+ *     ends even though the connection stays cached, only stops the poll.
+ *     Sockets curl did not open through opensocket_cb (the threaded
+ *     resolver's) are entered at their first socket_cb and closed at
+ *     CURL_POLL_REMOVE. closesocket_cb may run inside curl_multi_socket_action,
+ *     curl_multi_remove_handle and curl_multi_cleanup (hs_shutdown), and for
+ *     sockets socket_cb never saw (a connect that failed at once).
+ *  6. Finished easy handles are reset and kept for the next request (at most
+ *     EASY_POOL per scheduler); connections belong to the multi handle either
+ *     way.
  */
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
+
+#include <sys/socket.h>
 
 #include <curl/curl.h>
 
@@ -42,15 +59,19 @@
 #define MAX_HEADER_BLOCK (64u * 1024)
 #define MAX_TOTAL_CONNS 256
 #define MAX_HOST_CONNS 64
+#define EASY_POOL 32
 
 
 struct http_sched;
 
+/* A socket curl uses, found by fd in hs->socks. */
 struct http_sock {
-    uv_poll_t poll;
-    curl_socket_t fd;
+    uv_poll_t poll;         /* valid once `polled` */
     struct http_sched *hs;
-    struct http_sock *prev, *next;
+    curl_socket_t fd;
+    int events;             /* UV_READABLE/UV_WRITABLE asked for at the last start */
+    int polled;             /* poll initialised: counted in open_handles */
+    int conn;               /* from opensocket_cb: kept until closesocket_cb */
 };
 
 struct http_req {
@@ -81,7 +102,11 @@ struct http_sched {
     uv_timer_t timer; /* curl's timeout */
     uv_timer_t reap;  /* cancels requested from inside curl */
     struct http_req *reqs;
-    struct http_sock *socks;
+    struct http_sock **socks; /* indexed by fd; socks_cap entries */
+    size_t socks_cap;
+    CURL *idle[EASY_POOL];    /* reset easy handles for the next requests */
+    int n_idle;
+    struct tr__http_stats st;
     uint64_t next_id;
     int sched;
     int open_handles;
@@ -123,8 +148,10 @@ static void curl_init_once(void)
 
 static void hs_maybe_free(struct http_sched *hs)
 {
-    if (hs->closing && hs->open_handles == 0)
+    if (hs->closing && hs->open_handles == 0) {
+        tr_free(hs->socks);
         tr_free(hs);
+    }
 }
 
 static void hs_handle_close_cb(uv_handle_t *h)
@@ -143,17 +170,47 @@ static void sock_close_cb(uv_handle_t *h)
     hs_maybe_free(hs);
 }
 
+static struct http_sock *sock_find(const struct http_sched *hs, curl_socket_t fd)
+{
+    return fd >= 0 && (size_t)fd < hs->socks_cap ? hs->socks[fd] : NULL;
+}
+
+/* Forget k and close its poll handle (uv_close stops it; k is freed by the
+ * close callback, or now if it never had one). Call before close(k->fd):
+ * libuv takes the fd out of epoll while the number is still this socket's. */
 static void sock_close(struct http_sock *k)
 {
     struct http_sched *hs = k->hs;
-    if (k->prev)
-        k->prev->next = k->next;
-    else
-        hs->socks = k->next;
-    if (k->next)
-        k->next->prev = k->prev;
-    uv_poll_stop(&k->poll);
+    hs->socks[k->fd] = NULL;
+    if (!k->polled) {
+        tr_free(k);
+        return;
+    }
+    hs->st.polls_open--;
     uv_close((uv_handle_t *)&k->poll, sock_close_cb);
+}
+
+/* Enter fd, which is open, in hs->socks. An entry already there is stale (its
+ * socket was closed without closesocket_cb): it goes first. */
+static struct http_sock *sock_new(struct http_sched *hs, curl_socket_t fd, int conn)
+{
+    struct http_sock *k;
+    if ((size_t)fd >= hs->socks_cap) {
+        size_t cap = hs->socks_cap ? hs->socks_cap : 64;
+        while (cap <= (size_t)fd)
+            cap *= 2;
+        hs->socks = tr_realloc(hs->socks, cap * sizeof(*hs->socks));
+        memset(hs->socks + hs->socks_cap, 0, (cap - hs->socks_cap) * sizeof(*hs->socks));
+        hs->socks_cap = cap;
+    }
+    if (hs->socks[fd])
+        sock_close(hs->socks[fd]);
+    k = tr_calloc(1, sizeof(*k));
+    k->hs = hs;
+    k->fd = fd;
+    k->conn = conn;
+    hs->socks[fd] = k;
+    return k;
 }
 
 static void req_unlink(struct http_req *r)
@@ -168,13 +225,24 @@ static void req_unlink(struct http_req *r)
     r->prev = r->next = NULL;
 }
 
+/* Keep a finished easy handle for the next request, or clean it up. */
+static void easy_release(struct http_sched *hs, CURL *e)
+{
+    if (hs->closing || hs->n_idle == EASY_POOL) {
+        curl_easy_cleanup(e);
+        return;
+    }
+    curl_easy_reset(e);
+    hs->idle[hs->n_idle++] = e;
+}
+
 static void req_destroy(struct http_req *r)
 {
     struct http_sched *hs = r->hs;
     req_unlink(r);
     if (hs->multi)
-        curl_multi_remove_handle(hs->multi, r->easy);
-    curl_easy_cleanup(r->easy);
+        curl_multi_remove_handle(hs->multi, r->easy); /* may close its socket */
+    easy_release(hs, r->easy);
     curl_slist_free_all(r->hdrs);
     tr_free(r->head.p);
     tr_free(r->body.p);
@@ -191,11 +259,14 @@ static void hs_shutdown(void *arg)
         *hs->slot = NULL;
     while (hs->reqs)
         req_destroy(hs->reqs);
-    /* Closing the connection cache may still report sockets to socket_cb. */
+    while (hs->n_idle)
+        curl_easy_cleanup(hs->idle[--hs->n_idle]);
+    /* Closes the cached connections through closesocket_cb: hs must live. */
     curl_multi_cleanup(hs->multi);
     hs->multi = NULL;
-    while (hs->socks)
-        sock_close(hs->socks);
+    for (size_t fd = 0; fd < hs->socks_cap; fd++)
+        if (hs->socks[fd])
+            sock_close(hs->socks[fd]);
     uv_timer_stop(&hs->timer);
     uv_timer_stop(&hs->reap);
     uv_close((uv_handle_t *)&hs->timer, hs_handle_close_cb);
@@ -236,38 +307,66 @@ static void timeout_cb(uv_timer_t *t)
 static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
     struct http_sched *hs = userp;
-    struct http_sock *k = socketp;
+    struct http_sock *k = sock_find(hs, s);
+    int events = 0;
+
     if (what == CURL_POLL_REMOVE) {
-        if (k) {
+        if (k && k->conn) {
+            /* The connection may stay cached for the next transfer. */
+            if (k->polled && uv_is_active((uv_handle_t *)&k->poll))
+                uv_poll_stop(&k->poll);
+        } else if (k) {
             sock_close(k);
-            if (!hs->closing)
-                curl_multi_assign(hs->multi, s, NULL);
         }
         return 0;
     }
-    if (!k) {
-        k = tr_calloc(1, sizeof(*k));
+    if (hs->closing)
+        return 0;
+    if (!k)
+        k = sock_new(hs, s, 0); /* not a connection: the resolver's */
+    if (!k->polled) {
         if (uv_poll_init_socket(hs->loop, &k->poll, s) != 0) {
-            tr_free(k);
-            return -1;
+            if (!k->conn)
+                sock_close(k);
+            return -1; /* curl fails the transfers */
         }
-        k->fd = s;
-        k->hs = hs;
         k->poll.data = k;
-        k->next = hs->socks;
-        if (hs->socks)
-            hs->socks->prev = k;
-        hs->socks = k;
+        k->polled = 1;
         hs->open_handles++;
-        curl_multi_assign(hs->multi, s, k);
+        hs->st.polls_created++;
+        hs->st.polls_open++;
     }
-    int events = 0;
     if (what & CURL_POLL_IN)
         events |= UV_READABLE;
     if (what & CURL_POLL_OUT)
         events |= UV_WRITABLE;
-    uv_poll_start(&k->poll, events, poll_cb);
+    if (events != k->events || !uv_is_active((uv_handle_t *)&k->poll)) {
+        uv_poll_start(&k->poll, events, poll_cb);
+        k->events = events;
+    }
     return 0;
+}
+
+/* curl's socket(): a connection socket, entered in hs->socks. */
+static curl_socket_t opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct http_sched *hs = clientp;
+    int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (fd < 0)
+        return CURL_SOCKET_BAD;
+    sock_new(hs, fd, 1);
+    return fd;
+}
+
+/* curl's close(): first the poll handle and the hs->socks entry, then the fd. */
+static int closesocket_cb(void *clientp, curl_socket_t fd)
+{
+    struct http_sched *hs = clientp;
+    struct http_sock *k = sock_find(hs, fd);
+    if (k)
+        sock_close(k);
+    hs->st.sockets_closed++;
+    return close(fd) == 0 ? 0 : 1;
 }
 
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
@@ -512,9 +611,14 @@ int tr_http_start(struct tr_ctx *ctx, const struct tr_http_req *req, uint64_t *i
     if (hs->in_curl)
         return TR_EBUSY; /* never from inside curl (the runtime queues messages) */
 
-    e = curl_easy_init();
-    if (!e)
-        return TR_ENOMEM;
+    if (hs->n_idle) {
+        e = hs->idle[--hs->n_idle];
+    } else {
+        e = curl_easy_init();
+        if (!e)
+            return TR_ENOMEM;
+        hs->st.easy_created++;
+    }
     r = tr_calloc(1, sizeof(*r));
     r->hs = hs;
     r->easy = e;
@@ -529,6 +633,10 @@ int tr_http_start(struct tr_ctx *ctx, const struct tr_http_req *req, uint64_t *i
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, hs);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, closesocket_cb);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, hs);
     curl_easy_setopt(e, CURLOPT_PRIVATE, r);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
@@ -569,7 +677,7 @@ int tr_http_start(struct tr_ctx *ctx, const struct tr_http_req *req, uint64_t *i
 
 err_after_link:
     req_unlink(r);
-    curl_easy_cleanup(e);
+    easy_release(hs, e);
     curl_slist_free_all(r->hdrs);
     tr_free(r);
     return TR_EIO;
@@ -598,6 +706,14 @@ int tr_http_cancel(struct tr_ctx *ctx, uint64_t id)
         return 0;
     }
     return TR_ENOTFOUND;
+}
+
+void tr__http_stats(struct tr_ctx *ctx, struct tr__http_stats *out)
+{
+    struct http_sched *hs = *tr__ext_slot(ctx, TR_EXT_HTTP);
+    memset(out, 0, sizeof(*out));
+    if (hs)
+        *out = hs->st;
 }
 
 /* ------------------------------------------------------------------------ */
