@@ -35,37 +35,36 @@ enum tr_actors_msg {
      * The llm actor calls the provider (OpenAI-compatible Chat Completions),
      * retrying 429/5xx/timeouts/unparseable bodies with jittered backoff
      * (honouring Retry-After) up to its attempt limit, behind a circuit
-     * breaker per endpoint. Reply TR_MSG_LLM_RESULT, JSON, either
-     *   {"ok": true, "content": str|null, "tool_calls": [{"id", "name",
-     *    "arguments": str (the raw JSON text the model sent)}],
-     *    "finish_reason": "stop"|"tool_calls"|"length"|..., "model": str,
-     *    "usage": {"prompt_tokens": int, "completion_tokens": int},
-     *    "cost_micro_usd": int, "latency_ms": int, "attempts": int,
-     *    "request_id": str}
-     * or
-     *   {"ok": false, "error": {"code": "breaker_open"|"unavailable"|"timeout"|
-     *    "bad_response"|"rejected"|"rate_limited", "message": str,
-     *    "retryable": bool, "retry_after_ms": int}}
-     * "retryable" true means: the run should wait retry_after_ms and ask again
-     * (the provider is down or overloaded); false means the request itself is
-     * wrong (a malformed header, 4xx other than 429) or the provider kept
-     * answering garbage. */
+     * breaker per endpoint. Reply TR_MSG_LLM_RESULT, a record
+     * (actors/wire.h; written and read by tr_run_llm_result_msg/_read,
+     * actors/run.h): ok, retryable, retry_after_ms, prompt_tokens,
+     * completion_tokens, cost_micro_usd, latency_ms, latency_us, attempts,
+     * then the strings content (absent: none), finish_reason (the provider's
+     * word: "stop", "tool_calls", "length", ...), model, request_id,
+     * error_code ("breaker_open"|"unavailable"|"timeout"|"bad_response"|
+     * "rejected"|"rate_limited"), error_message, then the tool calls, each
+     * id, name and arguments (the raw JSON text the model sent).
+     * ok false: "retryable" true means the run should wait retry_after_ms
+     * and ask again (the provider is down or overloaded); false means the
+     * request itself is wrong (a malformed header, 4xx other than 429) or the
+     * provider kept answering garbage. */
     TR_MSG_LLM_CALL = TR_MSG_USER + 200,
     TR_MSG_LLM_RESULT,
 
     /* --- tool executor -----------------------------------------------------
-     * TR_MSG_TOOL_CALL (tr_request to a tool actor), JSON:
-     *   {"tool": {"name", "version", "kind": "http"|"sandbox"|"mcp",
-     *             "config": {...}, "timeout_ms": int, "risk": str},
-     *    "arguments": <validated JSON value>, "idempotency_key": hex str,
-     *    "run_id": str, "step": int, "call_index": int, "tenant": str}
+     * TR_MSG_TOOL_CALL (tr_request to a tool actor), a record (struct
+     * tr_tool_call_rec, actors/wire.h): the tool's name, version, kind
+     * ("http"|"sandbox"), risk, config (its registry JSON) and timeout_ms
+     * (0: the executor's default); the arguments as the body to send (the
+     * validated JSON, written again by the run); idempotency_key (hex),
+     * run_id, step, call_index, tenant.
      * Executes one call of an external tool (builtins run inside the run
      * actor). http: POSTs the arguments as the JSON body to config.url with
      * header Idempotency-Key; a host outside config.allow is refused before
-     * any connection. Reply TR_MSG_TOOL_RESULT, JSON:
-     *   {"ok": bool, "result": str (the response body, capped), "is_error":
-     *    bool, "error": str|null, "status": int, "duration_ms": int,
-     *    "truncated": bool}
+     * any connection. Reply TR_MSG_TOOL_RESULT, a record (struct
+     * tr_run_tool_result, actors/run.h): ok, is_error, truncated, status,
+     * attempts, duration_ms, duration_us, result (the response body, capped;
+     * bytes that are not UTF-8 as U+FFFD), error (absent: none).
      * ok false: the call could not be made or failed (timeout, refused host,
      * 5xx, transport error); the error text is what the model will be told. */
     TR_MSG_TOOL_CALL = TR_MSG_USER + 210,

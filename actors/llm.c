@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "actors/llm.h"
+#include "actors/run.h"
 
 #define DEF_TIMEOUT_MS 60000u
 #define DEF_CONNECT_MS 10000u
@@ -270,20 +271,11 @@ static void call_free(struct llm_state *st, struct llm_call *c)
     tr_free(c);
 }
 
-static void send_reply(struct tr_ctx *ctx, const struct tr_msg *req, json_t *reply, const char *run_id)
+static void send_reply(struct tr_ctx *ctx, const struct tr_msg *req, const struct tr_run_llm_result *res,
+                       const char *finish_reason, const char *run_id)
 {
-    char *text = json_dumps(reply, JSON_COMPACT);
-    struct tr_msg *m;
-    int rv;
-
-    json_decref(reply);
-    if (text == NULL) {
-        tr_log(TR_LOG_ERROR, "llm: cannot serialise the reply of run %s", run_id);
-        return;
-    }
-    m = tr_msg_make(TR_MSG_LLM_RESULT, text, (uint32_t)strlen(text));
-    free(text);
-    rv = tr_reply(ctx, req, m);
+    struct tr_msg *m = tr_run_llm_result_msg(res, finish_reason);
+    int rv = tr_reply(ctx, req, m);
     if (rv != 0) {
         tr_msg_free(m);
         tr_log(TR_LOG_WARN, "llm: reply to run %s lost: %s", run_id, tr_strerror(rv));
@@ -293,12 +285,16 @@ static void send_reply(struct tr_ctx *ctx, const struct tr_msg *req, json_t *rep
 static void reply_error(struct tr_ctx *ctx, const struct tr_msg *req, const char *run_id, const char *code,
                         const char *message, int retryable, uint64_t retry_after_ms)
 {
-    json_t *r = json_pack("{sbs{sssssbsI}}", "ok", 0, "error", "code", code, "message", message, "retryable",
-                          retryable, "retry_after_ms", (json_int_t)retry_after_ms);
+    struct tr_run_llm_result r = {
+        .error_code = (char *)code,
+        .error_message = (char *)message,
+        .retryable = retryable != 0,
+        .retry_after_ms = retry_after_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)retry_after_ms,
+    };
     count(&tot_failed, 1);
     if (strcmp(code, "breaker_open") == 0)
         count(&tot_breaker, 1);
-    send_reply(ctx, req, r, run_id);
+    send_reply(ctx, req, &r, NULL, run_id);
 }
 
 static void finish_ok(struct tr_ctx *ctx, struct llm_state *st, struct llm_call *c, struct tr_llm_response *r,
@@ -307,29 +303,38 @@ static void finish_ok(struct tr_ctx *ctx, struct llm_state *st, struct llm_call 
     struct tr_llm_models *models = st->p->models;
     const char *price_name = c->model;
     uint64_t cost;
-    json_t *reply;
 
     if (tr_llm_models_find(models, c->model) == NULL && r->model != NULL &&
         tr_llm_models_find(models, r->model) != NULL)
         price_name = r->model;
     cost = tr_llm_models_cost(models, price_name, r->prompt_tokens, r->completion_tokens, NULL);
-    reply = json_pack("{sbsOsOsssss{sIsI}sIsIsIss}", "ok", 1, "content", r->content, "tool_calls", r->tool_calls,
-                      "finish_reason", r->finish_reason, "model", r->model ? r->model : c->model, "usage",
-                      "prompt_tokens", (json_int_t)r->prompt_tokens, "completion_tokens",
-                      (json_int_t)r->completion_tokens, "cost_micro_usd",
-                      (json_int_t)(cost > INT64_MAX ? INT64_MAX : cost), "latency_ms",
-                      (json_int_t)(tr_now_ms(ctx) - c->started_ms), "attempts", (json_int_t)c->attempts,
-                      "request_id", r->id[0] ? r->id : header_request_id);
-    uint64_t now_us = tr_wall_us(ctx);
-    json_object_set_new(reply, "latency_us",
-                        json_integer(now_us > c->started_us ? (json_int_t)(now_us - c->started_us) : 0));
-    if (r->refusal != NULL)
-        json_object_set_new(reply, "refusal", json_string(r->refusal));
+    uint64_t now_us = tr_wall_us(ctx), now_ms = tr_now_ms(ctx);
+    /* The record borrows the response's strings: nothing here is freed
+     * before it is written. */
+    struct tr_run_llm_result res = {
+        .ok = true,
+        .content = (char *)json_string_value(r->content),
+        .model = (char *)(r->model ? r->model : c->model),
+        .request_id = (char *)(r->id[0] ? r->id : header_request_id),
+        .prompt_tokens = r->prompt_tokens,
+        .completion_tokens = r->completion_tokens,
+        .cost_micro_usd = cost,
+        .latency_ms = now_ms > c->started_ms ? (uint32_t)(now_ms - c->started_ms) : 0,
+        .latency_us = now_us > c->started_us ? now_us - c->started_us : 0,
+        .attempts = c->attempts,
+    };
+    for (size_t i = 0; i < json_array_size(r->tool_calls) && res.n_calls < TR_RUN_MAX_CALLS; i++) {
+        json_t *tc = json_array_get(r->tool_calls, i);
+        res.calls[res.n_calls].id = (char *)json_string_value(json_object_get(tc, "id"));
+        res.calls[res.n_calls].name = (char *)json_string_value(json_object_get(tc, "name"));
+        res.calls[res.n_calls].arguments = (char *)json_string_value(json_object_get(tc, "arguments"));
+        res.n_calls++;
+    }
     count(&tot_ok, 1);
     count(&tot_prompt, r->prompt_tokens);
     count(&tot_completion, r->completion_tokens);
     count(&tot_cost, cost);
-    send_reply(ctx, c->req, reply, c->run_id);
+    send_reply(ctx, c->req, &res, r->finish_reason, c->run_id);
     call_free(st, c);
 }
 

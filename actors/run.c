@@ -698,7 +698,7 @@ static bool on_reply(struct tr_ctx *ctx, struct run_actor *r, struct tr_msg *msg
             res->error_message = tr_strdup("no answer from the llm actor");
             res->retryable = true;
         } else {
-            tr_run_llm_result_parse((const char *)msg->data, msg->len, res);
+            tr_run_llm_result_read(msg->data, msg->len, res);
         }
         if (tr_run_vol_llm_reply(&r->v, r->llm_step, res) && !res->ok && res->retryable) {
             uint64_t ms = res->retry_after_ms;
@@ -717,7 +717,7 @@ static bool on_reply(struct tr_ctx *ctx, struct run_actor *r, struct tr_msg *msg
                 res->is_error = true;
                 res->error = tr_strdup("the tool call timed out; it may or may not have taken effect");
             } else {
-                tr_run_tool_result_parse((const char *)msg->data, msg->len, res);
+                tr_run_tool_result_read(msg->data, msg->len, res);
             }
             tr_run_vol_tool_reply(&r->v, r->tool_step[i], (uint32_t)i, res);
             return true;

@@ -334,38 +334,53 @@ struct tr_run_env {
 };
 enum { TR_RUN_BUDGET_OK = 0, TR_RUN_BUDGET_FAIL, TR_RUN_BUDGET_WAIT };
 
-/* A parsed TR_MSG_LLM_RESULT. */
+/* A TR_MSG_LLM_RESULT: the llm actor's answer, a record (actors/wire.h). */
 struct tr_run_llm_result {
     bool ok;
-    char *content;
+    char *content;                      /* NULL: the model sent none */
     struct {
         char *id, *name, *arguments;
     } calls[TR_RUN_MAX_CALLS];
     uint32_t n_calls;
-    uint8_t finish_reason;
+    uint8_t finish_reason;              /* troupe_journal_FinishReason */
     char *model, *request_id;
     uint64_t prompt_tokens, completion_tokens, cost_micro_usd;
     uint32_t latency_ms;
     uint64_t latency_us;
+    uint32_t attempts;                  /* HTTP exchanges the call took */
     /* ok false */
     char *error_code, *error_message;
     bool retryable;
     uint32_t retry_after_ms;
 };
-/* Parse reply JSON; a reply that does not parse becomes a retryable error. */
-void tr_run_llm_result_parse(const char *json, size_t len, struct tr_run_llm_result *out);
+/* The record of r as a TR_MSG_LLM_RESULT message. finish_reason is the
+ * provider's word ("stop", "tool_calls", ...; NULL: none), which the reader
+ * maps to r->finish_reason; r->finish_reason itself is not written. */
+struct tr_msg *tr_run_llm_result_msg(const struct tr_run_llm_result *r, const char *finish_reason);
+/* Read a record into out (zeroed first; owns its strings). A record that is
+ * not whole becomes a retryable "bad_response" error. */
+void tr_run_llm_result_read(const void *data, size_t len, struct tr_run_llm_result *out);
 void tr_run_llm_result_free(struct tr_run_llm_result *r);
 
-/* A parsed TR_MSG_TOOL_RESULT. */
+/* A TR_MSG_TOOL_RESULT: the tool executor's answer, a record. */
 struct tr_run_tool_result {
-    bool is_error;
+    bool ok;                            /* the call was made and did not fail */
+    bool is_error;                      /* as read: !ok or the tool said so */
+    bool truncated;                     /* result cut at the executor's cap */
+    int32_t status;                     /* HTTP status or exit code; 0: none */
+    uint32_t attempts;
     char *result;                       /* the whole result text */
     size_t result_len;
     char *error;
     uint32_t duration_ms;
     uint64_t duration_us;
 };
-void tr_run_tool_result_parse(const char *json, size_t len, struct tr_run_tool_result *out);
+/* The record of r as a TR_MSG_TOOL_RESULT message (result: result_len
+ * bytes; NULL with 0 for none). */
+struct tr_msg *tr_run_tool_result_msg(const struct tr_run_tool_result *r);
+/* Read a record into out (zeroed first; owns its strings). A record that is
+ * not whole becomes an error result. */
+void tr_run_tool_result_read(const void *data, size_t len, struct tr_run_tool_result *out);
 void tr_run_tool_result_free(struct tr_run_tool_result *r);
 
 /* What is in flight and what arrived but is not journaled yet: the shell's
@@ -446,7 +461,8 @@ enum tr_run_act {
     TR_RUN_WAIT = 0,        /* nothing to do until a reply, note or timer */
     TR_RUN_APPEND,          /* append buf (a TRJ1 event for seq s->next_seq) */
     TR_RUN_CALL_LLM,        /* send json (the request body) to the llm actor (step, attempt) */
-    TR_RUN_CALL_TOOL,       /* send json to the tool actor (step, call_index) */
+    TR_RUN_CALL_TOOL,       /* send json, a TR_MSG_TOOL_CALL record (actors/wire.h), to the
+                               tool actor (step, call_index) */
     TR_RUN_ARM_DEADLINE,    /* arm a timer for at_us (approval of call_index) */
     TR_RUN_PROPOSE_EXPIRE,  /* propose buf (a TRC1 ApprovalDecide{Expired}) */
     TR_RUN_EXIT,            /* stop; exit_reason as struct tr_run_exit */
@@ -460,7 +476,7 @@ struct tr_run_action {
     uint8_t *blob;          /* APPEND of tool.completed: the whole result, named by
                                its result_digest (tr_malloc'd), or NULL */
     size_t blob_len;
-    char *json;             /* CALL_*: tr_malloc'd, NUL-terminated */
+    char *json;             /* CALL_*: tr_malloc'd, NUL-terminated (CALL_TOOL: a record) */
     size_t json_len;
     uint32_t step, call_index, attempt;
     uint32_t timeout_ms;    /* CALL_*: how long to wait for the reply */

@@ -14,6 +14,7 @@
 #include <sodium.h>
 
 #include "actors/run.h"
+#include "actors/wire.h"
 #include "schemas/command_generated.h"
 #include "schemas/journal_generated.h"
 
@@ -398,37 +399,40 @@ static const char *risk_name(uint8_t r)
     }
 }
 
+/* The TR_MSG_TOOL_CALL record (actors/wire.h). The body the executor sends
+ * is the arguments as validated, written again (compact, keys sorted), not
+ * the model's text: what the tool reads is what the schema checked, even
+ * when the model's text had a key twice. */
 static void call_tool(const struct tr_run_state *s, const struct tr_run_env *env, uint32_t step, uint32_t i,
                       const struct tr_run_call *c, const struct tr_run_tool *t, struct tr_run_action *out)
 {
     unsigned char key[TR_RUN_DIGEST];
     char hex[2 * TR_RUN_DIGEST + 1];
-    json_t *cfg = t->config ? json_loads(t->config, 0, NULL) : NULL;
     json_t *args = c->args && c->args[0] ? json_loads(c->args, JSON_DECODE_ANY, NULL) : json_object();
-    json_t *tool = json_object(), *req = json_object();
-    char *text;
+    char *body = args ? json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
 
+    (void)env;
+    json_decref(args);
     tr_run_idem_key(s->run_text, step, i, key);
     tr_run_hex(key, sizeof key, hex);
-    json_object_set_new(tool, "name", json_string(t->name));
-    json_object_set_new(tool, "version", json_integer(t->version));
-    json_object_set_new(tool, "kind", json_string(kind_name(t->kind)));
-    json_object_set_new(tool, "config", cfg ? cfg : json_object());
-    json_object_set_new(tool, "timeout_ms", json_integer(t->timeout_ms));
-    json_object_set_new(tool, "risk", json_string(risk_name(t->risk)));
-    json_object_set_new(req, "tool", tool);
-    json_object_set_new(req, "arguments", args ? args : json_object());
-    json_object_set_new(req, "idempotency_key", json_string(hex));
-    json_object_set_new(req, "run_id", json_string(s->run_text));
-    json_object_set_new(req, "step", json_integer(step));
-    json_object_set_new(req, "call_index", json_integer(i));
-    json_object_set_new(req, "tenant", json_string(s->tenant ? s->tenant : ""));
-    text = json_dumps(req, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(req);
+    struct tr_tool_call_rec rec = {
+        .name = (char *)t->name,
+        .kind = (char *)kind_name(t->kind),
+        .risk = (char *)risk_name(t->risk),
+        .config = t->config ? (char *)t->config : "{}",
+        .arguments = body ? body : "{}",
+        .arguments_len = body ? strlen(body) : 2,
+        .idempotency_key = hex,
+        .run_id = (char *)s->run_text,
+        .tenant = s->tenant ? (char *)s->tenant : "",
+        .version = t->version,
+        .timeout_ms = t->timeout_ms,
+        .step = step,
+        .call_index = i,
+    };
     out->kind = TR_RUN_CALL_TOOL;
-    out->json_len = text ? strlen(text) : 0;
-    out->json = tr_memdup(text ? text : "", out->json_len + 1);
-    free(text); /* jansson's allocator */
+    out->json = tr_tool_call_bytes(&rec, &out->json_len);
+    free(body); /* jansson's allocator */
     out->step = step;
     out->call_index = i;
     out->timeout_ms = (t->timeout_ms ? t->timeout_ms : 30000) + 10000;

@@ -280,87 +280,6 @@ uint64_t tr_run_tool_defs_key(const struct tr_run_state *s, const struct tr_run_
 
 /* ---- replies -------------------------------------------------------------- */
 
-static char *jdup(json_t *o, const char *key)
-{
-    const char *v = json_string_value(json_object_get(o, key));
-    return v ? tr_strdup(v) : NULL;
-}
-
-static uint64_t juint(json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
-}
-
-static uint8_t finish_reason(const char *r)
-{
-    if (!r)
-        return troupe_journal_FinishReason_Unknown;
-    if (strcmp(r, "stop") == 0)
-        return troupe_journal_FinishReason_Stop;
-    if (strcmp(r, "tool_calls") == 0 || strcmp(r, "function_call") == 0)
-        return troupe_journal_FinishReason_ToolCalls;
-    if (strcmp(r, "length") == 0)
-        return troupe_journal_FinishReason_Length;
-    if (strcmp(r, "content_filter") == 0)
-        return troupe_journal_FinishReason_ContentFilter;
-    return troupe_journal_FinishReason_Unknown;
-}
-
-void tr_run_llm_result_parse(const char *json, size_t len, struct tr_run_llm_result *out)
-{
-    json_t *r = json_loadb(json, len, 0, NULL);
-    json_t *calls, *usage, *err;
-
-    memset(out, 0, sizeof *out);
-    if (!json_is_object(r)) {
-        out->error_code = tr_strdup("bad_response");
-        out->error_message = tr_strdup("the llm actor's reply is not a JSON object");
-        out->retryable = true;
-        json_decref(r);
-        return;
-    }
-    out->ok = json_is_true(json_object_get(r, "ok"));
-    if (!out->ok) {
-        err = json_object_get(r, "error");
-        out->error_code = jdup(err, "code");
-        out->error_message = jdup(err, "message");
-        out->retryable = json_is_true(json_object_get(err, "retryable"));
-        out->retry_after_ms = (uint32_t)juint(err, "retry_after_ms");
-        if (!out->error_code)
-            out->error_code = tr_strdup("unavailable");
-        json_decref(r);
-        return;
-    }
-    out->content = jdup(r, "content");
-    out->model = jdup(r, "model");
-    out->request_id = jdup(r, "request_id");
-    out->finish_reason = finish_reason(json_string_value(json_object_get(r, "finish_reason")));
-    usage = json_object_get(r, "usage");
-    out->prompt_tokens = juint(usage, "prompt_tokens");
-    out->completion_tokens = juint(usage, "completion_tokens");
-    out->cost_micro_usd = juint(r, "cost_micro_usd");
-    out->latency_ms = (uint32_t)juint(r, "latency_ms");
-    out->latency_us = juint(r, "latency_us");
-    calls = json_object_get(r, "tool_calls");
-    for (size_t i = 0; i < json_array_size(calls) && out->n_calls < TR_RUN_MAX_CALLS; i++) {
-        json_t *c = json_array_get(calls, i);
-        json_t *a = json_object_get(c, "arguments");
-        uint32_t k = out->n_calls++;
-
-        out->calls[k].id = jdup(c, "id");
-        out->calls[k].name = jdup(c, "name");
-        if (json_is_string(a)) {
-            out->calls[k].arguments = tr_strdup(json_string_value(a));
-        } else if (a) {
-            char *t = json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY);
-            out->calls[k].arguments = tr_strdup(t ? t : "");
-            free(t); /* jansson's allocator */
-        }
-    }
-    json_decref(r);
-}
-
 void tr_run_llm_result_free(struct tr_run_llm_result *r)
 {
     if (!r)
@@ -376,37 +295,6 @@ void tr_run_llm_result_free(struct tr_run_llm_result *r)
     tr_free(r->error_code);
     tr_free(r->error_message);
     memset(r, 0, sizeof *r);
-}
-
-void tr_run_tool_result_parse(const char *json, size_t len, struct tr_run_tool_result *out)
-{
-    json_t *r = json_loadb(json, len, 0, NULL);
-    json_t *res;
-
-    memset(out, 0, sizeof *out);
-    if (!json_is_object(r)) {
-        out->is_error = true;
-        out->error = tr_strdup("the tool executor sent an unreadable reply");
-        json_decref(r);
-        return;
-    }
-    out->is_error = !json_is_true(json_object_get(r, "ok")) || json_is_true(json_object_get(r, "is_error"));
-    res = json_object_get(r, "result");
-    if (json_is_string(res)) {
-        out->result_len = json_string_length(res);
-        out->result = tr_memdup(json_string_value(res), out->result_len + 1);
-    } else if (res && !json_is_null(res)) {
-        char *t = json_dumps(res, JSON_COMPACT | JSON_ENCODE_ANY);
-        out->result = tr_strdup(t ? t : "");
-        out->result_len = strlen(out->result);
-        free(t);
-    }
-    out->error = jdup(r, "error");
-    if (out->is_error && !out->error)
-        out->error = tr_strdup(out->result && out->result[0] ? out->result : "the tool call failed");
-    out->duration_ms = (uint32_t)juint(r, "duration_ms");
-    out->duration_us = juint(r, "duration_us");
-    json_decref(r);
 }
 
 void tr_run_tool_result_free(struct tr_run_tool_result *r)

@@ -30,7 +30,9 @@
 #include <signal.h>
 #include <string.h>
 
+#include "actors/run.h"
 #include "actors/tool.h"
+#include "actors/wire.h"
 
 #define BODY_CAP_TRANSPORT (1024u * 1024 * 1024) /* curl's cap; ours cuts first */
 #define ERROR_TEXT_MAX 4096
@@ -81,16 +83,23 @@ struct tool_state {
 /* ------------------------------------------------------------------------ */
 /* Results.                                                                   */
 
-json_t *tool_json_text(const void *data, size_t len)
+char *tool_text_repair(const void *data, size_t len, size_t *out_len)
 {
     const unsigned char *p = data;
     size_t i = 0, k = 0;
     char *buf;
-    json_t *s;
 
-    if (len == 0 || !data)
-        return json_string("");
+    while (i < len) { /* the common case: already UTF-8 */
+        size_t n = tr_utf8_seq(p + i, len - i);
+        if (n == 0)
+            break;
+        i += n;
+    }
+    if (i == len)
+        return NULL;
     buf = tr_malloc(len * 3 + 1); /* worst case: every byte becomes U+FFFD */
+    memcpy(buf, p, i);
+    k = i;
     while (i < len) {
         size_t n = tr_utf8_seq(p + i, len - i);
         if (n == 0) {
@@ -103,8 +112,22 @@ json_t *tool_json_text(const void *data, size_t len)
         k += n;
         i += n;
     }
-    s = json_stringn(buf, k);
-    tr_free(buf);
+    buf[k] = '\0';
+    *out_len = k;
+    return buf;
+}
+
+json_t *tool_json_text(const void *data, size_t len)
+{
+    size_t n;
+    char *fixed;
+    json_t *s;
+
+    if (len == 0 || !data)
+        return json_string("");
+    fixed = tool_text_repair(data, len, &n);
+    s = fixed != NULL ? json_stringn(fixed, n) : json_stringn(data, len);
+    tr_free(fixed);
     return s ? s : json_string("");
 }
 
@@ -118,27 +141,31 @@ struct outcome {
     const char *error;    /* NULL: none */
 };
 
+/* The result and the error are what the model will read: bytes that are not
+ * UTF-8 become U+FFFD here, once (tool_text_repair). */
 static void send_reply(struct tr_ctx *ctx, const struct tr_msg *req, uint64_t start_ms, uint64_t start_us,
                        uint32_t attempts,
                        const struct outcome *o)
 {
-    uint64_t now = tr_now_ms(ctx);
-    json_t *j = json_object();
-    json_object_set_new(j, "ok", json_boolean(o->ok));
-    json_object_set_new(j, "result", tool_json_text(o->result, o->result_len));
-    json_object_set_new(j, "is_error", json_boolean(o->is_error));
-    json_object_set_new(j, "error", o->error ? tool_json_text(o->error, strlen(o->error)) : json_null());
-    json_object_set_new(j, "status", json_integer(o->status));
-    json_object_set_new(j, "duration_ms", json_integer(now >= start_ms ? (json_int_t)(now - start_ms) : 0));
-    uint64_t now_us = tr_wall_us(ctx);
-    json_object_set_new(j, "duration_us", json_integer(now_us >= start_us ? (json_int_t)(now_us - start_us) : 0));
-    json_object_set_new(j, "truncated", json_boolean(o->truncated));
-    if (attempts)
-        json_object_set_new(j, "attempts", json_integer(attempts));
-    char *text = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    struct tr_msg *m = tr_msg_make(TR_MSG_TOOL_RESULT, text, (uint32_t)strlen(text));
-    free(text); /* jansson's allocator */
+    uint64_t now = tr_now_ms(ctx), now_us = tr_wall_us(ctx);
+    size_t result_len = o->result != NULL ? o->result_len : 0, error_len = 0;
+    char *result = o->result != NULL ? tool_text_repair(o->result, o->result_len, &result_len) : NULL;
+    char *error = o->error != NULL ? tool_text_repair(o->error, strlen(o->error), &error_len) : NULL;
+    struct tr_run_tool_result r = {
+        .ok = o->ok != 0,
+        .is_error = o->is_error != 0,
+        .truncated = o->truncated != 0,
+        .status = o->status,
+        .attempts = attempts,
+        .result = result != NULL ? result : (char *)o->result,
+        .result_len = result_len,
+        .error = error != NULL ? error : (char *)o->error,
+        .duration_ms = now >= start_ms ? (uint32_t)(now - start_ms) : 0,
+        .duration_us = now_us >= start_us ? now_us - start_us : 0,
+    };
+    struct tr_msg *m = tr_run_tool_result_msg(&r);
+    tr_free(result);
+    tr_free(error);
     int rv = tr_reply(ctx, req, m);
     if (rv != 0) {
         tr_log(TR_LOG_DEBUG, "tool: reply to actor %" PRIu64 " dropped: %s", req->from, tr_strerror(rv));
@@ -512,9 +539,9 @@ static void on_proc_exit(struct tr_ctx *ctx, struct tool_state *st, const struct
 
 static void on_call(struct tr_ctx *ctx, struct tool_state *st, struct tr_msg *msg)
 {
+    struct tr_tool_call_rec rec;
     json_error_t jerr;
-    json_t *root = NULL;
-    const json_t *tool, *kind, *config, *args, *key, *name, *tmo;
+    json_t *config = NULL;
 
     if (!(msg->flags & TR_MSGF_REQUEST)) {
         tr_log(TR_LOG_WARN, "tool: TR_MSG_TOOL_CALL from actor %" PRIu64 " is not a request; dropped", msg->from);
@@ -529,54 +556,40 @@ static void on_call(struct tr_ctx *ctx, struct tool_state *st, struct tr_msg *ms
         reply_error(ctx, msg, "tool call of %u bytes is over the %u byte limit", msg->len, TOOL_MAX_REQUEST);
         return;
     }
-    root = json_loadb((const char *)msg->data, msg->len, 0, &jerr);
-    if (!json_is_object(root)) {
-        reply_error(ctx, msg, "tool call is not a JSON object: %s", root ? "wrong type" : jerr.text);
+    if (tr_tool_call_read(msg->data, msg->len, &rec) != 0) {
+        reply_error(ctx, msg, "tool call is not a whole call record (actors/wire.h)");
+        return;
+    }
+    const char *tname = rec.name != NULL ? rec.name : "(unnamed)";
+    if (rec.arguments == NULL) {
+        reply_error(ctx, msg, "tool %.100s: call has no arguments", tname);
         goto out;
     }
-    tool = json_object_get(root, "tool");
-    args = json_object_get(root, "arguments");
-    key = json_object_get(root, "idempotency_key");
-    if (!json_is_object(tool)) {
-        reply_error(ctx, msg, "tool call: \"tool\" must be an object");
+    if (rec.idempotency_key == NULL || !key_ok(rec.idempotency_key, strlen(rec.idempotency_key))) {
+        reply_error(ctx, msg, "tool %.100s: idempotency_key must be 1 to %d hex digits", tname, TOOL_MAX_KEY);
         goto out;
     }
-    name = json_object_get(tool, "name");
-    const char *tname = json_is_string(name) ? json_string_value(name) : "(unnamed)";
-    kind = json_object_get(tool, "kind");
-    config = json_object_get(tool, "config");
-    tmo = json_object_get(tool, "timeout_ms");
-    if (!args) {
-        reply_error(ctx, msg, "tool %s: call has no arguments", tname);
+    if (rec.kind == NULL) {
+        reply_error(ctx, msg, "tool %.100s: the call names no kind", tname);
         goto out;
     }
-    if (!json_is_string(key) || !key_ok(json_string_value(key), json_string_length(key))) {
-        reply_error(ctx, msg, "tool %s: idempotency_key must be 1 to %d hex digits", tname, TOOL_MAX_KEY);
-        goto out;
-    }
-    if (!json_is_string(kind)) {
-        reply_error(ctx, msg, "tool %s: kind must be a string", tname);
-        goto out;
-    }
-    const char *k = json_string_value(kind);
     enum call_kind ck;
-    if (strcmp(k, "http") == 0) {
+    if (strcmp(rec.kind, "http") == 0) {
         ck = CALL_HTTP;
-    } else if (strcmp(k, "sandbox") == 0) {
+    } else if (strcmp(rec.kind, "sandbox") == 0) {
         ck = CALL_SANDBOX;
     } else {
-        reply_error(ctx, msg, "tool %s: kind \"%.64s\" is not run by the tool executor (http, sandbox)", tname, k);
+        reply_error(ctx, msg, "tool %.100s: kind \"%.64s\" is not run by the tool executor (http, sandbox)", tname,
+                    rec.kind);
+        goto out;
+    }
+    if (rec.config != NULL && (config = json_loads(rec.config, 0, &jerr)) == NULL) {
+        reply_error(ctx, msg, "tool %.100s: config is not JSON: %s", tname, jerr.text);
         goto out;
     }
     uint32_t timeout_ms = TOOL_TIMEOUT_DEFAULT_MS;
-    if (tmo && !json_is_null(tmo)) {
-        if (!json_is_integer(tmo) || json_integer_value(tmo) <= 0) {
-            reply_error(ctx, msg, "tool %s: timeout_ms must be a positive integer", tname);
-            goto out;
-        }
-        json_int_t t = json_integer_value(tmo);
-        timeout_ms = t > TOOL_TIMEOUT_MAX_MS ? TOOL_TIMEOUT_MAX_MS : (uint32_t)t;
-    }
+    if (rec.timeout_ms != 0)
+        timeout_ms = rec.timeout_ms > TOOL_TIMEOUT_MAX_MS ? TOOL_TIMEOUT_MAX_MS : (uint32_t)rec.timeout_ms;
 
     struct call *c = tr_calloc(1, sizeof(*c));
     c->seq = st->next_seq++;
@@ -585,10 +598,9 @@ static void on_call(struct tr_ctx *ctx, struct tool_state *st, struct tr_msg *ms
     c->start_us = tr_wall_us(ctx);
     c->timeout_ms = timeout_ms;
     c->deadline_ms = c->start_ms + timeout_ms;
-    char *body = json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY);
-    c->body_len = body ? strlen(body) : 0;
-    c->body = tr_memdup(body ? body : "", c->body_len + 1);
-    free(body);
+    c->body_len = rec.arguments_len;
+    c->body = rec.arguments; /* the body: the arguments as the run validated them */
+    rec.arguments = NULL;
     tr_msg_keep(ctx, msg);
     c->req = msg;
     c->next = st->calls;
@@ -597,12 +609,12 @@ static void on_call(struct tr_ctx *ctx, struct tool_state *st, struct tr_msg *ms
     st->calls = c;
     st->n_calls++;
     if (ck == CALL_HTTP)
-        start_http(ctx, st, c, config, json_string_value(key), tname,
-                   json_string_value(json_object_get(root, "run_id")));
+        start_http(ctx, st, c, config, rec.idempotency_key, tname, rec.run_id);
     else
         start_sandbox(ctx, st, c, config, tname);
 out:
-    json_decref(root);
+    json_decref(config);
+    tr_tool_call_free(&rec);
 }
 
 static int tool_receive(struct tr_ctx *ctx, void *state, struct tr_msg *msg)

@@ -131,8 +131,12 @@ char *const *tool_sandbox_env(void);
 /* ------------------------------------------------------------------------ */
 /* shared                                                                     */
 
-/* A JSON string of data[0..len): invalid UTF-8 and NUL bytes become U+FFFD,
- * so any body can be carried. Never NULL. */
+/* data[0..len) with invalid UTF-8 and NUL bytes as U+FFFD: a tr_malloc'd,
+ * NUL-terminated copy and its length in *out_len, or NULL when data needs no
+ * repair (use it as it is). */
+char *tool_text_repair(const void *data, size_t len, size_t *out_len);
+/* A JSON string of data[0..len), repaired as above, so any body can be
+ * carried. Never NULL. */
 json_t *tool_json_text(const void *data, size_t len);
 
 #endif /* TR_ACTORS_TOOL_H */

@@ -50,6 +50,7 @@
 #include <sodium.h>
 
 #include "actors/run.h"
+#include "records.h"
 #include "schemas/command_generated.h"
 #include "schemas/journal_generated.h"
 
@@ -519,16 +520,20 @@ static void check_action(const struct tr_run_state *s, const struct tr_run_vol *
         CHECK(t && t->enabled);
         if (c->risk != J(Risk_Read) || t->risk != J(Risk_Read))
             CHECK(c->start_seq <= v->acked_seq);
-        json_t *j;
-        check_json_text(a->json, a->json_len, &j);
+        struct tr_tool_call_rec rec;
+        CHECK(tr_tool_call_read(a->json, a->json_len, &rec) == 0);
         unsigned char key[TR_RUN_DIGEST];
         char hex[2 * TR_RUN_DIGEST + 1];
         tr_run_idem_key(s->run_text, a->step, a->call_index, key);
         tr_run_hex(key, sizeof key, hex);
-        CHECK(strcmp(json_string_value(json_object_get(j, "idempotency_key")), hex) == 0);
-        CHECK(strcmp(json_string_value(json_object_get(json_object_get(j, "tool"), "name")), c->name) == 0);
-        CHECK(json_integer_value(json_object_get(j, "step")) == a->step);
+        CHECK(rec.idempotency_key != NULL && strcmp(rec.idempotency_key, hex) == 0);
+        CHECK(rec.name != NULL && strcmp(rec.name, c->name) == 0);
+        CHECK(rec.step == a->step && rec.call_index == a->call_index);
+        /* The body is the validated arguments, as JSON. */
+        json_t *j;
+        check_json_text(rec.arguments, rec.arguments_len, &j);
         json_decref(j);
+        tr_tool_call_free(&rec);
         break;
     }
     case TR_RUN_ARM_DEADLINE: {
@@ -651,7 +656,7 @@ static bool decide_prefix(const struct tr_run_state *s, struct tr_run_vol *warm,
 
 static void parse_llm(const char *json, struct tr_run_llm_result *r)
 {
-    tr_run_llm_result_parse(json, strlen(json), r);
+    h_llm_result(json, r);
 }
 
 /* The model's reply for step `step`: tool calls on odd steps (a valid search,
@@ -706,7 +711,7 @@ static struct tr_run_tool_result *tool_script(uint32_t step, uint32_t idx)
         j = json_pack("{s:b,s:s,s:b,s:n,s:i}", "ok", 1, "result", res, "is_error", 0, "error", "duration_ms", 3);
     }
     char *text = json_dumps(j, JSON_COMPACT);
-    tr_run_tool_result_parse(text, strlen(text), r);
+    h_tool_result(text, r);
     free(text);
     json_decref(j);
     return r;

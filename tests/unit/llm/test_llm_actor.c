@@ -25,6 +25,7 @@
 #include <curl/curl.h>
 
 #include "actors/llm.h"
+#include "records.h"
 
 #define KEY "sk-llm-test"
 #define CALL_DEADLINE_MS 170000u
@@ -292,10 +293,8 @@ static json_t *call_wait(struct call *c)
     assert_int_equal(c->send_rv, 0);
     assert_int_equal(c->type, TR_MSG_LLM_RESULT);
     assert_true(c->flags & TR_MSGF_REPLY);
-    json_error_t jerr;
-    json_t *r = json_loadb(c->reply, c->reply_len, 0, &jerr);
-    if (r == NULL)
-        fail_msg("reply is not JSON: %s: %s", jerr.text, c->reply);
+    json_t *r = h_llm_result_json(c->reply, c->reply_len);
+    assert_non_null(r);
     free(c->reply);
     free(c->req);
     return r;

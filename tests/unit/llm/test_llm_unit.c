@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "actors/llm.h"
+#include "records.h"
 
 #define S(lit) lit, sizeof(lit) - 1
 
@@ -808,6 +809,7 @@ struct det_call {
     const char *req;
     int done;
     char reply[1024];
+    size_t reply_len;
 };
 
 static int det_client_init(struct tr_ctx *ctx, void *state, void *arg)
@@ -831,7 +833,7 @@ static int det_client_receive(struct tr_ctx *ctx, void *state, struct tr_msg *ms
     assert_int_equal(msg->type, TR_MSG_LLM_RESULT);
     assert_true(msg->len < sizeof c->reply);
     memcpy(c->reply, msg->data, msg->len);
-    c->reply[msg->len] = '\0';
+    c->reply_len = msg->len;
     c->done++;
     return 0;
 }
@@ -857,7 +859,7 @@ static json_t *det_run(struct tr_rt *rt, struct det_call *c, uint64_t *elapsed)
     tr_rt_run_until_idle(rt, 100000);
     assert_int_equal(c->done, 1);
     *elapsed = tr_rt_now_ms(rt) - t0;
-    json_t *r = json_loads(c->reply, 0, NULL);
+    json_t *r = h_llm_result_json(c->reply, c->reply_len);
     assert_non_null(r);
     return r;
 }

@@ -192,7 +192,7 @@ void h_llm_reply(struct harness *h, const char *json)
 {
     struct tr_run_llm_result *r = tr_calloc(1, sizeof *r);
 
-    tr_run_llm_result_parse(json, strlen(json), r);
+    h_llm_result(json, r);
     h->v.llm_out = 0;
     if (h->v.llm) {
         tr_run_llm_result_free(h->v.llm);
@@ -205,7 +205,7 @@ void h_tool_reply(struct harness *h, uint32_t idx, const char *json)
 {
     struct tr_run_tool_result *r = tr_calloc(1, sizeof *r);
 
-    tr_run_tool_result_parse(json, strlen(json), r);
+    h_tool_result(json, r);
     h->v.calls[idx].inflight = false;
     h->v.calls[idx].res = r;
 }
@@ -257,14 +257,12 @@ int h_drive(struct harness *h, int max, struct tr_run_action *last)
         case TR_RUN_CALL_TOOL: {
             h_apply(h, &a);
             h->tool_calls++;
-            json_t *req = json_loads(a.json, 0, NULL);
-            const char *key = json_string_value(json_object_get(req, "idempotency_key"));
-            const char *name = json_string_value(json_object_get(json_object_get(req, "tool"), "name"));
-            char *args = json_dumps(json_object_get(req, "arguments"), JSON_COMPACT | JSON_SORT_KEYS);
+            struct tr_tool_call_rec req;
+            assert_int_equal(tr_tool_call_read(a.json, a.json_len, &req), 0);
+            const char *key = req.idempotency_key, *name = req.name, *args = req.arguments;
             snprintf(h->last_key, sizeof h->last_key, "%s", key ? key : "");
             if (h->manual_tools || !h->tool) {
-                free(args);
-                json_decref(req);
+                tr_tool_call_free(&req);
                 if (last)
                     *last = a;
                 else
@@ -274,8 +272,7 @@ int h_drive(struct harness *h, int max, struct tr_run_action *last)
             char *res = h->tool(h, name, args, key, a.step, a.call_index);
             h_tool_reply(h, a.call_index, res);
             tr_free(res);
-            free(args);
-            json_decref(req);
+            tr_tool_call_free(&req);
             break;
         }
         }

@@ -6,6 +6,7 @@
 #define TR_TEST_RUN_HARNESS_H
 
 #include "actors/run.h"
+#include "records.h"
 
 #define H_MAX_TOOLS 8
 #define H_MAX_EVENTS 4096

@@ -15,6 +15,7 @@
 #include "actors/llm.h"
 #include "actors/run.h"
 #include "raft/fsm.h"
+#include "records.h"
 #include "schemas/command_generated.h"
 #include "schemas/journal_generated.h"
 #include "storage/storage.h"
@@ -474,7 +475,7 @@ static char *llm_answer(const char *goal, uint32_t step)
 static int llm_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
 {
     if (msg->type == MSG_RELEASE && W.held != NULL) {
-        struct tr_msg *m = tr_msg_make(TR_MSG_LLM_RESULT, W.held_answer, (uint32_t)strlen(W.held_answer));
+        struct tr_msg *m = h_llm_result_msg(W.held_answer);
         if (tr_reply(ctx, W.held, m) != 0)
             tr_msg_free(m);
         tr_msg_free(W.held);
@@ -514,7 +515,7 @@ static int llm_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
         json_decref(req);
         return 0;
     }
-    struct tr_msg *m = tr_msg_make(TR_MSG_LLM_RESULT, text, (uint32_t)strlen(text));
+    struct tr_msg *m = h_llm_result_msg(text);
     free(text);
     if (tr_reply(ctx, msg, m) != 0)
         tr_msg_free(m);
@@ -530,7 +531,7 @@ static const char tool_ok[] = "{\"ok\":true,\"result\":\"found it\",\"is_error\"
 static int tool_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
 {
     if (msg->type == MSG_LAG && W.lag_held != NULL) {
-        struct tr_msg *m = tr_msg_make(TR_MSG_TOOL_RESULT, tool_ok, sizeof tool_ok - 1);
+        struct tr_msg *m = h_tool_result_msg(tool_ok);
         if (tr_reply(ctx, W.lag_held, m) != 0)
             tr_msg_free(m);
         tr_msg_free(W.lag_held);
@@ -539,10 +540,11 @@ static int tool_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
     }
     if (msg->type != TR_MSG_TOOL_CALL)
         return 0;
-    json_t *req = json_loadb((const char *)msg->data, msg->len, 0, NULL);
-    const char *key = json_string_value(json_object_get(req, "idempotency_key"));
-    const char *name = json_string_value(json_object_get(json_object_get(req, "tool"), "name"));
+    struct tr_tool_call_rec req;
+    assert_int_equal(tr_tool_call_read(msg->data, msg->len, &req), 0);
+    const char *key = req.idempotency_key, *name = req.name;
     assert_non_null(key);
+    assert_non_null(name);
     assert_int_equal(strlen(key), 64);
     for (uint32_t i = 0; i < W.n_keys; i++)
         if (strcmp(W.keys[i], key) == 0)
@@ -555,7 +557,7 @@ static int tool_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
         big[10000] = '\0';
         json_t *r = json_pack("{s:b,s:s,s:b}", "ok", 1, "result", big, "is_error", 0);
         char *t = json_dumps(r, JSON_COMPACT);
-        struct tr_msg *m = tr_msg_make(TR_MSG_TOOL_RESULT, t, (uint32_t)strlen(t));
+        struct tr_msg *m = h_tool_result_msg(t);
         if (tr_reply(ctx, msg, m) != 0)
             tr_msg_free(m);
         free(t);
@@ -567,11 +569,11 @@ static int tool_receive(struct tr_ctx *ctx, void *st, struct tr_msg *msg)
         W.lag_held = msg;
         assert_int_equal(tr_timer_start(ctx, LAG_MS, tr_msg_new(MSG_LAG, 0), &t), 0);
     } else if (strcmp(name, "slow") != 0) {
-        struct tr_msg *m = tr_msg_make(TR_MSG_TOOL_RESULT, tool_ok, sizeof tool_ok - 1);
+        struct tr_msg *m = h_tool_result_msg(tool_ok);
         if (tr_reply(ctx, msg, m) != 0)
             tr_msg_free(m);
     }
-    json_decref(req);
+    tr_tool_call_free(&req);
     return 0;
 }
 

@@ -868,7 +868,7 @@ static void test_refold_across_steps(void **st)
     /* The step-2 reply arrives while the fold is at step 1: held. */
     struct tr_run_llm_result *res = tr_calloc(1, sizeof *res);
     reply = llm_wire(&h, 2, 1);
-    tr_run_llm_result_parse(reply, strlen(reply), res);
+    h_llm_result(reply, res);
     tr_free(reply);
     assert_false(tr_run_vol_llm_reply(&h.v, 2, res));
     assert_int_equal(h.v.n_held, 1);

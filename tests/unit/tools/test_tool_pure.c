@@ -10,7 +10,9 @@
 
 #include <cmocka.h>
 
+#include "actors/run.h"
 #include "actors/tool.h"
+#include "actors/wire.h"
 
 static void expect_host(const char *url, const char *want)
 {
@@ -392,6 +394,113 @@ static void test_json_text(void **state)
     json_decref(s);
 }
 
+/* Records between actors (actors/wire.h): what is written reads back field
+ * for field, and a record cut short or with a byte too many is refused
+ * whole: a call is not made, a result becomes an error. */
+static void test_call_record(void **state)
+{
+    struct tr_tool_call_rec c = {
+        .name = "add", .kind = "http", .risk = "write", .config = "{\"url\":\"http://a/\"}",
+        .arguments = "{\"a\":\"x\0y\"}", .arguments_len = 11, .idempotency_key = "ab01", .run_id = "run_1",
+        .tenant = NULL, .version = 3, .timeout_ms = 1500, .step = 7, .call_index = 2,
+    };
+    size_t len;
+    char *b = tr_tool_call_bytes(&c, &len);
+    struct tr_tool_call_rec r;
+    assert_int_equal(tr_tool_call_read(b, len, &r), 0);
+    assert_string_equal(r.name, "add");
+    assert_string_equal(r.kind, "http");
+    assert_string_equal(r.risk, "write");
+    assert_string_equal(r.config, "{\"url\":\"http://a/\"}");
+    assert_int_equal(r.arguments_len, 11);
+    assert_memory_equal(r.arguments, "{\"a\":\"x\0y\"}", 11);
+    assert_string_equal(r.idempotency_key, "ab01");
+    assert_string_equal(r.run_id, "run_1");
+    assert_null(r.tenant);
+    assert_int_equal(r.version, 3);
+    assert_int_equal(r.timeout_ms, 1500);
+    assert_int_equal(r.step, 7);
+    assert_int_equal(r.call_index, 2);
+    tr_tool_call_free(&r);
+    for (size_t cut = 0; cut < len; cut++) {
+        assert_int_equal(tr_tool_call_read(b, cut, &r), -1);
+        assert_null(r.name);
+    }
+    char *longer = tr_malloc(len + 1);
+    memcpy(longer, b, len);
+    longer[len] = 0;
+    assert_int_equal(tr_tool_call_read(longer, len + 1, &r), -1);
+    tr_free(longer);
+    tr_free(b);
+}
+
+static void test_result_records(void **state)
+{
+    struct tr_run_tool_result t = { .ok = true, .status = 201, .attempts = 2, .result = "{\"sum\":42}",
+                                    .result_len = 10, .duration_ms = 4, .duration_us = 4100 };
+    struct tr_msg *m = tr_run_tool_result_msg(&t);
+    struct tr_run_tool_result tr;
+    tr_run_tool_result_read(m->data, m->len, &tr);
+    assert_true(tr.ok);
+    assert_false(tr.is_error);
+    assert_int_equal(tr.status, 201);
+    assert_int_equal(tr.attempts, 2);
+    assert_int_equal(tr.result_len, 10);
+    assert_string_equal(tr.result, "{\"sum\":42}");
+    assert_null(tr.error);
+    assert_int_equal(tr.duration_us, 4100);
+    tr_run_tool_result_free(&tr);
+    for (uint32_t cut = 0; cut < m->len; cut++) {
+        tr_run_tool_result_read(m->data, cut, &tr);
+        assert_true(tr.is_error);
+        assert_false(tr.ok);
+        assert_null(tr.result);
+        assert_string_equal(tr.error, "the tool executor sent an unreadable reply");
+        tr_run_tool_result_free(&tr);
+    }
+    tr_msg_free(m);
+    /* Failed without an error text: the reader names the result. */
+    t = (struct tr_run_tool_result){ .ok = false, .result = "503 busy", .result_len = 8 };
+    m = tr_run_tool_result_msg(&t);
+    tr_run_tool_result_read(m->data, m->len, &tr);
+    assert_true(tr.is_error);
+    assert_string_equal(tr.error, "503 busy");
+    tr_run_tool_result_free(&tr);
+    tr_msg_free(m);
+
+    struct tr_run_llm_result l = { .ok = true, .content = "hi", .n_calls = 1, .model = "m", .request_id = "r",
+                                   .prompt_tokens = 10, .completion_tokens = 2, .cost_micro_usd = 7,
+                                   .latency_ms = 3, .latency_us = 3100, .attempts = 1 };
+    l.calls[0].id = "c1";
+    l.calls[0].name = "add";
+    l.calls[0].arguments = "{}";
+    m = tr_run_llm_result_msg(&l, "tool_calls");
+    struct tr_run_llm_result lr;
+    tr_run_llm_result_read(m->data, m->len, &lr);
+    assert_true(lr.ok);
+    assert_string_equal(lr.content, "hi");
+    assert_int_equal(lr.n_calls, 1);
+    assert_string_equal(lr.calls[0].id, "c1");
+    assert_string_equal(lr.calls[0].name, "add");
+    assert_string_equal(lr.calls[0].arguments, "{}");
+    assert_int_equal(lr.finish_reason, 2); /* troupe_journal_FinishReason_ToolCalls */
+    assert_string_equal(lr.model, "m");
+    assert_int_equal(lr.prompt_tokens, 10);
+    assert_int_equal(lr.cost_micro_usd, 7);
+    assert_int_equal(lr.latency_us, 3100);
+    tr_run_llm_result_free(&lr);
+    for (uint32_t cut = 0; cut < m->len; cut++) {
+        tr_run_llm_result_read(m->data, cut, &lr);
+        assert_false(lr.ok);
+        assert_true(lr.retryable);
+        assert_string_equal(lr.error_code, "bad_response");
+        assert_int_equal(lr.n_calls, 0);
+        assert_null(lr.content);
+        tr_run_llm_result_free(&lr);
+    }
+    tr_msg_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -400,7 +509,8 @@ int main(void)
         cmocka_unit_test(test_host_allowed),    cmocka_unit_test(test_http_cfg_ok),
         cmocka_unit_test(test_http_cfg_bad),    cmocka_unit_test(test_http_decide),
         cmocka_unit_test(test_sandbox_cfg),     cmocka_unit_test(test_json_text),
-        cmocka_unit_test(test_config_types),
+        cmocka_unit_test(test_config_types),    cmocka_unit_test(test_call_record),
+        cmocka_unit_test(test_result_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
