@@ -5,10 +5,10 @@
  *   - A call record that reads is written back to the very same bytes; one
  *     that does not read leaves nothing behind.
  *   - A result always reads as something the run can act on: a failed tool
- *     result has an error text, a failed llm result an error code (a record
- *     that does not read becomes the run's "unreadable reply" or retryable
- *     "bad_response"); what was read, written again and read back, reads the
- *     same.
+ *     result has an error text, a failed llm result an error code; bytes
+ *     without the record's magic read as the run's "unreadable reply" or a
+ *     retryable "bad_response" and nothing else; what was read, written again
+ *     and read back, reads the same.
  *   - Everything read is freed (ASan's leak check). */
 #include <stddef.h>
 #include <stdint.h>
@@ -19,6 +19,16 @@
 #include "actors/wire.h"
 
 #define CHECK(x) do { if (!(x)) abort(); } while (0)
+
+/* The bytes start with a record's magic (a u64, actors/wire.c). */
+static int has_magic(const uint8_t *p, size_t n, uint64_t magic)
+{
+    uint64_t m;
+    if (n < sizeof m)
+        return 0;
+    memcpy(&m, p, sizeof m);
+    return m == magic;
+}
 
 static void tool_call(const uint8_t *p, size_t n)
 {
@@ -39,6 +49,8 @@ static void tool_result(const uint8_t *p, size_t n)
     struct tr_run_tool_result r;
     tr_run_tool_result_read(p, n, &r);
     CHECK(r.ok || r.is_error);
+    if (!has_magic(p, n, 0x31525454u)) /* "TTR1" */
+        CHECK(!r.ok && r.result == NULL && strcmp(r.error, "the tool executor sent an unreadable reply") == 0);
     CHECK(!r.is_error || r.error != NULL);
     CHECK(r.result == NULL ? r.result_len == 0 : r.result[r.result_len] == '\0');
     /* What was read, written and read again, reads the same. */
@@ -57,11 +69,10 @@ static void llm_result(const uint8_t *p, size_t n)
 {
     struct tr_run_llm_result r;
     tr_run_llm_result_read(p, n, &r);
-    if (!r.ok) {
-        CHECK(r.error_code != NULL);
-        if (strcmp(r.error_code, "bad_response") == 0 && r.retryable && r.n_calls == 0)
-            CHECK(r.content == NULL);
-    }
+    CHECK(r.ok || r.error_code != NULL);
+    if (!has_magic(p, n, 0x31524c54u)) /* "TLR1": not a record at all */
+        CHECK(!r.ok && r.retryable && strcmp(r.error_code, "bad_response") == 0 && r.content == NULL &&
+              r.n_calls == 0 && r.model == NULL);
     CHECK(r.n_calls <= TR_RUN_MAX_CALLS);
     struct tr_msg *m = tr_run_llm_result_msg(&r, NULL);
     struct tr_run_llm_result r2;
