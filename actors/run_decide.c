@@ -403,15 +403,14 @@ static const char *risk_name(uint8_t r)
  * is the arguments as validated, written again (compact, keys sorted), not
  * the model's text: what the tool reads is what the schema checked, even
  * when the model's text had a key twice. */
-static void call_tool(const struct tr_run_state *s, const struct tr_run_env *env, uint32_t step, uint32_t i,
-                      const struct tr_run_call *c, const struct tr_run_tool *t, struct tr_run_action *out)
+static void call_tool(const struct tr_run_state *s, uint32_t step, uint32_t i, const struct tr_run_call *c,
+                      const struct tr_run_tool *t, struct tr_run_action *out)
 {
     unsigned char key[TR_RUN_DIGEST];
     char hex[2 * TR_RUN_DIGEST + 1];
     json_t *args = c->args && c->args[0] ? json_loads(c->args, JSON_DECODE_ANY, NULL) : json_object();
     char *body = args ? json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
 
-    (void)env;
     json_decref(args);
     tr_run_idem_key(s->run_text, step, i, key);
     tr_run_hex(key, sizeof key, hex);
@@ -810,7 +809,7 @@ static bool advance_call(const struct tr_run_state *s, struct tr_run_vol *v, con
         ev_tool_error(s, now, st->n, i, c, "", buf, out);
         return true;
     }
-    call_tool(s, env, st->n, i, c, t, out);
+    call_tool(s, st->n, i, c, t, out);
     return true;
 }
 

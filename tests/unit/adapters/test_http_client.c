@@ -442,19 +442,25 @@ static void cancel(void **state)
     tr_free(hc);
 }
 
-static void refused_and_invalid(void **state)
+/* A loopback port nobody listens on: bind one, note it, close it. */
+static int unused_port(void)
 {
-    /* A port nobody listens on: bind one, note it, close it. */
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t sl = sizeof(sa);
     assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
     close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static void refused_and_invalid(void **state)
+{
+    int port = unused_port();
 
     struct hc *hc = tr_calloc(1, sizeof(*hc));
     hc->mode = M_ONE;
-    snprintf(hc->url, sizeof(hc->url), "http://127.0.0.1:%d/hello", ntohs(sa.sin_port));
+    snprintf(hc->url, sizeof(hc->url), "http://127.0.0.1:%d/hello", port);
     run_one(hc);
     assert_int_equal(hc->start_rv, 0);
     assert_int_equal(hc->error, TR_EUNAVAIL);
@@ -634,18 +640,13 @@ static void idle_connection_dropped(void **state)
  * open through the adapter: it must not outlive its CURL_POLL_REMOVE. */
 static void refused_twice_and_resolver(void **state)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof(sa);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
-    close(fd);
+    int port = unused_port();
     int fds = fd_count();
 
     struct hc *hc = tr_calloc(1, sizeof(*hc));
     hc->mode = M_SEQ;
     hc->seq_n = 3;
-    snprintf(hc->url, sizeof(hc->url), "http://localhost:%d", ntohs(sa.sin_port));
+    snprintf(hc->url, sizeof(hc->url), "http://localhost:%d", port);
     run_seq(hc);
     assert_int_equal(atomic_load(&hc->bad), 3);
     assert_int_equal(hc->error, TR_EUNAVAIL);
