@@ -18,12 +18,11 @@
 #include <string.h>
 
 #include "raft/auth_int.h"
+#include "tests/fuzz/fuzz.h"
 
 static const unsigned char key[TR_CLUSTER_KEY_LEN] = "fuzzing key fuzzing key fuzzing";
 static const unsigned char nonce_c[TR_AUTH_NONCE_LEN] = "connector nonce connector nonce";
 static const unsigned char nonce_s[TR_AUTH_NONCE_LEN] = "acceptor nonce acceptor nonce 12";
-
-#define CHECK(x) do { if (!(x)) abort(); } while (0)
 
 /* Feed bytes to c in chunks; stops at DONE or an error. Returns the last
  * step's result (TR_AUTH_MORE if the bytes ran out). */

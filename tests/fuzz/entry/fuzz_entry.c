@@ -11,8 +11,7 @@
 #include <string.h>
 
 #include "raft/entry.h"
-
-#define CHECK(x) do { if (!(x)) abort(); } while (0)
+#include "tests/fuzz/fuzz.h"
 
 static void decode(const uint8_t *p, size_t n)
 {
@@ -34,8 +33,7 @@ static void decode(const uint8_t *p, size_t n)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     /* Copies, so that ASan sees any read past the end of what is given. */
-    uint8_t *p = malloc(size ? size : 1);
-    memcpy(p, data, size);
+    uint8_t *p = fuzz_copy(data, size);
     decode(p, size);
     free(p);
 

@@ -53,20 +53,13 @@
 #include "records.h"
 #include "schemas/command_generated.h"
 #include "schemas/journal_generated.h"
+#include "tests/fuzz/fuzz.h"
 
 #define J(x) troupe_journal_##x
 #define RUN_ID UINT64_C(0x00000000000a11ce) /* tests/unit/run/harness.c */
 #define MAX_PIECES 160
 #define PUMP_MAX 3000
 #define FSM_DECISIONS_MAX 16
-
-#define CHECK(x)                                                                                    \
-    do {                                                                                            \
-        if (!(x)) {                                                                                 \
-            fprintf(stderr, "fuzz_fold: check failed at line %d: %s\n", __LINE__, #x);             \
-            abort();                                                                                \
-        }                                                                                           \
-    } while (0)
 
 /* ---- the registry, blobs and budgets the core consults ------------------- */
 

@@ -36,14 +36,7 @@
 
 #include "actors/jsonschema.h"
 #include "gateway/gw_int.h"
-
-#define CHECK(x)                                                                        \
-    do {                                                                                \
-        if (!(x)) {                                                                     \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #x);       \
-            abort();                                                                    \
-        }                                                                               \
-    } while (0)
+#include "tests/fuzz/fuzz.h"
 
 enum mode {
     M_RUN,            /* A: POST /v1/runs body */
@@ -72,11 +65,7 @@ static const struct gw_cmd_head head = { .time_us = 1700000000000123LL, .origin_
 
 static char *exact_copy(const uint8_t *p, size_t n)
 {
-    char *s = malloc(n > 0 ? n : 1);
-    CHECK(s != NULL);
-    if (n > 0)
-        memcpy(s, p, n);
-    return s;
+    return (char *)fuzz_copy(p, n);
 }
 
 static char *cstr_copy(const uint8_t *p, size_t n)
@@ -140,9 +129,7 @@ static const struct troupe_cmd_Command *verify_cmd(struct tr_fb_builder *b, uint
     size_t len;
     const uint8_t *data = tr_fb_builder_data(b, &len);
     CHECK(data != NULL && len > 0);
-    *copy = malloc(len);
-    CHECK(*copy != NULL);
-    memcpy(*copy, data, len);
+    *copy = fuzz_copy(data, len);
     struct tr_fb_error ferr;
     const struct troupe_cmd_Command *cmd =
         troupe_cmd_Command_verify_as_root_opts(*copy, len, "TRC1", &tr_fb_default_limits, &ferr);

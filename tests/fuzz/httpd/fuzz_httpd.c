@@ -95,14 +95,7 @@
 #include <uv.h>
 
 #include "runtime/runtime.h"
-
-#define CHECK(x)                                                                  \
-    do {                                                                          \
-        if (!(x)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #x); \
-            abort();                                                              \
-        }                                                                         \
-    } while (0)
+#include "tests/fuzz/fuzz.h"
 
 #define F_IMMEDIATE 0x01u
 #define F_TIMEOUT 0x20u
@@ -1633,10 +1626,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     f->flags = data[0];
     f->flags2 = data[1];
     f->len = size - 4;
-    f->in = malloc(f->len ? f->len : 1);
-    CHECK(f->in != NULL);
-    if (f->len)
-        memcpy(f->in, data + 4, f->len);
+    f->in = (char *)fuzz_copy(data + 4, f->len);
     size_t a = f->len * data[2] / 256, b = f->len * data[3] / 256;
     if (a > b) {
         size_t t = a;

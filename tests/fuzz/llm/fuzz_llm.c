@@ -26,14 +26,7 @@
 
 #include "actors/llm.h"
 #include "actors/tool.h"
-
-#define CHECK(x)                                                                                             \
-    do {                                                                                                     \
-        if (!(x)) {                                                                                          \
-            fprintf(stderr, "fuzz_llm: check failed at line %d: %s\n", __LINE__, #x);                       \
-            abort();                                                                                         \
-        }                                                                                                    \
-    } while (0)
+#include "tests/fuzz/fuzz.h"
 
 /* A JSON string value is NUL-terminated at its length. */
 static void check_jstr(const json_t *s)
@@ -570,8 +563,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *p = malloc(n + 1);
     memcpy(p, data + 1, n);
     p[n] = '\0';
-    char *exact = malloc(n ? n : 1);
-    memcpy(exact, data + 1, n);
+    char *exact = (char *)fuzz_copy(data + 1, n);
 
     switch (mode) {
     case 0:

@@ -17,8 +17,7 @@
 
 #include "actors/run.h"
 #include "actors/wire.h"
-
-#define CHECK(x) do { if (!(x)) abort(); } while (0)
+#include "tests/fuzz/fuzz.h"
 
 /* The bytes start with a record's magic (a u64, actors/wire.c). */
 static int has_magic(const uint8_t *p, size_t n, uint64_t magic)
@@ -88,8 +87,7 @@ static void llm_result(const uint8_t *p, size_t n)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint8_t *p = malloc(size ? size : 1);
-    memcpy(p, data, size);
+    uint8_t *p = fuzz_copy(data, size);
     tool_call(p, size);
     tool_result(p, size);
     llm_result(p, size);
