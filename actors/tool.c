@@ -52,7 +52,7 @@ struct call {
     char *body;                /* the arguments as JSON text */
     size_t body_len;
     /* http */
-    struct tool_http_cfg http;
+    struct cfg_entry *http;    /* the tool's parsed config, shared (below) */
     const char **hdrs;
     size_t n_hdrs;
     char *key_header;
@@ -78,7 +78,119 @@ struct tool_state {
     struct call *calls;
     uint32_t n_calls;
     uint64_t next_seq;
+    struct cfg_entry *cfgs;    /* parsed http configs, most recently used first */
+    struct cfg_entry *cfgs_tail;
+    uint32_t n_cfgs;
 };
+
+/* ------------------------------------------------------------------------ */
+/* Parsed http configs, by their text. A run calls the same tool version     */
+/* again and again, and parsing its config (JSON, then the URL through       */
+/* curl's parser) took ~4 us of every call. The last CFG_CACHE_MAX distinct  */
+/* texts stay parsed. An entry is shared by the calls using it: dropped from */
+/* the cache, it lives on until the last of them ends. A text that does not  */
+/* parse is not kept: its error is found again at each call.                 */
+
+#define CFG_CACHE_MAX 64
+
+struct cfg_entry {
+    struct cfg_entry *prev, *next;
+    char *text;
+    size_t len;
+    uint32_t refs;             /* calls holding it, + 1 while cached */
+    struct tool_http_cfg cfg;
+};
+
+static void cfg_unref(struct cfg_entry *e)
+{
+    if (e == NULL || --e->refs > 0)
+        return;
+    tool_http_cfg_free(&e->cfg);
+    tr_free(e->text);
+    tr_free(e);
+}
+
+static void cfg_unlink(struct tool_state *st, struct cfg_entry *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        st->cfgs = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        st->cfgs_tail = e->prev;
+    e->prev = e->next = NULL;
+    st->n_cfgs--;
+}
+
+static void cfg_push(struct tool_state *st, struct cfg_entry *e)
+{
+    e->prev = NULL;
+    e->next = st->cfgs;
+    if (st->cfgs)
+        st->cfgs->prev = e;
+    else
+        st->cfgs_tail = e;
+    st->cfgs = e;
+    st->n_cfgs++;
+}
+
+/* The cached parse of this config text, with a reference for the caller;
+ * NULL when it was not parsed before (or text is NULL). */
+static struct cfg_entry *cfg_lookup(struct tool_state *st, const char *text)
+{
+    if (text == NULL)
+        return NULL;
+    size_t len = strlen(text);
+    for (struct cfg_entry *e = st->cfgs; e; e = e->next) {
+        if (e->len == len && memcmp(e->text, text, len) == 0) {
+            if (e != st->cfgs) {
+                cfg_unlink(st, e);
+                cfg_push(st, e);
+            }
+            e->refs++;
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* Parses config (the JSON of `text`) and caches it; returns it with a
+ * reference for the caller, or NULL with err set. */
+static struct cfg_entry *cfg_parse(struct tool_state *st, const char *text, const json_t *config,
+                                   struct tr_err *err)
+{
+    struct cfg_entry *e = tr_calloc(1, sizeof(*e));
+    if (tool_http_cfg_parse(config, &e->cfg, err) != 0) {
+        tr_free(e);
+        return NULL;
+    }
+    if (st->opts->cfg_parses)
+        (*st->opts->cfg_parses)++;
+    e->refs = 1;
+    if (text == NULL) /* not reached: a config without text is no object */
+        return e;
+    e->len = strlen(text);
+    e->text = tr_strdup(text);
+    e->refs++;
+    cfg_push(st, e);
+    if (st->n_cfgs > CFG_CACHE_MAX) {
+        struct cfg_entry *old = st->cfgs_tail;
+        cfg_unlink(st, old);
+        cfg_unref(old);
+    }
+    return e;
+}
+
+static void cfg_cache_clear(struct tool_state *st)
+{
+    while (st->cfgs) {
+        struct cfg_entry *e = st->cfgs;
+        cfg_unlink(st, e);
+        cfg_unref(e);
+    }
+}
 
 /* ------------------------------------------------------------------------ */
 /* Results.                                                                   */
@@ -192,7 +304,7 @@ static void reply_error(struct tr_ctx *ctx, const struct tr_msg *req, const char
 
 static void call_free(struct call *c)
 {
-    tool_http_cfg_free(&c->http);
+    cfg_unref(c->http);
     tr_free(c->hdrs);
     tr_free(c->key_header);
     tr_free(c->who_header);
@@ -281,8 +393,8 @@ static void http_attempt(struct tr_ctx *ctx, struct tool_state *st, struct call 
     }
     uint64_t left = c->deadline_ms - now;
     struct tr_http_req r = {
-        .method = c->http.method,
-        .url = c->http.url,
+        .method = c->http->cfg.method,
+        .url = c->http->cfg.url,
         .headers = c->hdrs,
         .n_headers = c->n_hdrs,
         .body = c->body,
@@ -297,7 +409,7 @@ static void http_attempt(struct tr_ctx *ctx, struct tool_state *st, struct call 
     c->truncated = 0;
     int rv = tr_http_start(ctx, &r, &c->http_id);
     if (rv != 0) {
-        finish_error(ctx, st, c, 0, "http tool %s: request not started: %s", c->http.host, tr_strerror(rv));
+        finish_error(ctx, st, c, 0, "http tool %s: request not started: %s", c->http->cfg.host, tr_strerror(rv));
         return;
     }
     c->attempts++;
@@ -364,10 +476,10 @@ static void on_http_done(struct tr_ctx *ctx, struct tool_state *st, const struct
         if ((res.error == TR_EUNAVAIL || res.error == TR_EIO) && http_retry(ctx, st, c))
             return;
         if (res.error == TR_ETIMEDOUT)
-            finish_error(ctx, st, c, status, "http tool %s: timed out after %u ms (%u attempts)", c->http.host,
+            finish_error(ctx, st, c, status, "http tool %s: timed out after %u ms (%u attempts)", c->http->cfg.host,
                          c->timeout_ms, c->attempts);
         else
-            finish_error(ctx, st, c, status, "http tool %s: %s: %s (%u attempts)", c->http.host,
+            finish_error(ctx, st, c, status, "http tool %s: %s: %s (%u attempts)", c->http->cfg.host,
                          tr_strerror(res.error), res.errmsg, c->attempts);
         return;
     }
@@ -424,15 +536,20 @@ static int key_ok(const char *k, size_t n)
     return 1;
 }
 
-static void start_http(struct tr_ctx *ctx, struct tool_state *st, struct call *c, const json_t *config,
-                       const char *key, const char *name, const char *run_id)
+/* cached: the config's parse when cfg_lookup had it (the call takes that
+ * reference), else NULL and config is parsed here. */
+static void start_http(struct tr_ctx *ctx, struct tool_state *st, struct call *c, struct cfg_entry *cached,
+                       const char *text, const json_t *config, const char *key, const char *name,
+                       const char *run_id)
 {
     struct tr_err err = {0};
-    if (tool_http_cfg_parse(config, &c->http, &err) != 0) {
+    c->http = cached != NULL ? cached : cfg_parse(st, text, config, &err);
+    if (c->http == NULL) {
         finish_error(ctx, st, c, 0, "tool %s: %s", name, err.msg);
         return;
     }
-    if (tool_http_decide(&c->http, st->opts->node_allow, st->opts->n_node_allow, &err) != TOOL_HTTP_ALLOWED) {
+    const struct tool_http_cfg *cfg = &c->http->cfg;
+    if (tool_http_decide(cfg, st->opts->node_allow, st->opts->n_node_allow, &err) != TOOL_HTTP_ALLOWED) {
         finish_error(ctx, st, c, 0, "tool %s: %s", name, err.msg);
         return;
     }
@@ -447,9 +564,9 @@ static void start_http(struct tr_ctx *ctx, struct tool_state *st, struct call *c
     snprintf(who, sizeof who, "X-Troupe-Caller: node=%llu run=%.64s",
              (unsigned long long)(st->opts->env ? st->opts->env->node_id : 0), run_id ? run_id : "");
     c->who_header = tr_strdup(who);
-    c->hdrs = tr_calloc(c->http.n_headers + 3, sizeof(char *));
-    for (size_t i = 0; i < c->http.n_headers; i++)
-        c->hdrs[c->n_hdrs++] = c->http.headers[i];
+    c->hdrs = tr_calloc(cfg->n_headers + 3, sizeof(char *));
+    for (size_t i = 0; i < cfg->n_headers; i++)
+        c->hdrs[c->n_hdrs++] = cfg->headers[i];
     c->hdrs[c->n_hdrs++] = "Content-Type: application/json";
     c->hdrs[c->n_hdrs++] = c->key_header;
     c->hdrs[c->n_hdrs++] = c->who_header;
@@ -583,7 +700,8 @@ static void on_call(struct tr_ctx *ctx, struct tool_state *st, struct tr_msg *ms
                     rec.kind);
         goto out;
     }
-    if (rec.config != NULL && (config = json_loads(rec.config, 0, &jerr)) == NULL) {
+    struct cfg_entry *cached = ck == CALL_HTTP ? cfg_lookup(st, rec.config) : NULL;
+    if (cached == NULL && rec.config != NULL && (config = json_loads(rec.config, 0, &jerr)) == NULL) {
         reply_error(ctx, msg, "tool %.100s: config is not JSON: %s", tname, jerr.text);
         goto out;
     }
@@ -609,7 +727,7 @@ static void on_call(struct tr_ctx *ctx, struct tool_state *st, struct tr_msg *ms
     st->calls = c;
     st->n_calls++;
     if (ck == CALL_HTTP)
-        start_http(ctx, st, c, config, rec.idempotency_key, tname, rec.run_id);
+        start_http(ctx, st, c, cached, rec.config, config, rec.idempotency_key, tname, rec.run_id);
     else
         start_sandbox(ctx, st, c, config, tname);
 out:
@@ -685,6 +803,7 @@ static void tool_fini(struct tr_ctx *ctx, void *state, enum tr_stop_reason why)
         call_unlink(st, c);
         call_free(c);
     }
+    cfg_cache_clear(st);
 }
 
 static const struct tr_behavior tool_behavior_env = {

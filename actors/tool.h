@@ -60,6 +60,8 @@ struct tool_opts {
     uint32_t max_inflight;         /* concurrent calls; more are refused; 0 = 1024 */
     const char *bwrap;             /* program names; NULL = "bwrap", "runsc" */
     const char *runsc;
+    uint64_t *cfg_parses;          /* tests: counts http configs parsed (not found
+                                      among the last 64 distinct ones); may be NULL */
 };
 
 /* tr_tool_spawn with explicit knobs (tests). */

@@ -34,10 +34,12 @@ static const char *server_bin;
 static struct toolsrv srv;
 static struct tr_rt *rt;
 static tr_actor_id tool_id;
+static uint64_t cfg_parses; /* http configs the executor parsed */
 static struct tool_opts opts = {
     .attempts = 3,
     .backoff_ms = 10,
     .max_result = MAX_RESULT,
+    .cfg_parses = &cfg_parses,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -504,6 +506,74 @@ static void test_many_concurrent(void **state)
     assert_int_equal(toolsrv_stat(&srv, "effects"), effects + N / 4 * 3);
 }
 
+/* A config of the http tool `tool` with one header of its own: as many
+ * distinct config texts as tags. */
+static json_t *tagged_cfg(const char *tool, const char *tag)
+{
+    json_t *cfg = local_cfg(tool);
+    json_object_set_new(cfg, "headers", json_pack("{s:s}", "X-Cfg", tag));
+    return cfg;
+}
+
+/* The executor keeps the parse of the last 64 distinct http configs: a tool
+ * called again is not parsed again, configs that differ are not confused,
+ * and a config dropped from the cache while calls still use it serves them
+ * to their end (under ASan: no use after free). */
+static void test_config_cache(void **state)
+{
+    enum { N = 70 }; /* more distinct configs than the executor keeps */
+    static struct probe probes[N];
+    static char *texts[N];
+    uint64_t before = cfg_parses;
+    for (int i = 0; i < 10; i++) {
+        char key[32], want[64];
+        snprintf(key, sizeof(key), "cace%04x", i);
+        json_t *r = call(http_req(tagged_cfg("add", "same"), json_pack("{s:i, s:i}", "a", i, "b", 2), key, 5000));
+        snprintf(want, sizeof(want), "{\"sum\":%d}", i + 2);
+        assert_string_equal(jstr(r, "result"), want);
+        json_decref(r);
+    }
+    assert_int_equal(cfg_parses - before, 1);
+
+    /* N configs, all in flight at once (each call sleeps 1 s at the tool):
+     * the 65th evicts the first while its call is still running */
+    before = cfg_parses;
+    for (int i = 0; i < N; i++) {
+        char key[32], tag[16];
+        snprintf(key, sizeof(key), "cace1%03x", i);
+        snprintf(tag, sizeof(tag), "n%d", i);
+        json_t *req = http_req(tagged_cfg("sleep", tag), json_pack("{s:i}", "ms", 1000), key, 60000);
+        texts[i] = json_dumps(req, JSON_COMPACT);
+        json_decref(req);
+        probe_start(&probes[i], texts[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        json_t *r = probe_wait(&probes[i]);
+        assert_true(jbool(r, "ok"));
+        assert_string_equal(jstr(r, "result"), "{\"slept_ms\":1000}");
+        json_decref(r);
+        free(texts[i]);
+    }
+    assert_int_equal(cfg_parses - before, N);
+    json_t *k = toolsrv_get_json(&srv, "/_keys/cace1000");
+    assert_string_equal(jstr(json_object_get(k, "x_headers"), "X-Cfg"), "n0");
+    json_decref(k);
+    k = toolsrv_get_json(&srv, "/_keys/cace1045");
+    assert_string_equal(jstr(json_object_get(k, "x_headers"), "X-Cfg"), "n69");
+    json_decref(k);
+
+    /* the newest is still parsed; the first was dropped and is parsed again */
+    before = cfg_parses;
+    json_t *r = call(http_req(tagged_cfg("sleep", "n69"), json_pack("{s:i}", "ms", 1), "cace2001", 5000));
+    assert_true(jbool(r, "ok"));
+    json_decref(r);
+    assert_int_equal(cfg_parses - before, 0);
+    r = call(http_req(tagged_cfg("sleep", "n0"), json_pack("{s:i}", "ms", 1), "cace2002", 5000));
+    assert_true(jbool(r, "ok"));
+    json_decref(r);
+    assert_int_equal(cfg_parses - before, 1);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Sandbox.                                                                   */
 
@@ -667,6 +737,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bad_calls),
         cmocka_unit_test(test_custom_headers_and_method),
         cmocka_unit_test(test_many_concurrent),
+        cmocka_unit_test(test_config_cache),
         cmocka_unit_test(test_sandbox_python),
         cmocka_unit_test(test_sandbox_isolation),
         cmocka_unit_test(test_sandbox_failures),
