@@ -112,8 +112,14 @@ struct tr_state {
      * committed after a replay read the journal makes the new actor redo the
      * call (the chaos suite's partition_blip saw that resend). era counts
      * fences; live_old counts the entries out from earlier eras, live_cur
-     * this era's; q_old the appends queued before the fence, still queued. */
+     * this era's; q_old the appends queued before the fence, still queued.
+     * An earlier era's entry that lands has landed at the leader only: this
+     * node must also have applied it (old_landed, its raft index) before a
+     * replay may read the journal (the soak saw a tool call re-sent when a
+     * completion forwarded during a partition_blip landed just before the
+     * node was ready again, at an index it applied just after). */
     uint32_t era, live_cur, live_old, q_old;
+    uint64_t old_landed;
     int fenced_noted;
     _Atomic uint64_t contact_until_us; /* monotonic µs (uv_hrtime / 1000) the contact vouches up to */
     _Atomic int act_ready;           /* ready, mirrored for other threads */
@@ -199,10 +205,13 @@ static void entry_track(struct tr_state *s, struct entry *e)
 static void entry_free(struct entry *e)
 {
     if (e->tracked && e->s != NULL) {
-        if (e->era < e->s->era)
+        if (e->era < e->s->era) {
             e->s->live_old--;
-        else
+            if (e->forwarded && e->status == TR_OK && e->reply.raft_index > e->s->old_landed)
+                e->s->old_landed = e->reply.raft_index;
+        } else {
             e->s->live_cur--;
+        }
     }
     for (uint32_t i = 0; i < e->n_reqs; i++)
         if (e->reqs[i] != NULL)
@@ -689,7 +698,8 @@ static void note_listener(struct tr_state *s, int kind)
  *    applied here), then tells the listener (TR_NOTE_READY).
  *  - In a cluster (a forwarder is set), a follower becomes ready once it has
  *    heard from a live leader (tr_state_leader_contact) and applied that
- *    leader's commit index.
+ *    leader's commit index, and (after a fence) every entry it sent before
+ *    the fence has landed or failed, and it has applied those that landed.
  *  - A clustered node that has not heard from a leader for fence_ms, and is
  *    not the leader itself, is fenced: it stops being ready and tells the
  *    listener (TR_NOTE_FENCED), which stops every run actor before the leader
@@ -725,7 +735,8 @@ static int poll_ready(struct tr_ctx *ctx, struct tr_state *s)
         if (leader && !s->barrier_pending) {
             if (tr_raft_barrier(s->raft, barrier_cb, s) == TR_OK)
                 s->barrier_pending = 1;
-        } else if (!leader && s->clustered && applied_index(s) >= s->contact_index) {
+        } else if (!leader && s->clustered && applied_index(s) >= s->contact_index &&
+                   applied_index(s) >= s->old_landed) {
             s->ready = 1;
             tr_log(TR_LOG_INFO, "state: node %llu: following, applied %llu: ready", (unsigned long long)s->node_id,
                    (unsigned long long)applied_index(s));
