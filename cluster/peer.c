@@ -45,6 +45,13 @@ void pc_close(struct pconn *pc, const char *why)
         return;
     }
     pc->st = PC_CLOSING;
+    /* The connection to the leader goes with a reset: the writes sent on it
+     * are failed as of now (outcome unknown), and a plain close would let
+     * the kernel go on sending what it still holds of them, to land later
+     * (after a partition heals, say) behind the back of the state service,
+     * which has counted them out. */
+    if (pc == pc->c->lead && uv_tcp_close_reset(&pc->tcp, pc_closed) == 0)
+        return;
     uv_close((uv_handle_t *)&pc->tcp, pc_closed);
 }
 
