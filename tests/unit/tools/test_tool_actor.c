@@ -99,15 +99,22 @@ static const struct tr_behavior probe_behavior = {
     .receive = probe_receive,
 };
 
-static void probe_start(struct probe *p, const char *req)
+/* Probes on one scheduler (sched >= 0) start, and so send, in the order
+ * they were spawned; TR_SCHED_ANY spreads them. */
+static void probe_start_on(struct probe *p, const char *req, int sched)
 {
     memset(p, 0, sizeof(*p));
     p->req = (char *)req;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
-    struct tr_spawn_opts so = {.behavior = &probe_behavior, .arg = p, .sched = TR_SCHED_ANY};
+    struct tr_spawn_opts so = {.behavior = &probe_behavior, .arg = p, .sched = sched};
     tr_actor_id id;
     assert_int_equal(tr_spawn(rt, &so, &id), 0);
+}
+
+static void probe_start(struct probe *p, const char *req)
+{
+    probe_start_on(p, req, TR_SCHED_ANY);
 }
 
 /* Wait for p's reply; the parsed TR_MSG_TOOL_RESULT, checked for shape. */
@@ -535,8 +542,9 @@ static void test_config_cache(void **state)
     }
     assert_int_equal(cfg_parses - before, 1);
 
-    /* N configs, all in flight at once (each call sleeps 1 s at the tool):
-     * the 65th evicts the first while its call is still running */
+    /* N configs, all in flight at once (each call sleeps 1 s at the tool),
+     * sent in order from one scheduler: the 65th evicts the first while its
+     * call is still running */
     before = cfg_parses;
     for (int i = 0; i < N; i++) {
         char key[32], tag[16];
@@ -545,7 +553,7 @@ static void test_config_cache(void **state)
         json_t *req = http_req(tagged_cfg("sleep", tag), json_pack("{s:i}", "ms", 1000), key, 60000);
         texts[i] = json_dumps(req, JSON_COMPACT);
         json_decref(req);
-        probe_start(&probes[i], texts[i]);
+        probe_start_on(&probes[i], texts[i], 1);
     }
     for (int i = 0; i < N; i++) {
         json_t *r = probe_wait(&probes[i]);
