@@ -168,12 +168,9 @@ static struct cfg_entry *cfg_parse(struct tool_state *st, const char *text, cons
     }
     if (st->opts->cfg_parses)
         (*st->opts->cfg_parses)++;
-    e->refs = 1;
-    if (text == NULL) /* not reached: a config without text is no object */
-        return e;
-    e->len = strlen(text);
+    e->len = strlen(text); /* config parsed, so it came from text */
     e->text = tr_strdup(text);
-    e->refs++;
+    e->refs = 2;           /* the caller's and the cache's */
     cfg_push(st, e);
     if (st->n_cfgs > CFG_CACHE_MAX) {
         struct cfg_entry *old = st->cfgs_tail;
