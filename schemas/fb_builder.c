@@ -104,6 +104,18 @@ void tr_fb_table_require(struct tr_fb_builder *b, unsigned id,
   }
 }
 
+void tr_fb_table_union(struct tr_fb_builder *b, unsigned id,
+                       const char *what) {
+  if (id == 0 || id >= b->nslots || b->slots[id] || !b->slots[id - 1])
+    return;
+  /* the tag's byte, written back to front: slots hold b->used after it */
+  if (b->buf[b->cap - b->slots[id - 1]] != 0) {
+    fprintf(stderr, "troupe: flatbuffers: union %s has a tag but no value\n",
+            what);
+    abort();
+  }
+}
+
 tr_fb_ref tr_fb_table_end(struct tr_fb_builder *b) {
   if (!(b->state & TR_FB_IN_TABLE))
     tr_fb_misuse("table end without start");

@@ -243,19 +243,22 @@ static inline const uint8_t *tr_fb_field_ref(const void *t, unsigned id) {
 }
 
 /* The member table of the union whose value is field `id` (its tag is field
- * id - 1, as flatc lays unions out) when the tag equals `tag`, else NULL:
- * one check of the vtable's size serves both slots. */
+ * id - 1, as flatc lays unions out) when the tag equals `tag` (never 0: the
+ * readers exist for members only), else NULL. Only the tag is checked: a
+ * buffer a reader may see has a value for every member tag, because the
+ * verifier refuses a tag without one (TR_FB_E_UNION_VALUE) and N_T_end
+ * aborts before writing one (tr_fb_table_union). So the value's slot lies in
+ * the vtable and is not 0 once the tag matches. */
 static inline const uint8_t *tr_fb_union_at(const uint8_t *tp,
                                             const uint8_t *vt, unsigned vt_len,
                                             unsigned id, uint8_t tag) {
   unsigned at = 4 + 2 * id;
-  if (at + 2 > vt_len)
+  if (at > vt_len)
     return NULL;
   uint16_t toff = tr_fb_read_u16(vt + at - 2);
   if (!toff || tp[toff] != tag)
     return NULL;
-  uint16_t off = tr_fb_read_u16(vt + at);
-  return off ? tr_fb_deref(tp + off) : NULL;
+  return tr_fb_deref(tp + tr_fb_read_u16(vt + at));
 }
 
 static inline const uint8_t *tr_fb_field_union(const void *t, unsigned id,
@@ -295,6 +298,43 @@ static inline const uint8_t *tr_fb_field_req(const void *t, unsigned id) {
   const uint8_t *tp = (const uint8_t *)t;
   const uint8_t *vt = tp - tr_fb_read_i32(tp);
   return tp + tr_fb_read_u16(vt + 4 + 2 * id);
+}
+
+/* Fields before a required one. A vtable that holds a required field's slot
+ * holds every slot before it, so for a field whose id is at most that of a
+ * required field of its table the vtable-size check is settled: fbgen
+ * reads those through tr_fb_field_in (and tr_fb_view_field_in), which keep
+ * only the zero check. The field with this id of table t, or NULL. */
+static inline const uint8_t *tr_fb_field_in(const void *t, unsigned id) {
+  const uint8_t *tp = (const uint8_t *)t;
+  const uint8_t *vt = tp - tr_fb_read_i32(tp);
+  uint16_t off = tr_fb_read_u16(vt + 4 + 2 * id);
+  return off ? tp + off : NULL;
+}
+
+/* What a string, vector or table field found by tr_fb_field_in holds. */
+static inline const uint8_t *tr_fb_ref_opt(const uint8_t *p) {
+  return p ? tr_fb_deref(p) : NULL;
+}
+
+static inline struct tr_fb_str tr_fb_str_opt(const uint8_t *p) {
+  struct tr_fb_str s = {NULL, 0};
+  if (p) {
+    p = tr_fb_deref(p);
+    s.len = tr_fb_read_u32(p);
+    s.ptr = (const char *)p + 4;
+  }
+  return s;
+}
+
+static inline struct tr_fb_vec tr_fb_vec_opt(const uint8_t *p) {
+  struct tr_fb_vec v = {NULL, 0};
+  if (p) {
+    p = tr_fb_deref(p);
+    v.len = tr_fb_read_u32(p);
+    v.data = p + 4;
+  }
+  return v;
 }
 
 /* The string or vector whose uoffset is at p (a present field). */
@@ -350,6 +390,13 @@ static inline const uint8_t *tr_fb_view_field(const struct tr_fb_view *v,
   if (at + 2 > v->vt_len)
     return NULL;
   uint16_t off = tr_fb_read_u16(v->vt + at);
+  return off ? v->t + off : NULL;
+}
+
+/* tr_fb_field_in through a view. */
+static inline const uint8_t *tr_fb_view_field_in(const struct tr_fb_view *v,
+                                                 unsigned id) {
+  uint16_t off = tr_fb_read_u16(v->vt + 4 + 2 * id);
   return off ? v->t + off : NULL;
 }
 
@@ -752,6 +799,10 @@ void tr_fb_table_start(struct tr_fb_builder *b, unsigned nfields);
 /* Aborts naming `type.field` when field `id` was not added. */
 void tr_fb_table_require(struct tr_fb_builder *b, unsigned id,
                          const char *what);
+/* Aborts naming `type.field` when the union whose value is field `id` has a
+ * member tag (not 0) but no value: the verifier would refuse the buffer, and
+ * the readers of its members rely on that (tr_fb_union_at). */
+void tr_fb_table_union(struct tr_fb_builder *b, unsigned id, const char *what);
 tr_fb_ref tr_fb_table_end(struct tr_fb_builder *b);
 
 /* A string (len bytes at s, NUL added); not inside an open table. */

@@ -190,27 +190,44 @@ struct rd_mode {
   const char *vec;    /* tr_fb_field_vec / tr_fb_view_vec */
   const char *uni;    /* tr_fb_field_union / tr_fb_view_union */
   const char *req;    /* tr_fb_field_req / tr_fb_view_field_req */
+  const char *in;     /* tr_fb_field_in / tr_fb_view_field_in */
 };
 
 static const struct rd_mode rd_table = {
     "",           "",   "t", "tr_fb_field", "tr_fb_field_ref", "tr_fb_field_str",
-    "tr_fb_field_vec", "tr_fb_field_union", "tr_fb_field_req"};
+    "tr_fb_field_vec", "tr_fb_field_union", "tr_fb_field_req", "tr_fb_field_in"};
 static const struct rd_mode rd_view = {
     "view_", "_view", "&t->v", "tr_fb_view_field", "tr_fb_view_ref",
     "tr_fb_view_str", "tr_fb_view_vec", "tr_fb_view_union",
-    "tr_fb_view_field_req"};
+    "tr_fb_view_field_req", "tr_fb_view_field_in"};
+
+/* The highest id of a required field of o, or -1: every field with an id up
+ * to it has its slot in any vtable a reader may see (tr_fb_field_in). */
+static int required_cover(const struct fbg_object *o) {
+  int cover = -1;
+  for (size_t i = 0; i < o->nfields; i++)
+    if (o->fields[i].required && !o->fields[i].deprecated &&
+        (int)o->fields[i].id > cover)
+      cover = (int)o->fields[i].id;
+  return cover;
+}
 
 /* Required strings, tables, structs and vectors (not unions: a tag may name
  * a member the value does not match) are read without the absent checks:
  * the verifier and N_T_end guarantee them (schemas.h, tr_fb_field_req).
- * Writes into str/vec/ref the expressions that reach field `id`'s string,
- * vector and table in mode m. */
+ * Other fields `in` the vtable (at or before a required one) skip only the
+ * vtable-size check (tr_fb_field_in). Writes into str/vec/ref the
+ * expressions that reach field `id`'s string, vector and table in mode m. */
 static void field_exprs(const struct rd_mode *m, const struct fbg_field *f,
-                        char *str, char *vec, char *ref, size_t n) {
+                        bool in, char *str, char *vec, char *ref, size_t n) {
   if (f->required && f->type.base != FBG_UNION) {
     snprintf(str, n, "tr_fb_str_at(%s(%s, %u))", m->req, m->arg, f->id);
     snprintf(vec, n, "tr_fb_vec_at(%s(%s, %u))", m->req, m->arg, f->id);
     snprintf(ref, n, "tr_fb_deref(%s(%s, %u))", m->req, m->arg, f->id);
+  } else if (in) {
+    snprintf(str, n, "tr_fb_str_opt(%s(%s, %u))", m->in, m->arg, f->id);
+    snprintf(vec, n, "tr_fb_vec_opt(%s(%s, %u))", m->in, m->arg, f->id);
+    snprintf(ref, n, "tr_fb_ref_opt(%s(%s, %u))", m->in, m->arg, f->id);
   } else {
     snprintf(str, n, "%s(%s, %u)", m->str, m->arg, f->id);
     snprintf(vec, n, "%s(%s, %u)", m->vec, m->arg, f->id);
@@ -228,18 +245,22 @@ static void gen_table_readers(FILE *h, const struct fbg_schema *s,
   snprintf(pt, sizeof pt, "%s%s", T, m->param);
   snprintf(fx, sizeof fx, "%s_%s", T, m->pre);
   const char *PT = pt, *FX = fx, *A = m->arg;
+  int cover = required_cover(o);
   for (size_t i = 0; i < o->nfields; i++) {
     const struct fbg_field *f = &o->fields[i];
     const char *fn = f->name;
     unsigned id = f->id;
     if (f->deprecated)
       continue;
+    bool in = (int)id <= cover;
+    /* FLD: the primitive giving the field's address or NULL */
+    const char *FLD = in ? m->in : m->field;
     char es[160], ev[160], er[160];
-    field_exprs(m, f, es, ev, er, sizeof es);
+    field_exprs(m, f, in, es, ev, er, sizeof es);
     fprintf(h,
             "static inline bool %shas_%s(const struct %s *t) {\n"
             "  return %s(%s, %u) != NULL;\n}\n",
-            FX, fn, PT, m->field, A, id);
+            FX, fn, PT, FLD, A, id);
     int base = f->type.base;
     if (fbg_is_scalar(base)) {
       const struct fbg_scalar *sc = &scalars[base];
@@ -247,7 +268,7 @@ static void gen_table_readers(FILE *h, const struct fbg_schema *s,
               "static inline %s %s%s(const struct %s *t) {\n"
               "  const uint8_t *p = %s(%s, %u);\n"
               "  return p ? tr_fb_read_%s(p) : ",
-              sc->ctype, FX, fn, PT, m->field, A, id, sc->load);
+              sc->ctype, FX, fn, PT, FLD, A, id, sc->load);
       print_default(h, f);
       fprintf(h, ";\n}\n");
     } else if (base == FBG_STRING) {
@@ -273,7 +294,7 @@ static void gen_table_readers(FILE *h, const struct fbg_schema *s,
                 "  if (p)\n    memcpy(&v, p, sizeof v);\n"
                 "  else\n    memset(&v, 0, sizeof v);\n"
                 "  return v;\n}\n",
-                sn, FX, fn, PT, sn, m->field, A, id);
+                sn, FX, fn, PT, sn, FLD, A, id);
       else
         fprintf(h,
                 "static inline const struct %s *%s%s(const struct %s *t) {\n"
@@ -283,8 +304,8 @@ static void gen_table_readers(FILE *h, const struct fbg_schema *s,
       const struct fbg_enum *u = fbg_union_of(s, f);
       fprintf(h,
               "static inline const void *%s%s(const struct %s *t) {\n"
-              "  return %s(%s, %u);\n}\n",
-              FX, fn, PT, m->ref, A, id);
+              "  return %s;\n}\n",
+              FX, fn, PT, er);
       for (size_t k = 0; u && k < u->nvals; k++) {
         if (u->vals[k].object < 0)
           continue;
@@ -465,6 +486,10 @@ static void gen_table_builders(FILE *h, const struct fbg_schema *s,
   for (size_t i = 0; i < o->nfields; i++)
     if (o->fields[i].required && !o->fields[i].deprecated)
       fprintf(h, "  tr_fb_table_require(b, %u, \"%s.%s\");\n", o->fields[i].id,
+              o->name, o->fields[i].name);
+  for (size_t i = 0; i < o->nfields; i++)
+    if (o->fields[i].type.base == FBG_UNION && !o->fields[i].deprecated)
+      fprintf(h, "  tr_fb_table_union(b, %u, \"%s.%s\");\n", o->fields[i].id,
               o->name, o->fields[i].name);
   fprintf(h, "  return tr_fb_table_end(b);\n}\n");
   const char *ident = is_root && s->file_ident ? s->file_ident : NULL;

@@ -11,10 +11,15 @@
 #include "schemas/journal_generated.h"
 #include "schemas/protocol_generated.h"
 
+#include <fcntl.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -223,31 +228,23 @@ static void test_short_vtable(void **state) {
 }
 
 /* Unions written oddly: a tag without a value (the verifier refuses it,
- * stricter than Google's; the readers still give NULL on such a buffer), and a
- * value without a tag (verifies). Neither has a member to read. */
+ * stricter than Google's, and N_T_end will not write it: the member readers
+ * rely on both, schemas.h tr_fb_union_at), and a value without a tag
+ * (verifies; there is no member to read). */
 static void test_union_halves(void **state) {
   struct tr_fb_builder b;
   tr_fb_builder_init(&b);
   tr_fb_ref run = tr_fb_create_str(&b, "r_3");
-  troupe_journal_Event_start(&b);
+  tr_fb_table_start(&b, 6); /* Event_end would abort, as test_union_end shows */
   troupe_journal_Event_add_run_id(&b, run);
   troupe_journal_Event_add_data_type(&b, troupe_journal_Data_RunCancelled);
-  troupe_journal_Event_finish(&b, troupe_journal_Event_end(&b));
+  troupe_journal_Event_finish(&b, tr_fb_table_end(&b));
   size_t len;
   uint8_t *buf = take(&b, &len);
   struct tr_fb_error err;
   assert_null(troupe_journal_Event_verify_as_root(buf, len, &err));
   assert_int_equal(err.code, TR_FB_E_UNION_VALUE);
   assert_string_equal(err.field, "data");
-  const struct troupe_journal_Event *ev = tr_fb_root(buf);
-  struct troupe_journal_Event_view e = troupe_journal_Event_view(ev);
-  /* the tag's slot is the vtable's last */
-  assert_int_equal(e.v.vt_len, 4 + 2 * 5);
-  assert_int_equal(troupe_journal_Event_view_data_type(&e),
-                   troupe_journal_Data_RunCancelled);
-  assert_null(troupe_journal_Event_view_data_as_RunCancelled(&e));
-  assert_null(troupe_journal_Event_data_as_RunCancelled(ev));
-  assert_null(troupe_journal_Event_view_data(&e));
   free(buf);
 
   tr_fb_builder_reset(&b);
@@ -259,9 +256,10 @@ static void test_union_halves(void **state) {
   troupe_journal_Event_add_data(&b, data); /* no tag */
   troupe_journal_Event_finish(&b, troupe_journal_Event_end(&b));
   buf = take(&b, &len);
-  ev = troupe_journal_Event_verify_as_root(buf, len, NULL);
+  const struct troupe_journal_Event *ev =
+      troupe_journal_Event_verify_as_root(buf, len, NULL);
   assert_non_null(ev);
-  e = troupe_journal_Event_view(ev);
+  struct troupe_journal_Event_view e = troupe_journal_Event_view(ev);
   assert_int_equal(troupe_journal_Event_view_data_type(&e),
                    troupe_journal_Data_NONE);
   assert_null(troupe_journal_Event_view_data_as_RunCancelled(&e));
@@ -272,6 +270,174 @@ static void test_union_halves(void **state) {
                    troupe_journal_Event_data(ev));
   free(buf);
   tr_fb_builder_free(&b);
+}
+
+/* Optional fields at or before a required one are read without the vtable's
+ * size check (tr_fb_field_in): present, absent inside the vtable, and after
+ * the required field (tail: checked, past the vtable when unset). */
+static void test_covered(void **state) {
+  struct tr_fb_builder b;
+  tr_fb_builder_init(&b);
+  tr_fb_ref ln = tr_fb_create_str(&b, "leaf");
+  fbgen_test_Leaf_start(&b);
+  fbgen_test_Leaf_add_n(&b, 3);
+  fbgen_test_Leaf_add_name(&b, ln);
+  tr_fb_ref leaf = fbgen_test_Leaf_end(&b);
+  fbgen_test_Leaf_start(&b);
+  tr_fb_ref picked = fbgen_test_Leaf_end(&b);
+  static const int32_t nums[] = {4, -5};
+  tr_fb_ref vnums = fbgen_test_Covered_create_nums(&b, nums, 2);
+  tr_fb_ref str = tr_fb_create_str(&b, "s!"), key = tr_fb_create_str(&b, "k");
+  tr_fb_ref tail = tr_fb_create_str(&b, "tail");
+  struct fbgen_test_Outer pos = {.x = 2, .inner = {.a = 1, .b = 9}};
+  fbgen_test_Covered_start(&b);
+  fbgen_test_Covered_add_n(&b, 9);
+  fbgen_test_Covered_add_s(&b, str);
+  fbgen_test_Covered_add_leaf(&b, leaf);
+  fbgen_test_Covered_add_nums(&b, vnums);
+  fbgen_test_Covered_add_pos(&b, &pos);
+  fbgen_test_Covered_add_pick_Leaf(&b, picked);
+  fbgen_test_Covered_add_key(&b, key);
+  fbgen_test_Covered_add_tail(&b, tail);
+  tr_fb_finish(&b, fbgen_test_Covered_end(&b), NULL);
+  size_t len;
+  uint8_t *buf = take(&b, &len);
+  const struct fbgen_test_Covered *c =
+      fbgen_test_Covered_verify_as_root_opts(buf, len, NULL, NULL, NULL);
+  assert_non_null(c);
+  struct fbgen_test_Covered_view v = fbgen_test_Covered_view(c);
+  assert_int_equal(fbgen_test_Covered_n(c), 9);
+  assert_int_equal(fbgen_test_Covered_view_n(&v), 9);
+  assert_true(str_is(fbgen_test_Covered_s(c), "s!"));
+  assert_true(str_is(fbgen_test_Covered_view_s(&v), "s!"));
+  assert_int_equal(fbgen_test_Leaf_n(fbgen_test_Covered_leaf(c)), 3);
+  assert_ptr_equal(fbgen_test_Covered_view_leaf(&v), fbgen_test_Covered_leaf(c));
+  assert_int_equal(fbgen_test_Covered_nums_len(c), 2);
+  assert_int_equal(fbgen_test_Covered_view_nums_at(&v, 1), -5);
+  assert_int_equal(fbgen_test_Covered_pos(c).inner.b, 9);
+  assert_int_equal(fbgen_test_Covered_view_pos(&v).x, 2);
+  assert_int_equal(fbgen_test_Covered_view_pick_type(&v), fbgen_test_Pick_Leaf);
+  assert_non_null(fbgen_test_Covered_view_pick_as_Leaf(&v));
+  assert_ptr_equal(fbgen_test_Covered_pick_as_Leaf(c),
+                   fbgen_test_Covered_view_pick_as_Leaf(&v));
+  assert_null(fbgen_test_Covered_view_pick_as_Root(&v));
+  assert_true(str_is(fbgen_test_Covered_view_tail(&v), "tail"));
+  free(buf);
+
+  /* only the required key: everything before it absent inside the vtable,
+   * the vtable ending at key's slot */
+  tr_fb_builder_reset(&b);
+  key = tr_fb_create_str(&b, "k2");
+  fbgen_test_Covered_start(&b);
+  fbgen_test_Covered_add_key(&b, key);
+  tr_fb_finish(&b, fbgen_test_Covered_end(&b), NULL);
+  buf = take(&b, &len);
+  c = fbgen_test_Covered_verify_as_root_opts(buf, len, NULL, NULL, NULL);
+  assert_non_null(c);
+  v = fbgen_test_Covered_view(c);
+  assert_int_equal(v.v.vt_len, 4 + 2 * 8);
+  for (int form = 0; form < 2; form++) {
+    bool view = form == 1;
+    assert_int_equal(view ? fbgen_test_Covered_view_n(&v) : fbgen_test_Covered_n(c), 5);
+    assert_false(view ? fbgen_test_Covered_view_has_s(&v) : fbgen_test_Covered_has_s(c));
+    assert_null((view ? fbgen_test_Covered_view_s(&v) : fbgen_test_Covered_s(c)).ptr);
+    assert_null(view ? fbgen_test_Covered_view_leaf(&v) : fbgen_test_Covered_leaf(c));
+    assert_int_equal(view ? fbgen_test_Covered_view_nums_len(&v)
+                          : fbgen_test_Covered_nums_len(c), 0);
+    assert_int_equal((view ? fbgen_test_Covered_view_pos(&v) : fbgen_test_Covered_pos(c)).x, 0);
+    assert_null(view ? fbgen_test_Covered_view_pick(&v) : fbgen_test_Covered_pick(c));
+    assert_null(view ? fbgen_test_Covered_view_pick_as_Leaf(&v)
+                     : fbgen_test_Covered_pick_as_Leaf(c));
+    assert_true(str_is(view ? fbgen_test_Covered_view_key(&v) : fbgen_test_Covered_key(c), "k2"));
+    assert_null((view ? fbgen_test_Covered_view_tail(&v) : fbgen_test_Covered_tail(c)).ptr);
+  }
+  free(buf);
+  tr_fb_builder_free(&b);
+}
+
+/* Runs build(b) in a child; true when the child died of SIGABRT. */
+static bool aborts(void (*build)(struct tr_fb_builder *, int), int arg) {
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int fd = open("/dev/null", O_WRONLY);
+    if (fd >= 0)
+      dup2(fd, STDERR_FILENO); /* the abort's message is expected */
+    struct tr_fb_builder b;
+    tr_fb_builder_init(&b);
+    build(&b, arg);
+    tr_fb_builder_free(&b);
+    _exit(0);
+  }
+  int st = 0;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  return WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT;
+}
+
+/* An Event whose union has: 0 tag and value, 1 a member tag alone, 2 the
+ * tag NONE written explicitly (force_defaults) and no value, 3 nothing. */
+static void build_event_union(struct tr_fb_builder *b, int how) {
+  tr_fb_ref data = 0;
+  if (how == 0) {
+    troupe_journal_RunCancelled_start(b);
+    data = troupe_journal_RunCancelled_end(b);
+  }
+  tr_fb_ref run = tr_fb_create_str(b, "r_5");
+  b->force_defaults = how == 2;
+  troupe_journal_Event_start(b);
+  troupe_journal_Event_add_run_id(b, run);
+  if (how == 0)
+    troupe_journal_Event_add_data_RunCancelled(b, data);
+  else if (how == 1)
+    troupe_journal_Event_add_data_type(b, troupe_journal_Data_RunCancelled);
+  else if (how == 2)
+    troupe_journal_Event_add_data_type(b, troupe_journal_Data_NONE);
+  troupe_journal_Event_finish(b, troupe_journal_Event_end(b));
+}
+
+/* N_T_end refuses a member tag without its value, as the verifier does, and
+ * nothing else about a union. Also a member added with a missing value
+ * (ref 0) is such a tag. */
+static void build_member_ref0(struct tr_fb_builder *b, int unused) {
+  (void)unused;
+  tr_fb_ref run = tr_fb_create_str(b, "r_6");
+  troupe_journal_Event_start(b);
+  troupe_journal_Event_add_run_id(b, run);
+  troupe_journal_Event_add_data_RunCancelled(b, 0);
+  troupe_journal_Event_end(b);
+}
+
+static void test_union_end(void **state) {
+  assert_false(aborts(build_event_union, 0));
+  assert_true(aborts(build_event_union, 1));
+  assert_false(aborts(build_event_union, 2));
+  assert_false(aborts(build_event_union, 3));
+  assert_true(aborts(build_member_ref0, 0));
+  /* and what it lets through verifies */
+  static const int fine[] = {0, 2, 3};
+  for (size_t k = 0; k < sizeof fine / sizeof fine[0]; k++) {
+    int how = fine[k];
+    struct tr_fb_builder b;
+    tr_fb_builder_init(&b);
+    build_event_union(&b, how);
+    size_t len;
+    uint8_t *buf = take(&b, &len);
+    const struct troupe_journal_Event *ev =
+        troupe_journal_Event_verify_as_root(buf, len, NULL);
+    assert_non_null(ev);
+    struct troupe_journal_Event_view e = troupe_journal_Event_view(ev);
+    if (how == 0) {
+      assert_non_null(troupe_journal_Event_view_data_as_RunCancelled(&e));
+      assert_ptr_equal(troupe_journal_Event_view_data_as_RunCancelled(&e),
+                       troupe_journal_Event_data_as_RunCancelled(ev));
+    } else {
+      assert_null(troupe_journal_Event_view_data_as_RunCancelled(&e));
+      assert_null(troupe_journal_Event_data_as_RunCancelled(ev));
+    }
+    free(buf);
+    tr_fb_builder_free(&b);
+  }
 }
 
 /* The protocol frame of bench/schemas, size-prefixed as on the wire: unions
@@ -602,6 +768,8 @@ int main(void) {
       cmocka_unit_test(test_event),
       cmocka_unit_test(test_short_vtable),
       cmocka_unit_test(test_union_halves),
+      cmocka_unit_test(test_union_end),
+      cmocka_unit_test(test_covered),
       cmocka_unit_test(test_frame),
       cmocka_unit_test(test_defaults_structs_nested),
       cmocka_unit_test(test_required),
