@@ -11,7 +11,9 @@
  * the busiest node off from the other two past the failure timeout: it must
  * fence itself, its runs move; then heal), partition_leader (the same for
  * the leader), partition_blip (cut off only until it fences itself, then
- * heal), kill_two (two of three die: the survivor fences itself; both
+ * heal), partition_forward (cut a follower off while a write it forwarded
+ * waits in its socket: when its connection to the leader goes, nothing may
+ * be left for the kernel to send later), kill_two (two of three die: the survivor fences itself; both
  * restart), restart_all (SIGKILL every node and start them all again),
  * stop_in_backoff and stop_follower_in_backoff (SIGSTOP a node, or a
  * follower, while its tool executor waits to retry a call: after SIGCONT
@@ -837,6 +839,107 @@ static void f_partition_blip(void)
     fault_end(f);
 }
 
+/* What node n's namespace holds toward node l's peer port (ss): connections
+ * established, whether one of them has bytes not yet acknowledged, and
+ * closing ones (a plain close's FIN-WAIT-1 and the like) that still hold
+ * some, described in `held`. 0, or -1 when ss could not be run. */
+struct lead_socks {
+    int estab, estab_queued, closing_queued;
+    char held[256];
+};
+
+static int lead_sockets(int n, int l, struct lead_socks *ls)
+{
+    memset(ls, 0, sizeof *ls);
+    const char *ns = strrchr(W.paths[n], '/');
+    char cmd[400], want[96];
+    snprintf(cmd, sizeof cmd, "ip netns exec %s ss -Htan", ns != NULL ? ns + 1 : W.paths[n]);
+    snprintf(want, sizeof want, "%s:%d", W.c.nodes[l].host, W.c.nodes[l].peer_port);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL)
+        return -1;
+    char line[512];
+    while (fgets(line, sizeof line, p) != NULL) {
+        char state[32], local[96], peer[96];
+        unsigned long recvq, sendq;
+        if (sscanf(line, "%31s %lu %lu %95s %95s", state, &recvq, &sendq, local, peer) != 5 ||
+            strcmp(peer, want) != 0)
+            continue;
+        if (strcmp(state, "ESTAB") == 0) {
+            ls->estab++;
+            ls->estab_queued |= sendq > 0;
+        } else if (sendq > 0 && strcmp(state, "SYN-SENT") != 0) {
+            ls->closing_queued++;
+            size_t used = strlen(ls->held);
+            snprintf(ls->held + used, sizeof ls->held - used, "%s%s %lu bytes from %s", used ? "; " : "",
+                     state, sendq, local);
+        }
+    }
+    return pclose(p) == 0 ? 0 : -1;
+}
+
+/* A write a follower forwarded to the leader, failed when the connection to
+ * the leader drops, must not go out later from the kernel: cut a follower
+ * off, send it a write (a run to create, which it forwards; the bytes wait
+ * unacknowledged in its socket, with its pings), and once its connection to
+ * the leader is gone, no socket toward the leader's peer port may be left
+ * closing with bytes still to send. A plain close would leave one sending
+ * them, for the leader to commit after the heal behind the back of the
+ * state service, which counted them out (cluster/peer.c pc_close resets
+ * that connection instead). */
+static void f_partition_forward(void)
+{
+    int l = h_cluster_leader(&W.c, LONG_WAIT_MS);
+    assert_true(l >= 0);
+    int n = -1, off = (int)(rnd() % (NODES - 1));
+    for (int k = 0; k < NODES - 1 && n < 0; k++) {
+        int c = (l + 1 + (off + k) % (NODES - 1)) % NODES; /* a follower */
+        if (running(c))
+            n = c;
+    }
+    assert_true(n >= 0);
+    struct fault *f = fault_begin("partition_forward", n);
+    int side[1] = { n };
+    assert_int_equal(cn_partition(side, 1), 0);
+
+    char url[256], hdr[128], body[512];
+    snprintf(url, sizeof url, "%s/v1/runs", W.c.nodes[n].base);
+    snprintf(hdr, sizeof hdr, "Idempotency-Key: chaos-%llx-forward-%d", (unsigned long long)W.rng, W.n_faults);
+    snprintf(body, sizeof body,
+             "{\"goal\": \"chaos forward\", \"agent\": {\"model\": \"mock-gpt\", \"system\": \"[mock:chaos]\", "
+             "\"tools\": [\"echo\"], \"max_steps\": 10}}");
+    const char *headers[] = { hdr, NULL };
+    struct h_resp r;
+    h_http(&r, "POST", url, body, headers, 300); /* no answer expected: it waits on the leader */
+    h_resp_free(&r);
+
+    int seen_queued = 0, gone = 0;
+    uint64_t until = h_now_ms() + LONG_WAIT_MS;
+    while (h_now_ms() < until) {
+        struct lead_socks ls;
+        assert_int_equal(lead_sockets(n, l, &ls), 0);
+        if (ls.closing_queued > 0) {
+            violation("node %d closed its connection to the leader (node %d) with bytes still to send: %s", n + 1,
+                      l + 1, ls.held);
+            break;
+        }
+        seen_queued |= ls.estab_queued;
+        if (seen_queued && ls.estab == 0) {
+            gone = 1;
+            break;
+        }
+        nap(20);
+    }
+    if (!gone && W.violations == 0)
+        violation("node %d: %s", n + 1,
+                  seen_queued ? "its connection to the leader was never dropped"
+                              : "nothing it sent to the leader was ever seen waiting");
+    fprintf(stderr, "chaos: node %d cut off with a forward queued: its connection to the leader %s\n", n + 1,
+            gone ? "went with nothing left to send" : "did not go cleanly");
+    assert_int_equal(cn_heal(side, 1), 0);
+    fault_end(f);
+}
+
 static void f_partition(void)
 {
     int n = busiest(-1);
@@ -900,7 +1003,7 @@ static const struct kind kinds[] = {
     { "kill_follower", f_kill_follower }, { "kill_leader", f_kill_leader }, { "kill_owner", f_kill_owner },
     { "stop_cont", f_stop_cont },         { "partition", f_partition },     { "restart_all", f_restart_all },
     { "partition_leader", f_partition_leader }, { "kill_two", f_kill_two },
-    { "partition_blip", f_partition_blip },
+    { "partition_blip", f_partition_blip },   { "partition_forward", f_partition_forward },
     /* These found a bug (fixed by "cluster, tools: no side effect from a
      * fenced node"): a node resumed after SIGSTOP sent the retry its tool
      * executor had scheduled before the stop, for a run that had moved. */
