@@ -237,9 +237,37 @@ static inline const uint8_t *tr_fb_deref(const uint8_t *p) {
   return p + tr_fb_read_u32(p);
 }
 
-static inline const uint8_t *tr_fb_field_ref(const void *t, unsigned id) {
-  const uint8_t *p = tr_fb_field(t, id);
+/* The string or vector whose uoffset is at p (a present field). */
+static inline struct tr_fb_str tr_fb_str_at(const uint8_t *p) {
+  const uint8_t *s = tr_fb_deref(p);
+  struct tr_fb_str r = {(const char *)s + 4, tr_fb_read_u32(s)};
+  return r;
+}
+
+static inline struct tr_fb_vec tr_fb_vec_at(const uint8_t *p) {
+  const uint8_t *s = tr_fb_deref(p);
+  struct tr_fb_vec r = {s + 4, tr_fb_read_u32(s)};
+  return r;
+}
+
+/* What the field at p holds, p being a field's address or NULL (absent): a
+ * table's, a string's or a vector's; NULL or {NULL, 0} when absent. */
+static inline const uint8_t *tr_fb_ref_opt(const uint8_t *p) {
   return p ? tr_fb_deref(p) : NULL;
+}
+
+static inline struct tr_fb_str tr_fb_str_opt(const uint8_t *p) {
+  struct tr_fb_str none = {NULL, 0};
+  return p ? tr_fb_str_at(p) : none;
+}
+
+static inline struct tr_fb_vec tr_fb_vec_opt(const uint8_t *p) {
+  struct tr_fb_vec none = {NULL, 0};
+  return p ? tr_fb_vec_at(p) : none;
+}
+
+static inline const uint8_t *tr_fb_field_ref(const void *t, unsigned id) {
+  return tr_fb_ref_opt(tr_fb_field(t, id));
 }
 
 /* The member table of the union whose value is field `id` (its tag is field
@@ -269,23 +297,11 @@ static inline const uint8_t *tr_fb_field_union(const void *t, unsigned id,
 }
 
 static inline struct tr_fb_str tr_fb_field_str(const void *t, unsigned id) {
-  struct tr_fb_str s = {NULL, 0};
-  const uint8_t *p = tr_fb_field_ref(t, id);
-  if (p) {
-    s.len = tr_fb_read_u32(p);
-    s.ptr = (const char *)p + 4;
-  }
-  return s;
+  return tr_fb_str_opt(tr_fb_field(t, id));
 }
 
 static inline struct tr_fb_vec tr_fb_field_vec(const void *t, unsigned id) {
-  struct tr_fb_vec v = {NULL, 0};
-  const uint8_t *p = tr_fb_field_ref(t, id);
-  if (p) {
-    v.len = tr_fb_read_u32(p);
-    v.data = p + 4;
-  }
-  return v;
+  return tr_fb_vec_opt(tr_fb_field(t, id));
 }
 
 /* Required fields. A buffer a reader may see has every required field: the
@@ -310,44 +326,6 @@ static inline const uint8_t *tr_fb_field_in(const void *t, unsigned id) {
   const uint8_t *vt = tp - tr_fb_read_i32(tp);
   uint16_t off = tr_fb_read_u16(vt + 4 + 2 * id);
   return off ? tp + off : NULL;
-}
-
-/* What a string, vector or table field found by tr_fb_field_in holds. */
-static inline const uint8_t *tr_fb_ref_opt(const uint8_t *p) {
-  return p ? tr_fb_deref(p) : NULL;
-}
-
-static inline struct tr_fb_str tr_fb_str_opt(const uint8_t *p) {
-  struct tr_fb_str s = {NULL, 0};
-  if (p) {
-    p = tr_fb_deref(p);
-    s.len = tr_fb_read_u32(p);
-    s.ptr = (const char *)p + 4;
-  }
-  return s;
-}
-
-static inline struct tr_fb_vec tr_fb_vec_opt(const uint8_t *p) {
-  struct tr_fb_vec v = {NULL, 0};
-  if (p) {
-    p = tr_fb_deref(p);
-    v.len = tr_fb_read_u32(p);
-    v.data = p + 4;
-  }
-  return v;
-}
-
-/* The string or vector whose uoffset is at p (a present field). */
-static inline struct tr_fb_str tr_fb_str_at(const uint8_t *p) {
-  const uint8_t *s = tr_fb_deref(p);
-  struct tr_fb_str r = {(const char *)s + 4, tr_fb_read_u32(s)};
-  return r;
-}
-
-static inline struct tr_fb_vec tr_fb_vec_at(const uint8_t *p) {
-  const uint8_t *s = tr_fb_deref(p);
-  struct tr_fb_vec r = {s + 4, tr_fb_read_u32(s)};
-  return r;
 }
 
 static inline struct tr_fb_str tr_fb_vec_str(struct tr_fb_vec v, uint32_t i) {
@@ -408,8 +386,7 @@ static inline const uint8_t *tr_fb_view_field_req(const struct tr_fb_view *v,
 
 static inline const uint8_t *tr_fb_view_ref(const struct tr_fb_view *v,
                                             unsigned id) {
-  const uint8_t *p = tr_fb_view_field(v, id);
-  return p ? tr_fb_deref(p) : NULL;
+  return tr_fb_ref_opt(tr_fb_view_field(v, id));
 }
 
 static inline const uint8_t *tr_fb_view_union(const struct tr_fb_view *v,
@@ -419,24 +396,12 @@ static inline const uint8_t *tr_fb_view_union(const struct tr_fb_view *v,
 
 static inline struct tr_fb_str tr_fb_view_str(const struct tr_fb_view *v,
                                               unsigned id) {
-  struct tr_fb_str s = {NULL, 0};
-  const uint8_t *p = tr_fb_view_ref(v, id);
-  if (p) {
-    s.len = tr_fb_read_u32(p);
-    s.ptr = (const char *)p + 4;
-  }
-  return s;
+  return tr_fb_str_opt(tr_fb_view_field(v, id));
 }
 
 static inline struct tr_fb_vec tr_fb_view_vec(const struct tr_fb_view *v,
                                               unsigned id) {
-  struct tr_fb_vec r = {NULL, 0};
-  const uint8_t *p = tr_fb_view_ref(v, id);
-  if (p) {
-    r.len = tr_fb_read_u32(p);
-    r.data = p + 4;
-  }
-  return r;
+  return tr_fb_vec_opt(tr_fb_view_field(v, id));
 }
 
 /* The root table of a buffer (no verification). */
