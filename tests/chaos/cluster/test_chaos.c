@@ -13,8 +13,9 @@
  * the leader), partition_blip (cut off only until it fences itself, then
  * heal), partition_forward (cut a follower off while a write it forwarded
  * waits in its socket: when its connection to the leader goes, nothing may
- * be left for the kernel to send later), kill_two (two of three die: the survivor fences itself; both
- * restart), restart_all (SIGKILL every node and start them all again),
+ * be left for the kernel to send later), kill_two (two of three die: the
+ * survivor fences itself; both restart), restart_all (SIGKILL every node
+ * and start them all again),
  * stop_in_backoff and stop_follower_in_backoff (SIGSTOP a node, or a
  * follower, while its tool executor waits to retry a call: after SIGCONT
  * the retry must not go out for a run that moved), random (TROUPE_CHAOS_ROUNDS rounds, default 2, of faults drawn from the
@@ -902,12 +903,11 @@ static void f_partition_forward(void)
     int side[1] = { n };
     assert_int_equal(cn_partition(side, 1), 0);
 
-    char url[256], hdr[128], body[512];
+    static const char body[] = "{\"goal\": \"chaos forward\", \"agent\": {\"model\": \"mock-gpt\", "
+                               "\"system\": \"[mock:chaos]\", \"tools\": [\"echo\"], \"max_steps\": 10}}";
+    char url[256], hdr[128];
     snprintf(url, sizeof url, "%s/v1/runs", W.c.nodes[n].base);
     snprintf(hdr, sizeof hdr, "Idempotency-Key: chaos-%llx-forward-%d", (unsigned long long)W.rng, W.n_faults);
-    snprintf(body, sizeof body,
-             "{\"goal\": \"chaos forward\", \"agent\": {\"model\": \"mock-gpt\", \"system\": \"[mock:chaos]\", "
-             "\"tools\": [\"echo\"], \"max_steps\": 10}}");
     const char *headers[] = { hdr, NULL };
     struct h_resp r;
     h_http(&r, "POST", url, body, headers, 300); /* no answer expected: it waits on the leader */
